@@ -70,7 +70,6 @@ static const char ctk_magic[8] = { 'S', 'V', 'M', '-', 'C', 'T', 'K', '\n' };
 #define HDR_LEN 512u
 #define HDR_CRC_OFF 508u
 
-static inline void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static void put32(uint8_t *p, uint32_t v)
 {
   for (int i = 0; i < 4; i++)
@@ -263,8 +262,10 @@ void ctk_encode_page(const struct ctk_header *h, uint64_t pno, uint64_t seq, con
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   memcpy(d, ep, count * 2);
 #else
-  for (size_t i = 0; i < count; i++)
-    put16(d + 2 * i, ep[i]);
+  for (size_t i = 0; i < count; i++) {
+    d[2 * i] = (uint8_t)ep[i];
+    d[2 * i + 1] = (uint8_t)(ep[i] >> 8);
+  }
 #endif
   memset(d + count * 2, 0, (CTK_BPP - count) * 2);
   put32(page, cbt_crc32c(0, page + 4, CTK_PAGE - 4));
