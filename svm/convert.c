@@ -646,8 +646,8 @@ static int open_dst_file(struct conv *c, const char *path, uint64_t data_bytes, 
   if (dir == NULL)
     return svm_error(ENOMEM, "out of memory");
   if (statvfs(dir, &vfs) < 0) {
-    r = svm_error(errno, "%s: cannot use the destination directory %s: %s", path, dir,
-                  strerror(errno));
+    r = svm_error(errno, "%s: cannot use the destination directory %s: %s%s", path, dir,
+                  strerror(errno), errno == ENOENT ? " (create it first)" : "");
     free(dir);
     return r;
   }
