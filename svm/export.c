@@ -242,12 +242,12 @@ static void peer_name(int fd, bool tcp, unsigned long n, char *buf, size_t len)
 {
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
-  char host[NI_MAXHOST], port[NI_MAXSERV];
+  char host[48], port[8];
 
   if (tcp && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
       getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, port, sizeof port,
                   NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
-    snprintf(buf, len, "%s:%s", host, port);
+    snprintf(buf, len, "%.47s:%.7s", host, port);
     return;
   }
   snprintf(buf, len, "unix#%lu", n);
