@@ -20,21 +20,21 @@
 #include "svm/descriptor.h"
 
 static const char *const prov_names[] = {
-  [SVM_PROV_THIN] = "thin",
-  [SVM_PROV_THICK] = "thick",
-  [SVM_PROV_EAGER_ZEROED_THICK] = "eager-zeroed-thick",
+  [SVM_DESC_THIN] = "thin",
+  [SVM_DESC_THICK] = "thick",
+  [SVM_DESC_EAGER] = "eager-zeroed-thick",
 };
 
-const char *svm_provisioning_name(enum svm_provisioning p)
+const char *svm_desc_prov_name(enum svm_desc_prov p)
 {
   return (unsigned)p < 3 ? prov_names[p] : "?";
 }
 
-int svm_provisioning_parse(const char *s, enum svm_provisioning *out)
+int svm_desc_prov_parse(const char *s, enum svm_desc_prov *out)
 {
   for (unsigned i = 0; i < 3; i++)
     if (strcmp(s, prov_names[i]) == 0) {
-      *out = (enum svm_provisioning)i;
+      *out = (enum svm_desc_prov)i;
       return 0;
     }
   return svm_error(EINVAL, "'%s' is not a provisioning (thin, thick or eager-zeroed-thick)", s);
@@ -406,7 +406,7 @@ int svm_desc_validate(struct svm_desc *d)
         dk->size = v;
         has_size[idx] = true;
       } else if (strcmp(field, "provisioning") == 0) {
-        if (svm_provisioning_parse(l->value, &dk->provisioning) < 0)
+        if (svm_desc_prov_parse(l->value, &dk->provisioning) < 0)
           return svm_error_prefix("%s:%u: %s", d->path, l->lineno, l->key);
       } else if (strcmp(field, "uuid") == 0) {
         dk->uuid = l->value;

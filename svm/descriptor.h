@@ -37,11 +37,11 @@ enum {
   SVM_DESC_MAX_FILE = 1 << 20,
 };
 
-enum svm_provisioning { SVM_PROV_THIN, SVM_PROV_THICK, SVM_PROV_EAGER_ZEROED_THICK };
+enum svm_desc_prov { SVM_DESC_THIN, SVM_DESC_THICK, SVM_DESC_EAGER };
 
 /* "thin", "thick", "eager-zeroed-thick" <-> enum; parse returns 0 or -EINVAL. */
-const char *svm_provisioning_name(enum svm_provisioning p);
-int svm_provisioning_parse(const char *s, enum svm_provisioning *out);
+const char *svm_desc_prov_name(enum svm_desc_prov p);
+int svm_desc_prov_parse(const char *s, enum svm_desc_prov *out);
 
 struct svm_desc_line {
   char *text;       /* the line as in the file, without its '\n' */
@@ -53,7 +53,7 @@ struct svm_desc_line {
 struct svm_desc_disk {
   const char *file;   /* the typed view points into the lines' values */
   uint64_t size;
-  enum svm_provisioning provisioning;
+  enum svm_desc_prov provisioning;
   const char *uuid;
   const char *ctk;    /* "diskN.ctk" when the key is absent */
   char ctk_default[32];

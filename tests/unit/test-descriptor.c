@@ -46,9 +46,9 @@ static void round_trip(void **state)
   assert_int_equal(d->ndisks, 2);
   assert_string_equal(d->disks[0].file, "disk0.raw");
   assert_true(d->disks[0].size == 1048576);
-  assert_int_equal(d->disks[0].provisioning, SVM_PROV_THICK);
+  assert_int_equal(d->disks[0].provisioning, SVM_DESC_THICK);
   assert_string_equal(d->disks[0].ctk, "disk0.ctk");   /* the default */
-  assert_int_equal(d->disks[1].provisioning, SVM_PROV_THIN);
+  assert_int_equal(d->disks[1].provisioning, SVM_DESC_THIN);
   assert_string_equal(d->disks[1].ctk, "data.ctk");
   assert_string_equal(svm_desc_get(d, "guest.os"), "debian12");
   assert_string_equal(svm_desc_get(d, "zz.unknown.last"), "x = y");
