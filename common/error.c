@@ -50,7 +50,9 @@ int svm_error_prefix(const char *fmt, ...)
   vsnprintf(prefix, sizeof prefix, fmt, ap);
   va_end(ap);
   memcpy(old, err_msg, sizeof old);
-  snprintf(err_msg, sizeof err_msg, "%s: %s", prefix, old);
+  /* A long chain of prefixes is cut at ERR_MAX; the start of the message matters most. */
+  if (snprintf(err_msg, sizeof err_msg, "%s: %s", prefix, old) >= (int)sizeof err_msg)
+    err_msg[sizeof err_msg - 1] = '\0';
   if (err_num == 0)
     err_num = EIO;
   return -err_num;

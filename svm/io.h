@@ -11,6 +11,11 @@
  * or a negative errno. At most `depth` requests are in flight; queueing one more returns -EAGAIN
  * and the caller reaps first.
  *
+ * Callbacks may queue new requests but must not call svm_io_reap() themselves. fsync covers the
+ * writes that have completed before it is queued (as with io_uring: no ordering with requests
+ * still in flight). A bad fd fails with -EBADF, either at queue time or in the callback.
+ * With libaio, fsync and fallocate run synchronously when queued and complete on the next reap.
+ *
  * O_DIRECT: svm_io_open_file() opens with O_DIRECT where the file system allows it and reports
  * whether it did; callers then use buffers from svm_io_alloc_buffer() and 4 KiB-aligned offsets
  * and lengths (or fall back to a buffered fd for unaligned tails).
@@ -37,7 +42,8 @@ enum { SVM_IO_ALIGN = 4096 };
 
 /* Create an engine with room for `depth` requests in flight (1..4096). */
 int svm_io_new(enum svm_io_kind kind, unsigned depth, struct svm_io **out);
-void svm_io_free(struct svm_io *io);        /* waits for requests still in flight */
+/* Waits for requests still in flight (their buffers may still be in use) and runs no callback. */
+void svm_io_free(struct svm_io *io);
 const char *svm_io_name(const struct svm_io *io);   /* "io_uring" or "libaio" */
 
 int svm_io_pread(struct svm_io *io, int fd, void *buf, size_t len, uint64_t off,

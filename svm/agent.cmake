@@ -1,0 +1,7 @@
+# The agent: VM descriptors, datastores, the control socket and protocol, the agent core.
+target_sources(svmotion PRIVATE
+  ${CMAKE_CURRENT_SOURCE_DIR}/descriptor.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/datastore.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/control-proto.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/control-client.c
+  ${CMAKE_CURRENT_SOURCE_DIR}/control.c)

@@ -1,0 +1,303 @@
+/* svm-nbd-serve: serve one raw disk image over NBD with svmotion's export, outside svmd.
+ *
+ * For tests and benchmarks of the NBD server: the same export code svmd embeds, on a unix
+ * socket or TCP. SIGUSR1 switches the export to a copy of the image (--swap-to), live, the way
+ * a datastore move ends; SIGINT/SIGTERM stop it cleanly. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "svm/export.h"
+
+static const char usage_text[] =
+  "Usage: svm-nbd-serve [OPTIONS] FILE\n"
+  "Serve the raw disk image FILE over NBD (svmotion's export, as svmd embeds it).\n"
+  "\n"
+  "  --socket PATH        listen on a unix socket (default when no --tcp is given:\n"
+  "                       FILE.sock)\n"
+  "  --tcp ADDR:PORT      listen on TCP (PORT 0 = any free port); may be combined\n"
+  "  --name NAME          export name (default: \"disk\")\n"
+  "  --readonly           refuse writes\n"
+  "  --threads N          I/O threads (default 2)\n"
+  "  --queue-depth N      requests in flight per thread (default 128)\n"
+  "  --cbt-like-hook      mark every write in an in-memory bitmap (64 KiB grain), and\n"
+  "                       serve it as the meta context \"svm-test:dirty\"\n"
+  "  --swap-to PATH       on SIGUSR1: pause, copy FILE to PATH, switch the export to\n"
+  "                       PATH, resume (clients stay connected)\n"
+  "  --help, --version\n"
+  "\n"
+  "Prints the export's URI(s) on stdout once it listens; logs to stderr.\n"
+  "Exit status: 0 stopped by SIGINT/SIGTERM, 1 failure, 2 usage error.\n";
+
+/* ---- the CBT-like hook: a dirty bitmap, and a meta context to read it back ---- */
+
+enum { GRAIN_SHIFT = 16 };
+
+struct dirty_map {
+  uint64_t size;
+  size_t words;
+  _Atomic uint64_t *bits;
+};
+
+static int dirty_mark(void *opaque, uint64_t off, uint64_t len, unsigned kind)
+{
+  struct dirty_map *m = opaque;
+  uint64_t first = off >> GRAIN_SHIFT, last = (off + len - 1) >> GRAIN_SHIFT;
+
+  (void)kind;
+  if (len == 0 || off + len > m->size)
+    return svm_error(EINVAL, "dirty map: range %" PRIu64 "+%" PRIu64 " past the end", off, len);
+  for (uint64_t g = first; g <= last; g++)
+    atomic_fetch_or_explicit(&m->bits[g / 64], UINT64_C(1) << (g % 64), memory_order_relaxed);
+  return 0;
+}
+
+static int dirty_resolve(void *opaque, const char *name)
+{
+  (void)opaque;
+  if (strcmp(name, "svm-test:dirty") != 0)
+    return svm_error(ENOENT, "%s: no such context (this server has svm-test:dirty)", name);
+  return 0;
+}
+
+static int dirty_extents(void *opaque, const char *name, uint64_t off, uint64_t len,
+                         struct svm_meta_extent **out, size_t *n)
+{
+  struct dirty_map *m = opaque;
+  uint64_t end = off + len, g = off >> GRAIN_SHIFT;
+  size_t cap = 0;
+
+  (void)name;
+  *out = NULL;
+  *n = 0;
+  for (; (g << GRAIN_SHIFT) < end; g++) {
+    uint64_t s, t;
+    if (!(atomic_load_explicit(&m->bits[g / 64], memory_order_relaxed) >> (g % 64) & 1))
+      continue;
+    s = g << GRAIN_SHIFT;
+    t = (g + 1) << GRAIN_SHIFT;
+    if (s < off)
+      s = off;
+    if (t > end)
+      t = end;
+    if (*n > 0 && (*out)[*n - 1].offset + (*out)[*n - 1].length == s) {
+      (*out)[*n - 1].length += t - s;
+      continue;
+    }
+    if (*n == cap) {
+      struct svm_meta_extent *x = reallocarray(*out, cap = cap * 2 + 16, sizeof *x);
+      if (x == NULL) {
+        free(*out);
+        *out = NULL;
+        return svm_error(ENOMEM, "out of memory");
+      }
+      *out = x;
+    }
+    (*out)[(*n)++] = (struct svm_meta_extent){ s, t - s };
+  }
+  return 0;
+}
+
+/* ---- swap ---- */
+
+static int copy_file(const char *from, const char *to)
+{
+  char cmd[8192];
+  int r;
+
+  /* cp keeps holes (--sparse=always) and is what an operator would use */
+  if (snprintf(cmd, sizeof cmd, "cp --sparse=always -- '%s' '%s'", from, to) >= (int)sizeof cmd
+      || strchr(from, '\'') || strchr(to, '\''))
+    return svm_error(EINVAL, "%s: path not supported for --swap-to", to);
+  r = system(cmd);
+  if (r != 0)
+    return svm_error(EIO, "copying %s to %s failed (cp exit %d)", from, to, r);
+  return 0;
+}
+
+static int do_swap(struct svm_export *e, const char *cur, const char *to)
+{
+  struct svm_layer *nl = NULL, *old = NULL;
+  uint64_t inner = 0, outer = 0;
+  int r;
+
+  svm_export_pause(e);
+  r = copy_file(cur, to);
+  if (r == 0)
+    r = svm_layer_open_raw(to, false, &nl);
+  if (r == 0) {
+    r = svm_export_swap(e, nl, &old, &inner);
+    if (r < 0)
+      svm_layer_free(nl);
+  }
+  svm_export_resume(e, &outer);
+  if (r < 0)
+    return r;
+  svm_layer_free(old);
+  fprintf(stderr, "svm-nbd-serve: swapped to %s: paused %" PRIu64 " us in all (copy included), "
+          "switch %" PRIu64 " ns\n", to, outer / 1000, inner);
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "socket", required_argument, NULL, 's' },
+    { "tcp", required_argument, NULL, 't' },
+    { "name", required_argument, NULL, 'n' },
+    { "readonly", no_argument, NULL, 'r' },
+    { "threads", required_argument, NULL, 'T' },
+    { "queue-depth", required_argument, NULL, 'q' },
+    { "cbt-like-hook", no_argument, NULL, 'c' },
+    { "swap-to", required_argument, NULL, 'S' },
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { NULL, 0, NULL, 0 },
+  };
+  const char *sock = NULL, *tcp = NULL, *name = "disk", *swap_to = NULL;
+  bool readonly = false, hook = false;
+  unsigned threads = 0, depth = 0;
+  struct svm_export_opts eo = { 0 };
+  struct svm_export *e = NULL;
+  struct svm_layer *l = NULL;
+  struct dirty_map dm = { 0 };
+  char *defsock = NULL, *cur = NULL;
+  sigset_t set;
+  int c, r, status = 1;
+
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    char *end;
+    switch (c) {
+    case 's': sock = optarg; break;
+    case 't': tcp = optarg; break;
+    case 'n': name = optarg; break;
+    case 'r': readonly = true; break;
+    case 'c': hook = true; break;
+    case 'S': swap_to = optarg; break;
+    case 'T':
+    case 'q': {
+      unsigned long v = strtoul(optarg, &end, 10);
+      if (*optarg == '\0' || *end != '\0' || v == 0 || v > 4096) {
+        fprintf(stderr, "svm-nbd-serve: --%s %s: expected a number 1-4096\n",
+                c == 'T' ? "threads" : "queue-depth", optarg);
+        return 2;
+      }
+      *(c == 'T' ? &threads : &depth) = (unsigned)v;
+      break;
+    }
+    case 'h': fputs(usage_text, stdout); return 0;
+    case 'V': printf("svm-nbd-serve %s\n", SVM_VERSION); return 0;
+    default:
+      fputs("Try 'svm-nbd-serve --help'.\n", stderr);
+      return 2;
+    }
+  }
+  if (optind != argc - 1) {
+    fprintf(stderr, "svm-nbd-serve: expected exactly one FILE\nTry 'svm-nbd-serve --help'.\n");
+    return 2;
+  }
+  if (tcp && strrchr(tcp, ':') == NULL) {
+    fprintf(stderr, "svm-nbd-serve: --tcp %s: expected ADDR:PORT\n", tcp);
+    return 2;
+  }
+  if (sock == NULL && tcp == NULL) {
+    if (asprintf(&defsock, "%s.sock", argv[optind]) < 0)
+      return 1;
+    sock = defsock;
+  }
+
+  /* Signals are taken by sigwait() below: block them before any thread starts. */
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  r = svm_layer_open_raw(argv[optind], readonly, &l);
+  if (r < 0)
+    goto fail;
+  cur = strdup(argv[optind]);
+  eo.name = name;
+  eo.threads = threads;
+  eo.queue_depth = depth;
+  r = svm_export_new(&eo, l, &e);
+  if (r < 0) {
+    svm_layer_free(l);
+    goto fail;
+  }
+  if (hook) {
+    struct svm_meta_provider p = { .prefix = "svm-test:", .resolve = dirty_resolve,
+                                   .extents = dirty_extents, .opaque = &dm };
+    dm.size = svm_layer_size(l);
+    dm.words = (size_t)(((dm.size >> GRAIN_SHIFT) + 1 + 63) / 64);
+    dm.bits = calloc(dm.words, sizeof *dm.bits);
+    if (dm.bits == NULL) {
+      r = svm_error(ENOMEM, "out of memory");
+      goto fail;
+    }
+    r = svm_export_set_write_hook(e, dirty_mark, &dm);
+    if (r == 0)
+      r = svm_export_add_meta_provider(e, &p);
+    if (r < 0)
+      goto fail;
+  }
+  if (sock) {
+    r = svm_export_listen_unix(e, sock);
+    if (r < 0)
+      goto fail;
+    printf("nbd+unix:///%s?socket=%s\n", name, sock);
+  }
+  if (tcp) {
+    char *addr = strdup(tcp), *colon, port[32];
+    if (addr == NULL)
+      goto fail;
+    colon = strrchr(addr, ':');
+    *colon = '\0';
+    r = svm_export_listen_tcp(e, addr, colon + 1, port, sizeof port);
+    if (r == 0)
+      printf("nbd://%s:%s/%s\n", *addr ? addr : "localhost", port, name);
+    free(addr);
+    if (r < 0)
+      goto fail;
+  }
+  fflush(stdout);
+
+  for (;;) {
+    int sig;
+    if (sigwait(&set, &sig) != 0)
+      continue;
+    if (sig == SIGUSR1) {
+      if (swap_to == NULL) {
+        fprintf(stderr, "svm-nbd-serve: SIGUSR1 ignored: no --swap-to\n");
+        continue;
+      }
+      if (do_swap(e, cur, swap_to) < 0) {
+        fprintf(stderr, "svm-nbd-serve: swap failed: %s\n", svm_last_error());
+        continue;
+      }
+      free(cur);
+      cur = strdup(swap_to);
+      continue;
+    }
+    break;
+  }
+  status = 0;
+  goto out;
+
+fail:
+  fprintf(stderr, "svm-nbd-serve: %s\n", svm_last_error());
+out:
+  svm_export_free(e);
+  free((void *)dm.bits);
+  free(defsock);
+  free(cur);
+  return status;
+}
