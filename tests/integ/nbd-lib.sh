@@ -9,6 +9,7 @@ export PATH=/usr/bin:/bin:$PATH
 
 NBD_TMP=$(mktemp -d "${TMPDIR:-/tmp}/svm-nbd-test.XXXXXX")
 NBD_PIDS=()
+cd "$NBD_TMP"        # fio leaves its verify state files in the current directory
 
 nbd_cleanup()
 {
