@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# svm-convert: thin, thick and eager-zeroed-thick results of a real raw disk, checked with
+# qemu-img compare, stat block counts and filefrag -v; --punch-zeroes in place; --json; CLI.
+. "$(dirname "$0")/lib.sh"
+require qemu-img filefrag python3
+CONV=$SVM_BIN/svm-convert
+MiB=$((1024 * 1024))
+
+# 64 MiB disk: 6 MiB of random data in scattered extents, 4 MiB of allocated zeros, holes.
+src=$TMP/src.raw
+truncate -s 64M "$src"
+for o in 0 7 13 22 40 63; do
+  dd if=/dev/urandom of="$src" bs=1M count=1 seek=$o conv=notrunc status=none
+done
+dd if=/dev/zero of="$src" bs=1M count=4 seek=30 conv=notrunc status=none
+sync "$src"
+sum=$(checksum "$src")
+
+for prov in thin thick eager-zeroed-thick; do
+  dst=$TMP/dst-$prov.raw
+  "$CONV" --provisioning "$prov" --json "$src" "$dst" >"$TMP/$prov.json"
+  qemu-img compare -q -f raw -F raw "$src" "$dst" || fail "$prov: contents differ"
+  [ "$(stat -c %s "$dst")" -eq $((64 * MiB)) ] || fail "$prov: wrong size"
+  alloc=$(allocated "$dst")
+  unwritten=$(unwritten_extents "$dst")
+  case $prov in
+    thin)
+      # the 6 MiB of data only: zeros (allocated or not) stay holes
+      [ "$alloc" -ge $((6 * MiB)) ] && [ "$alloc" -le $((6 * MiB + 256 * 1024)) ] ||
+        fail "thin: $alloc bytes allocated, want about 6 MiB"
+      [ "$unwritten" -eq 0 ] || fail "thin: $unwritten unwritten extents" ;;
+    thick)
+      [ "$alloc" -ge $((64 * MiB)) ] || fail "thick: only $alloc bytes allocated"
+      [ "$unwritten" -ge 1 ] || fail "thick: no unwritten extent (should be lazy-zeroed)" ;;
+    eager-zeroed-thick)
+      [ "$alloc" -ge $((64 * MiB)) ] || fail "eager: only $alloc bytes allocated"
+      [ "$unwritten" -eq 0 ] || fail "eager: $unwritten unwritten extents" ;;
+  esac
+  python3 - "$TMP/$prov.json" "$prov" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+MiB = 1 << 20
+assert d["provisioning"] == sys.argv[2], d
+assert d["size"] == 64 * MiB, d
+assert d["bytes-read"] == 10 * MiB, d            # data extents only, not the holes
+assert d["bytes-skipped-zero"] == 4 * MiB, d
+if sys.argv[2] == "eager-zeroed-thick":
+    assert d["bytes-written"] == 64 * MiB, d     # data, then zeros over all the rest
+else:
+    assert d["bytes-written"] == 6 * MiB, d
+assert d["seconds"] >= 0, d
+PY
+  ok "$prov: same contents, $alloc bytes allocated, $unwritten unwritten extents"
+done
+[ "$(checksum "$src")" = "$sum" ] || fail "the source changed"
+
+# Converting thick back to thin gives the thin result again.
+"$CONV" "$TMP/dst-eager-zeroed-thick.raw" "$TMP/back-thin.raw"
+qemu-img compare -q -f raw -F raw "$src" "$TMP/back-thin.raw" || fail "eager->thin differs"
+[ "$(allocated "$TMP/back-thin.raw")" -le $((6 * MiB + 256 * 1024)) ] || fail "eager->thin not thin"
+ok "eager -> thin"
+
+# --force replaces an existing destination
+echo old >"$TMP/existing.raw"
+"$CONV" --force "$src" "$TMP/existing.raw"
+qemu-img compare -q -f raw -F raw "$src" "$TMP/existing.raw" || fail "--force result differs"
+ok "--force replaces"
+
+# --punch-zeroes: an eager disk becomes thin in place, same contents
+cp "$TMP/dst-eager-zeroed-thick.raw" "$TMP/punch.raw"
+"$CONV" --punch-zeroes --json "$TMP/punch.raw" >"$TMP/punch.json"
+qemu-img compare -q -f raw -F raw "$src" "$TMP/punch.raw" || fail "punch-zeroes changed data"
+a=$(allocated "$TMP/punch.raw")
+[ "$a" -le $((6 * MiB + 256 * 1024)) ] || fail "punch-zeroes left $a bytes allocated"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["bytes-punched"]==58<<20, d' \
+  "$TMP/punch.json"
+ok "--punch-zeroes: $a bytes allocated"
+
+# The CLI: help, version, usage errors
+"$CONV" --help | grep -q 'Usage: svm-convert' || fail "--help"
+[ "$("$CONV" --version)" = "svm-convert $(sed -n 's/^project(svmotion VERSION \([0-9.]*\).*/\1/p' "$SVM_SRC/CMakeLists.txt")" ] ||
+  fail "--version: $("$CONV" --version)"
+expect_exit 2 'need SRC and DST' "$CONV" "$src"
+expect_exit 2 'unknown \(use thin, thick or eager-zeroed-thick\)' "$CONV" -p fat "$src" "$TMP/x"
+expect_exit 2 'Try' "$CONV" --bogus "$src" "$TMP/x"
+expect_exit 2 'one DISK' "$CONV" --punch-zeroes
+expect_exit 2 'request-size' "$CONV" --request-size 1000 "$src" "$TMP/x"
+[ ! -e "$TMP/x" ] || fail "a usage error created the destination"
+ok "cli"
