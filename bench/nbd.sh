@@ -2,16 +2,20 @@
 # NBD server benchmark: fio's nbd engine against svmotion's export and its peers, all serving
 # the same raw file over unix sockets with buffered I/O (writeback cache, flush = fdatasync):
 #
-#   svm        svm-nbd-serve FILE                        (the export, no write hook)
-#   svm+cbt    svm-nbd-serve --ctk FILE.ctk FILE         (real CBT: cbt_mark before each ack)
-#   svmd       svmd exporting the disk of a VM           (the agent, CBT on)
-#   nbdkit     nbdkit file FILE
-#   qemu-nbd   qemu-nbd -f raw --cache=writeback
+#   svm          svm-nbd-serve FILE                      (the export, no write hook)
+#   svm-engine   the same with SVM_NBD_INLINE=0          (every request on io_uring)
+#   svm+cbt      svm-nbd-serve --ctk FILE.ctk FILE       (real CBT, cbt_mark before each ack;
+#                                                         every block already marked once in
+#                                                         the epoch: the steady state)
+#   svm+cbt-cold the same with a new .ctk for each cell  (every first write to a 64 KiB block
+#                                                         waits for a durable mark: worst case)
+#   svmd         svmd exporting the disk of a VM         (the agent, CBT on, warm like svm+cbt)
+#   nbdkit       nbdkit file FILE
+#   qemu-nbd     qemu-nbd -f raw --cache=writeback
 #
 # Cells: 4 KiB random write and read at iodepth 1 and 32, 1 MiB sequential write and read at
-# iodepth 8. Each server is started afresh for each cell (and the CBT file removed, so every
-# first write to a block pays its durable mark: the worst case). Prints IOPS, p50/p99
-# completion latency, and the ratios svm/nbdkit, svm/qemu-nbd and the cost of CBT.
+# iodepth 8. Each server is started afresh for each cell. Prints IOPS, p50/p99 completion
+# latency, and the ratios svm/nbdkit, svm/qemu-nbd and the cost of CBT.
 #
 # Usage: bench/nbd.sh [--runtime SECONDS] [--size MIB] [--repeat N] [--servers "svm nbdkit ..."]
 #        (SVM_BIN: the programs, default build/bin). Medians over the repeats.
@@ -21,7 +25,7 @@ export PATH=/usr/bin:/bin:$PATH
 runtime=10
 size_mib=1024
 repeat=1
-servers="svm svm+cbt svmd nbdkit qemu-nbd"
+servers="svm svm-engine svm+cbt svm+cbt-cold svmd nbdkit qemu-nbd"
 while [ $# -gt 0 ]; do
   case $1 in
     --runtime) runtime=$2; shift 2 ;;
@@ -71,16 +75,19 @@ else
   servers=${servers//svmd/}
 fi
 [ -f "$disk" ] || { echo "bench/nbd.sh: no disk at $disk" >&2; exit 1; }
-dd if=/dev/urandom of="$disk" bs=1M count="$size_mib" conv=notrunc,fsync status=none
 
 start_server()
 {
   local s=$1
-  rm -f "$sock" "$work/bench.ctk" "$(dirname "$disk")"/*.ctk
+  rm -f "$sock" "$work/cold.ctk"
   case $s in
     svm) "$bin/svm-nbd-serve" --socket "$sock" --name disk "$disk" >/dev/null 2>>"$work/svm.log" & ;;
+    svm-engine) SVM_NBD_INLINE=0 "$bin/svm-nbd-serve" --socket "$sock" --name disk "$disk" \
+                  >/dev/null 2>>"$work/svm.log" & ;;
     svm+cbt) "$bin/svm-nbd-serve" --socket "$sock" --name disk --ctk "$work/bench.ctk" "$disk" \
                >/dev/null 2>>"$work/svm.log" & ;;
+    svm+cbt-cold) "$bin/svm-nbd-serve" --socket "$sock" --name disk --ctk "$work/cold.ctk" \
+                    "$disk" >/dev/null 2>>"$work/svm.log" & ;;
     svmd) "$bin/svmd" --name bench --state "$work/state" --datastore "ds=$work/ds" \
             2>>"$work/svmd.log" & ;;
     nbdkit) nbdkit -f -U "$sock" -e disk file "$disk" & ;;
@@ -107,6 +114,21 @@ stop_server()
   wait "$server_pid" 2>/dev/null || true
   server_pid=
 }
+
+# Fill the disk with data through svmd and through svm+cbt: every block allocated and in the
+# page cache, every block marked once in both trackers' current epoch.
+filled=0
+for s in $servers; do
+  case $s in svmd|svm+cbt) ;; *) continue ;; esac
+  filled=1
+  start_server "$s"
+  fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=8 \
+    --size="${size_mib}M" --refill_buffers=1 --output=/dev/null
+  stop_server
+done
+[ "$filled" = 1 ] ||
+  dd if=/dev/urandom of="$disk" bs=1M count="$size_mib" conv=notrunc status=none
+sync "$disk"
 
 cells=("randwrite 4k 1" "randwrite 4k 32" "randread 4k 1" "randread 4k 32"
        "write 1M 8" "read 1M 8")
@@ -161,18 +183,20 @@ for cell in cells:
         else:
             out.append("-")
     print(f"| {cell} | " + " | ".join(out) + " |")
-print("\n| cell | svm/nbdkit IOPS | svm/qemu-nbd IOPS | p99 svm/nbdkit | p99 svm/qemu-nbd | CBT cost (svm+cbt vs svm) | svmd/svm |")
-print("|---|---|---|---|---|---|---|")
+print("\n| cell | svm/nbdkit IOPS | svm/qemu-nbd IOPS | p99 svm/nbdkit | p99 svm/qemu-nbd | CBT cost, warm | CBT cost, cold | svmd/svm | svm/svm-engine |")
+print("|---|---|---|---|---|---|---|---|---|")
 def ratio(a, b, i):
     if a in med and b in med and med[b][i]:
         return f"{med[a][i] / med[b][i]:.2f}"
     return "-"
 for cell in cells:
     a = (cell, "svm")
-    cost = "-"
-    if a in med and (cell, "svm+cbt") in med:
-        cost = f"{(1 - med[(cell, 'svm+cbt')][0] / med[a][0]) * 100:+.1f}%"
+    def cost(s):
+        if a in med and (cell, s) in med:
+            return f"{(1 - med[(cell, s)][0] / med[a][0]) * 100:+.1f}%"
+        return "-"
     print(f"| {cell} | {ratio(a, (cell, 'nbdkit'), 0)} | {ratio(a, (cell, 'qemu-nbd'), 0)} | "
-          f"{ratio(a, (cell, 'nbdkit'), 2)} | {ratio(a, (cell, 'qemu-nbd'), 2)} | {cost} | "
-          f"{ratio((cell, 'svmd'), a, 0)} |")
+          f"{ratio(a, (cell, 'nbdkit'), 2)} | {ratio(a, (cell, 'qemu-nbd'), 2)} | "
+          f"{cost('svm+cbt')} | {cost('svm+cbt-cold')} | {ratio((cell, 'svmd'), a, 0)} | "
+          f"{ratio(a, (cell, 'svm-engine'), 0)} |")
 PY
