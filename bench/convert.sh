@@ -66,15 +66,16 @@ tools=(
   "nbdcopy|nbdcopy SRC DST"
 )
 
-declare -A median alloc
+declare -A times alloc median
 dst=$BENCH_DIR/dst.raw
-for t in "${tools[@]}"; do
-  name=${t%%|*}
-  cmd=${t#*|}
-  cmd=${cmd//SRC/$src}
-  cmd=${cmd//DST/$dst}
-  times=()
-  for ((i = 1; i <= RUNS; i++)); do
+# Round-robin (run 1 of every tool, then run 2...), so that load from other work on the machine
+# falls on all tools alike rather than on whichever ran during it.
+for ((i = 1; i <= RUNS; i++)); do
+  for t in "${tools[@]}"; do
+    name=${t%%|*}
+    cmd=${t#*|}
+    cmd=${cmd//SRC/$src}
+    cmd=${cmd//DST/$dst}
     rm -f "$dst"
     # nbdcopy writes into an existing file of the right size
     [ "$name" = nbdcopy ] && truncate -s "${SIZE_MB}M" "$dst"
@@ -83,19 +84,25 @@ for t in "${tools[@]}"; do
     $cmd
     sync
     t1=$(now)
-    times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')")
+    times[$name]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') "
+    if [ "$i" -eq 1 ]; then
+      qemu-img compare -q -f raw -F raw "$src" "$dst" ||
+        { echo "bench: $name produced a different disk" >&2; exit 1; }
+      alloc[$name]=$(($(stat -c %b "$dst") * 512))
+    fi
   done
-  cmp_out=$(qemu-img compare -q -f raw -F raw "$src" "$dst" && echo same || echo DIFFERENT)
-  [ "$cmp_out" = same ] || { echo "bench: $name produced a different disk" >&2; exit 1; }
-  median[$name]=$(printf '%s\n' "${times[@]}" | sort -g | sed -n "$(((RUNS + 1) / 2))p")
-  alloc[$name]=$(($(stat -c %b "$dst") * 512))
-  echo "bench: $name: ${times[*]} s" >&2
+done
+for t in "${tools[@]}"; do
+  name=${t%%|*}
+  median[$name]=$(printf '%s\n' ${times[$name]} | sort -g | sed -n "$(((RUNS + 1) / 2))p")
+  echo "bench: $name: ${times[$name]}s" >&2
 done
 rm -f "$dst"
 
 echo
 echo "svm-convert benchmark: ${SIZE_MB} MiB raw disk, 50% data in 1 MiB extents + 10% allocated"
-echo "zeros; page cache dropped before each run; time includes a final sync; median of $RUNS."
+echo "zeros; page cache dropped before each run; time includes a final sync; median of $RUNS"
+echo "runs, tools interleaved round-robin. Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "Host: $(nproc) CPUs, $(uname -r), $(df --output=fstype "$BENCH_DIR" | tail -1) on $(df --output=source "$BENCH_DIR" | tail -1)"
 echo
 printf '| %-24s | %10s | %18s | %14s |\n' tool "median s" "svm thin / tool" "allocated MiB"
@@ -107,3 +114,13 @@ for t in "${tools[@]}"; do
     "$(awk -v a="$thin" -v b="${median[$name]}" 'BEGIN { print a / b }')" \
     "$(awk -v a="${alloc[$name]}" 'BEGIN { print a / 1048576 }')"
 done
+echo
+q=${median["qemu-img convert -S 4k"]}
+fastest=$(printf '%s\n' "${median["qemu-img convert -S 4k"]}" "${median["cp --sparse=always"]}" \
+  "${median[nbdcopy]}" | sort -g | head -1)
+awk -v t="$thin" -v q="$q" -v f="$fastest" -v a="${alloc["svm-convert thin"]}" \
+    -v qa="${alloc["qemu-img convert -S 4k"]}" 'BEGIN {
+  printf "target: svm-convert thin <= 0.9 x qemu-img convert: %.2f x  %s\n", t / q, (t <= 0.9 * q) ? "met" : "NOT met"
+  printf "target: svm-convert thin <= fastest peer (%.3f s): %.2f x  %s\n", f, t / f, (t <= f) ? "met" : "NOT met"
+  printf "target: thin result <= qemu-img result (%d <= %d bytes): %s\n", a, qa, (a <= qa) ? "met" : "NOT met"
+}'
