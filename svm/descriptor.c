@@ -497,6 +497,24 @@ int svm_desc_set(struct svm_desc *d, const char *key, const char *value)
   return 0;
 }
 
+int svm_desc_comment(struct svm_desc *d, const char *text)
+{
+  struct svm_desc_line *l;
+  char *t;
+
+  if (strpbrk(text, "\n\r") || strlen(text) + 2 > SVM_DESC_MAX_LINE)
+    return svm_error(EINVAL, "comment with a newline or too long");
+  if (asprintf(&t, "# %s", text) < 0)
+    return svm_error(ENOMEM, "out of memory");
+  l = add_line(d);
+  if (!l) {
+    free(t);
+    return svm_error(ENOMEM, "out of memory");
+  }
+  l->text = t;
+  return 0;
+}
+
 int svm_desc_format(const struct svm_desc *d, char **out, size_t *len)
 {
   size_t n = 0, pos = 0;

@@ -85,6 +85,8 @@ const char *svm_desc_get(const struct svm_desc *d, const char *key);
  * svm_desc_validate after a batch of changes. Values may not hold newlines, NULs or
  * leading/trailing blanks. */
 int svm_desc_set(struct svm_desc *d, const char *key, const char *value);
+/* Append a comment line "# text" (text without newlines). */
+int svm_desc_comment(struct svm_desc *d, const char *text);
 /* Check the whole descriptor and refresh the typed view. */
 int svm_desc_validate(struct svm_desc *d);
 

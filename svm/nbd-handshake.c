@@ -17,7 +17,7 @@ static int recv_full(struct nbd_session *s, void *buf, size_t len, const char *w
   uint8_t *p = buf;
   while (len > 0) {
     ssize_t n = recv(s->fd, p, len, 0);
-    if (n == 0)
+    if (n == 0 || (n < 0 && errno == ECONNRESET))
       return svm_error(ECONNRESET, "disconnected during the handshake (reading %s)", what);
     if (n < 0) {
       if (errno == EINTR)

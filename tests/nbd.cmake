@@ -2,3 +2,21 @@
 # integration tests with real NBD clients against svm-nbd-serve.
 svm_unit_test(test-nbd-parse SOURCES unit/test-nbd-parse.c LIBS svmotion)
 svm_unit_test(test-nbd-export SOURCES unit/test-nbd-export.c LIBS svmotion)
+
+svm_integ_test(nbd-clients nbd-clients.sh TIMEOUT 120)
+svm_integ_test(nbd-nbdsh nbd-nbdsh.sh TIMEOUT 120)
+svm_integ_test(nbd-fio nbd-fio.sh TIMEOUT 120)
+svm_integ_test(nbd-swap nbd-swap.sh TIMEOUT 120)
+svm_integ_test(nbd-badclient nbd-badclient.sh TIMEOUT 120)
+
+# libFuzzer on the request/option parser: a short run in the suite (SVM_FUZZ=ON, clang only).
+if(SVM_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
+  add_executable(fuzz-nbd-request fuzz/fuzz-nbd-request.c ${CMAKE_SOURCE_DIR}/svm/nbd-parse.c)
+  target_compile_options(fuzz-nbd-request PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_options(fuzz-nbd-request PRIVATE -fsanitize=fuzzer,address,undefined)
+  set_target_properties(fuzz-nbd-request PROPERTIES RUNTIME_OUTPUT_DIRECTORY
+                        ${CMAKE_BINARY_DIR}/tests)
+  add_test(NAME fuzz-nbd-request
+           COMMAND fuzz-nbd-request -max_total_time=20 -max_len=4096 -timeout=10)
+  set_tests_properties(fuzz-nbd-request PROPERTIES TIMEOUT 120)
+endif()

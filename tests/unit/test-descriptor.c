@@ -127,11 +127,20 @@ static void new_descriptor(void **state)
   assert_int_equal(svm_uuid_generate(uuid), 0);
   assert_int_equal(strlen(uuid), 36);
   assert_int_equal(uuid[14], '4');
+  assert_int_equal(svm_desc_comment(d, "made by a test"), 0);
+  assert_true(svm_desc_comment(d, "two\nlines") < 0);
   assert_int_equal(svm_desc_set(d, "svm.version", "1"), 0);
   assert_int_equal(svm_desc_set(d, "name", "vm2"), 0);
   assert_int_equal(svm_desc_set(d, "uuid", uuid), 0);
   assert_int_equal(svm_desc_validate(d), 0);
   assert_int_equal(d->ndisks, 0);
+  char *out;
+  size_t len;
+  assert_int_equal(svm_desc_format(d, &out, &len), 0);
+  char want[200];
+  snprintf(want, sizeof want, "# made by a test\nsvm.version = 1\nname = vm2\nuuid = %s\n", uuid);
+  assert_string_equal(out, want);
+  free(out);
   svm_desc_free(d);
 }
 

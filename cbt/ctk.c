@@ -1,0 +1,533 @@
+/* The .ctk file: on-disk format of a changed-block tracker.
+ *
+ * FORMAT (version 1, all integers little-endian, the file is a whole number of 4 KiB pages)
+ *
+ *   offset 0      header slot 0  (4 KiB)
+ *   offset 4096   header slot 1  (4 KiB)
+ *   offset 8192   data page 0 copy A, data page 0 copy B, data page 1 copy A, ...
+ *   size          8192 + 2 * npages * 4096, npages = ceil(nblocks / 2032)
+ *
+ * Header slot (bytes 0..511 used, the rest zero):
+ *     0  magic "SVM-CTK\n"         8  u32 version (1)        12 u32 header length (512)
+ *    16  u64 generation           24  uuid[16]              40  previous uuid[16] (0: none)
+ *    56  SHA-256 of disk id[32]   88  disk id text[96] (truncated, NUL padded, for messages)
+ *   184  u32 granularity         188  u32 epochs per page (2032)
+ *   192  u64 disk size           200  u64 blocks = ceil(disk size / granularity)
+ *   208  u64 base                216  u64 floor (oldest answerable sequence)
+ *   224  u32 current local epoch 228  u32 zero
+ *   232  reason text[192]: why the previous uuid was abandoned
+ *   508  u32 CRC-32C of bytes 0..507
+ * A header update writes the slot (generation & 1) with generation + 1 and fdatasyncs; the
+ * valid slot with the higher generation wins, so a torn header write leaves the previous one.
+ *
+ * Data page copy (4 KiB): u32 CRC-32C of bytes 4..4095, u32 magic "CTKP", u64 page index,
+ * u64 sequence, u64 first 8 bytes of the uuid, then 2032 u16 local epochs of consecutive
+ * blocks (0 = never written). A page is rewritten into the copy that is NOT its newest valid
+ * one, with sequence + 1, so a torn write (a crash during a first mark, whose write was
+ * therefore never acknowledged) destroys only the copy being written and the previous state
+ * survives. A copy of all zero bytes is a page never written (sequence 0). Both copies
+ * invalid means damage, and damage is never repaired by guessing: the tracker restarts.
+ *
+ * EPOCHS AND CHANGE IDS. A block's local epoch e means "last written in the epoch whose
+ * change ID sequence is base + e". The open epoch is cur; cbt_changeid() returns base + cur
+ * and increments cur. query(since s) reports blocks with e > s - base. When cur would pass
+ * the 16-bit limit (65534), the epochs are compacted: the oldest half collapse into epoch 1
+ * ("at or before"), base moves up, and floor, the oldest sequence that can still be answered
+ * exactly, moves with it; older change IDs are then refused (-ESTALE), never answered wrongly.
+ * Compaction, resize and reset write a complete new file and rename it over the old one.
+ *
+ * COST MODEL (1 TiB disk, 64 KiB granularity = 16 Mi blocks):
+ *   memory: 2 bytes per block = 32 MiB per TiB, nothing per epoch or per page (anonymous
+ *           mapping: regions never written, when loaded from a file, cost no RSS).
+ *   mark, block already in the open epoch: one atomic load and compare per block, no lock.
+ *   mark, first in the epoch: the covered pages (2032 blocks = 127 MiB of disk each) are
+ *           read back (page cache), re-encoded, written to their other copy; one fdatasync per
+ *           batch of concurrent first marks (leader/follower group commit).
+ *   changeid: one 4 KiB header write + fdatasync (a full rewrite every 32767 change IDs).
+ *   query: a SIMD scan of the epoch array, 8 blocks per compare (32 MiB per TiB, a few ms).
+ *   file: 64 MiB per TiB at most (two copies of every page), sparse where never written.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "cbt/internal.h"
+#include "common/error.h"
+
+static const char ctk_magic[8] = { 'S', 'V', 'M', '-', 'C', 'T', 'K', '\n' };
+#define PAGE_MAGIC 0x504b5443u               /* "CTKP" */
+#define HDR_LEN 512u
+#define HDR_CRC_OFF 508u
+
+static void put32(uint8_t *p, uint32_t v)
+{
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put64(uint8_t *p, uint64_t v)
+{
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint32_t get32(const uint8_t *p)
+{
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; i--)
+    v = v << 8 | p[i];
+  return v;
+}
+static uint64_t get64(const uint8_t *p)
+{
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = v << 8 | p[i];
+  return v;
+}
+
+uint64_t ctk_npages(uint64_t nblocks)
+{
+  return (nblocks + CTK_BPP - 1) / CTK_BPP;
+}
+
+uint64_t ctk_file_size(uint64_t nblocks)
+{
+  return CTK_DATA_OFF + 2 * ctk_npages(nblocks) * CTK_PAGE;
+}
+
+void ctk_uuid_new(uint8_t uuid[16])
+{
+  size_t got = 0;
+  while (got < 16) {
+    ssize_t r = getrandom(uuid + got, 16 - got, 0);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      /* No entropy source at all: time and address still make a collision unlikely. */
+      uint64_t x = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)uuid;
+      for (; got < 16; got++, x = x * 6364136223846793005ull + 1442695040888963407ull)
+        uuid[got] = (uint8_t)(x >> 56);
+      break;
+    }
+    got += (size_t)r;
+  }
+  uuid[6] = (uint8_t)((uuid[6] & 0x0f) | 0x40);
+  uuid[8] = (uint8_t)((uuid[8] & 0x3f) | 0x80);
+}
+
+void ctk_uuid_format(const uint8_t u[16], char out[37])
+{
+  snprintf(out, 37,
+           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+           u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+           u[15]);
+}
+
+static int hexval(char c)
+{
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+int ctk_uuid_parse(const char *s, uint8_t uuid[16])
+{
+  int n = 0;
+  for (int i = 0; i < 36; i++) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (s[i] != '-')
+        return -1;
+      continue;
+    }
+    int hi = hexval(s[i]);
+    if (hi < 0)
+      return -1;
+    int lo = hexval(s[++i]);
+    if (lo < 0)
+      return -1;
+    uuid[n++] = (uint8_t)(hi << 4 | lo);
+  }
+  return 0;
+}
+
+void ctk_disk_hash(const char *disk_id, uint8_t out[32])
+{
+  unsigned int len = 32;
+  if (!EVP_Digest(disk_id, strlen(disk_id), out, &len, EVP_sha256(), NULL)) {
+    /* OpenSSL without SHA-256 is not a real configuration; fall back to a CRC spread. */
+    memset(out, 0, 32);
+    for (int i = 0; i < 8; i++)
+      put32(out + 4 * i, cbt_crc32c((uint32_t)i, disk_id, strlen(disk_id)));
+  }
+}
+
+void ctk_encode_header(const struct ctk_header *h, uint8_t page[CTK_PAGE])
+{
+  memset(page, 0, CTK_PAGE);
+  memcpy(page, ctk_magic, 8);
+  put32(page + 8, h->version);
+  put32(page + 12, HDR_LEN);
+  put64(page + 16, h->gen);
+  memcpy(page + 24, h->uuid, 16);
+  memcpy(page + 40, h->prev_uuid, 16);
+  memcpy(page + 56, h->disk_hash, 32);
+  memcpy(page + 88, h->disk_id, strnlen(h->disk_id, 95));
+  put32(page + 184, h->granularity);
+  put32(page + 188, CTK_BPP);
+  put64(page + 192, h->disk_size);
+  put64(page + 200, h->nblocks);
+  put64(page + 208, h->base);
+  put64(page + 216, h->floor);
+  put32(page + 224, h->cur);
+  memcpy(page + 232, h->reason, strnlen(h->reason, CTK_REASON_MAX - 1));
+  put32(page + HDR_CRC_OFF, cbt_crc32c(0, page, HDR_CRC_OFF));
+}
+
+enum hdr_state { HDR_OK, HDR_NOMAGIC, HDR_VERSION, HDR_CRC, HDR_INSANE };
+
+static enum hdr_state decode_header(const uint8_t *p, struct ctk_header *h, char *why,
+                                    size_t whylen)
+{
+  memset(h, 0, sizeof *h);
+  if (memcmp(p, ctk_magic, 8) != 0)
+    return HDR_NOMAGIC;
+  h->version = get32(p + 8);
+  if (h->version != CTK_VERSION) {
+    snprintf(why, whylen, "unknown .ctk version %" PRIu32 " (this svmotion reads version %d)",
+             h->version, CTK_VERSION);
+    return HDR_VERSION;
+  }
+  if (get32(p + 12) != HDR_LEN || get32(p + HDR_CRC_OFF) != cbt_crc32c(0, p, HDR_CRC_OFF)) {
+    snprintf(why, whylen, "header checksum mismatch");
+    return HDR_CRC;
+  }
+  h->gen = get64(p + 16);
+  memcpy(h->uuid, p + 24, 16);
+  memcpy(h->prev_uuid, p + 40, 16);
+  memcpy(h->disk_hash, p + 56, 32);
+  memcpy(h->disk_id, p + 88, 95);
+  h->disk_id[95] = '\0';
+  h->granularity = get32(p + 184);
+  uint32_t bpp = get32(p + 188);
+  h->disk_size = get64(p + 192);
+  h->nblocks = get64(p + 200);
+  h->base = get64(p + 208);
+  h->floor = get64(p + 216);
+  h->cur = get32(p + 224);
+  memcpy(h->reason, p + 232, CTK_REASON_MAX - 1);
+  h->reason[CTK_REASON_MAX - 1] = '\0';
+
+  uint32_t g = h->granularity;
+  if (g < CBT_GRANULARITY_MIN || g > CBT_GRANULARITY_MAX || (g & (g - 1)))
+    snprintf(why, whylen, "header has an invalid granularity %" PRIu32, g);
+  else if (bpp != CTK_BPP)
+    snprintf(why, whylen, "header has %" PRIu32 " epochs per page, expected %u", bpp, CTK_BPP);
+  else if (h->disk_size == 0 || h->disk_size > (UINT64_C(1) << 56) ||
+           h->nblocks != (h->disk_size + g - 1) / g)
+    snprintf(why, whylen, "header has an inconsistent disk size %" PRIu64 " / %" PRIu64
+             " blocks", h->disk_size, h->nblocks);
+  else if (h->cur < 1 || h->cur > CTK_EPOCH_LIMIT || h->base > UINT64_MAX / 2 ||
+           h->floor > h->base + h->cur)
+    snprintf(why, whylen, "header has inconsistent epochs (base %" PRIu64 ", current %" PRIu32
+             ", floor %" PRIu64 ")", h->base, h->cur, h->floor);
+  else
+    return HDR_OK;
+  return HDR_INSANE;
+}
+
+void ctk_encode_page(const struct ctk_header *h, uint64_t pno, uint64_t seq, const uint16_t *ep,
+                     size_t count, uint8_t page[CTK_PAGE])
+{
+  memset(page, 0, CTK_PAGE_HDR);
+  put32(page + 4, PAGE_MAGIC);
+  put64(page + 8, pno);
+  put64(page + 16, seq);
+  memcpy(page + 24, h->uuid, 8);
+  uint8_t *d = page + CTK_PAGE_HDR;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(d, ep, count * 2);
+#else
+  for (size_t i = 0; i < count; i++) {
+    d[2 * i] = (uint8_t)ep[i];
+    d[2 * i + 1] = (uint8_t)(ep[i] >> 8);
+  }
+#endif
+  memset(d + count * 2, 0, (CTK_BPP - count) * 2);
+  put32(page, cbt_crc32c(0, page + 4, CTK_PAGE - 4));
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+  uint64_t acc = 0;
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    acc |= w;
+  }
+  return acc == 0;
+}
+
+int ctk_check_page(const struct ctk_header *h, uint64_t pno, const uint8_t page[CTK_PAGE],
+                   uint64_t *seq)
+{
+  if (get32(page + 4) == PAGE_MAGIC && get64(page + 8) == pno &&
+      memcmp(page + 24, h->uuid, 8) == 0 &&
+      get32(page) == cbt_crc32c(0, page + 4, CTK_PAGE - 4)) {
+    *seq = get64(page + 16);
+    return *seq > 0 ? 1 : -1;
+  }
+  if (all_zero(page, CTK_PAGE)) {
+    *seq = 0;
+    return 0;
+  }
+  return -1;
+}
+
+static int src_read(const struct ctk_src *src, uint64_t off, void *buf, size_t len)
+{
+  if (off > src->size || len > src->size - off)
+    return svm_error(EIO, "read past the end");
+  if (src->fd < 0) {
+    memcpy(buf, src->buf + off, len);
+    return 0;
+  }
+  size_t done = 0;
+  while (done < len) {
+    ssize_t r = pread(src->fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0)
+      return svm_error(errno, "read: %s", strerror(errno));
+    if (r == 0)
+      return svm_error(EIO, "file shrank while being read");
+    done += (size_t)r;
+  }
+  return 0;
+}
+
+static int load_header(const struct ctk_src *src, struct ctk_image *img)
+{
+  uint8_t slot[2][CTK_PAGE];
+  struct ctk_header h[2];
+  enum hdr_state st[2];
+  char why[2][256] = { "", "" };
+  int nslots = 0;
+
+  for (int i = 0; i < 2; i++) {
+    if (src->size < (uint64_t)(i + 1) * CTK_PAGE)
+      break;
+    int r = src_read(src, (uint64_t)i * CTK_PAGE, slot[i], CTK_PAGE);
+    if (r < 0)
+      return r;
+    st[i] = decode_header(slot[i], &h[i], why[i], sizeof why[i]);
+    nslots++;
+  }
+  for (int i = 0; i < nslots; i++)
+    if (st[i] == HDR_VERSION)
+      return svm_error(EPROTO, "%s", why[i]);
+  int best = -1;
+  for (int i = 0; i < nslots; i++)
+    if (st[i] == HDR_OK && (best < 0 || h[i].gen > h[best].gen))
+      best = i;
+  if (best < 0) {
+    if (nslots == 0)
+      return svm_error(EINVAL, "truncated: %" PRIu64 " bytes, not even a header", src->size);
+    bool magic = false;
+    for (int i = 0; i < nslots; i++)
+      magic |= st[i] != HDR_NOMAGIC;
+    if (!magic)
+      return svm_error(EINVAL, "not a .ctk file (no SVM-CTK magic)");
+    return svm_error(EINVAL, "%s", why[st[0] != HDR_NOMAGIC ? 0 : 1]);
+  }
+  img->h = h[best];
+  img->hdr_ok = true;
+  return 0;
+}
+
+int ctk_load(const struct ctk_src *src, struct ctk_image *img)
+{
+  memset(img, 0, sizeof *img);
+  int r = load_header(src, img);
+  if (r < 0)
+    return r;
+  const struct ctk_header *h = &img->h;
+  uint64_t want = ctk_file_size(h->nblocks);
+  if (src->size < want)
+    return svm_error(EINVAL, "truncated: %" PRIu64 " bytes, the header implies %" PRIu64,
+                     src->size, want);
+  if (src->size > want)
+    return svm_error(EINVAL, "wrong file size: %" PRIu64 " bytes, the header implies %" PRIu64,
+                     src->size, want);
+
+  size_t bytes = (size_t)h->nblocks * 2;
+  uint16_t *ep = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ep == MAP_FAILED)
+    return svm_error(ENOMEM, "no memory for %" PRIu64 " blocks", h->nblocks);
+
+  enum { CHUNK = 32 };                        /* pages read per pread */
+  uint8_t *buf = malloc(CHUNK * 2 * CTK_PAGE);
+  if (!buf) {
+    munmap(ep, bytes);
+    return svm_error(ENOMEM, "no memory");
+  }
+  uint64_t npages = ctk_npages(h->nblocks);
+  for (uint64_t p0 = 0; p0 < npages && r == 0; p0 += CHUNK) {
+    uint64_t n = npages - p0 < CHUNK ? npages - p0 : CHUNK;
+    r = src_read(src, CTK_DATA_OFF + p0 * 2 * CTK_PAGE, buf, (size_t)n * 2 * CTK_PAGE);
+    for (uint64_t k = 0; k < n && r == 0; k++) {
+      uint64_t pno = p0 + k, seq[2];
+      const uint8_t *cp[2] = { buf + k * 2 * CTK_PAGE, buf + (k * 2 + 1) * CTK_PAGE };
+      int v0 = ctk_check_page(h, pno, cp[0], &seq[0]);
+      int v1 = ctk_check_page(h, pno, cp[1], &seq[1]);
+      uint64_t b0 = pno * CTK_BPP;
+      uint64_t cnt = h->nblocks - b0 < CTK_BPP ? h->nblocks - b0 : CTK_BPP;
+      if (v0 < 0 && v1 < 0) {
+        r = svm_error(EIO, "page %" PRIu64 " (blocks %" PRIu64 "-%" PRIu64
+                      "): both copies damaged", pno, b0, b0 + cnt - 1);
+        break;
+      }
+      if (v0 < 0 || v1 < 0)
+        img->torn_pages++;
+      int pick = v0 < 0 ? 1 : v1 < 0 ? 0 : seq[1] > seq[0] ? 1 : 0;
+      if (seq[pick] == 0)
+        continue;                             /* never written: leave the zero pages alone */
+      const uint8_t *d = cp[pick] + CTK_PAGE_HDR;
+      for (uint64_t i = 0; i < cnt; i++) {
+        uint16_t e = get16(d + 2 * i);
+        if (e > h->cur) {
+          r = svm_error(EIO, "block %" PRIu64 " has epoch %u, past the current epoch %" PRIu32,
+                        b0 + i, e, h->cur);
+          break;
+        }
+        if (e)
+          ep[b0 + i] = e;
+      }
+      /* Padding past the last block must be zero: anything else is damage. */
+      for (uint64_t i = cnt; i < CTK_BPP && r == 0; i++)
+        if (get16(d + 2 * i))
+          r = svm_error(EIO, "page %" PRIu64 ": data past the last block", pno);
+    }
+  }
+  free(buf);
+  if (r < 0) {
+    munmap(ep, bytes);
+    return r;
+  }
+  img->ep = ep;
+  return 0;
+}
+
+static int fsync_dir(const char *path)
+{
+  char *copy = strdup(path);
+  if (!copy)
+    return svm_error(ENOMEM, "no memory");
+  int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int r = 0;
+  if (dfd < 0 || fsync(dfd) < 0)
+    r = svm_error(errno, "%s: syncing the directory: %s", path, strerror(errno));
+  if (dfd >= 0)
+    close(dfd);
+  free(copy);
+  return r;
+}
+
+static int write_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+  size_t done = 0;
+  while (done < len) {
+    ssize_t w = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0)
+      return -errno;
+    done += (size_t)w;
+  }
+  return 0;
+}
+
+int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *ep,
+                  uint16_t (*map)(uint16_t e, const void *arg), const void *arg)
+{
+  size_t plen = strlen(path);
+  char *tmp = malloc(plen + 16);
+  uint8_t *page = malloc(CTK_PAGE);
+  uint16_t *vals = malloc(CTK_BPP * 2);
+  int fd = -1, r;
+
+  if (!tmp || !page || !vals) {
+    r = svm_error(ENOMEM, "no memory");
+    goto out;
+  }
+  snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
+  fd = mkostemp(tmp, O_CLOEXEC);
+  if (fd < 0) {
+    r = svm_error(errno, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+    tmp[0] = '\0';
+    goto out;
+  }
+  if (fchmod(fd, 0644) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 ||
+      ftruncate(fd, (off_t)ctk_file_size(h->nblocks)) < 0) {
+    r = svm_error(errno, "%s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  ctk_encode_header(h, page);
+  if ((r = write_all(fd, page, CTK_PAGE, (h->gen & 1) * CTK_PAGE)) < 0)
+    goto io_err;
+  uint64_t npages = ctk_npages(h->nblocks);
+  for (uint64_t p = 0; p < npages; p++) {
+    uint64_t b0 = p * CTK_BPP;
+    size_t cnt = h->nblocks - b0 < CTK_BPP ? (size_t)(h->nblocks - b0) : CTK_BPP;
+    uint16_t any = 0;
+    for (size_t i = 0; i < cnt; i++) {
+      uint16_t e = ep ? ep[b0 + i] : 0;
+      vals[i] = map ? map(e, arg) : e;
+      any |= vals[i];
+    }
+    if (!any)
+      continue;                               /* stays a hole: "never written" */
+    ctk_encode_page(h, p, 1, vals, cnt, page);
+    if ((r = write_all(fd, page, CTK_PAGE, CTK_DATA_OFF + 2 * p * CTK_PAGE)) < 0)
+      goto io_err;
+  }
+  if (fdatasync(fd) < 0) {
+    r = -errno;
+    goto io_err;
+  }
+  if (rename(tmp, path) < 0) {
+    r = svm_error(errno, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
+    goto out;
+  }
+  tmp[0] = '\0';
+  if ((r = fsync_dir(path)) < 0)
+    goto out;
+  r = fd;
+  fd = -1;
+  goto out;
+io_err:
+  r = svm_error(-r, "%s: writing %s: %s", path, tmp, strerror(-r));
+out:
+  if (fd >= 0)
+    close(fd);
+  if (tmp && tmp[0])
+    unlink(tmp);
+  free(tmp);
+  free(page);
+  free(vals);
+  return r;
+}

@@ -1,0 +1,140 @@
+/* svmotion — changed-block tracking (CBT).
+ *
+ * One tracker per hot disk records which blocks (a power of two of 4 KiB to 1 MiB, 64 KiB by
+ * default) were written, and when: every block carries the number of the epoch in which it
+ * was last written. Taking a change ID closes the current epoch; a query "since change ID X"
+ * returns the blocks whose epoch is later than X, for any change ID still kept (the last
+ * 32767 at least), without a bitmap per epoch.
+ *
+ * Change IDs are "<uuid>/<sequence>": the uuid names one incarnation of the tracking of one
+ * disk, the sequence counts change IDs (1, 2, ...). "*" means "since tracking began".
+ *
+ * Durability (write-intent): cbt_mark() returns only once the marks covering the range are
+ * durable in the .ctk file beside the disk, so after kill -9 or a power cut every write that
+ * was acknowledged after its cbt_mark() returned is still reported. Only the first write to a
+ * block in an epoch pays (concurrent first marks share one fdatasync); later writes cost one
+ * load and compare, no lock, no I/O. A clean close and a crash leave the same state.
+ *
+ * Call order on the guest write path: cbt_mark() (or cbt_discard()) BEFORE the data is
+ * written, then write, then acknowledge. A change ID is an exact cut for writes whose
+ * cbt_mark() returned before cbt_changeid() was called; a write in flight while the change ID
+ * is taken may be counted in the closing epoch, so a backup that reads the disk after taking a
+ * change ID quiesces writes around cbt_changeid() (as it does to take a snapshot).
+ *
+ * TRIM/discard is a change: the discarded blocks read back differently (zeros, or whatever
+ * the device returns), so cbt_discard() marks them exactly like a write and a backup copies
+ * them (it reads zeros there).
+ *
+ * Resize: cbt_resize() to a larger size marks the grown area (and the old last block when it
+ * was partial) as changed in the current epoch, so an incremental copy picks it up; to a
+ * smaller size forgets the blocks past the new end (they no longer exist). Change IDs stay
+ * valid across a resize. A .ctk opened with a disk size other than the one it records (the
+ * disk was resized behind the tracker's back) is reset like a corrupt file.
+ *
+ * Damage: a .ctk that is corrupt, truncated, of an unknown version, of another disk or of
+ * another size is never trusted: cbt_open() succeeds, tracking restarts as "every block
+ * changed" under a new uuid, and every change ID of the old uuid is refused (-ESTALE, or
+ * -EINVAL when even the old uuid could not be read) with a message saying to take a new
+ * change ID and do a full copy. A torn page from a crash during a mark is not damage: every
+ * page is stored twice and the last complete copy is used.
+ *
+ * Threads: cbt_mark(), cbt_discard(), cbt_changeid(), cbt_query() and cbt_get_info() may run
+ * concurrently. cbt_resize() and cbt_close() must not run concurrently with any other call
+ * on the same tracker (drain the disk's I/O first, as a resize needs anyway).
+ *
+ * Errors: functions return 0 or a negative errno and leave a message in svm_last_error().
+ */
+#ifndef SVMOTION_CBT_H
+#define SVMOTION_CBT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct cbt;                                   /* opaque tracker of one disk */
+
+struct cbt_extent {
+  uint64_t offset, length;
+};
+
+struct cbt_info {
+  char uuid[37];                              /* tracking incarnation, canonical uuid text */
+  uint32_t version;                           /* .ctk format version */
+  uint32_t granularity;                       /* bytes per block */
+  uint64_t disk_size;                         /* bytes */
+  uint64_t epoch;                             /* current (open) epoch = next change ID's sequence */
+  uint64_t blocks_marked;                     /* blocks written since tracking began */
+  uint64_t oldest_changeid;                   /* oldest sequence a query still answers (0: all) */
+};
+
+#define CBT_CHANGEID_MAX 64
+#define CBT_GRANULARITY_DEFAULT (64u * 1024)
+#define CBT_GRANULARITY_MIN (4u * 1024)
+#define CBT_GRANULARITY_MAX (1024u * 1024)
+
+/* Open the tracker in ctk_path for a disk of disk_size bytes, creating the file when missing
+ * (granularity used only then; 0 = 64 KiB). A file that is corrupt/foreign/truncated/of another
+ * version/of the wrong size is NOT an error: the tracker restarts as "everything changed" under
+ * a new uuid, returns 0, and cbt_reset_reason() returns the message (else NULL). disk_id: a
+ * stable identifier of the disk (e.g. its descriptor's disk uuid or path) stored in the header
+ * to detect a .ctk of another disk. Errors: bad arguments (-EINVAL), the file in use by another
+ * tracker (-EBUSY), I/O errors. */
+int cbt_open(const char *ctk_path, const char *disk_id, uint64_t disk_size,
+             uint32_t granularity, struct cbt **out);
+
+/* Why the tracker restarted at this open ("disk0.ctk: bad header checksum; ..."), or NULL. */
+const char *cbt_reset_reason(const struct cbt *t);
+
+/* Clean close: frees the tracker. Everything is durable already, so closing and crashing
+ * leave the same file. NULL is accepted. */
+void cbt_close(struct cbt *t);
+
+/* Thread-safe. Returns 0 once the marks covering [offset,offset+length) are durable in the
+ * .ctk (blocks already marked in this epoch: no lock, no I/O; first marks: group commit, one
+ * fdatasync shared by concurrent callers). Call BEFORE acknowledging the write it covers.
+ * A range past the end of the disk: -EINVAL. A failed write of the .ctk: -EIO, and every
+ * later mark fails too (the tracker can no longer promise anything; reopen it). */
+int cbt_mark(struct cbt *t, uint64_t offset, uint64_t length);
+
+/* TRIM/discard/write-zeroes of [offset,offset+length): a change like any write (see top). */
+int cbt_discard(struct cbt *t, uint64_t offset, uint64_t length);
+
+/* The disk now has new_size bytes (see top for the semantics). Durable when it returns. */
+int cbt_resize(struct cbt *t, uint64_t new_size);
+
+/* Close the current epoch; writes "<uuid>/<seq>" into buf (at least CBT_CHANGEID_MAX bytes
+ * is always enough). Durable when it returns. */
+int cbt_changeid(struct cbt *t, char *buf, size_t buflen);
+
+/* Extents changed after `since` ("*" = everything ever written) within [offset, offset+length)
+ * (length 0 = to end of disk), sorted and merged; *out is malloc'd (free()), NULL when *n is 0.
+ * Over-reports at most up to the granularity (whole blocks). A change ID of another uuid, in the
+ * future, or malformed: -EINVAL; of an earlier incarnation of this disk's tracking, or older
+ * than the oldest kept: -ESTALE; the message says why and to take a new change ID and do a
+ * full copy. */
+int cbt_query(struct cbt *t, const char *since, uint64_t offset, uint64_t length,
+              struct cbt_extent **out, size_t *n);
+
+int cbt_get_info(struct cbt *t, struct cbt_info *info);
+
+/* Offline: read the header + data of a .ctk without opening it for writing (works while an
+ * agent has it open). A damaged file: -EINVAL/-EIO with the reason. */
+int cbt_info_read(const char *ctk_path, struct cbt_info *info);
+
+/* Render info as text (one "key: value" line each) or as one JSON object with the keys
+ * "uuid", "version", "granularity", "disk-size", "epoch", "blocks-marked",
+ * "oldest-changeid". Returns 0 or -EIO. */
+int cbt_info_print(const struct cbt_info *info, bool json, FILE *f);
+
+/* Bytes of memory the tracker holds (its per-block epoch array and bookkeeping). */
+size_t cbt_memory_bytes(const struct cbt *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

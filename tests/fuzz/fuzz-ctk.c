@@ -1,0 +1,93 @@
+/* libFuzzer target for the .ctk parser: the input is a whole .ctk file, parsed from memory
+ * by the same ctk_load() that cbt_open() and cbt_info_read() use. A parse must either fail
+ * with a message or yield a consistent image (every epoch within the header's range).
+ *
+ * Built a second time with FUZZ_CTK_SEEDS_MAIN, it writes a seed corpus of valid .ctk files
+ * (made by the library: fresh, marked, several change IDs, compacted, resized, multi-page)
+ * into the directory given as its argument. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <svmotion/cbt.h>
+#include <svmotion/error.h>
+
+#include "cbt/internal.h"
+
+#ifndef FUZZ_CTK_SEEDS_MAIN
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+  struct ctk_src src = { .fd = -1, .buf = data, .size = size };
+  struct ctk_image img;
+  if (ctk_load(&src, &img) < 0) {
+    if (svm_last_error()[0] == '\0')
+      abort();                                /* every refusal says why */
+    return 0;
+  }
+  if (!img.hdr_ok || img.h.cur < 1 || img.h.cur > CTK_EPOCH_LIMIT ||
+      ctk_file_size(img.h.nblocks) != size)
+    abort();
+  uint64_t marked = 0;
+  for (uint64_t b = 0; b < img.h.nblocks; b++) {
+    if (img.ep[b] > img.h.cur)
+      abort();
+    marked += img.ep[b] != 0;
+  }
+  if (marked != img.h.nblocks && cbt_scan_above(img.ep, 0, img.h.nblocks, 0) > img.h.nblocks)
+    abort();
+  munmap(img.ep, (size_t)img.h.nblocks * 2);
+  return 0;
+}
+
+#else
+
+static int make(const char *dir, const char *name, uint64_t size, uint32_t g, int epochs,
+                uint16_t limit, uint64_t resize)
+{
+  char path[512], id[CBT_CHANGEID_MAX];
+  struct cbt *t;
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  if (cbt_open(path, name, size, g, &t) < 0)
+    return -1;
+  if (limit)
+    cbt_internal_set_epoch_limit(t, limit);
+  for (int i = 0; i < epochs; i++) {
+    if (cbt_mark(t, ((uint64_t)i * 7919 * g) % size, g + (uint64_t)i) < 0 ||
+        cbt_changeid(t, id, sizeof id) < 0)
+      return -1;
+  }
+  if (resize && cbt_resize(t, resize) < 0)
+    return -1;
+  cbt_close(t);
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    return 2;
+  }
+  if (mkdir(argv[1], 0755) < 0 && errno != EEXIST) {
+    perror(argv[1]);
+    return 1;
+  }
+  if (make(argv[1], "fresh.ctk", 100000, 4096, 0, 0, 0) < 0 ||
+      make(argv[1], "marked.ctk", 1 << 20, 4096, 5, 0, 0) < 0 ||
+      make(argv[1], "compacted.ctk", 1 << 20, 8192, 30, 6, 0) < 0 ||
+      make(argv[1], "resized.ctk", 200000, 4096, 3, 0, 300000) < 0 ||
+      make(argv[1], "twopages.ctk", 2100ull * 4096, 4096, 4, 0, 0) < 0) {
+    fprintf(stderr, "fuzz-ctk-seeds: %s\n", svm_last_error());
+    return 1;
+  }
+  return 0;
+}
+#endif
