@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +138,22 @@ static int create_new(struct cbt *t, uint32_t granularity)
   return 0;
 }
 
+/* A crash during a compaction, resize or reset leaves its unfinished "PATH.tmp.XXXXXX"
+ * behind; the rename never happened, so it is garbage. Called with the .ctk locked. */
+static void remove_stale_tmp(const char *path)
+{
+  char *pat = NULL;
+  glob_t g;
+  if (asprintf(&pat, "%s.tmp.??????", path) < 0)
+    return;
+  if (glob(pat, GLOB_NOSORT | GLOB_NOESCAPE, NULL, &g) == 0) {
+    for (size_t i = 0; i < g.gl_pathc; i++)
+      unlink(g.gl_pathv[i]);
+    globfree(&g);
+  }
+  free(pat);
+}
+
 static int open_existing(struct cbt *t, int fd, uint32_t granularity)
 {
   struct stat st;
@@ -157,6 +174,7 @@ static int open_existing(struct cbt *t, int fd, uint32_t granularity)
     close(fd);
     return svm_error(e, "%s: %s", t->path, strerror(e));
   }
+  remove_stale_tmp(t->path);
   struct ctk_src src = { .fd = fd, .size = (uint64_t)st.st_size };
   int r = ctk_load(&src, &img);
   if (r == 0) {

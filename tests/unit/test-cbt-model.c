@@ -6,6 +6,7 @@
  * a random point; the parent reopens the file and requires every acknowledged mark to be
  * reported. A mark in flight at the kill may or may not be there, per block. Fixed seeds. */
 #include <errno.h>
+#include <glob.h>
 #include <inttypes.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -253,6 +254,13 @@ static void do_crash(struct model *m)
 
   reopen(m);
   m->crashes++;
+  /* A kill during a compaction leaves a temporary file; opening removes it. */
+  char pat[160];
+  glob_t g;
+  snprintf(pat, sizeof pat, "%s/*", m->dir);
+  assert_int_equal(glob(pat, 0, NULL, &g), 0);
+  assert_int_equal(g.gl_pathc, 1);
+  globfree(&g);
   m->crash_inflight += have_pend;
   if (have_pend && pend.type == REC_CID_INTENT) {
     /* Taken durably or not at all: the tracker's epoch tells. */

@@ -444,6 +444,33 @@ static void test_torn_copy(void **state)
   cbt_close(t);
 }
 
+/* A crash in the middle of a compaction/resize/reset leaves "X.ctk.tmp.XXXXXX" behind: the
+ * next open removes it and keeps the real file. */
+static void test_stale_tmp(void **state)
+{
+  struct fx *f = *state;
+  char tmp[200], other[200], id[CBT_CHANGEID_MAX];
+  struct cbt *t = open_ok(f->path, "d", MiB, 4096);
+  assert_int_equal(cbt_mark(t, 0, 1), 0);
+  assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
+  cbt_close(t);
+  snprintf(tmp, sizeof tmp, "%s.tmp.Ab12Cd", f->path);
+  snprintf(other, sizeof other, "%s.keep", f->path);
+  FILE *x = fopen(tmp, "w"), *y = fopen(other, "w");
+  assert_non_null(x);
+  assert_non_null(y);
+  fputs("half-written", x);
+  fclose(x);
+  fclose(y);
+  t = open_ok(f->path, "d", MiB, 0);
+  assert_null(cbt_reset_reason(t));
+  assert_int_equal(access(tmp, F_OK), -1);
+  assert_int_equal(access(other, F_OK), 0);
+  assert_string_equal(q(t, "*", 0, 0), "0+4096");
+  assert_string_equal(q(t, id, 0, 0), "");
+  cbt_close(t);
+}
+
 static void test_discard(void **state)
 {
   struct fx *f = *state;
@@ -655,6 +682,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_query_errors, setup, teardown),
     cmocka_unit_test_setup_teardown(test_damage, setup, teardown),
     cmocka_unit_test_setup_teardown(test_torn_copy, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_stale_tmp, setup, teardown),
     cmocka_unit_test_setup_teardown(test_discard, setup, teardown),
     cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
     cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
