@@ -28,7 +28,7 @@
 #include "svm/nbd-internal.h"
 
 enum {
-  IN_SIZE = 256 * 1024,             /* per-client receive buffer */
+  IN_SIZE = 128 * 1024,             /* per-client receive buffer */
   CONN_MAX_INFLIGHT = 128,          /* started, unanswered requests per client */
   CONN_MAX_OUT = 64 * 1024 * 1024,  /* queued reply bytes before we stop reading */
   MAX_IOV = 64,
