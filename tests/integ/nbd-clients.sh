@@ -82,7 +82,7 @@ stop_serve
 # a restart of the server
 truncate -s 64M "$NBD_TMP/cbt.raw"
 start_serve "$NBD_TMP/cbt.raw" --ctk "$NBD_TMP/cbt.ctk"
-qemu-io -f raw -c 'write 2M 4k' -c 'discard 10M 64k' "$NBD_URI" >/dev/null || fail "qemu-io (cbt)"
+out=$(qemu-io -f raw -c "write 2M 4k" -c "discard 10M 64k" "$NBD_URI" 2>&1) || fail "qemu-io (cbt): $out"
 stop_serve
 start_serve "$NBD_TMP/cbt.raw" --ctk "$NBD_TMP/cbt.ctk"
 cbtmap=$(nbdinfo --map='svm-cbt:*' "$NBD_URI") || fail "nbdinfo --map=svm-cbt:*"
