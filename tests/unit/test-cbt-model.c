@@ -363,10 +363,10 @@ static void run(unsigned seed, int steps)
   assert_int_equal(system(cmd), 0);
 }
 
-static void test_model_seed1(void **state) { (void)state; run(1, 2500); }
-static void test_model_seed2(void **state) { (void)state; run(2, 2500); }
-static void test_model_seed3(void **state) { (void)state; run(3, 2500); }
-static void test_model_seed4(void **state) { (void)state; run(4, 2500); }
+static void test_model_seed1(void **state) { (void)state; run(1, 2000); }
+static void test_model_seed2(void **state) { (void)state; run(2, 2000); }
+static void test_model_seed3(void **state) { (void)state; run(3, 2000); }
+static void test_model_seed4(void **state) { (void)state; run(4, 2000); }
 
 int main(void)
 {
