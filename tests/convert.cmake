@@ -2,6 +2,7 @@
 svm_unit_test(test-zero SOURCES unit/test-zero.c LIBS svmotion)
 svm_unit_test(test-extents SOURCES unit/test-extents.c LIBS svmotion)
 svm_unit_test(test-provision SOURCES unit/test-provision.c LIBS svmotion)
+svm_unit_test(test-convert SOURCES unit/test-convert.c LIBS svmotion)
 svm_unit_test(test-convert-common SOURCES unit/test-convert-common.c LIBS svm_common)
 svm_integ_test(convert-provisioning convert-provisioning.sh TIMEOUT 120)
 svm_integ_test(convert-errors convert-errors.sh TIMEOUT 120)
