@@ -11,8 +11,8 @@
 
 static bool plain(unsigned char c)
 {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         strchr("._~/:*,+@-", c) != NULL;
+  return c != 0 && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         strchr("._~/:*,+@-", c) != NULL);
 }
 
 static int hexval(char c)
@@ -35,7 +35,7 @@ int svm_ctl_encode(const char *s, size_t len, char **out)
     return svm_error(ENOMEM, "out of memory");
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (c && plain(c)) {
+    if (plain(c)) {
       *p++ = (char)c;
     } else {
       *p++ = '%';

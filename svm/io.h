@@ -73,7 +73,8 @@ int svm_io_event_fd(struct svm_io *io);
  * *direct). flags as open(2), O_DIRECT added by this call. Returns fd or -errno. */
 int svm_io_open_file(const char *path, int flags, mode_t mode, bool want_direct, bool *direct);
 
-/* Page-aligned buffer for O_DIRECT, free with free(). NULL on failure. */
+/* Page-aligned buffer for O_DIRECT (2 MiB-aligned in transparent huge pages from 2 MiB up),
+ * free with free(). NULL on failure. */
 void *svm_io_alloc_buffer(size_t len);
 
 #endif

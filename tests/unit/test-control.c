@@ -117,6 +117,9 @@ static void request_limits(void **state)
   assert_int_equal(svm_ctl_request_parse(big, strlen(big), &r), -E2BIG);
   assert_null(r.args);
   free(big);
+  /* a NUL byte inside a word (found by fuzz-control) */
+  assert_int_equal(svm_ctl_request_parse("SVMCTL/1 x \0a=b", 15, &r), -EINVAL);
+  assert_string_equal(svm_last_error(), "byte 0x00 must be percent-encoded");
 }
 
 static void responses(void **state)
