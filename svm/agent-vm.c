@@ -331,6 +331,15 @@ int agent_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, struct
   ret = svm_desc_save(d, path);
   if (ret < 0)
     goto fail;
+  /* the descriptor save synced the VM folder; the folder's own entry lives in the datastore */
+  int dfd = open(ds->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || fsync(dfd) < 0) {
+    ret = svm_error(errno, "%s: fsync: %s", ds->dir, strerror(errno));
+    if (dfd >= 0)
+      close(dfd);
+    goto fail;
+  }
+  close(dfd);
   svm_desc_free(d);
   d = NULL;
   /* open what is on disk now, exactly as a restart would */

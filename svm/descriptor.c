@@ -305,14 +305,16 @@ static int parse_u64(const char *s, uint64_t *out)
   return 0;
 }
 
-/* "diskN.field" -> index N and field. 0 = not a disk key, 1 = disk key, <0 = bad index. */
+/* "diskN.field" -> index N and field. 0 = not a disk key, 1 = disk key, <0 = bad index.
+ * "disk" followed by a digit or '.' is a disk key; other keys that merely start with "disk"
+ * ("diskless", "disks.note") are unknown keys like any other. */
 static int disk_key(const char *key, unsigned *index, const char **field)
 {
-  if (strncmp(key, "disk", 4) != 0)
+  if (strncmp(key, "disk", 4) != 0 || !(key[4] == '.' || (key[4] >= '0' && key[4] <= '9')))
     return 0;
   const char *dot = strchr(key + 4, '.');
   if (!dot)
-    return 0;
+    return -EINVAL;
   size_t n = (size_t)(dot - (key + 4));
   if (n == 0 || n > 2 || (n > 1 && key[4] == '0'))
     return -EINVAL;

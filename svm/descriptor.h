@@ -20,7 +20,8 @@
  *       diskN.ctk = disk0.ctk                  identity, and its CBT file (default diskN.ctk)
  *   - every other key (and every comment) is kept and written back unchanged, in order, so a
  *     file that is loaded and saved without changes stays byte-identical; keys `diskN.<other>`
- *     are kept too, but `disk<bad index>.x` is an error.
+ *     are kept too, but a key "disk" + digit or '.' with a bad index ("disk01.file",
+ *     "disk64.size", "disk.file", "disk1x.file", "disk7") is an error.
  * Errors name the file and line: "ds1/vm1/vm1.svm:7: duplicate key 'name' (first on line 2)".
  */
 #ifndef SVM_DESCRIPTOR_H

@@ -27,7 +27,20 @@ printf 'svm.version = 1\nname = cut\nuuid = x' >"$T/ds2/cut/cut.svm"
 cp "$T/ds1/twin/disk1.ctk" "$T/ds1/twin/disk0.ctk"
 head -c "$(stat -c %s "$T/ds1/good/disk0.ctk")" /dev/urandom >"$T/ds1/good/disk0.ctk"
 
+# a disk file of the wrong size, and a missing one: the VM is skipped, the files left alone
+mkdir "$T/ds2/short" "$T/ds2/nodisk"
+printf 'svm.version = 1\nname = short\nuuid = s\ndisk0.file = d.raw\ndisk0.size = 1048576\ndisk0.uuid = d\n' \
+  >"$T/ds2/short/short.svm"
+truncate -s 4096 "$T/ds2/short/d.raw"
+sed 's/short/nodisk/' "$T/ds2/short/short.svm" >"$T/ds2/nodisk/nodisk.svm"
+
 start_svmd
+grep -qF "$T/ds2/short/short.svm: disk0: $T/ds2/short/d.raw is 4096 bytes, the descriptor says 1048576" "$LOG" \
+  || fail "disk of the wrong size not reported"
+grep -qF "$T/ds2/nodisk/nodisk.svm: disk0: $T/ds2/nodisk/d.raw: No such file or directory" "$LOG" \
+  || fail "missing disk not reported"
+[ "$(stat -c %s "$T/ds2/short/d.raw")" = 4096 ] || fail "short disk was touched"
+[ ! -e "$T/ds2/short/disk0.ctk" ] || fail "a tracker was created for a skipped VM"
 grep -qF "skipping VM folder $T/ds2/bad: $T/ds2/bad/bad.svm:3: expected 'key = value' but the line has no '='" "$LOG" \
   || fail "bad descriptor not reported with file:line"
 grep -qF "$T/ds1/moved/moved.svm: name = good2 does not match its folder 'moved'" "$LOG" \

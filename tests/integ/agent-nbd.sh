@@ -100,6 +100,22 @@ TCP=$(svmctl vm show vm1 --json | json_get 'd["disks"][0]["nbd-tcp-uri"]')
 [[ "$TCP" =~ ^nbd://127\.0\.0\.1:[0-9]+/vm1/disk0$ ]] || fail "tcp uri: $TCP"
 qemu-io -f raw -c "read -P 34 1M 1M" "$TCP" >/dev/null || fail "read over TCP"
 
+# ---- vm delete while a guest is connected: the guest is disconnected, the files go ----
+svmctl vm create vm2 --datastore ds2 --disk 1M >/dev/null
+mkfifo "$T/qio"
+qemu-io -f raw "$(uri vm2 0)" <"$T/qio" >"$T/qio.out" 2>&1 &
+qio=$!
+exec 3>"$T/qio"
+echo "write -P 5 0 4k" >&3
+for _ in $(seq 1 100); do grep -q "wrote 4096/4096" "$T/qio.out" && break; sleep 0.05; done
+grep -q "wrote 4096/4096" "$T/qio.out" || fail "connected guest could not write"
+svmctl vm delete vm2 >/dev/null
+[ ! -e "$T/ds2/vm2" ] || fail "delete with a connected guest left files"
+echo "read -P 5 0 4k" >&3
+exec 3>&-
+wait "$qio" || true
+grep -q "read 4096/4096" "$T/qio.out" && fail "the guest still read from a deleted VM"
+
 # ---- clean shutdown; the disk file holds fio's data and nothing else changed ----
 stop_svmd
 dd if="$DISK" of="$T/ref.raw" bs=1M skip=8 seek=8 count=8 conv=notrunc status=none

@@ -33,6 +33,7 @@ static const char good[] =
   "disk1.size = 4096\n"
   "disk1.uuid = bbbbbbbb-2222-4333-8444-555555555555\n"
   "disk1.ctk = data.ctk\n"
+  "diskless.note = not a disk key\n"
   "zz.unknown.last = x = y\n";
 
 static void round_trip(void **state)
@@ -176,8 +177,10 @@ static const struct bad_case bad[] = {
     "t.svm:4: bad disk index in 'disk01.file' (disk0 ... disk63, no leading zeros)" },
   { HEAD "disk64.file = x\n", 0, EINVAL,
     "t.svm:4: bad disk index in 'disk64.file' (disk0 ... disk63, no leading zeros)" },
-  { HEAD "diskA.file = x\n", 0, EINVAL,
-    "t.svm:4: bad disk index in 'diskA.file' (disk0 ... disk63, no leading zeros)" },
+  { HEAD "disk1x.file = x\n", 0, EINVAL,
+    "t.svm:4: bad disk index in 'disk1x.file' (disk0 ... disk63, no leading zeros)" },
+  { HEAD "disk7 = x\n", 0, EINVAL,
+    "t.svm:4: bad disk index in 'disk7' (disk0 ... disk63, no leading zeros)" },
   { HEAD "disk.file = x\n", 0, EINVAL,
     "t.svm:4: bad disk index in 'disk.file' (disk0 ... disk63, no leading zeros)" },
   { HEAD DISK0 "disk2.file = d2.raw\n", 0, EINVAL,
