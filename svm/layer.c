@@ -1,5 +1,15 @@
 /* Raw-file layers: a base image served with buffered I/O through the caller's engine.
  *
+ * Page-cache fast path: a read or write of at most INLINE_MAX bytes is first tried inline with
+ * RWF_NOWAIT, which succeeds exactly when it can complete without blocking (the data is in the
+ * page cache); otherwise it goes to the engine, where many run in flight. The reason is
+ * io_uring itself: on a file system without non-blocking buffered writes (ext4 here:
+ * pwritev2(RWF_NOWAIT) says EOPNOTSUPP) it hands every buffered write to an io-wq kernel thread,
+ * a context switch plus inode-lock contention per 4 KiB write, measured at about 0.6x the
+ * IOPS of writing inline. There, small writes are done with pwrite() on the I/O thread, as
+ * nbdkit's and qemu-nbd's worker threads do. Flushes, FUA syncs, fallocate and large or
+ * uncached I/O always run on the engine. SVM_NBD_INLINE=0 sends everything to the engine.
+ *
  * Multi-step operations (write + fdatasync for FUA; punch -> zero-range -> write zeros for
  * WRITE_ZEROES) run as a small chain: each step's completion queues the next from inside the
  * engine callback, and the caller's callback runs once with the final result. */
@@ -9,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -31,7 +42,7 @@ struct chain {
   uint64_t zpos;            /* next offset to write zeros at */
 };
 
-enum { ZBUF_MAX = 1024 * 1024, LAYER_ADVISORY = 1 << 8 };
+enum { ZBUF_MAX = 1024 * 1024, LAYER_ADVISORY = 1 << 8, INLINE_MAX = 256 * 1024 };
 
 static void chain_end(struct chain *c, int64_t res)
 {
@@ -144,9 +155,42 @@ static struct chain *chain_new(struct svm_layer *l, struct svm_io *io, uint64_t 
   return c;
 }
 
+/* Inline attempt: returns the byte count when the whole transfer was done, else -1 (the
+ * caller uses the engine). */
+static ssize_t try_inline(struct svm_layer *l, bool write, void *buf, size_t len, uint64_t off)
+{
+  struct iovec iov = { buf, len };
+  ssize_t n;
+
+  if (!l->inline_io || len > INLINE_MAX)
+    return -1;
+  if (!write) {
+    n = preadv2(l->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+    return n == (ssize_t)len ? n : -1;   /* short (partly cached, end of file): the engine */
+  }
+  if (__atomic_load_n(&l->nowait_writes, __ATOMIC_RELAXED) != 0) {
+    n = pwritev2(l->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+    if (n == (ssize_t)len) {
+      __atomic_store_n(&l->nowait_writes, 1, __ATOMIC_RELAXED);
+      return n;
+    }
+    if (n >= 0 || errno != EOPNOTSUPP)
+      return -1;                          /* would block (or short): the engine */
+    __atomic_store_n(&l->nowait_writes, 0, __ATOMIC_RELAXED);
+  }
+  /* No non-blocking buffered writes here: io_uring would punt this to io-wq anyway. */
+  n = pwrite(l->fd, buf, len, (off_t)off);
+  return n == (ssize_t)len ? n : -1;      /* errors and short writes: retried on the engine */
+}
+
 static int raw_read(struct svm_layer *l, struct svm_io *io, void *buf, size_t len, uint64_t off,
                     svm_io_cb cb, void *opaque)
 {
+  ssize_t n = try_inline(l, false, buf, len, off);
+  if (n >= 0) {
+    cb(opaque, n);
+    return 0;
+  }
   return svm_io_pread(io, l->fd, buf, len, off, cb, opaque);
 }
 
@@ -154,14 +198,28 @@ static int raw_write(struct svm_layer *l, struct svm_io *io, const void *buf, si
                      uint64_t off, unsigned flags, svm_io_cb cb, void *opaque)
 {
   struct chain *c;
+  ssize_t n;
   int r;
 
-  if (!(flags & SVM_LAYER_FUA))
+  if (!(flags & SVM_LAYER_FUA)) {
+    n = try_inline(l, true, (void *)buf, len, off);
+    if (n >= 0) {
+      cb(opaque, n);
+      return 0;
+    }
     return svm_io_pwrite(io, l->fd, buf, len, off, cb, opaque);
+  }
   c = chain_new(l, io, off, len, flags, cb, opaque);
   if (c == NULL)
     return -ENOMEM;
   c->result = (int64_t)len;    /* a write's result is its byte count, also after the sync */
+  n = try_inline(l, true, (void *)buf, len, off);
+  if (n >= 0) {
+    r = chain_sync(c);         /* data in the page cache: on to the fdatasync */
+    if (r < 0)
+      free(c);
+    return r;
+  }
   r = svm_io_pwrite(io, l->fd, buf, len, off, chain_done, c);
   if (r < 0)
     free(c);
@@ -288,6 +346,8 @@ int svm_layer_open_raw(const char *path, bool readonly, struct svm_layer **out)
   }
   l->ops = &raw_ops;
   l->fd = fd;
+  l->nowait_writes = -1;
+  l->inline_io = !(getenv("SVM_NBD_INLINE") && strcmp(getenv("SVM_NBD_INLINE"), "0") == 0);
   l->size = (uint64_t)st.st_size;
   l->readonly = readonly;
   *out = l;

@@ -56,6 +56,8 @@ struct svm_layer {
   uint64_t size;            /* virtual size, the same for every layer of a stack */
   bool readonly;
   int fd;
+  bool inline_io;           /* page-cache fast path (see layer.c); SVM_NBD_INLINE=0 disables */
+  int nowait_writes;        /* RWF_NOWAIT buffered writes: -1 not known yet, 0 no, 1 yes */
 };
 
 /* Open a raw image (thin, thick or eager-zeroed thick) as a base layer. Buffered I/O, like

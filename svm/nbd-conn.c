@@ -698,7 +698,10 @@ static void *worker_main(void *arg)
       w->pfd_cap = w->nconns + 2 + 16;
     }
     w->pfd[np++] = (struct pollfd){ .fd = w->wake, .events = POLLIN };
-    w->pfd[np++] = (struct pollfd){ .fd = svm_io_event_fd(w->io), .events = POLLIN };
+    /* The engine's eventfd only while it holds requests: completions that happened inline
+     * were reaped above, and waking up for their signal would cost a poll and a read. */
+    w->pfd[np++] = (struct pollfd){ .fd = svm_io_in_flight(w->io) ? svm_io_event_fd(w->io) : -1,
+                                    .events = POLLIN };
     for (unsigned i = 0; i < w->nconns; i++) {
       struct nbd_conn *c = w->conns[i];
       short ev = 0;

@@ -2,10 +2,16 @@
 # integration tests with real NBD clients against svm-nbd-serve.
 svm_unit_test(test-nbd-parse SOURCES unit/test-nbd-parse.c LIBS svmotion)
 svm_unit_test(test-nbd-export SOURCES unit/test-nbd-export.c LIBS svmotion)
+# the same with every request on the I/O engine (no page-cache fast path, svm/layer.c)
+add_test(NAME test-nbd-export-engine COMMAND test-nbd-export)
+set_tests_properties(test-nbd-export-engine PROPERTIES
+                     ENVIRONMENT "${SVM_TEST_ENV};SVM_NBD_INLINE=0" SKIP_RETURN_CODE 77)
 
 svm_integ_test(nbd-clients nbd-clients.sh TIMEOUT 120)
 svm_integ_test(nbd-nbdsh nbd-nbdsh.sh TIMEOUT 120)
 svm_integ_test(nbd-fio nbd-fio.sh TIMEOUT 120)
+svm_integ_test(nbd-fio-engine nbd-fio.sh TIMEOUT 120)
+set_tests_properties(nbd-fio-engine PROPERTIES ENVIRONMENT "${SVM_TEST_ENV};SVM_NBD_INLINE=0")
 svm_integ_test(nbd-swap nbd-swap.sh TIMEOUT 120)
 svm_integ_test(nbd-badclient nbd-badclient.sh TIMEOUT 120)
 

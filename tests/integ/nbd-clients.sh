@@ -66,6 +66,20 @@ cmp "$NBD_TMP/src.raw" "$NBD_TMP/back.raw" || fail "nbdcopy round trip differs"
 cmp "$NBD_TMP/src.raw" "$disk" || fail "the file does not hold what was written"
 stop_serve
 
+# real CBT (--ctk): writes and discards show up in svm-cbt:* as 64 KiB blocks, and survive
+# a restart of the server
+truncate -s 64M "$NBD_TMP/cbt.raw"
+start_serve "$NBD_TMP/cbt.raw" --ctk "$NBD_TMP/cbt.ctk"
+qemu-io -f raw -c 'write 2M 4k' -c 'discard 10M 64k' "$NBD_URI" >/dev/null || fail "qemu-io (cbt)"
+stop_serve
+start_serve "$NBD_TMP/cbt.raw" --ctk "$NBD_TMP/cbt.ctk"
+cbtmap=$(nbdinfo --map='svm-cbt:*' "$NBD_URI") || fail "nbdinfo --map=svm-cbt:*"
+grep -Eq '^ +2097152 +65536 +1$' <<<"$cbtmap" || fail "cbt map (write): $cbtmap"
+grep -Eq '^ +10485760 +65536 +1$' <<<"$cbtmap" || fail "cbt map (discard): $cbtmap"
+[ "$(grep -Ec ' 1$' <<<"$cbtmap")" -eq 2 ] || fail "cbt map: $cbtmap"
+nbdinfo --map='svm-cbt:not-a-change-id' "$NBD_URI" >/dev/null 2>&1 && fail "bad change ID served"
+stop_serve
+
 # TCP on an ephemeral port
 "$SVM_BIN/svm-nbd-serve" --tcp 127.0.0.1:0 --name tcpdisk --readonly "$disk" \
   >"$NBD_TMP/tcp.uri" 2>"$NBD_TMP/serve.log" &

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <svmotion/cbt.h>
+
 #include "common/error.h"
 #include "svm/export.h"
 
@@ -30,6 +32,9 @@ static const char usage_text[] =
   "  --queue-depth N      requests in flight per thread (default 128)\n"
   "  --cbt-like-hook      mark every write in an in-memory bitmap (64 KiB grain), and\n"
   "                       serve it as the meta context \"svm-test:dirty\"\n"
+  "  --ctk FILE           changed-block tracking in FILE (svmotion's CBT, marks durable\n"
+  "                       before each write is acknowledged); serves the contexts\n"
+  "                       \"svm-cbt:<changeid>\" (and \"svm-cbt:*\": all changes)\n"
   "  --swap-to PATH       on SIGUSR1: pause, copy FILE to PATH, switch the export to\n"
   "                       PATH, resume (clients stay connected)\n"
   "  --help, --version\n"
@@ -106,6 +111,47 @@ static int dirty_extents(void *opaque, const char *name, uint64_t off, uint64_t 
   return 0;
 }
 
+/* ---- real CBT (--ctk) ---- */
+
+static int cbt_hook(void *opaque, uint64_t off, uint64_t len, unsigned kind)
+{
+  return kind == SVM_WRITE_DATA ? cbt_mark(opaque, off, len) : cbt_discard(opaque, off, len);
+}
+
+enum { CBT_PREFIX_LEN = 8 };   /* "svm-cbt:" */
+
+static int cbt_resolve(void *opaque, const char *name)
+{
+  struct cbt_extent *ext = NULL;
+  size_t n = 0;
+  /* a one-byte query checks the change ID (other disk, stale, malformed) */
+  int r = cbt_query(opaque, name + CBT_PREFIX_LEN, 0, 1, &ext, &n);
+  free(ext);
+  return r;
+}
+
+static int cbt_extents(void *opaque, const char *name, uint64_t off, uint64_t len,
+                       struct svm_meta_extent **out, size_t *n)
+{
+  struct cbt_extent *ext = NULL;
+  int r = cbt_query(opaque, name + CBT_PREFIX_LEN, off, len, &ext, n);
+
+  *out = NULL;
+  if (r < 0)
+    return r;
+  if (*n > 0) {
+    *out = calloc(*n, sizeof **out);
+    if (*out == NULL) {
+      free(ext);
+      return svm_error(ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < *n; i++)
+      (*out)[i] = (struct svm_meta_extent){ ext[i].offset, ext[i].length };
+  }
+  free(ext);
+  return 0;
+}
+
 /* ---- swap ---- */
 
 static int copy_file(const char *from, const char *to)
@@ -163,11 +209,13 @@ int main(int argc, char **argv)
     { "queue-depth", required_argument, NULL, 'q' },
     { "cbt-like-hook", no_argument, NULL, 'c' },
     { "swap-to", required_argument, NULL, 'S' },
+    { "ctk", required_argument, NULL, 'k' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
     { NULL, 0, NULL, 0 },
   };
-  const char *sock = NULL, *tcp = NULL, *name = "disk", *swap_to = NULL;
+  const char *sock = NULL, *tcp = NULL, *name = "disk", *swap_to = NULL, *ctk = NULL;
+  struct cbt *tracker = NULL;
   bool readonly = false, hook = false;
   unsigned threads = 0, depth = 0;
   struct svm_export_opts eo = { 0 };
@@ -187,6 +235,7 @@ int main(int argc, char **argv)
     case 'r': readonly = true; break;
     case 'c': hook = true; break;
     case 'S': swap_to = optarg; break;
+    case 'k': ctk = optarg; break;
     case 'T':
     case 'q': {
       unsigned long v = strtoul(optarg, &end, 10);
@@ -211,6 +260,10 @@ int main(int argc, char **argv)
   }
   if (tcp && strrchr(tcp, ':') == NULL) {
     fprintf(stderr, "svm-nbd-serve: --tcp %s: expected ADDR:PORT\n", tcp);
+    return 2;
+  }
+  if (hook && ctk) {
+    fprintf(stderr, "svm-nbd-serve: --cbt-like-hook and --ctk exclude each other\n");
     return 2;
   }
   if (sock == NULL && tcp == NULL) {
@@ -250,6 +303,21 @@ int main(int argc, char **argv)
       goto fail;
     }
     r = svm_export_set_write_hook(e, dirty_mark, &dm);
+    if (r == 0)
+      r = svm_export_add_meta_provider(e, &p);
+    if (r < 0)
+      goto fail;
+  }
+  if (ctk) {
+    struct svm_meta_provider p = { .prefix = "svm-cbt:", .resolve = cbt_resolve,
+                                   .extents = cbt_extents };
+    r = cbt_open(ctk, argv[optind], svm_layer_size(l), 0, &tracker);
+    if (r < 0)
+      goto fail;
+    if (cbt_reset_reason(tracker))
+      fprintf(stderr, "svm-nbd-serve: %s\n", cbt_reset_reason(tracker));
+    p.opaque = tracker;
+    r = svm_export_set_write_hook(e, cbt_hook, tracker);
     if (r == 0)
       r = svm_export_add_meta_provider(e, &p);
     if (r < 0)
@@ -302,6 +370,7 @@ fail:
   fprintf(stderr, "svm-nbd-serve: %s\n", svm_last_error());
 out:
   svm_export_free(e);
+  cbt_close(tracker);           /* after the export: no write can be marked any more */
   free((void *)dm.bits);
   free(defsock);
   free(cur);
