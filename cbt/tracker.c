@@ -428,7 +428,8 @@ static int push_range(struct cbt *t, uint64_t b0, uint64_t b1)
   return 0;
 }
 
-static int mark_slow(struct cbt *t, uint64_t b0, uint64_t last)
+/* Out of line, so that the fast path of cbt_mark() needs no stack frame. */
+__attribute__((noinline)) static int mark_slow(struct cbt *t, uint64_t b0, uint64_t last)
 {
   int rc = 0;
   pthread_mutex_lock(&t->mu);
@@ -483,13 +484,19 @@ out:
   return rc;
 }
 
+__attribute__((noinline, cold)) static int mark_range_error(struct cbt *t, uint64_t offset,
+                                                            uint64_t length)
+{
+  return svm_error(EINVAL, "%s: mark of %" PRIu64 "+%" PRIu64 " past the end of the disk (%"
+                   PRIu64 " bytes)", t->path, offset, length, t->disk_size);
+}
+
 int cbt_mark(struct cbt *t, uint64_t offset, uint64_t length)
 {
   if (length == 0)
     return 0;
-  if (offset >= t->disk_size || length > t->disk_size - offset)
-    return svm_error(EINVAL, "%s: mark of %" PRIu64 "+%" PRIu64 " past the end of the disk (%"
-                     PRIu64 " bytes)", t->path, offset, length, t->disk_size);
+  if (__builtin_expect(offset >= t->disk_size || length > t->disk_size - offset, 0))
+    return mark_range_error(t, offset, length);
   uint64_t b = offset >> t->gshift, last = (offset + length - 1) >> t->gshift;
   uint16_t cur = __atomic_load_n(&t->cur, __ATOMIC_ACQUIRE);
   for (uint64_t i = b; i <= last; i++)

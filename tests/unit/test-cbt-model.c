@@ -363,13 +363,29 @@ static void run(unsigned seed, int steps)
   assert_int_equal(system(cmd), 0);
 }
 
-static void test_model_seed1(void **state) { (void)state; run(1, 2500); }
-static void test_model_seed2(void **state) { (void)state; run(2, 2500); }
-static void test_model_seed3(void **state) { (void)state; run(3, 2500); }
-static void test_model_seed4(void **state) { (void)state; run(4, 2500); }
+static void test_model_seed1(void **state) { (void)state; run(1, 2000); }
+static void test_model_seed2(void **state) { (void)state; run(2, 2000); }
+static void test_model_seed3(void **state) { (void)state; run(3, 2000); }
+static void test_model_seed4(void **state) { (void)state; run(4, 2000); }
+
+/* CBT_MODEL_SEEDS=FIRST-LAST runs those seeds instead (for soak runs); CBT_MODEL_STEPS. */
+static void test_model_env(void **state)
+{
+  (void)state;
+  unsigned a = 0, b = 0;
+  int steps = getenv("CBT_MODEL_STEPS") ? atoi(getenv("CBT_MODEL_STEPS")) : 2000;
+  if (sscanf(getenv("CBT_MODEL_SEEDS"), "%u-%u", &a, &b) != 2)
+    fail_msg("CBT_MODEL_SEEDS: expected FIRST-LAST");
+  for (unsigned s = a; s <= b; s++)
+    run(s, steps);
+}
 
 int main(void)
 {
+  if (getenv("CBT_MODEL_SEEDS")) {
+    const struct CMUnitTest soak[] = { cmocka_unit_test(test_model_env) };
+    return cmocka_run_group_tests(soak, NULL, NULL);
+  }
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_model_seed1),
     cmocka_unit_test(test_model_seed2),
