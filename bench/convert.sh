@@ -122,5 +122,5 @@ awk -v t="$thin" -v q="$q" -v f="$fastest" -v a="${alloc["svm-convert thin"]}" \
     -v qa="${alloc["qemu-img convert -S 4k"]}" 'BEGIN {
   printf "target: svm-convert thin <= 0.9 x qemu-img convert: %.2f x  %s\n", t / q, (t <= 0.9 * q) ? "met" : "NOT met"
   printf "target: svm-convert thin <= fastest peer (%.3f s): %.2f x  %s\n", f, t / f, (t <= f) ? "met" : "NOT met"
-  printf "target: thin result <= qemu-img result (%d <= %d bytes): %s\n", a, qa, (a <= qa) ? "met" : "NOT met"
+  printf "target: thin result <= qemu-img result (%.0f <= %.0f bytes): %s\n", a, qa, (a <= qa) ? "met" : "NOT met"
 }'

@@ -806,7 +806,9 @@ int svm_convert(const char *src, const char *dst, const struct svm_convert_optio
                     "qcow2 FILE %" PRIu64 ")", dst, c.dst.size, c.st.size, c.st.size);
       goto out;
     }
-    c.dst.known_zero = nbd_all_zero(&c.dst, c.st.size);
+    /* Thin: zeros already there need not be written again. Thick and eager ask the server to
+     * allocate them (zero requests with NO_HOLE), so they are sent whatever is there. */
+    c.dst.known_zero = o->prov == SVM_PROVISIONING_THIN && nbd_all_zero(&c.dst, c.st.size);
   } else if ((r = open_dst_file(&c, dst, data_bytes, &tmp)) < 0) {
     goto out;
   }

@@ -8,3 +8,9 @@ svm_integ_test(convert-provisioning convert-provisioning.sh TIMEOUT 120)
 svm_integ_test(convert-errors convert-errors.sh TIMEOUT 120)
 svm_integ_test(convert-nbd convert-nbd.sh TIMEOUT 120)
 svm_integ_test(convert-huge convert-huge.sh TIMEOUT 120)
+# the same conversions through the libaio engine
+add_test(NAME convert-provisioning-libaio
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integ/convert-provisioning.sh)
+set_tests_properties(convert-provisioning-libaio PROPERTIES
+                     ENVIRONMENT "${SVM_TEST_ENV};SVM_IO_ENGINE=libaio" SKIP_RETURN_CODE 77
+                     TIMEOUT 120)
