@@ -29,6 +29,11 @@ expect_fail 2 "'12Q' is not a size" svmctl vm create vm1 --datastore ds1 --disk 
 expect_fail 2 "'fat' is not a provisioning" svmctl vm create vm1 --datastore ds1 --disk 1G:fat
 expect_fail 2 "needs --since CHANGEID" svmctl cbt query vm1 0
 expect_fail 2 "expects VM and DISK" svmctl cbt changeid vm1
+expect_fail 2 "expects a VM name" svmctl vm show
+expect_fail 2 "expects one FILE.ctk" svmctl cbt info
+expect_fail 2 "unexpected argument 'x'" svmctl vm list x
+expect_fail 2 "option '--disk' needs a value" svmctl vm create vm1 --datastore ds1 --disk
+expect_fail 1 "nothere.ctk" svmctl cbt info "$T/nothere.ctk"
 expect_fail 2 "no state directory" env -u SVM_STATE "$SVM_BIN/svmctl" vm list
 
 # ---- agent not running: the message says how to start it ----

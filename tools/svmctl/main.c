@@ -243,10 +243,10 @@ static int run(const char *state, int argc, char **argv)
     usage_cmd(c.group, c.name, stdout);
     return 0;
   }
-  if (c.npos < maxpos)
-    return usage_error(&c, "%s", maxpos == 2 ? "expects VM and DISK" : "expects a VM name");
   if (strcmp(c.group, "cbt") == 0 && strcmp(c.name, "info") == 0)
     return cbt_info(&c);
+  if (c.npos < maxpos)
+    return usage_error(&c, "%s", maxpos == 2 ? "expects VM and DISK" : "expects a VM name");
   if (!state || !*state) {
     fprintf(stderr, "%s: no state directory: give --state DIR or set SVM_STATE (the --state "
             "svmd runs with)\n", prog);
