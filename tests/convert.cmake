@@ -14,3 +14,4 @@ add_test(NAME convert-provisioning-libaio
 set_tests_properties(convert-provisioning-libaio PROPERTIES
                      ENVIRONMENT "${SVM_TEST_ENV};SVM_IO_ENGINE=libaio" SKIP_RETURN_CODE 77
                      TIMEOUT 120)
+svm_integ_test(convert-faults convert-faults.sh TIMEOUT 120)

@@ -87,3 +87,18 @@ expect_exit 2 'one DISK' "$CONV" --punch-zeroes
 expect_exit 2 'request-size' "$CONV" --request-size 1000 "$src" "$TMP/x"
 [ ! -e "$TMP/x" ] || fail "a usage error created the destination"
 ok "cli"
+
+# Sizes that are multiples of 512 but not of 4096, data up to the last byte: the unaligned tail
+# goes through the buffered path, O_DIRECT does the rest.
+for size in 512 1536 $((4096 * 5 + 512)) $((10 * MiB + 3584)); do
+  f=$TMP/odd-$size.raw
+  truncate -s "$size" "$f"
+  head -c $((size / 2)) /dev/urandom | dd of="$f" conv=notrunc status=none
+  printf 'z' | dd of="$f" bs=1 seek=$((size - 1)) conv=notrunc status=none
+  for prov in thin thick eager-zeroed-thick; do
+    "$CONV" -p $prov "$f" "$f.$prov"
+    cmp "$f" "$f.$prov" || fail "size $size, $prov: differs"
+    rm "$f.$prov"
+  done
+done
+ok "sizes with an unaligned tail"
