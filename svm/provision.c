@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -51,7 +52,18 @@ int svm_provision_prepare(int fd, const char *path, uint64_t size, enum svm_prov
   if (p == SVM_PROVISIONING_THIN || size == 0)
     return 0;
   /* Thick and eager: reserve every block now, so that running out of space shows here and not
-   * halfway through the copy, and the file is laid out in few extents. */
+   * halfway through the copy, and the file is laid out in few extents. A request that cannot
+   * fit is refused before fallocate(), which would otherwise fill the file system up to the
+   * last block (ext4 keeps what it allocated) and make every other writer fail meanwhile. */
+  struct statvfs vfs;
+  struct stat st;
+  if (fstatvfs(fd, &vfs) == 0 && fstat(fd, &st) == 0) {
+    uint64_t have = (uint64_t)st.st_blocks * 512, avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    if (size > have && size - have > avail)
+      return svm_error(ENOSPC, "%s: not enough space to allocate %llu bytes (%s provisioning): "
+                       "free some space or choose thin provisioning", path,
+                       (unsigned long long)size, svm_provisioning_to_string(p));
+  }
   if (fallocate(fd, 0, 0, (off_t)size) < 0) {
     int e = errno;
     if (e == ENOSPC)
