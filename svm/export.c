@@ -99,9 +99,11 @@ int svm_export_resume(struct svm_export *e, uint64_t *paused_ns)
   }
   if (paused_ns)
     *paused_ns = nbd_now_ns() - e->pause_start_ns;
-  if (atomic_fetch_sub(&e->paused, 1) == 1)
+  if (atomic_fetch_sub(&e->paused, 1) == 1) {
     for (unsigned i = 0; i < e->nthreads; i++)
       nbd_worker_wake(e->workers[i]);
+    pthread_cond_broadcast(&e->pause_cv);    /* svm_export_flush() waiting for the resume */
+  }
   pthread_mutex_unlock(&e->pause_mu);
   return 0;
 }

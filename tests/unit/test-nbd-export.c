@@ -358,6 +358,38 @@ static void test_pause(void **st)
   nbd_close(h);
 }
 
+struct flusher {
+  struct svm_export *e;
+  atomic_int done;
+  int rc;
+};
+
+static void *flusher_main(void *arg)
+{
+  struct flusher *fl = arg;
+  fl->rc = svm_export_flush(fl->e);
+  atomic_store(&fl->done, 1);
+  return NULL;
+}
+
+/* svm_export_flush: works, and waits out a pause (a swap may be closing the fd under it). */
+static void test_flush(void **st)
+{
+  struct fixture *f = *st;
+  struct flusher fl = { .e = f->e };
+  pthread_t t;
+
+  assert_int_equal(svm_export_flush(f->e), 0);
+  assert_int_equal(svm_export_pause(f->e), 0);
+  assert_int_equal(pthread_create(&t, NULL, flusher_main, &fl), 0);
+  usleep(20000);
+  assert_int_equal(atomic_load(&fl.done), 0);
+  assert_int_equal(svm_export_resume(f->e, NULL), 0);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  assert_int_equal(atomic_load(&fl.done), 1);
+  assert_int_equal(fl.rc, 0);
+}
+
 static void copy(const char *from, const char *to)
 {
   char cmd[512];
@@ -475,6 +507,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_provider, setup, teardown),
     cmocka_unit_test_setup_teardown(test_pause, setup, teardown),
     cmocka_unit_test_setup_teardown(test_slow_hook, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_flush, setup, teardown),
     cmocka_unit_test_setup_teardown(test_swap_under_writer, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
