@@ -192,9 +192,40 @@ void svm_export_get_stats(struct svm_export *e, struct svm_export_stats *st)
 
 /* ---- hook threads ---- */
 
+static void *hook_main(void *arg);
+
+/* Hook threads start on the first slow hook: an export whose hook stays fast (or that has
+ * none) never pays for them. */
+static void hook_threads_start_locked(struct svm_export *e)
+{
+  pthread_attr_t attr;
+
+  e->hook_started = true;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, HANDSHAKE_STACK);
+  for (unsigned i = 0; i < NBD_HOOK_THREADS; i++) {
+    int r = pthread_create(&e->hook_threads[e->nhook_threads], &attr, hook_main, e);
+    if (r != 0) {
+      nbd_log_client("(hook)", "export %s: cannot start a hook thread: %s", e->name,
+                     strerror(r));
+      break;
+    }
+    e->nhook_threads++;
+  }
+  pthread_attr_destroy(&attr);
+}
+
 void nbd_hook_queue(struct svm_export *e, struct nbd_req *q)
 {
   pthread_mutex_lock(&e->hook_mu);
+  if (!e->hook_started)
+    hook_threads_start_locked(e);
+  if (e->nhook_threads == 0) {
+    /* no thread at all: run it here, as the caller would have */
+    pthread_mutex_unlock(&e->hook_mu);
+    nbd_hook_run(e, q);
+    return;
+  }
   nbd_hook_set_next(q, NULL);
   if (e->hook_tail)
     nbd_hook_set_next(e->hook_tail, q);
@@ -232,6 +263,7 @@ static void hook_threads_stop(struct svm_export *e)
 {
   pthread_mutex_lock(&e->hook_mu);
   e->hook_stop = true;
+  e->hook_started = true;           /* none may start any more */
   pthread_cond_broadcast(&e->hook_cv);
   pthread_mutex_unlock(&e->hook_mu);
   for (unsigned i = 0; i < e->nhook_threads; i++)
@@ -554,18 +586,6 @@ int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
   if (e->acceptor_wake < 0 || e->workers == NULL) {
     r = svm_error(errno ? errno : ENOMEM, "export %s: %s", name, strerror(errno));
     goto fail;
-  }
-  for (unsigned i = 0; i < NBD_HOOK_THREADS; i++) {
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, HANDSHAKE_STACK);
-    r = pthread_create(&e->hook_threads[i], &attr, hook_main, e);
-    pthread_attr_destroy(&attr);
-    if (r != 0) {
-      r = svm_error(r, "export %s: cannot start a hook thread: %s", name, strerror(r));
-      goto fail;
-    }
-    e->nhook_threads++;
   }
   for (unsigned i = 0; i < e->nthreads; i++) {
     r = nbd_worker_new(e, &e->workers[i]);

@@ -83,7 +83,7 @@ struct svm_export {
   pthread_mutex_t hook_mu;
   pthread_cond_t hook_cv;
   struct nbd_req *hook_head, *hook_tail;
-  bool hook_stop;
+  bool hook_stop, hook_started;
   unsigned nhook_threads;
   pthread_t hook_threads[NBD_HOOK_THREADS];
 
