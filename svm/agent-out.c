@@ -33,16 +33,45 @@ static void kv_str(FILE *f, const char *key, const char *val, bool comma)
     fputs(", ", f);
 }
 
-/* nbd+unix:///NAME?socket=PATH; the export name is "VM/diskN", which needs no escaping since
- * VM names are [A-Za-z0-9._-]. */
+/* The unix URI nbd+unix:///NAME?socket=PATH (malloc'd). The export name "VM/diskN" needs no
+ * escaping since VM names are [A-Za-z0-9._-]; the socket path is percent-encoded where it
+ * holds anything but [A-Za-z0-9._~/-] (a state directory with a space, say), which qemu and
+ * libnbd decode. */
+static char *unix_uri(const struct agent_disk *d)
+{
+  static const char hex[] = "0123456789ABCDEF";
+  size_t n = strlen(d->sock_path);
+  char *path = malloc(n * 3 + 1), *p = path, *u;
+
+  if (!path)
+    return NULL;
+  for (const unsigned char *s = (const unsigned char *)d->sock_path; *s; s++) {
+    if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+        strchr("._~/-", *s)) {
+      *p++ = (char)*s;
+    } else {
+      *p++ = '%';
+      *p++ = hex[*s >> 4];
+      *p++ = hex[*s & 15];
+    }
+  }
+  *p = '\0';
+  if (asprintf(&u, "nbd+unix:///%s?socket=%s", d->export_name, path) < 0)
+    u = NULL;
+  free(path);
+  return u;
+}
+
 static void disk_uris(FILE *f, const struct agent_disk *d)
 {
   fprintf(f, "\"nbd-uri\": ");
   if (d->export) {
-    char *u;
-    if (asprintf(&u, "nbd+unix:///%s?socket=%s", d->export_name, d->sock_path) >= 0) {
+    char *u = unix_uri(d);
+    if (u) {
       agent_json_str(f, u);
       free(u);
+    } else {
+      fputs("null", f);
     }
   } else {
     fputs("null", f);
@@ -101,7 +130,9 @@ static void vm_text(FILE *f, struct agent_vm *vm)
     const struct svm_desc_disk *dd = &desc->disks[i];
     fprintf(f, "  disk%u  %" PRIu64 " bytes  %s  %s\n", i, dd->size,
             svm_desc_prov_name(dd->provisioning), d->path);
-    fprintf(f, "         nbd+unix:///%s?socket=%s\n", d->export_name, d->sock_path);
+    char *u = unix_uri(d);
+    fprintf(f, "         %s\n", u ? u : "(out of memory)");
+    free(u);
     if (d->tcp_addr[0])
       fprintf(f, "         nbd://%s%s%s:%s/%s\n", strchr(d->tcp_addr, ':') ? "[" : "",
               d->tcp_addr, strchr(d->tcp_addr, ':') ? "]" : "", d->tcp_port, d->export_name);

@@ -115,4 +115,20 @@ expect_fail 1 "no such VM 'thick1'" svmctl vm show thick1
 svmctl vm delete eager1 | grep -q "VM eager1 deleted" || fail "delete text"
 svmctl vm list --json | json_get '[x["name"] for x in d["vms"]]' | grep -qxF '["thin1"]' || fail "after delete"
 stop_svmd
+
+# ---- paths with a space: the URI percent-encodes the socket path, and clients accept it ----
+if command -v qemu-io >/dev/null; then
+  mkdir "$T/d s"
+  export SVM_STATE="$T/st ate"
+  "$SVM_BIN/svmd" --name sp --state "$SVM_STATE" --datastore "ds=$T/d s" 2>>"$LOG" &
+  SVMD_PID=$!
+  for _ in $(seq 1 100); do [ -S "$SVM_STATE/control.sock" ] && break; sleep 0.05; done
+  svmctl vm create sp1 --datastore ds --disk 1M --json >"$T/c.json"
+  u=$(json_get 'd["disks"][0]["nbd-uri"]' <"$T/c.json")
+  [ "$u" = "nbd+unix:///sp1/disk0?socket=${T// /%20}/st%20ate/nbd/sp1-disk0.sock" ] || fail "uri: $u"
+  svmctl vm show sp1 | grep -qF "$u" || fail "text uri"
+  qemu-io -f raw -c "write -P 9 0 4k" "$u" >/dev/null || fail "qemu-io with an encoded socket path"
+  check_query sp1 0 '*' 0:4096
+  stop_svmd
+fi
 echo PASS
