@@ -138,19 +138,24 @@ for r in $(seq 1 "$repeat"); do
   for cell in "${cells[@]}"; do
     read -r rw bs qd <<<"$cell"
     for s in $servers; do
+      sync "$disk"              # no writeback of the last cell's data in this one
       start_server "$s"
       fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$qd" \
         --size="${size_mib}M" --runtime="$runtime" --time_based=1 --norandommap=1 \
         --randrepeat=0 --output-format=json --output="$work/fio.json" >/dev/null
+      # the server's CPU time (all threads; utime + stime in clock ticks)
+      ticks=$(awk '{print $14 + $15}' /proc/"$server_pid"/stat)
       stop_server
-      python3 - "$work/fio.json" "$s" "$rw" "$bs" "$qd" >>"$results" <<'PY'
+      python3 - "$work/fio.json" "$s" "$rw" "$bs" "$qd" "$ticks" "$(getconf CLK_TCK)" \
+        >>"$results" <<'PY'
 import json, sys
-path, s, rw, bs, qd = sys.argv[1:]
+path, s, rw, bs, qd, ticks, hz = sys.argv[1:]
 j = json.load(open(path))["jobs"][0]
 d = j["write" if "write" in rw else "read"]
 p = d["clat_ns"].get("percentile", {})
+cpu_us = int(ticks) / int(hz) * 1e6 / max(d["total_ios"], 1)
 print(s, f"{rw}-{bs}-qd{qd}", round(d["iops"]), p.get("50.000000", 0) / 1000,
-      p.get("99.000000", 0) / 1000, j["error"])
+      p.get("99.000000", 0) / 1000, round(cpu_us, 2), j["error"])
 PY
       echo "  $(tail -1 "$results")" >&2
     done
@@ -162,29 +167,30 @@ import statistics, sys
 path, servers, repeat, runtime = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4]
 rows = {}
 for line in open(path):
-    s, cell, iops, p50, p99, err = line.split()
+    s, cell, iops, p50, p99, cpu, err = line.split()
     if int(err):
         print(f"warning: {s} {cell}: fio error {err}")
-    rows.setdefault((cell, s), []).append((int(iops), float(p50), float(p99)))
+    rows.setdefault((cell, s), []).append((int(iops), float(p50), float(p99), float(cpu)))
 cells = []
 for (cell, s) in rows:
     if cell not in cells:
         cells.append(cell)
-med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
-print(f"\nfio nbd engine, {runtime} s per cell, median of {repeat}; latency = completion (clat)\n")
+med = {k: tuple(statistics.median(x[i] for x in v) for i in range(4)) for k, v in rows.items()}
+print(f"\nfio nbd engine, {runtime} s per cell, median of {repeat}; latency = completion (clat);")
+print("cpu = the server's CPU time (all its threads) per request\n")
 print("| cell | " + " | ".join(servers) + " |")
 print("|---|" + "---|" * len(servers))
 for cell in cells:
     out = []
     for s in servers:
         if (cell, s) in med:
-            i, p50, p99 = med[(cell, s)]
-            out.append(f"{i:,.0f} IOPS, p50 {p50:.1f} / p99 {p99:.1f} us")
+            i, p50, p99, cpu = med[(cell, s)]
+            out.append(f"{i:,.0f} IOPS, p50 {p50:.0f} / p99 {p99:.0f} us, cpu {cpu:.1f} us")
         else:
             out.append("-")
     print(f"| {cell} | " + " | ".join(out) + " |")
-print("\n| cell | svm/nbdkit IOPS | svm/qemu-nbd IOPS | p99 svm/nbdkit | p99 svm/qemu-nbd | CBT cost, warm | CBT cost, cold | svmd/svm | svm/svm-engine |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("\n| cell | svm/nbdkit IOPS | svm/qemu-nbd IOPS | p99 svm/nbdkit | p99 svm/qemu-nbd | cpu/req svm/nbdkit | cpu/req svm/qemu-nbd | CBT cost, warm | CBT cost, cold | svmd/svm IOPS | svm/svm-engine IOPS |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 def ratio(a, b, i):
     if a in med and b in med and med[b][i]:
         return f"{med[a][i] / med[b][i]:.2f}"
@@ -197,6 +203,7 @@ for cell in cells:
         return "-"
     print(f"| {cell} | {ratio(a, (cell, 'nbdkit'), 0)} | {ratio(a, (cell, 'qemu-nbd'), 0)} | "
           f"{ratio(a, (cell, 'nbdkit'), 2)} | {ratio(a, (cell, 'qemu-nbd'), 2)} | "
+          f"{ratio(a, (cell, 'nbdkit'), 3)} | {ratio(a, (cell, 'qemu-nbd'), 3)} | "
           f"{cost('svm+cbt')} | {cost('svm+cbt-cold')} | {ratio((cell, 'svmd'), a, 0)} | "
           f"{ratio(a, (cell, 'svm-engine'), 0)} |")
 PY

@@ -2,6 +2,7 @@
  * base:allocation block status. Reads and writes themselves are asynchronous and live in the
  * copy loop (convert.c). */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/error.h"
@@ -89,28 +90,122 @@ static int on_extents(void *opaque, const char *metacontext, uint64_t offset, ui
   return 0;
 }
 
+/* The map is asked for in windows, WINDOWS of them in flight, with libnbd's asynchronous block
+ * status; a reply may cover only part of its window, and then the rest is asked for again.
+ * Windows are appended to the list strictly in order, whatever order they complete in. */
+enum { WINDOWS = 16 };
+
+struct window {
+  struct status_ctx s;
+  struct svm_extent_list l;
+  uint64_t issued_at;       /* s.off when the request in flight was sent */
+  bool used, busy;
+};
+
+static int on_status_done(void *opaque, int *error)
+{
+  struct window *w = opaque;
+
+  w->busy = false;
+  if (*error != 0 && w->s.err == 0)
+    w->s.err = -*error;
+  else if (w->s.err == 0 && w->s.off == w->issued_at)
+    w->s.err = -EPROTO;     /* a reply that covers nothing would have us ask for ever */
+  return 1;
+}
+
 int svm_conv_nbd_extents(struct svm_conv_end *e, uint64_t size, struct svm_extent_list *l)
 {
-  struct status_ctx s = { .l = l, .off = 0, .end = size };
+  struct window *w;
+  uint64_t nwin = (size + STATUS_WINDOW - 1) / STATUS_WINDOW, next = 0, appended = 0;
+  int r = 0;
 
   if (!e->has_allocation)
     return svm_extent_list_add(l, 0, size, 0);
-  while (s.off < size) {
-    uint64_t start = s.off, n = size - s.off;
-    if (n > STATUS_WINDOW)
-      n = STATUS_WINDOW;
-    nbd_extent_callback cb = { .callback = on_extents, .user_data = &s };
-    if (nbd_block_status(e->nbd, n, s.off, cb, 0) < 0) {
-      if (s.err < 0)
-        return svm_error(-s.err, "%s: bad block status reply at offset %llu", e->name,
-                         (unsigned long long)start);
-      return nbd_fail(e->name, "block status", NULL);
+  w = calloc(WINDOWS, sizeof *w);
+  if (w == NULL)
+    return svm_error(ENOMEM, "out of memory");
+  while (appended < nwin) {
+    /* open windows */
+    while (next < nwin && next - appended < WINDOWS) {
+      struct window *x = &w[next % WINDOWS];
+      uint64_t start = next * STATUS_WINDOW;
+      svm_extent_list_init(&x->l);
+      x->s = (struct status_ctx){ .l = &x->l, .off = start,
+                                  .end = size - start < STATUS_WINDOW ? size : start + STATUS_WINDOW };
+      x->used = true;
+      x->busy = false;
+      next++;
     }
-    if (s.off == start)
-      return svm_error(EPROTO, "%s: the server's block status made no progress at offset %llu",
-                       e->name, (unsigned long long)start);
+    /* ask for what each open window still lacks */
+    for (unsigned i = 0; i < WINDOWS; i++) {
+      struct window *x = &w[i];
+      if (!x->used || x->busy)
+        continue;
+      if (x->s.err < 0) {
+        r = x->s.err == -EPROTO
+              ? svm_error(EPROTO, "%s: bad block status reply near offset %llu", e->name,
+                          (unsigned long long)x->s.off)
+              : svm_error(-x->s.err, "%s: block status at offset %llu: %s", e->name,
+                          (unsigned long long)x->s.off, strerror(-x->s.err));
+        goto drain;
+      }
+      if (x->s.off >= x->s.end)
+        continue;
+      nbd_extent_callback ecb = { .callback = on_extents, .user_data = &x->s };
+      nbd_completion_callback ccb = { .callback = on_status_done, .user_data = x };
+      x->issued_at = x->s.off;
+      x->busy = true;
+      if (nbd_aio_block_status(e->nbd, x->s.end - x->s.off, x->s.off, ecb, ccb, 0) < 0) {
+        x->busy = false;
+        r = nbd_fail(e->name, "block status", NULL);
+        goto drain;
+      }
+    }
+    /* append finished windows in order */
+    while (appended < next) {
+      struct window *x = &w[appended % WINDOWS];
+      if (x->busy || x->s.off < x->s.end || x->s.err < 0)
+        break;
+      for (size_t k = 0; k < x->l.n && r == 0; k++)
+        r = svm_extent_list_add(l, x->l.v[k].off, x->l.v[k].len, x->l.v[k].flags);
+      svm_extent_list_free(&x->l);
+      x->used = false;
+      appended++;
+      if (r < 0) {
+        r = svm_error(-r, "out of memory");
+        goto drain;
+      }
+    }
+    if (appended == nwin)
+      break;
+    bool any_busy = false;
+    for (unsigned i = 0; i < WINDOWS; i++)
+      any_busy |= w[i].busy;
+    if (any_busy && nbd_poll(e->nbd, -1) < 0) {
+      r = nbd_fail(e->name, "block status", " (the NBD server went away?)");
+      goto drain;
+    }
   }
-  return 0;
+
+drain:
+  /* Callbacks point into w: let every request in flight finish (or the handle go) first. */
+  for (;;) {
+    bool any_busy = false;
+    for (unsigned i = 0; i < WINDOWS; i++)
+      any_busy |= w[i].busy;
+    if (!any_busy)
+      break;
+    if (nbd_poll(e->nbd, -1) < 0) {
+      nbd_close(e->nbd);      /* retires what is left; the caller sees a closed end */
+      e->nbd = NULL;
+      break;
+    }
+  }
+  for (unsigned i = 0; i < WINDOWS; i++)
+    svm_extent_list_free(&w[i].l);
+  free(w);
+  return r;
 }
 
 int svm_conv_nbd_close(struct svm_conv_end *e, bool flush)

@@ -188,6 +188,55 @@ void svm_export_get_stats(struct svm_export *e, struct svm_export_stats *st)
   st->errors = atomic_load(&e->st_errors);
 }
 
+/* ---- hook threads ---- */
+
+void nbd_hook_queue(struct svm_export *e, struct nbd_req *q)
+{
+  pthread_mutex_lock(&e->hook_mu);
+  nbd_hook_set_next(q, NULL);
+  if (e->hook_tail)
+    nbd_hook_set_next(e->hook_tail, q);
+  else
+    e->hook_head = q;
+  e->hook_tail = q;
+  pthread_cond_signal(&e->hook_cv);
+  pthread_mutex_unlock(&e->hook_mu);
+}
+
+static void *hook_main(void *arg)
+{
+  struct svm_export *e = arg;
+
+  pthread_mutex_lock(&e->hook_mu);
+  for (;;) {
+    struct nbd_req *q;
+    while (e->hook_head == NULL && !e->hook_stop)
+      pthread_cond_wait(&e->hook_cv, &e->hook_mu);
+    if (e->hook_head == NULL)
+      break;                        /* stopping, and nothing left */
+    q = e->hook_head;
+    e->hook_head = nbd_hook_next(q);
+    if (e->hook_head == NULL)
+      e->hook_tail = NULL;
+    pthread_mutex_unlock(&e->hook_mu);
+    nbd_hook_run(e, q);
+    pthread_mutex_lock(&e->hook_mu);
+  }
+  pthread_mutex_unlock(&e->hook_mu);
+  return NULL;
+}
+
+static void hook_threads_stop(struct svm_export *e)
+{
+  pthread_mutex_lock(&e->hook_mu);
+  e->hook_stop = true;
+  pthread_cond_broadcast(&e->hook_cv);
+  pthread_mutex_unlock(&e->hook_mu);
+  for (unsigned i = 0; i < e->nhook_threads; i++)
+    pthread_join(e->hook_threads[i], NULL);
+  e->nhook_threads = 0;
+}
+
 /* ---- clients ---- */
 
 struct hs_arg {
@@ -496,11 +545,25 @@ int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
   pthread_mutex_init(&e->pause_mu, NULL);
   pthread_cond_init(&e->pause_cv, NULL);
   pthread_cond_init(&e->hs_cv, NULL);
+  pthread_mutex_init(&e->hook_mu, NULL);
+  pthread_cond_init(&e->hook_cv, NULL);
   e->acceptor_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   e->workers = calloc(e->nthreads, sizeof *e->workers);
   if (e->acceptor_wake < 0 || e->workers == NULL) {
     r = svm_error(errno ? errno : ENOMEM, "export %s: %s", name, strerror(errno));
     goto fail;
+  }
+  for (unsigned i = 0; i < NBD_HOOK_THREADS; i++) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, HANDSHAKE_STACK);
+    r = pthread_create(&e->hook_threads[i], &attr, hook_main, e);
+    pthread_attr_destroy(&attr);
+    if (r != 0) {
+      r = svm_error(r, "export %s: cannot start a hook thread: %s", name, strerror(r));
+      goto fail;
+    }
+    e->nhook_threads++;
   }
   for (unsigned i = 0; i < e->nthreads; i++) {
     r = nbd_worker_new(e, &e->workers[i]);
@@ -518,6 +581,9 @@ int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
 fail:
   for (unsigned i = 0; e->workers && i < e->nthreads; i++)
     nbd_worker_stop(e->workers[i]);
+  hook_threads_stop(e);
+  pthread_mutex_destroy(&e->hook_mu);
+  pthread_cond_destroy(&e->hook_cv);
   free(e->workers);
   if (e->acceptor_wake >= 0)
     close(e->acceptor_wake);
@@ -551,6 +617,9 @@ void svm_export_free(struct svm_export *e)
 
   for (unsigned i = 0; i < e->nthreads; i++)
     nbd_worker_stop(e->workers[i]);
+  hook_threads_stop(e);             /* after the workers: every hooked request came back */
+  pthread_mutex_destroy(&e->hook_mu);
+  pthread_cond_destroy(&e->hook_cv);
   for (unsigned i = 0; i < e->nlisteners; i++) {
     close(e->lfd[i]);
     if (e->lpath[i])

@@ -67,7 +67,9 @@ int svm_export_add_meta_provider(struct svm_export *e, const struct svm_meta_pro
 /* Drain and pause: stop taking new requests, wait until every in-flight request has completed
  * and been answered. Clients stay connected; their new requests wait. Pauses nest: the export
  * runs again when every pause has been resumed. resume() reports how long the export was
- * paused (ns, from the start of the outermost pause) when paused_ns is not NULL. */
+ * paused (ns, from the start of the outermost pause) when paused_ns is not NULL.
+ * Never call pause or swap from a write hook or a provider callback: those run inside a
+ * request, which the pause would wait for. */
 int svm_export_pause(struct svm_export *e);
 int svm_export_resume(struct svm_export *e, uint64_t *paused_ns);
 /* Swap the layer stack under the export atomically (pause, swap, resume inside), returning the

@@ -28,7 +28,7 @@
 #include "svm/nbd-internal.h"
 
 enum {
-  IN_SIZE = 256 * 1024,             /* per-client receive buffer */
+  IN_SIZE = 128 * 1024,             /* per-client receive buffer */
   CONN_MAX_INFLIGHT = 128,          /* started, unanswered requests per client */
   CONN_MAX_OUT = 64 * 1024 * 1024,  /* queued reply bytes before we stop reading */
   MAX_IOV = 64,
@@ -39,8 +39,11 @@ enum {
 struct nbd_conn;
 
 struct nbd_req {
-  struct nbd_req *next;             /* out queue */
+  struct nbd_req *next;             /* out queue, hook queue */
   struct nbd_conn *c;
+  struct svm_layer *top;            /* the stack it runs on (fixed while it is in flight) */
+  int hook_res;                     /* hook result, when run on a hook thread */
+  char hook_msg[160];
   struct nbd_request r;
   uint32_t err;                     /* NBD error decided before running (validation) */
   uint32_t got;                     /* WRITE payload bytes received */
@@ -80,6 +83,8 @@ struct nbd_worker {
   struct nbd_conn **conns;
   unsigned nconns, conns_cap;
   unsigned active, max_active;
+  uint64_t offload_until_ns;        /* hooks go to the hook threads until then */
+  struct nbd_req *hooked;           /* back from the hook threads (under mu) */
   struct pollfd *pfd;
   unsigned pfd_cap;
 };
@@ -326,39 +331,33 @@ static int block_status(struct nbd_conn *c, struct svm_layer *top, struct nbd_re
 
 /* ---- starting requests ---- */
 
-static int call_hook(struct nbd_conn *c, struct nbd_req *q, unsigned kind)
+static unsigned hook_kind(const struct nbd_req *q)
 {
-  struct svm_export *e = c->e;
-  int r;
-
-  if (e->hook == NULL)
+  switch (q->r.type) {
+  case NBD_CMD_WRITE:
+    return SVM_WRITE_DATA;
+  case NBD_CMD_TRIM:
+    return SVM_WRITE_TRIM;
+  case NBD_CMD_WRITE_ZEROES:
+    return SVM_WRITE_ZEROES;
+  default:
     return 0;
-  r = e->hook(e->hook_opaque, q->r.offset, q->r.length, kind);
-  if (r < 0) {
-    conn_log(c, "write hook failed at offset %llu length %u: %s",
-             (unsigned long long)q->r.offset, q->r.length, svm_last_error());
-    return -EIO;
   }
-  return 0;
 }
 
-/* Start a valid request. Returns false when it must wait (paused, or no room). */
-static bool req_start(struct nbd_conn *c, struct nbd_req *q)
+static void hook_failed(struct nbd_conn *c, struct nbd_req *q, const char *why)
+{
+  conn_log(c, "write hook failed at offset %llu length %u: %s",
+           (unsigned long long)q->r.offset, q->r.length, why);
+}
+
+/* Submit the data part of a started request to its layer (the hook, if any, has passed). */
+static void req_submit(struct nbd_conn *c, struct nbd_req *q)
 {
   struct nbd_worker *w = c->w;
-  struct svm_layer *top;
-  unsigned fua;
+  struct svm_layer *top = q->top;
+  unsigned fua = (q->r.flags & NBD_CMD_FLAG_FUA) ? SVM_LAYER_FUA : 0;
   int r = 0;
-
-  if (w->active >= w->max_active)
-    return false;
-  if (!nbd_export_start_request(c->e))
-    return false;
-  top = atomic_load(&c->e->top);
-  c->inflight++;
-  w->active++;
-  atomic_fetch_add(&c->e->st_requests, 1);
-  fua = (q->r.flags & NBD_CMD_FLAG_FUA) ? SVM_LAYER_FUA : 0;
 
   switch (q->r.type) {
   case NBD_CMD_READ:
@@ -367,17 +366,13 @@ static bool req_start(struct nbd_conn *c, struct nbd_req *q)
                : -ENOMEM;
     break;
   case NBD_CMD_WRITE:
-    r = call_hook(c, q, SVM_WRITE_DATA);
-    if (r == 0)
-      r = top->ops->write(top, w->io, q->buf, q->r.length, q->r.offset, fua, req_done, q);
+    r = top->ops->write(top, w->io, q->buf, q->r.length, q->r.offset, fua, req_done, q);
     break;
   case NBD_CMD_FLUSH:
     r = top->ops->flush(top, w->io, req_done, q);
     break;
   case NBD_CMD_TRIM:
-    r = call_hook(c, q, SVM_WRITE_TRIM);
-    if (r == 0)
-      r = top->ops->trim(top, w->io, q->r.offset, q->r.length, fua, req_done, q);
+    r = top->ops->trim(top, w->io, q->r.offset, q->r.length, fua, req_done, q);
     break;
   case NBD_CMD_WRITE_ZEROES: {
     unsigned f = fua;
@@ -385,17 +380,13 @@ static bool req_start(struct nbd_conn *c, struct nbd_req *q)
       f |= SVM_LAYER_NO_HOLE;
     if (q->r.flags & NBD_CMD_FLAG_FAST_ZERO)
       f |= SVM_LAYER_FAST;
-    r = call_hook(c, q, SVM_WRITE_ZEROES);
-    if (r == 0)
-      r = top->ops->zero(top, w->io, q->r.offset, q->r.length, f, req_done, q);
+    r = top->ops->zero(top, w->io, q->r.offset, q->r.length, f, req_done, q);
     break;
   }
   case NBD_CMD_BLOCK_STATUS:
     r = block_status(c, top, q);
-    if (r == 0) {
+    if (r == 0)
       req_done(q, 0);
-      return true;
-    }
     break;
   default:
     r = -EINVAL;
@@ -403,7 +394,109 @@ static bool req_start(struct nbd_conn *c, struct nbd_req *q)
   }
   if (r < 0)
     req_done(q, r);
+}
+
+/* Start a valid request. Returns false when it must wait (paused, or no room).
+ *
+ * The write hook runs before the data is submitted. Inline on this thread it costs nothing
+ * when it is fast (CBT: a block already marked in this epoch is one load and compare); but a
+ * slow call (a first mark waits for an fdatasync of the tracking file) would hold up every
+ * client of this thread, one fdatasync per request. So after a slow call the thread sends its
+ * hooked requests to the export's hook threads for a while: there many run at once and share
+ * their fdatasyncs (CBT's group commit), and each comes back here for its data. */
+static bool req_start(struct nbd_conn *c, struct nbd_req *q)
+{
+  struct nbd_worker *w = c->w;
+  struct svm_export *e = c->e;
+  unsigned kind;
+
+  if (w->active >= w->max_active)
+    return false;
+  if (!nbd_export_start_request(e))
+    return false;
+  q->top = atomic_load(&e->top);
+  c->inflight++;
+  w->active++;
+  atomic_fetch_add(&e->st_requests, 1);
+
+  kind = hook_kind(q);
+  if (kind && e->hook) {
+    uint64_t t0 = nbd_now_ns(), t1;
+    int r;
+
+    if (t0 < w->offload_until_ns) {
+      nbd_hook_queue(e, q);
+      return true;
+    }
+    r = e->hook(e->hook_opaque, q->r.offset, q->r.length, kind);
+    t1 = nbd_now_ns();
+    if (t1 - t0 > NBD_HOOK_SLOW_NS)
+      w->offload_until_ns = t1 + NBD_HOOK_OFFLOAD_NS;
+    if (r < 0) {
+      hook_failed(c, q, svm_last_error());
+      req_done(q, -EIO);
+      return true;
+    }
+  }
+  req_submit(c, q);
   return true;
+}
+
+/* ---- the hook threads' side ---- */
+
+/* Called on a hook thread: the hook ran (result in q->hook_res); hand the request back to its
+ * worker. */
+void nbd_hook_done(struct nbd_req *q)
+{
+  struct nbd_worker *w = q->c->w;
+  bool wake;
+
+  pthread_mutex_lock(&w->mu);
+  wake = w->hooked == NULL;
+  q->next = w->hooked;
+  w->hooked = q;
+  pthread_mutex_unlock(&w->mu);
+  if (wake)
+    nbd_worker_wake(w);
+}
+
+void nbd_hook_run(struct svm_export *e, struct nbd_req *q)
+{
+  q->hook_res = e->hook(e->hook_opaque, q->r.offset, q->r.length, hook_kind(q));
+  if (q->hook_res < 0)
+    snprintf(q->hook_msg, sizeof q->hook_msg, "%s", svm_last_error());
+  nbd_hook_done(q);
+}
+
+struct nbd_req *nbd_hook_next(struct nbd_req *q)
+{
+  return q->next;
+}
+
+void nbd_hook_set_next(struct nbd_req *q, struct nbd_req *next)
+{
+  q->next = next;
+}
+
+/* On the worker: requests back from the hook threads go on to their data. */
+static void take_hooked(struct nbd_worker *w)
+{
+  struct nbd_req *q, *next;
+
+  pthread_mutex_lock(&w->mu);
+  q = w->hooked;
+  w->hooked = NULL;
+  pthread_mutex_unlock(&w->mu);
+  for (; q; q = next) {
+    next = q->next;
+    q->next = NULL;
+    if (q->hook_res < 0) {
+      hook_failed(q->c, q, q->hook_msg);
+      req_done(q, -EIO);
+    } else {
+      req_submit(q->c, q);
+    }
+  }
 }
 
 /* A complete request (header and payload in): answer it now or start it. */
@@ -674,6 +767,7 @@ static void *worker_main(void *arg)
 
     if (take_incoming(w))
       break;
+    take_hooked(w);
     for (unsigned i = 0; i < w->nconns; i++)
       spin |= conn_process(w->conns[i]);
     svm_io_reap(w->io, 0);          /* submit, and run what already completed */
@@ -738,9 +832,18 @@ static void *worker_main(void *arg)
    * callbacks refer to our requests. */
   for (unsigned i = 0; i < w->nconns; i++)
     w->conns[i]->dead = true;
-  while (svm_io_in_flight(w->io) > 0)
-    if (svm_io_reap(w->io, 1) < 0)
-      break;
+  while (w->active > 0) {
+    /* requests still at the hook threads come back here */
+    take_hooked(w);
+    if (svm_io_in_flight(w->io) > 0) {
+      if (svm_io_reap(w->io, 1) < 0)
+        break;
+    } else if (w->active > 0) {
+      struct pollfd p = { .fd = w->wake, .events = POLLIN };
+      uint64_t v;
+      if (poll(&p, 1, 100) > 0 && read(w->wake, &v, sizeof v) < 0) { /* woken */ }
+    }
+  }
   for (unsigned i = 0; i < w->nconns; i++)
     conn_free(w->conns[i]);
   w->nconns = 0;

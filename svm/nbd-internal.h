@@ -18,7 +18,11 @@ enum {
   NBD_HANDSHAKE_TIMEOUT_S = 30,
   NBD_DEFAULT_THREADS = 2,
   NBD_DEFAULT_DEPTH = 128,      /* requests started per thread */
+  NBD_HOOK_THREADS = 16,        /* run slow write hooks, many at once */
 };
+/* A hook call slower than this sends the thread's hooks to the hook threads for a while. */
+#define NBD_HOOK_SLOW_NS (100 * 1000ull)
+#define NBD_HOOK_OFFLOAD_NS (20 * 1000 * 1000ull)
 
 /* A meta context a connection selected; id = index in the connection's list. */
 struct nbd_context {
@@ -36,6 +40,7 @@ struct nbd_session {
 };
 
 struct nbd_worker;
+struct nbd_req;
 
 struct svm_export {
   char *name;
@@ -74,6 +79,14 @@ struct svm_export {
   unsigned next_worker;
   struct nbd_worker **workers;
 
+  /* hook threads: a queue of requests whose hook is to run */
+  pthread_mutex_t hook_mu;
+  pthread_cond_t hook_cv;
+  struct nbd_req *hook_head, *hook_tail;
+  bool hook_stop;
+  unsigned nhook_threads;
+  pthread_t hook_threads[NBD_HOOK_THREADS];
+
   atomic_ulong st_clients_total, st_requests, st_errors;
 };
 
@@ -96,6 +109,14 @@ void nbd_worker_stop(struct nbd_worker *w);       /* joins, drops its clients */
 /* Hand over a client after its handshake (takes ownership of the session's fd/contexts). */
 int nbd_worker_add(struct nbd_worker *w, struct nbd_session *s);
 void nbd_worker_wake(struct nbd_worker *w);
+
+/* Hook threads (export.c queues, runs the hook, calls nbd_hook_done, nbd-conn.c). */
+void nbd_hook_queue(struct svm_export *e, struct nbd_req *q);
+void nbd_hook_done(struct nbd_req *q);
+/* Run the hook for a queued request (nbd-conn.c knows the request's layout). */
+void nbd_hook_run(struct svm_export *e, struct nbd_req *q);
+struct nbd_req *nbd_hook_next(struct nbd_req *q);
+void nbd_hook_set_next(struct nbd_req *q, struct nbd_req *next);
 
 /* Export-side helpers used by connections. */
 bool nbd_export_start_request(struct svm_export *e);   /* false: paused, retry later */

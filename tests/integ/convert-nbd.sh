@@ -61,3 +61,14 @@ ok "too small and read-only NBD destinations refused"
 
 [ "$(checksum "$TMP/src.qcow2")" = "$sum" ] || fail "the source changed"
 ok "source untouched"
+
+# A 1 TiB qcow2 with 2 MiB of data through qemu-nbd: the map comes from block status in many
+# windows (asked for concurrently), and only the data is read.
+qemu-img create -q -f qcow2 "$TMP/huge.qcow2" 1T
+qemu-io -f qcow2 -c 'write -P 0x42 100G 1M' -c 'write -P 0x43 1023G 1M' "$TMP/huge.qcow2" >/dev/null
+start_qemu_nbd HUGE --read-only --format=qcow2 "$TMP/huge.qcow2"
+"$CONV" --json "$HUGE" "$TMP/huge.raw" >"$TMP/j"
+grep -q '"bytes-read": 2097152,' "$TMP/j" || fail "1 TiB qcow2: read more than the data: $(cat "$TMP/j")"
+qemu-img compare -U -q -f qcow2 -F raw "$TMP/huge.qcow2" "$TMP/huge.raw" || fail "1 TiB qcow2 differs"
+[ "$(allocated "$TMP/huge.raw")" -le $((3 * MiB)) ] || fail "1 TiB qcow2 -> raw is not thin"
+ok "1 TiB qcow2 with 2 MiB of data"

@@ -5,9 +5,21 @@
 source "$(dirname "$0")/nbd-lib.sh"
 requires nbdinfo qemu-img qemu-io nbdcopy
 
+# the program's interface: --help, --version, exit codes 1 (failure) and 2 (usage)
+"$SVM_BIN/svm-nbd-serve" --help | grep -q '^Usage: svm-nbd-serve' || fail "--help"
+[ "$("$SVM_BIN/svm-nbd-serve" --version)" = "svm-nbd-serve $("$SVM_BIN/svm-nbd-serve" --version | cut -d' ' -f2)" ] \
+  || fail "--version"
+rc=0; "$SVM_BIN/svm-nbd-serve" 2>/dev/null || rc=$?; [ "$rc" -eq 2 ] || fail "no FILE: exit $rc"
+rc=0; "$SVM_BIN/svm-nbd-serve" --threads 0 x 2>/dev/null || rc=$?; [ "$rc" -eq 2 ] || fail "--threads 0: exit $rc"
+rc=0; "$SVM_BIN/svm-nbd-serve" "$NBD_TMP/none.raw" 2>"$NBD_TMP/err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q 'none.raw: cannot open disk image' "$NBD_TMP/err" || fail "missing file: exit $rc"
+
 disk=$NBD_TMP/disk.raw
 truncate -s 64M "$disk"
 start_serve "$disk" --cbt-like-hook
+# a second server on the same socket is refused while the first one lives
+rc=0; "$SVM_BIN/svm-nbd-serve" --socket "$NBD_SOCK" "$disk" >/dev/null 2>"$NBD_TMP/err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q 'another server is listening' "$NBD_TMP/err" || fail "socket in use: exit $rc"
 
 # nbdinfo
 out=$(nbdinfo "$NBD_URI") || fail "nbdinfo"
@@ -70,7 +82,7 @@ stop_serve
 # a restart of the server
 truncate -s 64M "$NBD_TMP/cbt.raw"
 start_serve "$NBD_TMP/cbt.raw" --ctk "$NBD_TMP/cbt.ctk"
-qemu-io -f raw -c 'write 2M 4k' -c 'discard 10M 64k' "$NBD_URI" >/dev/null || fail "qemu-io (cbt)"
+out=$(qemu-io -f raw -c "write 2M 4k" -c "discard 10M 64k" "$NBD_URI" 2>&1) || fail "qemu-io (cbt): $out"
 stop_serve
 start_serve "$NBD_TMP/cbt.raw" --ctk "$NBD_TMP/cbt.ctk"
 cbtmap=$(nbdinfo --map='svm-cbt:*' "$NBD_URI") || fail "nbdinfo --map=svm-cbt:*"

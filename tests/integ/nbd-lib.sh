@@ -54,6 +54,7 @@ start_serve()
   shift
   NBD_SOCK=$NBD_TMP/nbd.sock
   NBD_URI="nbd+unix:///disk?socket=$NBD_SOCK"
+  rm -f "$NBD_TMP/serve.uri"      # a previous server's: it must not count as "listening"
   "$SVM_BIN/svm-nbd-serve" --socket "$NBD_SOCK" --name disk "$@" "$file" \
     >"$NBD_TMP/serve.uri" 2>"$NBD_TMP/serve.log" &
   SERVE_PID=$!

@@ -56,7 +56,10 @@ static size_t unwritten_count(int fd, uint64_t *bytes)
 {
   struct svm_extent_list l;
   svm_extent_list_init(&l);
-  assert_int_equal(svm_extents_unwritten(fd, &l), 0);
+  int r = svm_extents_unwritten(fd, &l);
+  if (r == -EOPNOTSUPP)
+    skip();               /* no FIEMAP here (tmpfs): nothing to check allocation with */
+  assert_int_equal(r, 0);
   size_t n = l.n;
   *bytes = svm_extent_list_bytes(&l, 0, 0);
   svm_extent_list_free(&l);

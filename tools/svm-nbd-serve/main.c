@@ -330,14 +330,20 @@ int main(int argc, char **argv)
     printf("nbd+unix:///%s?socket=%s\n", name, sock);
   }
   if (tcp) {
-    char *addr = strdup(tcp), *colon, port[32];
+    char *addr = strdup(tcp), *colon, *host, port[32];
     if (addr == NULL)
       goto fail;
     colon = strrchr(addr, ':');
     *colon = '\0';
-    r = svm_export_listen_tcp(e, addr, colon + 1, port, sizeof port);
+    host = addr;
+    if (host[0] == '[' && colon > host && colon[-1] == ']') {   /* [::1]:PORT */
+      host++;
+      colon[-1] = '\0';
+    }
+    r = svm_export_listen_tcp(e, host, colon + 1, port, sizeof port);
     if (r == 0)
-      printf("nbd://%s:%s/%s\n", *addr ? addr : "localhost", port, name);
+      printf(strchr(host, ':') ? "nbd://[%s]:%s/%s\n" : "nbd://%s:%s/%s\n",
+             *host ? host : "localhost", port, name);
     free(addr);
     if (r < 0)
       goto fail;
