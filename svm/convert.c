@@ -135,6 +135,7 @@ struct slot {
   uint64_t wpos;              /* how much of the chunk has been dealt with (written/skipped) */
   unsigned pending;           /* writes or zero requests in flight */
   bool blocked;               /* on the blocked list: the engine was full */
+  uint64_t seq;               /* order in which slots were started (= disk order) */
   int64_t read_res;
   struct slot *next;          /* free, ready or blocked list */
 };
@@ -153,6 +154,10 @@ struct conv {
   size_t arena_len;
   unsigned active;            /* slots not free */
   struct slot *free_list, *ready, *blocked;
+  /* Writes are issued in disk order (see issue_in_order()): slots whose read finished early
+   * wait in parked[seq % nslots] until write_seq reaches them. */
+  struct slot **parked;
+  uint64_t next_seq, write_seq;
   char *zero_buf;             /* for NBD destinations that cannot zero */
   uint64_t done_bytes;
   struct svm_convert_stats st;
@@ -354,14 +359,45 @@ blocked:
 
 static int read_done(struct conv *c, struct slot *s)
 {
+  s->wpos = 0;
+  if (s->zero_only)
+    return continue_writes(c, s);
   if (s->read_res < 0)
     return svm_error((int)-s->read_res, "%s: read at offset %" PRIu64 " failed: %s",
                      c->src.name, s->off, strerror((int)-s->read_res));
   if ((uint64_t)s->read_res < s->len)   /* the source shrank: what is gone reads as zeros */
     memset(s->buf + s->read_res, 0, s->len - (uint64_t)s->read_res);
   c->st.bytes_read += s->len;
-  s->wpos = 0;
   return continue_writes(c, s);
+}
+
+/* Issue the writes of parked slots in disk order. Reads complete in any order; if their writes
+ * went out in that order too, a file system that allocates at submission (ext4 and xfs do for
+ * O_DIRECT) would build the file's extent tree out of order: leaves split half full, and the
+ * thin result carries more metadata blocks than the same data written in order. Only the slot
+ * at write_seq may issue; if the engine is full it stays blocked and the order waits with it. */
+static int issue_in_order(struct conv *c)
+{
+  while (c->err == 0) {
+    struct slot *s = c->parked[c->write_seq % c->nslots];
+    int r;
+
+    if (s == NULL || s->seq != c->write_seq)
+      return 0;
+    c->parked[c->write_seq % c->nslots] = NULL;
+    r = read_done(c, s);
+    if (r < 0) {
+      if (s->pending == 0) {
+        s->state = SLOT_DONE;
+        push(&c->ready, s);
+      }
+      return r;
+    }
+    if (s->blocked)
+      return 0;                 /* continued from the blocked list, then write_seq moves on */
+    c->write_seq++;
+  }
+  return 0;
 }
 
 /* Hand the next piece of work to a free slot. Returns 1 when started, 0 when there is none. */
@@ -388,15 +424,12 @@ static int start_next(struct conv *c)
       if (s == NULL)
         return 0;
       uint64_t n = left > MAX_ZERO_REQUEST ? MAX_ZERO_REQUEST : left;
-      *s = (struct slot){ .c = c, .buf = s->buf, .off = off, .len = n, .zero_only = true };
+      *s = (struct slot){ .c = c, .buf = s->buf, .off = off, .len = n, .zero_only = true,
+                          .seq = c->next_seq++, .state = SLOT_READ_DONE };
       c->ext_pos += n;
       c->active++;
-      int r = continue_writes(c, s);
-      if (r < 0 && s->pending == 0) {
-        s->state = SLOT_DONE;
-        push(&c->ready, s);
-      }
-      return r < 0 ? r : 1;
+      push(&c->ready, s);       /* nothing to read: straight to writing, in its turn */
+      return 1;
     }
     struct slot *s = pop(&c->free_list);
     if (s == NULL)
@@ -405,7 +438,7 @@ static int start_next(struct conv *c)
     /* End chunks on request-size boundaries so that later chunks stay aligned. */
     if (n == c->request && off % c->request != 0)
       n = c->request - off % c->request;
-    *s = (struct slot){ .c = c, .buf = s->buf, .off = off, .len = n };
+    *s = (struct slot){ .c = c, .buf = s->buf, .off = off, .len = n, .seq = c->next_seq++ };
     c->ext_pos += n;
     c->active++;
     int r = start_read(c, s);
@@ -486,9 +519,11 @@ static int run(struct conv *c)
     struct slot *s;
     while ((s = pop(&c->ready)) != NULL) {
       if (s->state == SLOT_READ_DONE) {
-        if (c->err == 0 && (r = read_done(c, s)) < 0)
-          fail(c, r);
-        if (c->err != 0 && s->pending == 0) {     /* nothing of it in flight: free it */
+        if (c->err == 0) {
+          c->parked[s->seq % c->nslots] = s;
+          if ((r = issue_in_order(c)) < 0)
+            fail(c, r);
+        } else if (s->pending == 0) {     /* failing, nothing of it in flight: free it */
           s->state = SLOT_DONE;
           push(&c->ready, s);
         }
@@ -511,6 +546,10 @@ static int run(struct conv *c)
             s->state = SLOT_DONE;
             push(&c->ready, s);
           }
+        } else if (!s->blocked && s->seq == c->write_seq) {
+          c->write_seq++;
+          if ((r = issue_in_order(c)) < 0)
+            fail(c, r);
         }
       }
       while (c->err == 0 && (r = start_next(c)) > 0)
@@ -518,7 +557,15 @@ static int run(struct conv *c)
       if (r < 0)
         fail(c, r);
     } else {
-      /* Failing: blocked slots write no more; they are done once nothing is in flight. */
+      /* Failing: parked slots never write; blocked ones write no more; each is done once
+       * nothing of it is in flight. */
+      for (unsigned i = 0; i < c->nslots; i++) {
+        if ((s = c->parked[i]) != NULL) {
+          c->parked[i] = NULL;
+          s->state = SLOT_DONE;
+          push(&c->ready, s);
+        }
+      }
       while ((s = pop(&c->blocked)) != NULL) {
         s->blocked = false;
         if (s->pending == 0) {
@@ -823,7 +870,8 @@ int svm_convert(const char *src, const char *dst, const struct svm_convert_optio
     c.request = SVM_IO_ALIGN;
   c.nslots = o->requests;
   c.slots = calloc(c.nslots, sizeof *c.slots);
-  if (c.slots == NULL) {
+  c.parked = calloc(c.nslots, sizeof *c.parked);
+  if (c.slots == NULL || c.parked == NULL) {
     r = svm_error(ENOMEM, "out of memory");
     goto out;
   }
@@ -880,6 +928,7 @@ out:
   }
   free(c.arena);
   free(c.slots);
+  free(c.parked);
   free(c.zero_buf);
   svm_extent_list_free(&c.map);
   c.st.seconds = now() - t0;
