@@ -334,11 +334,14 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off)
   return 0;
 }
 
+struct cbt_io_hooks cbt_io = { pwrite, fdatasync };
+
 static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 {
   size_t done = 0;
   while (done < len) {
-    ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
+    ssize_t n =
+        cbt_io.pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0)
@@ -400,7 +403,7 @@ static int commit_batch(struct cbt *t, const struct cbt_range *r, size_t n, uint
       last = p;
     }
   }
-  if (rc == 0 && fdatasync(t->fd) < 0)
+  if (rc == 0 && cbt_io.fdatasync(t->fd) < 0)
     rc = svm_error(errno, "%s: fdatasync: %s", t->path, strerror(errno));
 out:
   free(cp);
@@ -536,7 +539,7 @@ static int write_header(struct cbt *t, const struct ctk_header *h)
   ctk_encode_header(h, page);
   int rc = pwrite_all(t->fd, page, CTK_PAGE, (h->gen & 1) * CTK_PAGE);
   free(page);
-  if (rc == 0 && fdatasync(t->fd) < 0)
+  if (rc == 0 && cbt_io.fdatasync(t->fd) < 0)
     rc = -errno;
   if (rc < 0)
     return svm_error(-rc, "%s: writing the header: %s", t->path, strerror(-rc));
