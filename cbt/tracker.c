@@ -17,7 +17,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
+#include <dirent.h>
+#include <libgen.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,20 +139,27 @@ static int create_new(struct cbt *t, uint32_t granularity)
   return 0;
 }
 
-/* A crash during a compaction, resize or reset leaves its unfinished "PATH.tmp.XXXXXX"
- * behind; the rename never happened, so it is garbage. Called with the .ctk locked. */
+/* A crash during a compaction, resize or reset leaves its unfinished "NAME.tmp.XXXXXX"
+ * behind; the rename never happened, so it is garbage. Called with the .ctk locked. (A
+ * directory scan, not glob(3): a path may contain glob metacharacters.) */
 static void remove_stale_tmp(const char *path)
 {
-  char *pat = NULL;
-  glob_t g;
-  if (asprintf(&pat, "%s.tmp.??????", path) < 0)
-    return;
-  if (glob(pat, GLOB_NOSORT | GLOB_NOESCAPE, NULL, &g) == 0) {
-    for (size_t i = 0; i < g.gl_pathc; i++)
-      unlink(g.gl_pathv[i]);
-    globfree(&g);
+  char *copy = strdup(path), *copy2 = strdup(path);
+  DIR *d = copy && copy2 ? opendir(dirname(copy)) : NULL;
+  if (d) {
+    const char *base = basename(copy2);
+    size_t bl = strlen(base);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+      const char *n = de->d_name;
+      if (strncmp(n, base, bl) == 0 && strncmp(n + bl, ".tmp.", 5) == 0 &&
+          strlen(n + bl + 5) == 6)
+        unlinkat(dirfd(d), n, 0);
+    }
+    closedir(d);
   }
-  free(pat);
+  free(copy);
+  free(copy2);
 }
 
 static int open_existing(struct cbt *t, int fd, uint32_t granularity)

@@ -574,8 +574,10 @@ static void test_model_env(void **state)
   int steps = getenv("CBT_MODEL_STEPS") ? atoi(getenv("CBT_MODEL_STEPS")) : 2000;
   if (sscanf(getenv("CBT_MODEL_SEEDS"), "%u-%u", &a, &b) != 2)
     fail_msg("CBT_MODEL_SEEDS: expected FIRST-LAST");
-  for (unsigned s = a; s <= b; s++)
+  for (unsigned s = a; s <= b; s++) {
     run(s, steps);
+    run_power_cuts(s, steps);
+  }
 }
 
 int main(void)
