@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <svmotion/cbt.h>
 
@@ -112,6 +113,15 @@ struct cbt {
   int broken;                                 /* sticky -errno after a failed .ctk write */
   char broken_msg[256];
 };
+
+/* tracker.c: the writes and flushes of marks and change IDs in place (pages, header slots)
+ * go through these, so that a test can play a power cut: keep only what was flushed, tear
+ * or drop the rest (tests/unit/test-cbt-model.c). Default: pwrite(2), fdatasync(2). */
+struct cbt_io_hooks {
+  ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
+  int (*fdatasync)(int fd);
+};
+extern struct cbt_io_hooks cbt_io;
 
 /* tracker.c: testing hook (tests/unit/test-cbt-model.c) to make compaction frequent. */
 void cbt_internal_set_epoch_limit(struct cbt *t, uint16_t limit);

@@ -16,23 +16,28 @@
 
 /* The scans read blocks that cbt_mark() may be publishing concurrently; a block that changes
  * during a query was written during it, and whether it is reported is then undefined anyway. */
+#if defined(__SSE2__)
+/* Lanes of p[0..8) above thr: unsigned compare through the sign-flip of both sides. */
+static inline __m128i above8(const uint16_t *p, __m128i bias, __m128i t)
+{
+  return _mm_cmpgt_epi16(_mm_xor_si128(_mm_loadu_si128((const void *)p), bias), t);
+}
+#endif
+
 uint64_t cbt_scan_above(const uint16_t *ep, uint64_t i, uint64_t end, uint16_t thr)
 {
 #if defined(__SSE2__)
   const __m128i bias = _mm_set1_epi16((short)0x8000);
   const __m128i t = _mm_set1_epi16((short)(thr ^ 0x8000));
   while (i + 32 <= end) {
-    __m128i a = _mm_cmpgt_epi16(_mm_xor_si128(_mm_loadu_si128((const void *)(ep + i)), bias), t);
-    __m128i b = _mm_cmpgt_epi16(_mm_xor_si128(_mm_loadu_si128((const void *)(ep + i + 8)), bias), t);
-    __m128i c = _mm_cmpgt_epi16(_mm_xor_si128(_mm_loadu_si128((const void *)(ep + i + 16)), bias), t);
-    __m128i d = _mm_cmpgt_epi16(_mm_xor_si128(_mm_loadu_si128((const void *)(ep + i + 24)), bias), t);
+    __m128i a = above8(ep + i, bias, t), b = above8(ep + i + 8, bias, t);
+    __m128i c = above8(ep + i + 16, bias, t), d = above8(ep + i + 24, bias, t);
     if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))))
       break;
     i += 32;
   }
   while (i + 8 <= end) {
-    __m128i a = _mm_cmpgt_epi16(_mm_xor_si128(_mm_loadu_si128((const void *)(ep + i)), bias), t);
-    int m = _mm_movemask_epi8(a);
+    int m = _mm_movemask_epi8(above8(ep + i, bias, t));
     if (m)
       return i + (unsigned)__builtin_ctz((unsigned)m) / 2;
     i += 8;
@@ -50,8 +55,7 @@ uint64_t cbt_scan_not_above(const uint16_t *ep, uint64_t i, uint64_t end, uint16
   const __m128i bias = _mm_set1_epi16((short)0x8000);
   const __m128i t = _mm_set1_epi16((short)(thr ^ 0x8000));
   while (i + 8 <= end) {
-    __m128i a = _mm_cmpgt_epi16(_mm_xor_si128(_mm_loadu_si128((const void *)(ep + i)), bias), t);
-    unsigned m = (unsigned)_mm_movemask_epi8(a) ^ 0xffffu;
+    unsigned m = (unsigned)_mm_movemask_epi8(above8(ep + i, bias, t)) ^ 0xffffu;
     if (m)
       return i + (unsigned)__builtin_ctz(m) / 2;
     i += 8;
@@ -81,7 +85,7 @@ static int parse_seq(const char *s, uint64_t *out)
 static int since_threshold(struct cbt *t, const char *since, uint16_t *thr)
 {
   const struct ctk_header *h = &t->h;
-  char mine[37], theirs[37];
+  char mine[37];
   uint8_t u[16];
   uint64_t seq;
 
@@ -93,9 +97,8 @@ static int since_threshold(struct cbt *t, const char *since, uint16_t *thr)
   if (strlen(since) < 38 || since[36] != '/' || ctk_uuid_parse(since, u) < 0 ||
       parse_seq(since + 37, &seq) < 0 || seq == 0)
     return svm_error(EINVAL, "change ID '%.80s' is malformed: expected <uuid>/<sequence> (as "
-                     "returned by a change ID request) or *; without a valid one, take a new change ID and "
-                     "do a full copy", since);
-  ctk_uuid_format(u, theirs);
+                     "returned by a change ID request) or *; without a valid one, take a new "
+                     "change ID and do a full copy", since);
   uint64_t next = h->base + t->cur;
   static const uint8_t zero[16];
   if (memcmp(u, h->uuid, 16) != 0) {

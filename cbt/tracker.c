@@ -17,7 +17,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
+#include <dirent.h>
+#include <libgen.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,20 +139,27 @@ static int create_new(struct cbt *t, uint32_t granularity)
   return 0;
 }
 
-/* A crash during a compaction, resize or reset leaves its unfinished "PATH.tmp.XXXXXX"
- * behind; the rename never happened, so it is garbage. Called with the .ctk locked. */
+/* A crash during a compaction, resize or reset leaves its unfinished "NAME.tmp.XXXXXX"
+ * behind; the rename never happened, so it is garbage. Called with the .ctk locked. (A
+ * directory scan, not glob(3): a path may contain glob metacharacters.) */
 static void remove_stale_tmp(const char *path)
 {
-  char *pat = NULL;
-  glob_t g;
-  if (asprintf(&pat, "%s.tmp.??????", path) < 0)
-    return;
-  if (glob(pat, GLOB_NOSORT | GLOB_NOESCAPE, NULL, &g) == 0) {
-    for (size_t i = 0; i < g.gl_pathc; i++)
-      unlink(g.gl_pathv[i]);
-    globfree(&g);
+  char *copy = strdup(path), *copy2 = strdup(path);
+  DIR *d = copy && copy2 ? opendir(dirname(copy)) : NULL;
+  if (d) {
+    const char *base = basename(copy2);
+    size_t bl = strlen(base);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+      const char *n = de->d_name;
+      if (strncmp(n, base, bl) == 0 && strncmp(n + bl, ".tmp.", 5) == 0 &&
+          strlen(n + bl + 5) == 6)
+        unlinkat(dirfd(d), n, 0);
+    }
+    closedir(d);
   }
-  free(pat);
+  free(copy);
+  free(copy2);
 }
 
 static int open_existing(struct cbt *t, int fd, uint32_t granularity)
@@ -334,11 +342,14 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off)
   return 0;
 }
 
+struct cbt_io_hooks cbt_io = { pwrite, fdatasync };
+
 static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 {
   size_t done = 0;
   while (done < len) {
-    ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
+    ssize_t n =
+        cbt_io.pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0)
@@ -400,7 +411,7 @@ static int commit_batch(struct cbt *t, const struct cbt_range *r, size_t n, uint
       last = p;
     }
   }
-  if (rc == 0 && fdatasync(t->fd) < 0)
+  if (rc == 0 && cbt_io.fdatasync(t->fd) < 0)
     rc = svm_error(errno, "%s: fdatasync: %s", t->path, strerror(errno));
 out:
   free(cp);
@@ -536,7 +547,7 @@ static int write_header(struct cbt *t, const struct ctk_header *h)
   ctk_encode_header(h, page);
   int rc = pwrite_all(t->fd, page, CTK_PAGE, (h->gen & 1) * CTK_PAGE);
   free(page);
-  if (rc == 0 && fdatasync(t->fd) < 0)
+  if (rc == 0 && cbt_io.fdatasync(t->fd) < 0)
     rc = -errno;
   if (rc < 0)
     return svm_error(-rc, "%s: writing the header: %s", t->path, strerror(-rc));

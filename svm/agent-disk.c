@@ -153,8 +153,19 @@ void agent_disk_cbt_json(struct agent_disk *d, FILE *f)
 int agent_cbt_changeid(struct agent_disk *d, bool json, char **out)
 {
   char id[CBT_CHANGEID_MAX];
-  int r = cbt_changeid(d->cbt, id, sizeof id);
+  uint64_t paused_ns;
+  int r;
 
+  /* A change ID must be an exact cut: a write whose mark landed in the closing epoch but whose
+   * data is still in flight would otherwise be missing from both sides of it. Draining the
+   * export first means every marked write has completed when the epoch closes; the guest sees
+   * a pause of one .ctk header fdatasync. */
+  r = svm_export_pause(d->export);
+  if (r < 0)
+    return svm_error_prefix("%s disk%u: draining guest I/O for the change ID", d->vm->desc->name,
+                            d->index);
+  r = cbt_changeid(d->cbt, id, sizeof id);
+  svm_export_resume(d->export, &paused_ns);
   if (r < 0)
     return svm_error_prefix("%s disk%u", d->vm->desc->name, d->index);
   if (json)

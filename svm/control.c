@@ -158,6 +158,26 @@ static void serve_one(int fd, char *buf, svm_control_handler h, void *opaque)
   free(out);
 }
 
+/* Before closing, read what the client may still be sending (bounded in bytes and time): a
+ * unix socket closed with unread data resets the connection, and the client would lose the
+ * answer (an error for a request that was too long, say). */
+static void drain(int fd, char *buf)
+{
+  struct timeval tv = { .tv_sec = 1 };
+  size_t total = 0;
+
+  shutdown(fd, SHUT_WR);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  while (total < 4 * (size_t)SVM_CTL_MAX_REQUEST) {
+    ssize_t n = recv(fd, buf, SVM_CTL_MAX_REQUEST, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    total += (size_t)n;
+  }
+}
+
 int svm_control_serve(struct svm_control *c, int stop_fd, svm_control_handler h, void *opaque)
 {
   char *buf = malloc(SVM_CTL_MAX_REQUEST + 1);
@@ -180,6 +200,7 @@ int svm_control_serve(struct svm_control *c, int stop_fd, svm_control_handler h,
       if (fd < 0)
         continue;
       serve_one(fd, buf, h, opaque);
+      drain(fd, buf);
       close(fd);
     }
   }

@@ -135,6 +135,7 @@ struct slot {
   uint64_t wpos;              /* how much of the chunk has been dealt with (written/skipped) */
   unsigned pending;           /* writes or zero requests in flight */
   bool blocked;               /* on the blocked list: the engine was full */
+  uint64_t seq;               /* order in which slots were started (= disk order) */
   int64_t read_res;
   struct slot *next;          /* free, ready or blocked list */
 };
@@ -142,7 +143,8 @@ struct slot {
 struct conv {
   const struct svm_convert_options *o;
   struct svm_conv_end src, dst;
-  struct svm_io *io;
+  struct svm_io *io;          /* reads (and everything else) */
+  struct svm_io *wio;         /* writes to a file destination: io, or a libaio engine */
   struct svm_extent_list map;
   size_t ext_idx;
   uint64_t ext_pos;
@@ -153,6 +155,10 @@ struct conv {
   size_t arena_len;
   unsigned active;            /* slots not free */
   struct slot *free_list, *ready, *blocked;
+  /* Writes are issued in disk order (see issue_in_order()): slots whose read finished early
+   * wait in parked[seq % nslots] until write_seq reaches them. */
+  struct slot **parked;
+  uint64_t next_seq, write_seq;
   char *zero_buf;             /* for NBD destinations that cannot zero */
   uint64_t done_bytes;
   struct svm_convert_stats st;
@@ -291,7 +297,7 @@ static int issue(struct conv *c, struct slot *s, uint64_t pos, uint64_t len, boo
     return 0;
   }
   bool direct = c->dst.direct && aligned(off, len);
-  int r = svm_io_pwrite(c->io, direct ? c->dst.fd : c->dst.fd_buffered, s->buf + pos, len, off,
+  int r = svm_io_pwrite(c->wio, direct ? c->dst.fd : c->dst.fd_buffered, s->buf + pos, len, off,
                         on_file_write, s);
   if (r == -EAGAIN)
     return r;
@@ -354,14 +360,45 @@ blocked:
 
 static int read_done(struct conv *c, struct slot *s)
 {
+  s->wpos = 0;
+  if (s->zero_only)
+    return continue_writes(c, s);
   if (s->read_res < 0)
     return svm_error((int)-s->read_res, "%s: read at offset %" PRIu64 " failed: %s",
                      c->src.name, s->off, strerror((int)-s->read_res));
   if ((uint64_t)s->read_res < s->len)   /* the source shrank: what is gone reads as zeros */
     memset(s->buf + s->read_res, 0, s->len - (uint64_t)s->read_res);
   c->st.bytes_read += s->len;
-  s->wpos = 0;
   return continue_writes(c, s);
+}
+
+/* Issue the writes of parked slots in disk order. Reads complete in any order; if their writes
+ * went out in that order too, a file system that allocates at submission (ext4 and xfs do for
+ * O_DIRECT) would build the file's extent tree out of order: leaves split half full, and the
+ * thin result carries more metadata blocks than the same data written in order. Only the slot
+ * at write_seq may issue; if the engine is full it stays blocked and the order waits with it. */
+static int issue_in_order(struct conv *c)
+{
+  while (c->err == 0) {
+    struct slot *s = c->parked[c->write_seq % c->nslots];
+    int r;
+
+    if (s == NULL || s->seq != c->write_seq)
+      return 0;
+    c->parked[c->write_seq % c->nslots] = NULL;
+    r = read_done(c, s);
+    if (r < 0) {
+      if (s->pending == 0) {
+        s->state = SLOT_DONE;
+        push(&c->ready, s);
+      }
+      return r;
+    }
+    if (s->blocked)
+      return 0;                 /* continued from the blocked list, then write_seq moves on */
+    c->write_seq++;
+  }
+  return 0;
 }
 
 /* Hand the next piece of work to a free slot. Returns 1 when started, 0 when there is none. */
@@ -388,15 +425,12 @@ static int start_next(struct conv *c)
       if (s == NULL)
         return 0;
       uint64_t n = left > MAX_ZERO_REQUEST ? MAX_ZERO_REQUEST : left;
-      *s = (struct slot){ .c = c, .buf = s->buf, .off = off, .len = n, .zero_only = true };
+      *s = (struct slot){ .c = c, .buf = s->buf, .off = off, .len = n, .zero_only = true,
+                          .seq = c->next_seq++, .state = SLOT_READ_DONE };
       c->ext_pos += n;
       c->active++;
-      int r = continue_writes(c, s);
-      if (r < 0 && s->pending == 0) {
-        s->state = SLOT_DONE;
-        push(&c->ready, s);
-      }
-      return r < 0 ? r : 1;
+      push(&c->ready, s);       /* nothing to read: straight to writing, in its turn */
+      return 1;
     }
     struct slot *s = pop(&c->free_list);
     if (s == NULL)
@@ -405,7 +439,7 @@ static int start_next(struct conv *c)
     /* End chunks on request-size boundaries so that later chunks stay aligned. */
     if (n == c->request && off % c->request != 0)
       n = c->request - off % c->request;
-    *s = (struct slot){ .c = c, .buf = s->buf, .off = off, .len = n };
+    *s = (struct slot){ .c = c, .buf = s->buf, .off = off, .len = n, .seq = c->next_seq++ };
     c->ext_pos += n;
     c->active++;
     int r = start_read(c, s);
@@ -420,22 +454,32 @@ static int start_next(struct conv *c)
 
 static int wait_events(struct conv *c)
 {
-  struct pollfd p[3];
+  struct pollfd p[4];
+  struct svm_io *engines[2] = { c->io, c->wio != c->io ? c->wio : NULL };
+  struct svm_io *eng[4] = { NULL, NULL, NULL, NULL }, *only = NULL;
   struct svm_conv_end *ends[2] = { &c->src, &c->dst };
-  struct nbd_handle *hs[3] = { NULL, NULL, NULL };
-  int n = 0, r;
+  struct nbd_handle *hs[4] = { NULL, NULL, NULL, NULL };
+  int n = 0, busy = 0, r;
 
-  if (!c->src.is_nbd && !c->dst.is_nbd) {
-    if (svm_io_in_flight(c->io) == 0)
-      return svm_error(EIO, "internal error: %u requests wait for nothing", c->active);
-    r = svm_io_reap(c->io, 1);
-    return r < 0 ? svm_error(-r, "I/O engine: %s", strerror(-r)) : 0;
+  for (int i = 0; i < 2; i++) {
+    if (engines[i] == NULL)
+      continue;
+    if ((r = svm_io_submit(engines[i])) < 0)
+      return svm_error(-r, "I/O engine: %s", strerror(-r));
+    if (svm_io_in_flight(engines[i]) > 0) {
+      eng[n] = only = engines[i];
+      p[n++] = (struct pollfd){ .fd = svm_io_event_fd(engines[i]), .events = POLLIN };
+      busy++;
+    }
   }
-  r = svm_io_submit(c->io);
-  if (r < 0)
-    return svm_error(-r, "I/O engine: %s", strerror(-r));
-  if (svm_io_in_flight(c->io) > 0)
-    p[n++] = (struct pollfd){ .fd = svm_io_event_fd(c->io), .events = POLLIN };
+  if (!c->src.is_nbd && !c->dst.is_nbd) {
+    if (busy == 0)
+      return svm_error(EIO, "internal error: %u requests wait for nothing", c->active);
+    if (busy == 1) {          /* one engine busy: block in it, no poll needed */
+      r = svm_io_reap(only, 1);
+      return r < 0 ? svm_error(-r, "I/O engine: %s", strerror(-r)) : 0;
+    }
+  }
   for (int i = 0; i < 2; i++) {
     if (!ends[i]->is_nbd)
       continue;
@@ -453,12 +497,12 @@ static int wait_events(struct conv *c)
   if (r < 0)
     return errno == EINTR ? 0 : svm_error(errno, "poll: %s", strerror(errno));
   for (int i = 0; i < n; i++) {
-    if (hs[i] == NULL) {
+    if (eng[i] != NULL) {
       uint64_t cnt;
       if (p[i].revents & POLLIN) {
         if (read(p[i].fd, &cnt, sizeof cnt) < 0 && errno != EAGAIN)
           return svm_error(errno, "I/O engine event fd: %s", strerror(errno));
-        r = svm_io_reap(c->io, 0);
+        r = svm_io_reap(eng[i], 0);
         if (r < 0)
           return svm_error(-r, "I/O engine: %s", strerror(-r));
       }
@@ -486,9 +530,11 @@ static int run(struct conv *c)
     struct slot *s;
     while ((s = pop(&c->ready)) != NULL) {
       if (s->state == SLOT_READ_DONE) {
-        if (c->err == 0 && (r = read_done(c, s)) < 0)
-          fail(c, r);
-        if (c->err != 0 && s->pending == 0) {     /* nothing of it in flight: free it */
+        if (c->err == 0) {
+          c->parked[s->seq % c->nslots] = s;
+          if ((r = issue_in_order(c)) < 0)
+            fail(c, r);
+        } else if (s->pending == 0) {     /* failing, nothing of it in flight: free it */
           s->state = SLOT_DONE;
           push(&c->ready, s);
         }
@@ -511,6 +557,10 @@ static int run(struct conv *c)
             s->state = SLOT_DONE;
             push(&c->ready, s);
           }
+        } else if (!s->blocked && s->seq == c->write_seq) {
+          c->write_seq++;
+          if ((r = issue_in_order(c)) < 0)
+            fail(c, r);
         }
       }
       while (c->err == 0 && (r = start_next(c)) > 0)
@@ -518,7 +568,15 @@ static int run(struct conv *c)
       if (r < 0)
         fail(c, r);
     } else {
-      /* Failing: blocked slots write no more; they are done once nothing is in flight. */
+      /* Failing: parked slots never write; blocked ones write no more; each is done once
+       * nothing of it is in flight. */
+      for (unsigned i = 0; i < c->nslots; i++) {
+        if ((s = c->parked[i]) != NULL) {
+          c->parked[i] = NULL;
+          s->state = SLOT_DONE;
+          push(&c->ready, s);
+        }
+      }
       while ((s = pop(&c->blocked)) != NULL) {
         s->blocked = false;
         if (s->pending == 0) {
@@ -823,7 +881,8 @@ int svm_convert(const char *src, const char *dst, const struct svm_convert_optio
     c.request = SVM_IO_ALIGN;
   c.nslots = o->requests;
   c.slots = calloc(c.nslots, sizeof *c.slots);
-  if (c.slots == NULL) {
+  c.parked = calloc(c.nslots, sizeof *c.parked);
+  if (c.slots == NULL || c.parked == NULL) {
     r = svm_error(ENOMEM, "out of memory");
     goto out;
   }
@@ -851,9 +910,21 @@ int svm_convert(const char *src, const char *dst, const struct svm_convert_optio
     }
   }
   /* Room for every slot's writes: a slot may split its chunk into many runs. */
-  r = svm_io_new(SVM_IO_AUTO, c.nslots * 8 > 4096 ? 4096 : c.nslots * 8, &c.io);
+  unsigned depth = c.nslots * 8 > 4096 ? 4096 : c.nslots * 8;
+  r = svm_io_new(SVM_IO_AUTO, depth, &c.io);
   if (r < 0)
     goto out;
+  /* Writes to a file go through libaio even when reads use io_uring: io_submit() allocates the
+   * blocks of an O_DIRECT write in the submitting thread, in the order issued, while io_uring
+   * hands allocating writes to its worker threads, which allocate in any order (a file with
+   * a larger, half-empty extent tree; see issue_in_order()). Reads keep io_uring's speed. */
+  c.wio = c.io;
+  if (!c.dst.is_nbd && strcmp(svm_io_name(c.io), "io_uring") == 0) {
+    if (svm_io_new(SVM_IO_AIO, depth, &c.wio) < 0) {
+      c.wio = c.io;             /* no libaio here: io_uring does it all, just less tidily */
+      svm_error_clear();
+    }
+  }
 
   r = run(&c);
   if (r < 0) {
@@ -870,6 +941,8 @@ int svm_convert(const char *src, const char *dst, const struct svm_convert_optio
   }
 
 out:
+  if (c.wio != NULL && c.wio != c.io)
+    svm_io_free(c.wio);
   if (c.io != NULL)
     svm_io_free(c.io);
   close_end(&c.src);
@@ -880,6 +953,7 @@ out:
   }
   free(c.arena);
   free(c.slots);
+  free(c.parked);
   free(c.zero_buf);
   svm_extent_list_free(&c.map);
   c.st.seconds = now() - t0;

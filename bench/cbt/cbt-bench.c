@@ -39,9 +39,12 @@ static int cmp_d(const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
+static double best;                          /* fastest run of the last median() */
+
 static double median(double *v, int n)
 {
   qsort(v, (size_t)n, sizeof *v, cmp_d);
+  best = v[0];
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
@@ -76,8 +79,8 @@ static void verdict(const char *name, double value, const char *unit, double tar
                     const char *cmp)
 {
   bool ok = value <= target;
-  printf("%-44s %12.2f %-5s  target %s %g %-5s %s\n", name, value, unit, cmp, target, unit,
-         ok ? "PASS" : "FAIL");
+  printf("%-44s %12.2f %-5s  target %s %g %-5s %s  (best %.2f)\n", name, value, unit, cmp,
+         target, unit, ok ? "PASS" : "FAIL", best);
 }
 
 struct first_arg {
@@ -174,7 +177,7 @@ int main(int argc, char **argv)
   /* ---- queries ---- */
   const char *names[] = { "*", "1", "50", "99" };
   const char *since[] = { "*", ids[1], ids[50], ids[99] };
-  double qmed[4];
+  double qmed[4], qbest[4];
   size_t qn[4];
   for (int k = 0; k < 4; k++) {
     double v[21];
@@ -189,6 +192,7 @@ int main(int argc, char **argv)
       free(x);
     }
     qmed[k] = median(v, 21);
+    qbest[k] = best;
   }
 
   /* ---- already-marked marks ---- */
@@ -235,8 +239,11 @@ int main(int argc, char **argv)
     shm1 = first_marks(bigdir, 1, n1, &shm1t);
 
   printf("\n%-44s %12s %-5s  %s\n", "metric", "median", "unit", "target");
-  verdict("mark, already marked (same block)", median(ns_same, 5), "ns", 5, "<=");
-  verdict("mark, already marked (256 MiB working set)", median(ns_seq, 5), "ns", 5, "<=");
+  printf("(medians of 5 runs for marks, 21 for queries; the machine may be shared: see best)\n");
+  double med = median(ns_same, 5);
+  verdict("mark, already marked (same block)", med, "ns", 5, "<=");
+  med = median(ns_seq, 5);
+  verdict("mark, already marked (256 MiB working set)", med, "ns", 5, "<=");
   printf("%-44s %12.2f %-5s  (4096 blocks scattered over 1 TiB: cache and TLB misses)\n",
          "mark, already marked (scattered blocks)", median(ns_hot, 5), "ns");
   printf("%-44s %12.1f %-5s  (page write + fdatasync on %s)\n",
@@ -251,8 +258,10 @@ int main(int argc, char **argv)
   for (int k = 0; k < 4; k++) {
     char name[96];
     snprintf(name, sizeof name, "query 1 TiB since %s (%zu extents)", names[k], qn[k]);
+    best = qbest[k] * 1e3;
     verdict(name, qmed[k] * 1e3, "ms", 10, "<");
   }
+  best = (double)mem_array / (double)MiB;
   verdict("memory per TiB (per-block epochs)", (double)mem_array / (double)MiB, "MiB", 32, "<=");
   printf("%-44s %12zu %-5s  (per tracker, whatever the size)\n", "memory, fixed part", 
          mem_total - mem_array, "B");

@@ -97,6 +97,37 @@ expect_fail 1 "not enough space" svmctl vm create huge --datastore ds1 --disk "$
 [ ! -e "$T/ds1/huge" ] || fail "failed create left $T/ds1/huge"
 svmctl vm list --json | json_get 'len(d["vms"])' | grep -qx 3 || fail "failed creates added VMs"
 
+# ---- the control socket itself: garbage and another protocol version get ERR, svmd lives on ----
+python3 - "$SVM_STATE/control.sock" <<'EOF' || fail "control socket robustness"
+import socket, sys
+def ask(data):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+    try:
+        s.sendall(data); s.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass                  # svmd may answer and close before it read everything
+    r = b""
+    while True:
+        b = s.recv(65536)
+        if not b: break
+        r += b
+    return r.decode()
+checks = [
+    (b"SVMCTL/2 vm-list\n", "ERR 93 control%20protocol%20SVMCTL/2%20is%20not%20supported"),
+    (b"GET / HTTP/1.0\n", "ERR 71 not%20an%20svmctl%20request"),
+    (b"SVMCTL/1 ping\nSVMCTL/1 ping\n", "ERR 22 one%20request%20per%20connection"),
+    (b"SVMCTL/1 vm-list bogus=1\n", "ERR 22 vm-list:%20unknown%20argument%20%27bogus%27"),
+    (b"SVMCTL/1 vm-show\n", "ERR 22 vm-show:%20missing%20argument%20%27vm%27"),
+    (b"SVMCTL/1 frob\n", "ERR 95 unknown%20command%20%27frob%27"),
+    (b"\xff" * 70000, "ERR 90 request%20longer"),
+    (b"SVMCTL/1 ping format=json\n", "OK %7B%22host%22:%20%22testhost%22"),
+]
+for req, want in checks:
+    got = ask(req)
+    if not got.startswith(want):
+        print("request", req[:40], "got", got[:120], "want", want); sys.exit(1)
+EOF
+
 # ---- restart: the VMs come back from their descriptors, byte-identical files ----
 sum_before=$(cat "$T"/ds*/*/*.svm | sha256sum)
 stop_svmd

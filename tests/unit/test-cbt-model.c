@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -369,6 +370,202 @@ static void test_model_seed2(void **state) { (void)state; run(2, 2000); }
 static void test_model_seed3(void **state) { (void)state; run(3, 2000); }
 static void test_model_seed4(void **state) { (void)state; run(4, 2000); }
 
+/* ---- power cuts ---------------------------------------------------------------------
+ * The tracker's in-place writes go through hooks that keep a "durable" image of the file:
+ * a write is pending until the next fdatasync applies it. A power cut strikes at a random
+ * fdatasync (which then fails, so the call in progress is never acknowledged): the file is
+ * rebuilt from the durable image plus each pending write dropped, applied, or torn into a
+ * random subset of its 512-byte sectors, as a disk may leave it. The reopened tracker must
+ * report every acknowledged mark, with no reset. (No resize and no compaction here: those
+ * write a new file and rename it, which this image does not follow.) */
+static struct {
+  uint8_t *durable;
+  size_t size;
+  struct pw {
+    off_t off;
+    size_t len;
+    uint8_t *data;
+  } pend[4096];
+  size_t npend;
+  long countdown;          /* fdatasyncs until the cut */
+  bool cut;
+  struct model *m;
+} pc;
+
+static ssize_t pc_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+  if (pc.cut || pc.npend == sizeof pc.pend / sizeof pc.pend[0] ||
+      (uint64_t)off + n > pc.size) {
+    errno = EIO;
+    return -1;
+  }
+  ssize_t r = pwrite(fd, buf, n, off);
+  if (r > 0) {
+    struct pw *w = &pc.pend[pc.npend++];
+    w->off = off;
+    w->len = (size_t)r;
+    w->data = malloc((size_t)r);
+    memcpy(w->data, buf, (size_t)r);
+  }
+  return r;
+}
+
+static void pc_drop_pending(void)
+{
+  for (size_t i = 0; i < pc.npend; i++)
+    free(pc.pend[i].data);
+  pc.npend = 0;
+}
+
+static int pc_fdatasync(int fd)
+{
+  (void)fd;
+  if (pc.cut || pc.countdown-- == 0) {
+    pc.cut = true;
+    errno = EIO;
+    return -1;
+  }
+  for (size_t i = 0; i < pc.npend; i++)
+    memcpy(pc.durable + pc.pend[i].off, pc.pend[i].data, pc.pend[i].len);
+  pc_drop_pending();
+  return 0;
+}
+
+static void pc_load_image(struct model *m)
+{
+  FILE *f = fopen(m->path, "rb");
+  assert_non_null(f);
+  fseek(f, 0, SEEK_END);
+  pc.size = (size_t)ftell(f);
+  rewind(f);
+  pc.durable = realloc(pc.durable, pc.size);
+  assert_int_equal(fread(pc.durable, 1, pc.size, f), pc.size);
+  fclose(f);
+  pc_drop_pending();
+  pc.cut = false;
+  pc.countdown = (long)rnd(m, 40);
+}
+
+/* The machine comes back: durable image + what the disk happened to keep. */
+static void pc_restore(struct model *m)
+{
+  for (size_t i = 0; i < pc.npend; i++) {
+    struct pw *w = &pc.pend[i];
+    switch (rnd(m, 3)) {
+    case 0:
+      break;                                  /* never reached the platter */
+    case 1:
+      memcpy(pc.durable + w->off, w->data, w->len);
+      break;
+    default:                                  /* torn: some sectors new, some old */
+      for (size_t sct = 0; sct < w->len; sct += 512) {
+        size_t l = w->len - sct < 512 ? w->len - sct : 512;
+        if (rnd(m, 2))
+          memcpy(pc.durable + w->off + sct, w->data + sct, l);
+      }
+    }
+  }
+  pc_drop_pending();
+  FILE *f = fopen(m->path, "r+b");
+  assert_non_null(f);
+  assert_int_equal(fwrite(pc.durable, 1, pc.size, f), pc.size);
+  fclose(f);
+}
+
+static void run_power_cuts(unsigned seed, int steps)
+{
+  struct model m = { .seed = seed, .cur = 1, .limit = CTK_EPOCH_LIMIT };
+  const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+  snprintf(m.dir, sizeof m.dir, "%s/test-cbt-power.XXXXXX", tmp);
+  assert_non_null(mkdtemp(m.dir));
+  snprintf(m.path, sizeof m.path, "%s/disk.ctk", m.dir);
+  m.g = 4096u << rnd(&m, 5);
+  m.size = m.g * (1 + rnd(&m, 5000)) - (rnd(&m, 2) ? rnd(&m, m.g) : 0);
+  m.nblocks = (m.size + m.g - 1) / m.g;
+  m.ep = calloc(m.nblocks, sizeof *m.ep);
+  assert_int_equal(cbt_open(m.path, "model-disk", m.size, m.g, &m.t), 0);
+  pc_load_image(&m);
+  cbt_io.pwrite = pc_pwrite;
+  cbt_io.fdatasync = pc_fdatasync;
+  uint64_t cuts = 0, acked = 0, inflight_marks = 0, inflight_ids = 0;
+
+  for (int step = 0; step < steps; step++) {
+    uint64_t op = rnd(&m, 100), off = 0, len = 0;
+    bool is_mark = op < 75;
+    int r;
+    char id[CBT_CHANGEID_MAX];
+    if (is_mark) {
+      random_range(&m, &off, &len);
+      r = cbt_mark(m.t, off, len);
+    } else if (op < 90) {
+      r = cbt_changeid(m.t, id, sizeof id);
+    } else {
+      check_query(&m, m.cur > 1 && rnd(&m, 4) ? 1 + rnd(&m, m.cur - 1) : 0, 0, 0);
+      continue;
+    }
+    if (r == 0) {
+      acked++;
+      if (is_mark)
+        model_mark(&m, off, len);
+      else
+        add_id(&m, id);
+      continue;
+    }
+    if (!pc.cut)
+      fail_msg("step %d: %s", step, svm_last_error());
+    /* Power cut in the middle of this call: it was never acknowledged. */
+    cuts++;
+    pc_restore(&m);
+    cbt_close(m.t);
+    m.t = NULL;
+    reopen(&m);                               /* fails the test on any reset */
+    if (is_mark) {
+      inflight_marks++;
+      struct cbt_extent *e;
+      size_t n;
+      const char *since = m.cur > 1 ? m.ids[m.cur - 1] : "*";
+      assert_int_equal(cbt_query(m.t, since, off, len, &e, &n), 0);
+      for (size_t i = 0; i < n; i++)
+        model_mark(&m, e[i].offset, e[i].length);
+      free(e);
+    } else {
+      inflight_ids++;
+      struct cbt_info info;
+      assert_int_equal(cbt_get_info(m.t, &info), 0);
+      if (info.epoch == m.cur + 1) {
+        snprintf(id, sizeof id, "%s/%" PRIu64, info.uuid, m.cur);
+        add_id(&m, id);
+      } else {
+        assert_int_equal(info.epoch, m.cur);
+      }
+    }
+    check_all(&m);
+    pc_load_image(&m);
+  }
+  check_all(&m);
+  cbt_io.pwrite = pwrite;
+  cbt_io.fdatasync = fdatasync;
+  print_message("power cuts, seed %u: g=%u size=%" PRIu64 ": %d steps, %" PRIu64
+                " acknowledged calls, %" PRIu64 " cuts (%" PRIu64 " in a mark, %" PRIu64
+                " in a change ID), %" PRIu64 " queries checked\n", seed, m.g, m.size, steps,
+                acked, cuts, inflight_marks, inflight_ids, m.checks);
+  cbt_close(m.t);
+  free(m.ep);
+  free(m.ids);
+  free(pc.durable);
+  pc.durable = NULL;
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", m.dir);
+  assert_int_equal(system(cmd), 0);
+}
+
+static void test_power_cuts(void **state)
+{
+  (void)state;
+  run_power_cuts(11, 1500);
+  run_power_cuts(12, 1500);
+}
+
 /* CBT_MODEL_SEEDS=FIRST-LAST runs those seeds instead (for soak runs); CBT_MODEL_STEPS. */
 static void test_model_env(void **state)
 {
@@ -377,8 +574,10 @@ static void test_model_env(void **state)
   int steps = getenv("CBT_MODEL_STEPS") ? atoi(getenv("CBT_MODEL_STEPS")) : 2000;
   if (sscanf(getenv("CBT_MODEL_SEEDS"), "%u-%u", &a, &b) != 2)
     fail_msg("CBT_MODEL_SEEDS: expected FIRST-LAST");
-  for (unsigned s = a; s <= b; s++)
+  for (unsigned s = a; s <= b; s++) {
     run(s, steps);
+    run_power_cuts(s, steps);
+  }
 }
 
 int main(void)
@@ -392,6 +591,7 @@ int main(void)
     cmocka_unit_test(test_model_seed2),
     cmocka_unit_test(test_model_seed3),
     cmocka_unit_test(test_model_seed4),
+    cmocka_unit_test(test_power_cuts),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

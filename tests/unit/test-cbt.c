@@ -455,7 +455,7 @@ static void test_stale_tmp(void **state)
   assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
   cbt_close(t);
   snprintf(tmp, sizeof tmp, "%s.tmp.Ab12Cd", f->path);
-  snprintf(other, sizeof other, "%s.keep", f->path);
+  snprintf(other, sizeof other, "%s.tmp.Ab12Cde", f->path);
   FILE *x = fopen(tmp, "w"), *y = fopen(other, "w");
   assert_non_null(x);
   assert_non_null(y);
@@ -469,6 +469,21 @@ static void test_stale_tmp(void **state)
   assert_string_equal(q(t, "*", 0, 0), "0+4096");
   assert_string_equal(q(t, id, 0, 0), "");
   cbt_close(t);
+
+  /* A folder named like a glob pattern: only its own leftovers go, not a neighbour's. */
+  char br[200], plain[200], brctk[220], neighbour[240];
+  snprintf(br, sizeof br, "%s/vm[1]", f->dir);
+  snprintf(plain, sizeof plain, "%s/vm1", f->dir);
+  assert_int_equal(mkdir(br, 0755), 0);
+  assert_int_equal(mkdir(plain, 0755), 0);
+  snprintf(brctk, sizeof brctk, "%s/d.ctk", br);
+  snprintf(neighbour, sizeof neighbour, "%s/d.ctk.tmp.Zz9Zz9", plain);
+  fclose(fopen(neighbour, "w"));
+  t = open_ok(brctk, "d", MiB, 0);
+  cbt_close(t);
+  t = open_ok(brctk, "d", MiB, 0);
+  cbt_close(t);
+  assert_int_equal(access(neighbour, F_OK), 0);
 }
 
 static void test_discard(void **state)

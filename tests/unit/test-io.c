@@ -488,6 +488,114 @@ static void test_free_in_flight(void **state)
   close(fd);
 }
 
+/* Model check: random reads and writes, up to the full depth in flight, against a shadow copy.
+ * Requests in flight never overlap (each holds its blocks), so every read has one right
+ * answer: the shadow at the time it was queued. */
+enum { M_BLOCKS = 256, M_BS = 4096, M_OPS = 3000 };
+
+struct mop {
+  unsigned char *buf;
+  unsigned first, n;
+  bool write;
+  bool busy;
+  int64_t res;
+};
+
+static unsigned char m_shadow[M_BLOCKS * M_BS];
+static unsigned char m_expect[16][8 * M_BS];
+static bool m_held[M_BLOCKS];
+static int m_done;
+
+static void m_cb(void *opaque, int64_t res)
+{
+  struct mop *op = opaque;
+  op->res = res;
+  op->busy = false;
+  m_done++;
+}
+
+static void test_random_model(void **state)
+{
+  char path[512];
+  int fd = temp_file("model", path, sizeof path);
+  struct svm_io *io = new_engine(16);
+  struct mop ops[16];
+  int issued = 0, checked = 0;
+  (void)state;
+
+  srand(1234);
+  memset(m_shadow, 0, sizeof m_shadow);
+  memset(m_held, 0, sizeof m_held);
+  assert_int_equal(ftruncate(fd, sizeof m_shadow), 0);
+  for (int i = 0; i < 16; i++) {
+    ops[i] = (struct mop){ .buf = malloc(8 * M_BS) };
+    assert_non_null(ops[i].buf);
+  }
+  m_done = 0;
+  while (checked < M_OPS) {
+    /* queue into every idle op that finds free blocks */
+    for (int i = 0; i < 16 && issued < M_OPS; i++) {
+      struct mop *op = &ops[i];
+      if (op->busy || op->n != 0)
+        continue;
+      unsigned n = 1 + (unsigned)rand() % 8, first = (unsigned)rand() % (M_BLOCKS - n + 1);
+      bool free_run = true;
+      for (unsigned b = first; b < first + n; b++)
+        free_run &= !m_held[b];
+      if (!free_run)
+        continue;
+      for (unsigned b = first; b < first + n; b++)
+        m_held[b] = true;
+      op->first = first;
+      op->n = n;
+      op->write = rand() % 2;
+      op->busy = true;
+      if (op->write) {
+        for (unsigned k = 0; k < n * M_BS; k++)
+          op->buf[k] = (unsigned char)rand();
+        memcpy(m_shadow + (size_t)first * M_BS, op->buf, (size_t)n * M_BS);
+        assert_int_equal(svm_io_pwrite(io, fd, op->buf, (size_t)n * M_BS,
+                                       (uint64_t)first * M_BS, m_cb, op), 0);
+      } else {
+        memcpy(m_expect[i], m_shadow + (size_t)first * M_BS, (size_t)n * M_BS);
+        assert_int_equal(svm_io_pread(io, fd, op->buf, (size_t)n * M_BS,
+                                      (uint64_t)first * M_BS, m_cb, op), 0);
+      }
+      issued++;
+    }
+    assert_true(svm_io_in_flight(io) <= 16);
+    if (rand() % 4 == 0)
+      assert_true(svm_io_reap(io, 0) >= 0);     /* sometimes just look */
+    else
+      assert_true(svm_io_reap(io, 1 + (unsigned)rand() % 3) >= 1);
+    /* check and release what completed */
+    for (int i = 0; i < 16; i++) {
+      struct mop *op = &ops[i];
+      if (op->busy || op->n == 0)
+        continue;
+      assert_int_equal(op->res, (int64_t)op->n * M_BS);
+      if (!op->write)
+        assert_memory_equal(op->buf, m_expect[i], (size_t)op->n * M_BS);
+      for (unsigned b = op->first; b < op->first + op->n; b++)
+        m_held[b] = false;
+      op->n = 0;
+      checked++;
+    }
+  }
+  assert_int_equal(m_done, M_OPS);
+  assert_int_equal(svm_io_in_flight(io), 0);
+  /* the file is the shadow */
+  unsigned char *whole = malloc(sizeof m_shadow);
+  assert_non_null(whole);
+  assert_int_equal(pread(fd, whole, sizeof m_shadow, 0), (ssize_t)sizeof m_shadow);
+  assert_memory_equal(whole, m_shadow, sizeof m_shadow);
+  free(whole);
+  for (int i = 0; i < 16; i++)
+    free(ops[i].buf);
+  svm_io_free(io);
+  close(fd);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -503,6 +611,7 @@ int main(void)
     cmocka_unit_test(test_event_fd),
     cmocka_unit_test(test_requeue_from_callback),
     cmocka_unit_test(test_free_in_flight),
+    cmocka_unit_test(test_random_model),
   };
   return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
