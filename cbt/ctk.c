@@ -64,6 +64,7 @@
 
 #include "cbt/internal.h"
 #include "common/error.h"
+#include "common/hex.h"
 
 static const char ctk_magic[8] = { 'S', 'V', 'M', '-', 'C', 'T', 'K', '\n' };
 #define PAGE_MAGIC 0x504b5443u               /* "CTKP" */
@@ -134,17 +135,6 @@ void ctk_uuid_format(const uint8_t u[16], char out[37])
            u[15]);
 }
 
-static int hexval(char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 int ctk_uuid_parse(const char *s, uint8_t uuid[16])
 {
   int n = 0;
@@ -154,10 +144,10 @@ int ctk_uuid_parse(const char *s, uint8_t uuid[16])
         return -1;
       continue;
     }
-    int hi = hexval(s[i]);
+    int hi = svm_hexval(s[i]);
     if (hi < 0)
       return -1;
-    int lo = hexval(s[++i]);
+    int lo = svm_hexval(s[++i]);
     if (lo < 0)
       return -1;
     uuid[n++] = (uint8_t)(hi << 4 | lo);

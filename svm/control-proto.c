@@ -7,23 +7,13 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "common/hex.h"
 #include "svm/control-proto.h"
 
 static bool plain(unsigned char c)
 {
   return c != 0 && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
          strchr("._~/:*,+@-", c) != NULL);
-}
-
-static int hexval(char c)
-{
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
 }
 
 int svm_ctl_encode(const char *s, size_t len, char **out)
@@ -56,8 +46,8 @@ int svm_ctl_decode(const char *s, size_t len, char **out)
     return svm_error(ENOMEM, "out of memory");
   for (size_t i = 0; i < len; i++) {
     if (s[i] == '%') {
-      int hi = i + 2 < len ? hexval(s[i + 1]) : -1;
-      int lo = i + 2 < len ? hexval(s[i + 2]) : -1;
+      int hi = i + 2 < len ? svm_hexval(s[i + 1]) : -1;
+      int lo = i + 2 < len ? svm_hexval(s[i + 2]) : -1;
       if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
         free(buf);
         return svm_error(EINVAL, "bad percent escape '%.*s'", (int)(len - i < 3 ? len - i : 3),
