@@ -70,12 +70,41 @@ static uint16_t map_all_changed(uint16_t e, const void *arg)
   return 1;
 }
 
+/* Begin tracking in a new .ctk described by h (uuid, disk id and granularity filled in by the
+ * caller): allocate the epochs, write the file, take it over. all_changed: every block counts
+ * as written in the open epoch (local 1), as after a reset. */
+static int start_tracking(struct cbt *t, struct ctk_header *h, bool all_changed)
+{
+  h->disk_size = t->disk_size;
+  h->nblocks = (t->disk_size + h->granularity - 1) / h->granularity;
+
+  uint16_t *ep = ep_alloc(h->nblocks);
+  if (!ep)
+    return svm_error(ENOMEM, "%s: no memory for %" PRIu64 " blocks", t->path, h->nblocks);
+  int fd = ctk_write_new(t->path, h, NULL, all_changed ? map_all_changed : NULL, NULL);
+  if (fd < 0) {
+    ep_free(ep, h->nblocks);
+    return fd;
+  }
+  if (all_changed)
+    for (uint64_t b = 0; b < h->nblocks; b++)
+      ep[b] = 1;
+  t->fd = fd;
+  t->ep = ep;
+  t->nblocks = h->nblocks;
+  t->gshift = log2u(h->granularity);
+  t->h = *h;
+  t->cur = 1;
+  return 0;
+}
+
 /* Start over under a new uuid with every block changed in the open epoch (local 1). */
 static int reset_tracking(struct cbt *t, const struct ctk_image *old, bool keep_prev,
                           uint32_t granularity, const char *why)
 {
   struct ctk_header h = { .version = CTK_VERSION, .gen = 1, .cur = 1 };
   char *msg = NULL;
+  int r;
 
   if (asprintf(&msg, "%s: %s; tracking restarted under a new uuid with every block marked "
                "changed (earlier change IDs are refused: do a full copy)", t->path, why) < 0)
@@ -88,28 +117,11 @@ static int reset_tracking(struct cbt *t, const struct ctk_image *old, bool keep_
   set_disk_id(&h, t->disk_id);
   memcpy(h.reason, why, strnlen(why, sizeof h.reason - 1));
   h.granularity = granularity;
-  h.disk_size = t->disk_size;
-  h.nblocks = (t->disk_size + granularity - 1) / granularity;
-
-  uint16_t *ep = ep_alloc(h.nblocks);
-  if (!ep) {
+  r = start_tracking(t, &h, true);
+  if (r < 0) {
     free(msg);
-    return svm_error(ENOMEM, "%s: no memory for %" PRIu64 " blocks", t->path, h.nblocks);
+    return r;
   }
-  int fd = ctk_write_new(t->path, &h, NULL, map_all_changed, NULL);
-  if (fd < 0) {
-    ep_free(ep, h.nblocks);
-    free(msg);
-    return fd;
-  }
-  for (uint64_t b = 0; b < h.nblocks; b++)
-    ep[b] = 1;
-  t->fd = fd;
-  t->ep = ep;
-  t->nblocks = h.nblocks;
-  t->gshift = log2u(granularity);
-  t->h = h;
-  t->cur = 1;
   t->reset_reason = msg;
   return 0;
 }
@@ -117,26 +129,11 @@ static int reset_tracking(struct cbt *t, const struct ctk_image *old, bool keep_
 static int create_new(struct cbt *t, uint32_t granularity)
 {
   struct ctk_header h = { .version = CTK_VERSION, .gen = 1, .cur = 1 };
+
   ctk_uuid_new(h.uuid);
   set_disk_id(&h, t->disk_id);
   h.granularity = granularity;
-  h.disk_size = t->disk_size;
-  h.nblocks = (t->disk_size + granularity - 1) / granularity;
-  uint16_t *ep = ep_alloc(h.nblocks);
-  if (!ep)
-    return svm_error(ENOMEM, "%s: no memory for %" PRIu64 " blocks", t->path, h.nblocks);
-  int fd = ctk_write_new(t->path, &h, NULL, NULL, NULL);
-  if (fd < 0) {
-    ep_free(ep, h.nblocks);
-    return fd;
-  }
-  t->fd = fd;
-  t->ep = ep;
-  t->nblocks = h.nblocks;
-  t->gshift = log2u(granularity);
-  t->h = h;
-  t->cur = 1;
-  return 0;
+  return start_tracking(t, &h, false);
 }
 
 /* A crash during a compaction, resize or reset leaves its unfinished "NAME.tmp.XXXXXX"
