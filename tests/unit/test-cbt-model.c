@@ -288,19 +288,26 @@ static void do_crash(struct model *m)
   check_all(m);
 }
 
+/* A fresh temporary folder and a random disk geometry drawn from the model's seed. */
+static void model_init(struct model *m, const char *name)
+{
+  const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+  snprintf(m->dir, sizeof m->dir, "%s/%s.XXXXXX", tmp, name);
+  assert_non_null(mkdtemp(m->dir));
+  snprintf(m->path, sizeof m->path, "%s/disk.ctk", m->dir);
+  m->g = 4096u << rnd(m, 5);
+  m->size = m->g * (1 + rnd(m, 5000)) - (rnd(m, 2) ? rnd(m, m->g) : 0);
+  m->nblocks = (m->size + m->g - 1) / m->g;
+  m->ep = calloc(m->nblocks, sizeof *m->ep);
+  assert_non_null(m->ep);
+}
+
 /* ---- driver -------------------------------------------------------------------------- */
 
 static void run(unsigned seed, int steps)
 {
   struct model m = { .seed = seed, .cur = 1 };
-  const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-  snprintf(m.dir, sizeof m.dir, "%s/test-cbt-model.XXXXXX", tmp);
-  assert_non_null(mkdtemp(m.dir));
-  snprintf(m.path, sizeof m.path, "%s/disk.ctk", m.dir);
-  m.g = 4096u << rnd(&m, 5);
-  m.size = m.g * (1 + rnd(&m, 5000)) - (rnd(&m, 2) ? rnd(&m, m.g) : 0);
-  m.nblocks = (m.size + m.g - 1) / m.g;
-  m.ep = calloc(m.nblocks, sizeof *m.ep);
+  model_init(&m, "test-cbt-model");
   static const uint16_t limits[] = { 4, 6, 11, 64, CTK_EPOCH_LIMIT };
   m.limit = limits[rnd(&m, 5)];
   int r = cbt_open(m.path, "model-disk", m.size, m.g, &m.t);
@@ -475,14 +482,7 @@ static void pc_restore(struct model *m)
 static void run_power_cuts(unsigned seed, int steps)
 {
   struct model m = { .seed = seed, .cur = 1, .limit = CTK_EPOCH_LIMIT };
-  const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-  snprintf(m.dir, sizeof m.dir, "%s/test-cbt-power.XXXXXX", tmp);
-  assert_non_null(mkdtemp(m.dir));
-  snprintf(m.path, sizeof m.path, "%s/disk.ctk", m.dir);
-  m.g = 4096u << rnd(&m, 5);
-  m.size = m.g * (1 + rnd(&m, 5000)) - (rnd(&m, 2) ? rnd(&m, m.g) : 0);
-  m.nblocks = (m.size + m.g - 1) / m.g;
-  m.ep = calloc(m.nblocks, sizeof *m.ep);
+  model_init(&m, "test-cbt-power");
   assert_int_equal(cbt_open(m.path, "model-disk", m.size, m.g, &m.t), 0);
   pc_load_image(&m);
   cbt_io.pwrite = pc_pwrite;
