@@ -11,8 +11,8 @@ svm_integ_test(agent-descriptor agent-descriptor.sh TIMEOUT 120)
 # requests (from any local process). clang only, SVM_FUZZ=ON (tools/test.sh's ASan build).
 if(SVM_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
   foreach(_fz descriptor control)
-    add_executable(fuzz-${_fz} fuzz/fuzz-${_fz}.c ${CMAKE_SOURCE_DIR}/svm/descriptor.c
-                   ${CMAKE_SOURCE_DIR}/svm/control-proto.c)
+    add_executable(fuzz-${_fz} fuzz/fuzz-${_fz}.c ${CMAKE_SOURCE_DIR}/svm/agent/descriptor.c
+                   ${CMAKE_SOURCE_DIR}/svm/control/proto.c)
     target_compile_options(fuzz-${_fz} PRIVATE -fsanitize=fuzzer,address,undefined)
     target_link_options(fuzz-${_fz} PRIVATE -fsanitize=fuzzer,address,undefined)
     target_link_libraries(fuzz-${_fz} PRIVATE svm_common)

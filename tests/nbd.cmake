@@ -2,7 +2,7 @@
 # integration tests with real NBD clients against svm-nbd-serve.
 svm_unit_test(test-nbd-parse SOURCES unit/test-nbd-parse.c LIBS svmotion)
 svm_unit_test(test-nbd-export SOURCES unit/test-nbd-export.c LIBS svmotion)
-# the same with every request on the I/O engine (no page-cache fast path, svm/layer.c)
+# the same with every request on the I/O engine (no page-cache fast path, svm/disk/layer.c)
 add_test(NAME test-nbd-export-engine COMMAND test-nbd-export)
 set_tests_properties(test-nbd-export-engine PROPERTIES
                      ENVIRONMENT "${SVM_TEST_ENV};SVM_NBD_INLINE=0" SKIP_RETURN_CODE 77)
@@ -17,7 +17,7 @@ svm_integ_test(nbd-badclient nbd-badclient.sh TIMEOUT 120)
 
 # libFuzzer on the request/option parser: a short run in the suite (SVM_FUZZ=ON, clang only).
 if(SVM_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
-  add_executable(fuzz-nbd-request fuzz/fuzz-nbd-request.c ${CMAKE_SOURCE_DIR}/svm/nbd-parse.c)
+  add_executable(fuzz-nbd-request fuzz/fuzz-nbd-request.c ${CMAKE_SOURCE_DIR}/svm/nbd/parse.c)
   target_compile_options(fuzz-nbd-request PRIVATE -fsanitize=fuzzer,address,undefined)
   target_link_options(fuzz-nbd-request PRIVATE -fsanitize=fuzzer,address,undefined)
   set_target_properties(fuzz-nbd-request PROPERTIES RUNTIME_OUTPUT_DIRECTORY

@@ -20,7 +20,7 @@
  * cbt_mark() returned before cbt_changeid() was called; a write in flight while the change ID
  * is taken may be counted in the closing epoch, so a backup that reads the disk after taking a
  * change ID quiesces writes around cbt_changeid() (as it does to take a snapshot); svmd drains
- * the disk's NBD export around it (svm/agent-disk.c).
+ * the disk's NBD export around it (svm/agent/disk.c).
  *
  * TRIM/discard is a change: the discarded blocks read back differently (zeros, or whatever
  * the device returns), so cbt_discard() marks them exactly like a write and a backup copies

@@ -1,6 +1,6 @@
 /* svmotion — talking to the local agent svmd over its control socket STATE/control.sock.
  *
- * The protocol (svm/control-proto.h) is one request and one response per connection:
+ * The protocol (svm/control/proto.h) is one request and one response per connection:
  *   svm_client_connect(state_dir, &c);     connects (tells how to start svmd when it is not running)
  *   svm_client_call(c, "vm-list", 1, (const char *[]){ "format" }, (const char *[]){ "json" },
  *                   &payload);             sends, waits for the answer, reconnects if needed

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "svm/control-proto.h"
+#include "svm/control/proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

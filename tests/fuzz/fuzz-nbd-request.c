@@ -1,26 +1,26 @@
-/* libFuzzer target for the NBD parser (svm/nbd-parse.c): whatever bytes a client sends,
+/* libFuzzer target for the NBD parser (svm/nbd/parse.c): whatever bytes a client sends,
  * decoding and validating requests and option payloads must neither crash nor read out of
  * bounds, and the validator's verdicts must hold together. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "svm/nbd-proto.h"
+#include "svm/nbd/proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-  struct nbd_limits lim = { .max_len = NBD_MAX_REQUEST };
-  struct nbd_request r;
-  struct nbd_go go;
-  struct nbd_meta m;
+  struct nbds_limits lim = { .max_len = NBD_MAX_REQUEST };
+  struct nbds_request r;
+  struct nbds_go go;
+  struct nbds_meta m;
   uint32_t payload, opt, len;
   uint8_t *copy;
 
   /* The first bytes choose what was negotiated. */
   if (size >= 9) {
-    lim.size = nbd_get64(data) >> (data[8] & 63);
+    lim.size = nbds_get64(data) >> (data[8] & 63);
     lim.read_only = data[8] & 64;
     lim.structured = data[8] & 128;
     lim.have_contexts = lim.structured && (data[0] & 1);
@@ -28,9 +28,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
   /* Requests: a stream of 28-byte headers. */
   for (size_t at = 0; at + NBD_REQUEST_SIZE <= size; at += NBD_REQUEST_SIZE) {
-    if (nbd_decode_request(data + at, size - at, &r) < 0)
+    if (nbds_decode_request(data + at, size - at, &r) < 0)
       continue;
-    int err = nbd_check_request(&r, &lim, &payload);
+    int err = nbds_check_request(&r, &lim, &payload);
     if (err == NBD_OK && r.type != NBD_CMD_FLUSH && r.type != NBD_CMD_DISC) {
       /* an accepted request lies inside the export and within the limits */
       if (r.length == 0 || r.offset > lim.size || r.length > lim.size - r.offset)
@@ -50,20 +50,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   if (copy == NULL)
     return 0;
   memcpy(copy, data, size);
-  (void)nbd_decode_option(copy, size, &opt, &len);
-  if (nbd_parse_go(copy, (uint32_t)size, &go) == 0) {
+  (void)nbds_decode_option(copy, size, &opt, &len);
+  if (nbds_parse_go(copy, (uint32_t)size, &go) == 0) {
     volatile uint32_t sink = 0;
     for (unsigned i = 0; i < go.ninfo; i++)
-      sink += nbd_get16(go.info + 2 * i);
-    (void)nbd_name_matches(go.name, go.namelen, "disk");
+      sink += nbds_get16(go.info + 2 * i);
+    (void)nbds_name_matches(go.name, go.namelen, "disk");
     (void)sink;
   }
-  if (nbd_parse_meta(copy, (uint32_t)size, &m) == 0) {
+  if (nbds_parse_meta(copy, (uint32_t)size, &m) == 0) {
     uint32_t pos = m.first;
     for (uint32_t i = 0; i < m.nqueries; i++) {
       const char *q;
       uint32_t ql;
-      nbd_meta_next(copy, &pos, &q, &ql);
+      nbds_meta_next(copy, &pos, &q, &ql);
       if (ql > NBD_MAX_STRING || pos > size)
         abort();
       volatile char c = ql ? q[ql - 1] : 0;

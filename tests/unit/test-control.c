@@ -18,8 +18,8 @@
 #include <svmotion/client.h>
 
 #include "common/error.h"
-#include "svm/control-proto.h"
-#include "svm/control.h"
+#include "svm/control/proto.h"
+#include "svm/control/server.h"
 
 static void encoding(void **state)
 {

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "common/error.h"
-#include "svm/datastore.h"
+#include "svm/agent/datastore.h"
 
 static char root[] = "/tmp/test-datastore.XXXXXX";
 

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "common/error.h"
-#include "svm/descriptor.h"
+#include "svm/agent/descriptor.h"
 
 static const char good[] =
   "# svmotion VM descriptor\n"

@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "svm/extents.h"
+#include "svm/disk/extents.h"
 
 enum { KB = 1024, MB = 1024 * 1024 };
 #define HOLE (SVM_EXTENT_HOLE | SVM_EXTENT_ZERO)

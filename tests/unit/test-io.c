@@ -15,7 +15,7 @@
 
 #include <svmotion/error.h>
 
-#include "svm/io.h"
+#include "svm/io/io.h"
 
 struct done {
   int count;

@@ -18,7 +18,7 @@
 #include <cmocka.h>
 #include <libnbd.h>
 
-#include "svm/export.h"
+#include "svm/nbd/export.h"
 
 enum { DISK = 8 << 20, BLK = 4096 };
 

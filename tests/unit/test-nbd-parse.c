@@ -1,4 +1,4 @@
-/* The pure NBD parser (svm/nbd-parse.c): request headers, validation against what was
+/* The pure NBD parser (svm/nbd/parse.c): request headers, validation against what was
  * negotiated, option payloads. Mostly negative cases: every way a client can be wrong. */
 #include <errno.h>
 #include <setjmp.h>
@@ -9,58 +9,58 @@
 
 #include <cmocka.h>
 
-#include "svm/nbd-proto.h"
+#include "svm/nbd/proto.h"
 
-static const struct nbd_limits lim_rw = {
+static const struct nbds_limits lim_rw = {
   .size = 1 << 20, .max_len = NBD_MAX_REQUEST, .structured = true, .have_contexts = true,
 };
 
 static void mkreq(uint8_t *b, uint32_t magic, uint16_t flags, uint16_t type, uint64_t cookie,
                   uint64_t off, uint32_t len)
 {
-  nbd_put32(b, magic);
-  nbd_put16(b + 4, flags);
-  nbd_put16(b + 6, type);
-  nbd_put64(b + 8, cookie);
-  nbd_put64(b + 16, off);
-  nbd_put32(b + 24, len);
+  nbds_put32(b, magic);
+  nbds_put16(b + 4, flags);
+  nbds_put16(b + 6, type);
+  nbds_put64(b + 8, cookie);
+  nbds_put64(b + 16, off);
+  nbds_put32(b + 24, len);
 }
 
 /* decode + check in one go; returns the check result, payload in *pl */
 static int run(uint16_t flags, uint16_t type, uint64_t off, uint32_t len,
-               const struct nbd_limits *lim, uint32_t *pl)
+               const struct nbds_limits *lim, uint32_t *pl)
 {
   uint8_t b[NBD_REQUEST_SIZE];
-  struct nbd_request r;
+  struct nbds_request r;
   uint32_t dummy;
 
   mkreq(b, NBD_REQUEST_MAGIC, flags, type, 0x1122334455667788u, off, len);
-  assert_int_equal(nbd_decode_request(b, sizeof b, &r), 0);
-  return nbd_check_request(&r, lim, pl ? pl : &dummy);
+  assert_int_equal(nbds_decode_request(b, sizeof b, &r), 0);
+  return nbds_check_request(&r, lim, pl ? pl : &dummy);
 }
 
 static void test_endian(void **st)
 {
   uint8_t b[8];
   (void)st;
-  nbd_put64(b, 0x0102030405060708u);
+  nbds_put64(b, 0x0102030405060708u);
   assert_int_equal(b[0], 1);
   assert_int_equal(b[7], 8);
-  assert_true(nbd_get64(b) == 0x0102030405060708u);
-  nbd_put32(b, 0xdeadbeef);
-  assert_int_equal(nbd_get32(b), 0xdeadbeef);
-  nbd_put16(b, 0xabcd);
-  assert_int_equal(nbd_get16(b), 0xabcd);
+  assert_true(nbds_get64(b) == 0x0102030405060708u);
+  nbds_put32(b, 0xdeadbeef);
+  assert_int_equal(nbds_get32(b), 0xdeadbeef);
+  nbds_put16(b, 0xabcd);
+  assert_int_equal(nbds_get16(b), 0xabcd);
 }
 
 static void test_decode(void **st)
 {
   uint8_t b[NBD_REQUEST_SIZE];
-  struct nbd_request r;
+  struct nbds_request r;
   (void)st;
 
   mkreq(b, NBD_REQUEST_MAGIC, NBD_CMD_FLAG_FUA, NBD_CMD_WRITE, 42, 4096, 512);
-  assert_int_equal(nbd_decode_request(b, sizeof b, &r), 0);
+  assert_int_equal(nbds_decode_request(b, sizeof b, &r), 0);
   assert_int_equal(r.flags, NBD_CMD_FLAG_FUA);
   assert_int_equal(r.type, NBD_CMD_WRITE);
   assert_true(r.cookie == 42);
@@ -71,16 +71,16 @@ static void test_decode(void **st)
 static void test_decode_bad(void **st)
 {
   uint8_t b[NBD_REQUEST_SIZE];
-  struct nbd_request r;
+  struct nbds_request r;
   (void)st;
 
   mkreq(b, NBD_SIMPLE_MAGIC, 0, NBD_CMD_READ, 1, 0, 512);   /* a reply's magic */
-  assert_int_equal(nbd_decode_request(b, sizeof b, &r), -EPROTO);
+  assert_int_equal(nbds_decode_request(b, sizeof b, &r), -EPROTO);
   mkreq(b, 0, 0, NBD_CMD_READ, 1, 0, 512);
-  assert_int_equal(nbd_decode_request(b, sizeof b, &r), -EPROTO);
+  assert_int_equal(nbds_decode_request(b, sizeof b, &r), -EPROTO);
   mkreq(b, NBD_REQUEST_MAGIC, 0, NBD_CMD_READ, 1, 0, 512);
-  assert_int_equal(nbd_decode_request(b, NBD_REQUEST_SIZE - 1, &r), -EPROTO); /* truncated */
-  assert_int_equal(nbd_decode_request(b, 0, &r), -EPROTO);
+  assert_int_equal(nbds_decode_request(b, NBD_REQUEST_SIZE - 1, &r), -EPROTO); /* truncated */
+  assert_int_equal(nbds_decode_request(b, 0, &r), -EPROTO);
 }
 
 static void test_valid(void **st)
@@ -116,7 +116,7 @@ static void test_unknown_commands(void **st)
 
 static void test_bad_flags(void **st)
 {
-  struct nbd_limits simple = lim_rw;
+  struct nbds_limits simple = lim_rw;
   (void)st;
   simple.structured = false;
   assert_int_equal(run(NBD_CMD_FLAG_FUA, NBD_CMD_READ, 0, 512, &lim_rw, NULL), NBD_EINVAL);
@@ -170,7 +170,7 @@ static void test_ranges(void **st)
 
 static void test_lengths(void **st)
 {
-  struct nbd_limits big = lim_rw;
+  struct nbds_limits big = lim_rw;
   (void)st;
   big.size = UINT64_C(1) << 40;
   assert_int_equal(run(0, NBD_CMD_READ, 0, NBD_MAX_REQUEST, &big, NULL), NBD_OK);
@@ -184,7 +184,7 @@ static void test_lengths(void **st)
 
 static void test_read_only(void **st)
 {
-  struct nbd_limits ro = lim_rw;
+  struct nbds_limits ro = lim_rw;
   uint32_t pl;
   (void)st;
   ro.read_only = true;
@@ -198,7 +198,7 @@ static void test_read_only(void **st)
 
 static void test_block_status_needs_negotiation(void **st)
 {
-  struct nbd_limits l = lim_rw;
+  struct nbds_limits l = lim_rw;
   (void)st;
   l.have_contexts = false;
   assert_int_equal(run(0, NBD_CMD_BLOCK_STATUS, 0, 512, &l, NULL), NBD_EINVAL);
@@ -210,20 +210,20 @@ static void test_block_status_needs_negotiation(void **st)
 static void test_errno_map(void **st)
 {
   (void)st;
-  assert_int_equal(nbd_errno_to_wire(0), NBD_OK);
-  assert_int_equal(nbd_errno_to_wire(EROFS), NBD_EPERM);
-  assert_int_equal(nbd_errno_to_wire(EDQUOT), NBD_ENOSPC);
-  assert_int_equal(nbd_errno_to_wire(ENOTSUP), NBD_ENOTSUP);
-  assert_int_equal(nbd_errno_to_wire(EBADF), NBD_EIO);
-  assert_int_equal(nbd_errno_to_wire(12345), NBD_EIO);
+  assert_int_equal(nbds_errno_to_wire(0), NBD_OK);
+  assert_int_equal(nbds_errno_to_wire(EROFS), NBD_EPERM);
+  assert_int_equal(nbds_errno_to_wire(EDQUOT), NBD_ENOSPC);
+  assert_int_equal(nbds_errno_to_wire(ENOTSUP), NBD_ENOTSUP);
+  assert_int_equal(nbds_errno_to_wire(EBADF), NBD_EIO);
+  assert_int_equal(nbds_errno_to_wire(12345), NBD_EIO);
 }
 
 static void test_cmd_name(void **st)
 {
   char tmp[16];
   (void)st;
-  assert_string_equal(nbd_cmd_name(NBD_CMD_BLOCK_STATUS, tmp, sizeof tmp), "BLOCK_STATUS");
-  assert_string_equal(nbd_cmd_name(999, tmp, sizeof tmp), "CMD#999");
+  assert_string_equal(nbds_cmd_name(NBD_CMD_BLOCK_STATUS, tmp, sizeof tmp), "BLOCK_STATUS");
+  assert_string_equal(nbds_cmd_name(999, tmp, sizeof tmp), "CMD#999");
 }
 
 static void test_option_header(void **st)
@@ -231,90 +231,90 @@ static void test_option_header(void **st)
   uint8_t b[16];
   uint32_t opt, len;
   (void)st;
-  nbd_put64(b, NBD_IHAVEOPT);
-  nbd_put32(b + 8, NBD_OPT_GO);
-  nbd_put32(b + 12, 77);
-  assert_int_equal(nbd_decode_option(b, sizeof b, &opt, &len), 0);
+  nbds_put64(b, NBD_IHAVEOPT);
+  nbds_put32(b + 8, NBD_OPT_GO);
+  nbds_put32(b + 12, 77);
+  assert_int_equal(nbds_decode_option(b, sizeof b, &opt, &len), 0);
   assert_int_equal(opt, NBD_OPT_GO);
   assert_int_equal(len, 77);
-  assert_int_equal(nbd_decode_option(b, 15, &opt, &len), -EPROTO);
-  nbd_put64(b, NBD_MAGIC);
-  assert_int_equal(nbd_decode_option(b, sizeof b, &opt, &len), -EPROTO);
+  assert_int_equal(nbds_decode_option(b, 15, &opt, &len), -EPROTO);
+  nbds_put64(b, NBD_MAGIC);
+  assert_int_equal(nbds_decode_option(b, sizeof b, &opt, &len), -EPROTO);
 }
 
 /* Build a GO payload: name, ninfo, info types */
 static uint32_t mkgo(uint8_t *b, const char *name, uint16_t ninfo, const uint16_t *info)
 {
   uint32_t nl = (uint32_t)strlen(name), p = 0;
-  nbd_put32(b, nl);
+  nbds_put32(b, nl);
   memcpy(b + 4, name, nl);
   p = 4 + nl;
-  nbd_put16(b + p, ninfo);
+  nbds_put16(b + p, ninfo);
   p += 2;
   for (uint16_t i = 0; i < ninfo; i++, p += 2)
-    nbd_put16(b + p, info[i]);
+    nbds_put16(b + p, info[i]);
   return p;
 }
 
 static void test_go(void **st)
 {
   uint8_t b[256];
-  struct nbd_go go;
+  struct nbds_go go;
   uint16_t info[] = { NBD_INFO_BLOCK_SIZE, NBD_INFO_NAME };
   uint32_t len;
   (void)st;
 
   len = mkgo(b, "vm1/disk0", 2, info);
-  assert_int_equal(nbd_parse_go(b, len, &go), 0);
+  assert_int_equal(nbds_parse_go(b, len, &go), 0);
   assert_int_equal(go.namelen, 9);
   assert_memory_equal(go.name, "vm1/disk0", 9);
   assert_int_equal(go.ninfo, 2);
-  assert_int_equal(nbd_get16(go.info + 2), NBD_INFO_NAME);
-  assert_true(nbd_name_matches(go.name, go.namelen, "vm1/disk0"));
-  assert_false(nbd_name_matches(go.name, go.namelen, "vm1/disk"));
-  assert_false(nbd_name_matches(go.name, go.namelen, "vm1/disk00"));
+  assert_int_equal(nbds_get16(go.info + 2), NBD_INFO_NAME);
+  assert_true(nbds_name_matches(go.name, go.namelen, "vm1/disk0"));
+  assert_false(nbds_name_matches(go.name, go.namelen, "vm1/disk"));
+  assert_false(nbds_name_matches(go.name, go.namelen, "vm1/disk00"));
 
   len = mkgo(b, "", 0, NULL);
-  assert_int_equal(nbd_parse_go(b, len, &go), 0);
-  assert_true(nbd_name_matches(go.name, go.namelen, "anything"));   /* default export */
+  assert_int_equal(nbds_parse_go(b, len, &go), 0);
+  assert_true(nbds_name_matches(go.name, go.namelen, "anything"));   /* default export */
 
   /* truncated everywhere */
   len = mkgo(b, "disk", 2, info);
   for (uint32_t l = 0; l < len; l++)
-    assert_int_equal(nbd_parse_go(b, l, &go), NBD_REP_ERR_INVALID);
+    assert_int_equal(nbds_parse_go(b, l, &go), NBD_REP_ERR_INVALID);
   /* trailing garbage */
-  assert_int_equal(nbd_parse_go(b, len + 1, &go), NBD_REP_ERR_INVALID);
+  assert_int_equal(nbds_parse_go(b, len + 1, &go), NBD_REP_ERR_INVALID);
   /* name length larger than the payload */
-  nbd_put32(b, 0xffffffff);
-  assert_int_equal(nbd_parse_go(b, len, &go), NBD_REP_ERR_INVALID);
+  nbds_put32(b, 0xffffffff);
+  assert_int_equal(nbds_parse_go(b, len, &go), NBD_REP_ERR_INVALID);
   /* ninfo larger than the payload */
   len = mkgo(b, "disk", 0, NULL);
-  nbd_put16(b + 8, 3);
-  assert_int_equal(nbd_parse_go(b, len, &go), NBD_REP_ERR_INVALID);
+  nbds_put16(b + 8, 3);
+  assert_int_equal(nbds_parse_go(b, len, &go), NBD_REP_ERR_INVALID);
 }
 
 static void test_go_long_name(void **st)
 {
   static uint8_t b[NBD_MAX_STRING + 64];
-  struct nbd_go go;
+  struct nbds_go go;
   (void)st;
-  nbd_put32(b, NBD_MAX_STRING + 1);
+  nbds_put32(b, NBD_MAX_STRING + 1);
   memset(b + 4, 'a', NBD_MAX_STRING + 1);
-  nbd_put16(b + 4 + NBD_MAX_STRING + 1, 0);
-  assert_int_equal(nbd_parse_go(b, 4 + NBD_MAX_STRING + 1 + 2, &go), NBD_REP_ERR_TOO_BIG);
+  nbds_put16(b + 4 + NBD_MAX_STRING + 1, 0);
+  assert_int_equal(nbds_parse_go(b, 4 + NBD_MAX_STRING + 1 + 2, &go), NBD_REP_ERR_TOO_BIG);
 }
 
 static uint32_t mkmeta(uint8_t *b, const char *name, unsigned nq, const char *const *q)
 {
   uint32_t nl = (uint32_t)strlen(name), p;
-  nbd_put32(b, nl);
+  nbds_put32(b, nl);
   memcpy(b + 4, name, nl);
   p = 4 + nl;
-  nbd_put32(b + p, nq);
+  nbds_put32(b + p, nq);
   p += 4;
   for (unsigned i = 0; i < nq; i++) {
     uint32_t ql = (uint32_t)strlen(q[i]);
-    nbd_put32(b + p, ql);
+    nbds_put32(b + p, ql);
     memcpy(b + p + 4, q[i], ql);
     p += 4 + ql;
   }
@@ -325,44 +325,44 @@ static void test_meta(void **st)
 {
   static const char *const q[] = { "base:allocation", "svm-cbt:abc/7", "" };
   uint8_t b[512];
-  struct nbd_meta m;
+  struct nbds_meta m;
   uint32_t len, pos, ql;
   const char *s;
   (void)st;
 
   len = mkmeta(b, "disk", 3, q);
-  assert_int_equal(nbd_parse_meta(b, len, &m), 0);
+  assert_int_equal(nbds_parse_meta(b, len, &m), 0);
   assert_int_equal(m.nqueries, 3);
   assert_int_equal(m.namelen, 4);
   pos = m.first;
-  nbd_meta_next(b, &pos, &s, &ql);
+  nbds_meta_next(b, &pos, &s, &ql);
   assert_int_equal(ql, 15);
   assert_memory_equal(s, "base:allocation", 15);
-  nbd_meta_next(b, &pos, &s, &ql);
+  nbds_meta_next(b, &pos, &s, &ql);
   assert_memory_equal(s, "svm-cbt:abc/7", 13);
-  nbd_meta_next(b, &pos, &s, &ql);
+  nbds_meta_next(b, &pos, &s, &ql);
   assert_int_equal(ql, 0);
   assert_int_equal(pos, len);
 
   /* every truncation is invalid */
   for (uint32_t l = 0; l < len; l++)
-    assert_int_equal(nbd_parse_meta(b, l, &m), NBD_REP_ERR_INVALID);
-  assert_int_equal(nbd_parse_meta(b, len + 3, &m), NBD_REP_ERR_INVALID);   /* trailing */
+    assert_int_equal(nbds_parse_meta(b, l, &m), NBD_REP_ERR_INVALID);
+  assert_int_equal(nbds_parse_meta(b, len + 3, &m), NBD_REP_ERR_INVALID);   /* trailing */
   /* query count claims more than present */
   len = mkmeta(b, "disk", 1, q);
-  nbd_put32(b + 8, 2);
-  assert_int_equal(nbd_parse_meta(b, len, &m), NBD_REP_ERR_INVALID);
+  nbds_put32(b + 8, 2);
+  assert_int_equal(nbds_parse_meta(b, len, &m), NBD_REP_ERR_INVALID);
   /* query length past the end */
   len = mkmeta(b, "disk", 1, q);
-  nbd_put32(b + 12, 0x7fffffff);
-  assert_int_equal(nbd_parse_meta(b, len, &m), NBD_REP_ERR_INVALID);
+  nbds_put32(b + 12, 0x7fffffff);
+  assert_int_equal(nbds_parse_meta(b, len, &m), NBD_REP_ERR_INVALID);
   /* too many queries */
   len = mkmeta(b, "disk", 0, q);
-  nbd_put32(b + 8, NBD_MAX_QUERIES + 1);
-  assert_int_equal(nbd_parse_meta(b, len, &m), NBD_REP_ERR_TOO_BIG);
+  nbds_put32(b + 8, NBD_MAX_QUERIES + 1);
+  assert_int_equal(nbds_parse_meta(b, len, &m), NBD_REP_ERR_TOO_BIG);
   /* zero queries is fine (LIST: all contexts; SET: none) */
   len = mkmeta(b, "", 0, q);
-  assert_int_equal(nbd_parse_meta(b, len, &m), 0);
+  assert_int_equal(nbds_parse_meta(b, len, &m), 0);
   assert_int_equal(m.nqueries, 0);
 }
 

@@ -15,8 +15,8 @@
 
 #include <svmotion/error.h>
 
-#include "svm/extents.h"
-#include "svm/provision.h"
+#include "svm/disk/extents.h"
+#include "svm/disk/provision.h"
 
 enum { MB = 1024 * 1024, SIZE = 8 * MB };
 

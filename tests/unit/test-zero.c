@@ -7,7 +7,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "svm/zero.h"
+#include "svm/disk/zero.h"
 
 static bool naive(const unsigned char *p, size_t n)
 {

@@ -17,7 +17,7 @@
 #include <svmotion/cbt.h>
 
 #include "common/error.h"
-#include "svm/export.h"
+#include "svm/nbd/export.h"
 
 static const char usage_text[] =
   "Usage: svm-nbd-serve [OPTIONS] FILE\n"

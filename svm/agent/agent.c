@@ -1,0 +1,396 @@
+/* The agent core: state directory and its lock, datastores, the startup scan, the control
+ * request dispatch, and shutdown. VMs and their disks are in agent-vm.c and agent-disk.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "svm/agent/internal.h"
+#include "svm/control/server.h"
+
+void agent_log(const char *fmt, ...)
+{
+  char ts[32], msg[2048];
+  struct timespec now;
+  struct tm tm;
+  va_list ap;
+
+  clock_gettime(CLOCK_REALTIME, &now);
+  gmtime_r(&now.tv_sec, &tm);
+  strftime(ts, sizeof ts, "%H:%M:%S", &tm);
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "svmd %s.%03ld: %s\n", ts, now.tv_nsec / 1000000, msg);
+}
+
+static int mkdir_p(const char *path)
+{
+  char *p = strdup(path);
+
+  if (!p)
+    return svm_error(ENOMEM, "out of memory");
+  for (char *s = p + 1;; s++) {
+    if (*s == '/' || *s == '\0') {
+      char c = *s;
+      *s = '\0';
+      if (mkdir(p, 0755) < 0 && errno != EEXIST) {
+        int e = errno;
+        svm_error(e, "%s: %s", p, strerror(e));
+        free(p);
+        return -e;
+      }
+      *s = c;
+      if (!c)
+        break;
+    }
+  }
+  free(p);
+  return 0;
+}
+
+/* One svmd per state directory: an flock held for the agent's lifetime (released by the
+ * kernel even after kill -9, so a crash never leaves a stale lock). */
+static int lock_state(struct svm_agent *a)
+{
+  char *path, pid[32];
+  int fd;
+
+  if (asprintf(&path, "%s/svmd.lock", a->state_dir) < 0)
+    return svm_error(ENOMEM, "out of memory");
+  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    int e = errno;
+    svm_error(e, "%s: %s", path, strerror(e));
+    free(path);
+    return -e;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    int e = errno;
+    ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+    pid[n > 0 ? n : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+    if (e == EWOULDBLOCK)
+      svm_error(EBUSY, "another svmd (pid %s) is already running with state directory %s; stop "
+                "it first or give another --state", pid[0] ? pid : "?", a->state_dir);
+    else
+      svm_error(e, "%s: lock: %s", path, strerror(e));
+    close(fd);
+    free(path);
+    return e == EWOULDBLOCK ? -EBUSY : -e;
+  }
+  snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+  if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, strlen(pid), 0) < 0)
+    agent_log("%s: could not record the pid: %s", path, strerror(errno));
+  free(path);
+  a->lock_fd = fd;
+  return 0;
+}
+
+static void scan_one(void *opaque, const struct svm_datastore *ds, const char *dir,
+                     const char *path, struct svm_desc *desc, const char *err)
+{
+  struct svm_agent *a = opaque;
+  struct agent_vm *vm, *other;
+
+  if (!desc) {
+    agent_log("skipping VM folder %s: %s (the file is left as it is; fix it and restart svmd)",
+              dir, err);
+    return;
+  }
+  other = agent_find_vm(a, desc->name);
+  if (other) {
+    agent_log("skipping %s: VM '%s' is already in datastore %s (%s)", path, desc->name,
+              other->ds->name, other->dir);
+    svm_desc_free(desc);
+    return;
+  }
+  if (agent_vm_open(a, ds, dir, path, desc, &vm) < 0) {
+    agent_log("skipping VM in %s: %s", dir, svm_last_error());
+    return;
+  }
+  vm->next = a->vms;
+  a->vms = vm;
+  agent_log("VM %s (datastore %s): %u disk(s) exported", vm->desc->name, ds->name, vm->ndisks);
+}
+
+static void free_agent(struct svm_agent *a)
+{
+  while (a->vms) {
+    struct agent_vm *vm = a->vms;
+    a->vms = vm->next;
+    agent_vm_close(vm);
+  }
+  svm_control_close(a->control);
+  for (size_t i = 0; i < a->nds; i++)
+    svm_datastore_clear(&a->ds[i]);
+  free(a->ds);
+  if (a->nbds_dir && a->lock_fd >= 0)
+    rmdir(a->nbds_dir);            /* ours only with the lock; only when empty */
+  if (a->lock_fd >= 0)
+    close(a->lock_fd);
+  free(a->name);
+  free(a->state_dir);
+  free(a->nbds_dir);
+  free(a->mgmt);
+  free(a->migration);
+  free(a->tls_dir);
+  free(a);
+}
+
+static char *dup_opt(const char *s)
+{
+  return s ? strdup(s) : NULL;
+}
+
+int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
+{
+  struct svm_agent *a = calloc(1, sizeof *a);
+  char *sock = NULL;
+  int r;
+
+  *out = NULL;
+  if (!a)
+    return svm_error(ENOMEM, "out of memory");
+  a->lock_fd = -1;
+  if (!cfg->name || !*cfg->name || !cfg->state_dir || !*cfg->state_dir) {
+    free(a);
+    return svm_error(EINVAL, "the agent needs a --name and a --state directory");
+  }
+  if (cfg->ndatastores == 0) {
+    free(a);
+    return svm_error(EINVAL, "the agent needs at least one --datastore NAME=DIR");
+  }
+  a->name = strdup(cfg->name);
+  a->mgmt = dup_opt(cfg->mgmt);
+  a->migration = dup_opt(cfg->migration);
+  a->tls_dir = dup_opt(cfg->tls_dir);
+  a->insecure = cfg->insecure;
+  a->ds = calloc(cfg->ndatastores, sizeof *a->ds);
+  r = mkdir_p(cfg->state_dir);
+  if (r < 0)
+    goto fail;
+  a->state_dir = realpath(cfg->state_dir, NULL);
+  if (!a->state_dir) {
+    r = svm_error(errno, "%s: %s", cfg->state_dir, strerror(errno));
+    goto fail;
+  }
+  if (!a->name || !a->ds || asprintf(&a->nbds_dir, "%s/nbd", a->state_dir) < 0) {
+    a->nbds_dir = NULL;
+    r = svm_error(ENOMEM, "out of memory");
+    goto fail;
+  }
+  r = lock_state(a);
+  if (r < 0)
+    goto fail;
+  for (size_t i = 0; i < cfg->ndatastores; i++) {
+    r = svm_datastore_parse(cfg->datastores[i], &a->ds[a->nds]);
+    if (r < 0)
+      goto fail;
+    a->nds++;
+    for (size_t j = 0; j + 1 < a->nds; j++)
+      if (strcmp(a->ds[j].name, a->ds[i].name) == 0) {
+        r = svm_error(EINVAL, "--datastore %s: the name '%s' is given twice", cfg->datastores[i],
+                      a->ds[i].name);
+        goto fail;
+      }
+  }
+  r = mkdir_p(a->nbds_dir);
+  if (r < 0)
+    goto fail;
+  agent_log("host %s, state %s, %zu datastore(s)", a->name, a->state_dir, a->nds);
+  for (size_t i = 0; i < a->nds; i++) {
+    agent_log("datastore %s = %s", a->ds[i].name, a->ds[i].dir);
+    r = svm_datastore_scan(&a->ds[i], scan_one, a);
+    if (r < 0)
+      goto fail;
+  }
+  if (asprintf(&sock, "%s/control.sock", a->state_dir) < 0) {
+    sock = NULL;
+    r = svm_error(ENOMEM, "out of memory");
+    goto fail;
+  }
+  r = svm_control_open(sock, &a->control);
+  if (r < 0)
+    goto fail;
+  agent_log("control socket %s", sock);
+  free(sock);
+  *out = a;
+  return 0;
+fail:
+  free(sock);
+  free_agent(a);
+  return r;
+}
+
+void svm_agent_stop(struct svm_agent *a)
+{
+  if (!a)
+    return;
+  agent_log("shutting down: closing exports and change trackers");
+  free_agent(a);
+}
+
+/* ---- control requests ---- */
+
+static bool want_json(const struct svm_ctl_request *r)
+{
+  const char *f = svm_ctl_arg(r, "format");
+  return !f || strcmp(f, "json") == 0;
+}
+
+/* Every argument of the request must be one of `allowed` (NULL-terminated). */
+static int check_args(const struct svm_ctl_request *r, const char *const *allowed)
+{
+  for (size_t i = 0; i < r->nargs; i++) {
+    bool ok = strcmp(r->args[i].key, "format") == 0;
+    for (size_t j = 0; !ok && allowed[j]; j++)
+      ok = strcmp(r->args[i].key, allowed[j]) == 0;
+    if (!ok)
+      return svm_error(EINVAL, "%s: unknown argument '%s'", r->verb, r->args[i].key);
+  }
+  const char *f = svm_ctl_arg(r, "format");
+  if (f && strcmp(f, "json") != 0 && strcmp(f, "text") != 0)
+    return svm_error(EINVAL, "%s: format must be json or text", r->verb);
+  return 0;
+}
+
+static int need_vm(struct svm_agent *a, const struct svm_ctl_request *r, struct agent_vm **vm)
+{
+  const char *name = svm_ctl_arg(r, "vm");
+
+  if (!name)
+    return svm_error(EINVAL, "%s: missing argument 'vm'", r->verb);
+  *vm = agent_find_vm(a, name);
+  if (!*vm)
+    return svm_error(ENOENT, "no such VM '%s' on host %s (svmctl vm list shows the VMs)", name,
+                     a->name);
+  return 0;
+}
+
+static int need_disk(struct svm_agent *a, const struct svm_ctl_request *r,
+                     struct agent_disk **d)
+{
+  struct agent_vm *vm;
+  const char *s = svm_ctl_arg(r, "disk");
+  char *end;
+  int ret = need_vm(a, r, &vm);
+
+  if (ret < 0)
+    return ret;
+  if (!s)
+    return svm_error(EINVAL, "%s: missing argument 'disk'", r->verb);
+  errno = 0;
+  unsigned long i = strtoul(s, &end, 10);
+  if (!*s || *end || errno || s[0] == '-' || s[0] == '+')
+    return svm_error(EINVAL, "disk '%s' is not a disk index (0, 1, ...)", s);
+  if (i >= vm->ndisks)
+    return svm_error(ENOENT, "VM %s has no disk %s (it has %u: 0%s)", vm->desc->name, s,
+                     vm->ndisks, vm->ndisks > 1 ? " ..." : "");
+  *d = &vm->disks[i];
+  return 0;
+}
+
+static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
+{
+  struct svm_agent *a = opaque;
+  bool json = want_json(r);
+  struct agent_vm *vm;
+  struct agent_disk *d;
+  int ret;
+
+  if (strcmp(r->verb, "ping") == 0) {
+    if ((ret = check_args(r, (const char *[]){ NULL })) < 0)
+      return ret;
+    FILE *f = open_memstream(payload, &(size_t){ 0 });
+    if (!f)
+      return svm_error(ENOMEM, "out of memory");
+    if (json) {
+      fputs("{\"host\": ", f);
+      agent_json_str(f, a->name);
+      fputs(", \"version\": ", f);
+      agent_json_str(f, SVM_VERSION);
+      fprintf(f, ", \"protocol\": %d}", SVM_CTL_VERSION);
+    } else {
+      fprintf(f, "svmd %s on host %s\n", SVM_VERSION, a->name);
+    }
+    fclose(f);
+    return 0;
+  }
+  if (strcmp(r->verb, "vm-list") == 0) {
+    if ((ret = check_args(r, (const char *[]){ NULL })) < 0)
+      return ret;
+    return agent_out_vm_list(a, json, payload);
+  }
+  if (strcmp(r->verb, "vm-show") == 0) {
+    if ((ret = check_args(r, (const char *[]){ "vm", NULL })) < 0 ||
+        (ret = need_vm(a, r, &vm)) < 0)
+      return ret;
+    return agent_out_vm(a, vm, json, payload);
+  }
+  if (strcmp(r->verb, "vm-create") == 0) {
+    if ((ret = check_args(r, (const char *[]){ "vm", "datastore", "disk", "tcp", NULL })) < 0 ||
+        (ret = agent_vm_create(a, r, &vm)) < 0)
+      return ret;
+    return agent_out_vm(a, vm, json, payload);
+  }
+  if (strcmp(r->verb, "vm-delete") == 0) {
+    if ((ret = check_args(r, (const char *[]){ "vm", NULL })) < 0 ||
+        (ret = need_vm(a, r, &vm)) < 0)
+      return ret;
+    char *name = strdup(vm->desc->name);
+    if (!name)
+      return svm_error(ENOMEM, "out of memory");
+    ret = agent_vm_delete(a, name);
+    if (ret == 0) {
+      if (json) {
+        FILE *f = open_memstream(payload, &(size_t){ 0 });
+        if (!f) {
+          free(name);
+          return svm_error(ENOMEM, "out of memory");
+        }
+        fputs("{\"deleted\": ", f);
+        agent_json_str(f, name);
+        fputs("}", f);
+        fclose(f);
+      } else if (asprintf(payload, "VM %s deleted\n", name) < 0) {
+        *payload = NULL;
+        ret = svm_error(ENOMEM, "out of memory");
+      }
+    }
+    free(name);
+    return ret;
+  }
+  if (strcmp(r->verb, "cbt-changeid") == 0) {
+    if ((ret = check_args(r, (const char *[]){ "vm", "disk", NULL })) < 0 ||
+        (ret = need_disk(a, r, &d)) < 0)
+      return ret;
+    return agent_cbt_changeid(d, json, payload);
+  }
+  if (strcmp(r->verb, "cbt-query") == 0) {
+    if ((ret = check_args(r, (const char *[]){ "vm", "disk", "since", NULL })) < 0 ||
+        (ret = need_disk(a, r, &d)) < 0)
+      return ret;
+    const char *since = svm_ctl_arg(r, "since");
+    if (!since)
+      return svm_error(EINVAL, "cbt-query: missing argument 'since' (a change ID or '*')");
+    return agent_cbt_query(d, since, json, payload);
+  }
+  return svm_error(EOPNOTSUPP, "unknown command '%s' (this svmd %s knows ping, vm-list, "
+                   "vm-show, vm-create, vm-delete, cbt-changeid, cbt-query)", r->verb,
+                   SVM_VERSION);
+}
+
+int svm_agent_run(struct svm_agent *a, int stop_fd)
+{
+  agent_log("ready");
+  return svm_control_serve(a->control, stop_fd, handle, a);
+}

@@ -1,0 +1,100 @@
+/* Datastores (see datastore.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/error.h"
+#include "svm/agent/datastore.h"
+
+int svm_datastore_parse(const char *spec, struct svm_datastore *out)
+{
+  const char *eq = strchr(spec, '=');
+  struct stat st;
+  char *name, *dir;
+
+  memset(out, 0, sizeof *out);
+  if (!eq || eq == spec || !eq[1])
+    return svm_error(EINVAL, "--datastore %s: expected NAME=DIR", spec);
+  name = strndup(spec, (size_t)(eq - spec));
+  if (!name)
+    return svm_error(ENOMEM, "out of memory");
+  if (!svm_vm_name_valid(name)) {
+    svm_error(EINVAL, "--datastore %s: '%s' is not a valid datastore name (1-64 of "
+              "[A-Za-z0-9._-], not starting with '.' or '-')", spec, name);
+    free(name);
+    return -EINVAL;
+  }
+  int e = stat(eq + 1, &st) < 0 ? errno : !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
+  if (e) {
+    svm_error(e, "--datastore %s: %s: %s (give an existing directory)", spec, eq + 1,
+              strerror(e));
+    free(name);
+    return -e;
+  }
+  dir = realpath(eq + 1, NULL);
+  if (!dir) {
+    e = errno;
+    free(name);
+    return svm_error(e, "--datastore %s: %s", spec, strerror(e));
+  }
+  out->name = name;
+  out->dir = dir;
+  return 0;
+}
+
+void svm_datastore_clear(struct svm_datastore *ds)
+{
+  free(ds->name);
+  free(ds->dir);
+  memset(ds, 0, sizeof *ds);
+}
+
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+  return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+int svm_datastore_scan(const struct svm_datastore *ds, svm_datastore_vm_fn fn, void *opaque)
+{
+  struct dirent **ents;
+  int n = scandir(ds->dir, &ents, NULL, by_name);
+
+  if (n < 0)
+    return svm_error(errno, "datastore %s: %s: %s", ds->name, ds->dir, strerror(errno));
+  for (int i = 0; i < n; i++) {
+    const char *f = ents[i]->d_name;
+    char *dir = NULL, *path = NULL;
+    struct stat st;
+
+    if (f[0] == '.' || asprintf(&dir, "%s/%s", ds->dir, f) < 0)
+      goto next;
+    if (asprintf(&path, "%s/%s.svm", dir, f) < 0) {
+      path = NULL;
+      goto next;
+    }
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || stat(path, &st) < 0)
+      goto next;
+    struct svm_desc *d;
+    if (svm_desc_load(path, &d) < 0) {
+      fn(opaque, ds, dir, path, NULL, svm_last_error());
+      goto next;
+    }
+    if (strcmp(d->name, f) != 0) {
+      const char *v = svm_desc_get(d, "name");
+      svm_error(EINVAL, "%s: name = %s does not match its folder '%s'", path, v, f);
+      svm_desc_free(d);
+      fn(opaque, ds, dir, path, NULL, svm_last_error());
+      goto next;
+    }
+    fn(opaque, ds, dir, path, d, NULL);
+  next:
+    free(dir);
+    free(path);
+    free(ents[i]);
+  }
+  free(ents);
+  return 0;
+}

@@ -1,0 +1,605 @@
+/* The VM descriptor `<vm>.svm` (format documented in descriptor.h).
+ *
+ * The file is kept as a list of lines, each with its original text, so that comments, unknown
+ * keys and spacing survive a load/save round trip byte for byte; only lines set through
+ * svm_desc_set are rewritten (as "key = value"). The typed view (name, disks, ...) points into
+ * the lines and is rebuilt by svm_desc_validate. Descriptors come from disk and are not trusted:
+ * every line is length-checked and a disk file name may not leave the VM folder. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "svm/agent/descriptor.h"
+
+static const char *const prov_names[] = {
+  [SVM_DESC_THIN] = "thin",
+  [SVM_DESC_THICK] = "thick",
+  [SVM_DESC_EAGER] = "eager-zeroed-thick",
+};
+
+const char *svm_desc_prov_name(enum svm_desc_prov p)
+{
+  return (unsigned)p < 3 ? prov_names[p] : "?";
+}
+
+int svm_desc_prov_parse(const char *s, enum svm_desc_prov *out)
+{
+  for (unsigned i = 0; i < 3; i++)
+    if (strcmp(s, prov_names[i]) == 0) {
+      *out = (enum svm_desc_prov)i;
+      return 0;
+    }
+  return svm_error(EINVAL, "'%s' is not a provisioning (thin, thick or eager-zeroed-thick)", s);
+}
+
+bool svm_vm_name_valid(const char *name)
+{
+  size_t n = strlen(name);
+
+  if (n == 0 || n > 64 || name[0] == '.' || name[0] == '-')
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '.' || c == '_' || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+int svm_uuid_generate(char buf[37])
+{
+  unsigned char b[16];
+  size_t got = 0;
+
+  while (got < sizeof b) {
+    ssize_t r = getrandom(b + got, sizeof b - got, 0);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return svm_error(errno, "getrandom: %s", strerror(errno));
+    }
+    got += (size_t)r;
+  }
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+  snprintf(buf, 37,
+           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+           b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+           b[13], b[14], b[15]);
+  return 0;
+}
+
+struct svm_desc *svm_desc_new(const char *path)
+{
+  struct svm_desc *d = calloc(1, sizeof *d);
+
+  if (!d)
+    return NULL;
+  d->path = strdup(path ? path : "(descriptor)");
+  if (!d->path) {
+    free(d);
+    return NULL;
+  }
+  return d;
+}
+
+void svm_desc_free(struct svm_desc *d)
+{
+  if (!d)
+    return;
+  for (size_t i = 0; i < d->nlines; i++) {
+    free(d->lines[i].text);
+    free(d->lines[i].key);
+    free(d->lines[i].value);
+  }
+  free(d->lines);
+  free(d->path);
+  free(d);
+}
+
+static bool key_char(char c)
+{
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '.' || c == '_' || c == '-';
+}
+
+static bool blank(char c)
+{
+  return c == ' ' || c == '\t' || c == '\r';
+}
+
+static struct svm_desc_line *add_line(struct svm_desc *d)
+{
+  if (d->nlines == d->cap) {
+    size_t ncap = d->cap ? d->cap * 2 : 16;
+    struct svm_desc_line *n = realloc(d->lines, ncap * sizeof *n);
+    if (!n)
+      return NULL;
+    d->lines = n;
+    d->cap = ncap;
+  }
+  struct svm_desc_line *l = &d->lines[d->nlines++];
+  memset(l, 0, sizeof *l);
+  return l;
+}
+
+static const struct svm_desc_line *find_key(const struct svm_desc *d, const char *key)
+{
+  for (size_t i = 0; i < d->nlines; i++)
+    if (d->lines[i].key && strcmp(d->lines[i].key, key) == 0)
+      return &d->lines[i];
+  return NULL;
+}
+
+const char *svm_desc_get(const struct svm_desc *d, const char *key)
+{
+  const struct svm_desc_line *l = find_key(d, key);
+  return l ? l->value : NULL;
+}
+
+/* Split one line (no '\n', no NUL) into key and value; comments leave key NULL. */
+static int parse_line(struct svm_desc *d, struct svm_desc_line *l, const char *s, size_t n)
+{
+  size_t i = 0, ks, ke, vs, ve;
+
+  l->text = strndup(s, n);
+  if (!l->text)
+    return svm_error(ENOMEM, "out of memory");
+  while (i < n && blank(s[i]))
+    i++;
+  if (i == n || s[i] == '#')
+    return 0;
+  const char *eq = memchr(s, '=', n);
+  if (!eq)
+    return svm_error(EINVAL, "%s:%u: expected 'key = value' but the line has no '='", d->path,
+                     l->lineno);
+  ks = i;
+  ke = (size_t)(eq - s);
+  while (ke > ks && blank(s[ke - 1]))
+    ke--;
+  if (ke == ks)
+    return svm_error(EINVAL, "%s:%u: no key before '='", d->path, l->lineno);
+  for (size_t k = ks; k < ke; k++)
+    if (!key_char(s[k]))
+      return svm_error(EINVAL, "%s:%u: bad key '%.*s' (letters, digits, '.', '_', '-' only)",
+                       d->path, l->lineno, (int)(ke - ks), s + ks);
+  vs = (size_t)(eq - s) + 1;
+  ve = n;
+  while (vs < ve && blank(s[vs]))
+    vs++;
+  while (ve > vs && blank(s[ve - 1]))
+    ve--;
+  l->key = strndup(s + ks, ke - ks);
+  l->value = strndup(s + vs, ve - vs);
+  if (!l->key || !l->value)
+    return svm_error(ENOMEM, "out of memory");
+  const struct svm_desc_line *first = find_key(d, l->key);
+  if (first && first != l)
+    return svm_error(EINVAL, "%s:%u: duplicate key '%s' (first on line %u)", d->path, l->lineno,
+                     l->key, first->lineno);
+  return 0;
+}
+
+int svm_desc_parse(const char *path, const char *buf, size_t len, struct svm_desc **out)
+{
+  struct svm_desc *d = svm_desc_new(path);
+  unsigned lineno = 0;
+  size_t pos = 0;
+  int r;
+
+  *out = NULL;
+  if (!d)
+    return svm_error(ENOMEM, "out of memory");
+  if (len > SVM_DESC_MAX_FILE) {
+    r = svm_error(EFBIG, "%s: %zu bytes, larger than the %d bytes a descriptor may have", path,
+                  len, SVM_DESC_MAX_FILE);
+    goto fail;
+  }
+  while (pos < len) {
+    const char *s = buf + pos;
+    const char *nl = memchr(s, '\n', len - pos);
+    size_t n = nl ? (size_t)(nl - s) : len - pos;
+
+    lineno++;
+    if (memchr(s, '\0', n)) {
+      r = svm_error(EINVAL, "%s:%u: the line holds a NUL byte (not a text file?)", path, lineno);
+      goto fail;
+    }
+    if (n > SVM_DESC_MAX_LINE) {
+      r = svm_error(EINVAL, "%s:%u: line longer than %d bytes", path, lineno, SVM_DESC_MAX_LINE);
+      goto fail;
+    }
+    if (!nl) {
+      r = svm_error(EINVAL, "%s:%u: truncated file: the last line has no newline", path, lineno);
+      goto fail;
+    }
+    struct svm_desc_line *l = add_line(d);
+    if (!l) {
+      r = svm_error(ENOMEM, "out of memory");
+      goto fail;
+    }
+    l->lineno = lineno;
+    r = parse_line(d, l, s, n);
+    if (r < 0)
+      goto fail;
+    pos += n + 1;
+  }
+  r = svm_desc_validate(d);
+  if (r < 0)
+    goto fail;
+  *out = d;
+  return 0;
+fail:
+  svm_desc_free(d);
+  return r;
+}
+
+int svm_desc_load(const char *path, struct svm_desc **out)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  char *buf;
+  size_t got = 0;
+  int r;
+
+  *out = NULL;
+  if (fd < 0)
+    return svm_error(errno, "%s: %s", path, strerror(errno));
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return svm_error(EINVAL, "%s: not a regular file", path);
+  }
+  if (st.st_size > SVM_DESC_MAX_FILE) {
+    close(fd);
+    return svm_error(EFBIG, "%s: %jd bytes, larger than the %d bytes a descriptor may have",
+                     path, (intmax_t)st.st_size, SVM_DESC_MAX_FILE);
+  }
+  buf = malloc((size_t)st.st_size + 1);
+  if (!buf) {
+    close(fd);
+    return svm_error(ENOMEM, "out of memory");
+  }
+  while (got < (size_t)st.st_size) {
+    ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      r = svm_error(errno, "%s: %s", path, strerror(errno));
+      goto out;
+    }
+    if (n == 0)
+      break;
+    got += (size_t)n;
+  }
+  r = svm_desc_parse(path, buf, got, out);
+out:
+  free(buf);
+  close(fd);
+  return r;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+  uint64_t v = 0;
+
+  if (!*s)
+    return -EINVAL;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9')
+      return -EINVAL;
+    unsigned dgt = (unsigned)(*s - '0');
+    if (v > (UINT64_MAX - dgt) / 10)
+      return -ERANGE;
+    v = v * 10 + dgt;
+  }
+  *out = v;
+  return 0;
+}
+
+/* "diskN.field" -> index N and field. 0 = not a disk key, 1 = disk key, <0 = bad index.
+ * "disk" followed by a digit or '.' is a disk key; other keys that merely start with "disk"
+ * ("diskless", "disks.note") are unknown keys like any other. */
+static int disk_key(const char *key, unsigned *index, const char **field)
+{
+  if (strncmp(key, "disk", 4) != 0 || !(key[4] == '.' || (key[4] >= '0' && key[4] <= '9')))
+    return 0;
+  const char *dot = strchr(key + 4, '.');
+  if (!dot)
+    return -EINVAL;
+  size_t n = (size_t)(dot - (key + 4));
+  if (n == 0 || n > 2 || (n > 1 && key[4] == '0'))
+    return -EINVAL;
+  unsigned v = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = key[4 + i];
+    if (c < '0' || c > '9')
+      return -EINVAL;
+    v = v * 10 + (unsigned)(c - '0');
+  }
+  if (v >= SVM_DESC_MAX_DISKS)
+    return -EINVAL;
+  *index = v;
+  *field = dot + 1;
+  return 1;
+}
+
+static bool plain_file_name(const char *s)
+{
+  return *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+int svm_desc_validate(struct svm_desc *d)
+{
+  unsigned first_line[SVM_DESC_MAX_DISKS] = { 0 };
+  bool has_size[SVM_DESC_MAX_DISKS] = { false };
+  unsigned max_index = 0;
+  bool any_disk = false;
+  const struct svm_desc_line *vl = NULL;
+
+  d->version = 0;
+  d->name = d->uuid = d->tcp = NULL;
+  d->ndisks = 0;
+  memset(d->disks, 0, sizeof d->disks);
+
+  for (size_t i = 0; i < d->nlines; i++) {
+    const struct svm_desc_line *l = &d->lines[i];
+    unsigned idx;
+    const char *field;
+    uint64_t v;
+
+    if (!l->key)
+      continue;
+    if (strcmp(l->key, "svm.version") == 0) {
+      if (parse_u64(l->value, &v) < 0)
+        return svm_error(EINVAL, "%s:%u: svm.version: '%s' is not a number", d->path, l->lineno,
+                         l->value);
+      if (v != SVM_DESC_VERSION)
+        return svm_error(EINVAL, "%s:%u: svm.version = %s is not supported (this svmotion reads "
+                         "version %d)", d->path, l->lineno, l->value, SVM_DESC_VERSION);
+      d->version = (unsigned)v;
+      vl = l;
+    } else if (strcmp(l->key, "name") == 0) {
+      if (!svm_vm_name_valid(l->value))
+        return svm_error(EINVAL, "%s:%u: name: '%s' is not a valid VM name (1-64 of "
+                         "[A-Za-z0-9._-], not starting with '.' or '-')", d->path, l->lineno,
+                         l->value);
+      d->name = l->value;
+    } else if (strcmp(l->key, "uuid") == 0) {
+      d->uuid = l->value;
+    } else if (strcmp(l->key, "export.tcp") == 0) {
+      if (!strchr(l->value, ':'))
+        return svm_error(EINVAL, "%s:%u: export.tcp: '%s' is not ADDR:PORT", d->path, l->lineno,
+                         l->value);
+      d->tcp = l->value;
+    } else {
+      int k = disk_key(l->key, &idx, &field);
+      if (k < 0)
+        return svm_error(EINVAL, "%s:%u: bad disk index in '%s' (disk0 ... disk%d, no leading "
+                         "zeros)", d->path, l->lineno, l->key, SVM_DESC_MAX_DISKS - 1);
+      if (k == 0)
+        continue;
+      struct svm_desc_disk *dk = &d->disks[idx];
+      if (!first_line[idx])
+        first_line[idx] = l->lineno ? l->lineno : 1;
+      if (!any_disk || idx > max_index)
+        max_index = idx;
+      any_disk = true;
+      if (strcmp(field, "file") == 0) {
+        if (!plain_file_name(l->value))
+          return svm_error(EINVAL, "%s:%u: %s: '%s' must be a file name inside the VM folder",
+                           d->path, l->lineno, l->key, l->value);
+        dk->file = l->value;
+      } else if (strcmp(field, "size") == 0) {
+        if (parse_u64(l->value, &v) < 0)
+          return svm_error(EINVAL, "%s:%u: %s: '%s' is not a number", d->path, l->lineno,
+                           l->key, l->value);
+        if (v == 0 || v % 512 || v > (UINT64_C(1) << 62))
+          return svm_error(EINVAL, "%s:%u: %s: %s is not a disk size (a non-zero multiple of "
+                           "512)", d->path, l->lineno, l->key, l->value);
+        dk->size = v;
+        has_size[idx] = true;
+      } else if (strcmp(field, "provisioning") == 0) {
+        if (svm_desc_prov_parse(l->value, &dk->provisioning) < 0)
+          return svm_error_prefix("%s:%u: %s", d->path, l->lineno, l->key);
+      } else if (strcmp(field, "uuid") == 0) {
+        dk->uuid = l->value;
+      } else if (strcmp(field, "ctk") == 0) {
+        if (!plain_file_name(l->value))
+          return svm_error(EINVAL, "%s:%u: %s: '%s' must be a file name inside the VM folder",
+                           d->path, l->lineno, l->key, l->value);
+        dk->ctk = l->value;
+      }
+    }
+  }
+  if (!vl)
+    return svm_error(EINVAL, "%s: missing key 'svm.version'", d->path);
+  if (!d->name)
+    return svm_error(EINVAL, "%s: missing key 'name'", d->path);
+  if (!d->uuid)
+    return svm_error(EINVAL, "%s: missing key 'uuid'", d->path);
+  if (any_disk) {
+    for (unsigned i = 0; i <= max_index; i++) {
+      struct svm_desc_disk *dk = &d->disks[i];
+      if (!first_line[i]) {
+        unsigned j = i + 1;
+        while (!first_line[j])
+          j++;
+        return svm_error(EINVAL, "%s:%u: disk%u without disk%u (disks are numbered 0, 1, ...)",
+                         d->path, first_line[j], j, i);
+      }
+      if (!dk->file)
+        return svm_error(EINVAL, "%s: missing key 'disk%u.file'", d->path, i);
+      if (!has_size[i])
+        return svm_error(EINVAL, "%s: missing key 'disk%u.size'", d->path, i);
+      if (!dk->uuid)
+        return svm_error(EINVAL, "%s: missing key 'disk%u.uuid'", d->path, i);
+      if (!dk->ctk) {
+        snprintf(dk->ctk_default, sizeof dk->ctk_default, "disk%u.ctk", i);
+        dk->ctk = dk->ctk_default;
+      }
+      for (unsigned j = 0; j < i; j++)
+        if (strcmp(d->disks[j].file, dk->file) == 0 || strcmp(d->disks[j].ctk, dk->ctk) == 0)
+          return svm_error(EINVAL, "%s: disk%u and disk%u share a file", d->path, j, i);
+      if (strcmp(dk->file, dk->ctk) == 0)
+        return svm_error(EINVAL, "%s: disk%u: file and ctk are the same file", d->path, i);
+    }
+    d->ndisks = max_index + 1;
+  }
+  return 0;
+}
+
+int svm_desc_set(struct svm_desc *d, const char *key, const char *value)
+{
+  size_t kl = strlen(key), vl = strlen(value);
+  struct svm_desc_line *l = NULL;
+
+  if (kl == 0)
+    return svm_error(EINVAL, "empty key");
+  for (size_t i = 0; i < kl; i++)
+    if (!key_char(key[i]))
+      return svm_error(EINVAL, "bad key '%s'", key);
+  if (strpbrk(value, "\n\r") || (vl && (blank(value[0]) || blank(value[vl - 1]))))
+    return svm_error(EINVAL, "%s: value '%s' has newlines or blanks at its ends", key, value);
+  if (kl + vl + 3 > SVM_DESC_MAX_LINE)
+    return svm_error(EINVAL, "%s: value too long", key);
+  for (size_t i = 0; i < d->nlines; i++)
+    if (d->lines[i].key && strcmp(d->lines[i].key, key) == 0)
+      l = &d->lines[i];
+  char *text, *k = strdup(key), *v = strdup(value);
+  if (!k || !v || asprintf(&text, "%s = %s", key, value) < 0) {
+    free(k);
+    free(v);
+    return svm_error(ENOMEM, "out of memory");
+  }
+  if (!l) {
+    l = add_line(d);
+    if (!l) {
+      free(k);
+      free(v);
+      free(text);
+      return svm_error(ENOMEM, "out of memory");
+    }
+  } else {
+    free(l->text);
+    free(l->key);
+    free(l->value);
+  }
+  l->text = text;
+  l->key = k;
+  l->value = v;
+  return 0;
+}
+
+int svm_desc_comment(struct svm_desc *d, const char *text)
+{
+  struct svm_desc_line *l;
+  char *t;
+
+  if (strpbrk(text, "\n\r") || strlen(text) + 2 > SVM_DESC_MAX_LINE)
+    return svm_error(EINVAL, "comment with a newline or too long");
+  if (asprintf(&t, "# %s", text) < 0)
+    return svm_error(ENOMEM, "out of memory");
+  l = add_line(d);
+  if (!l) {
+    free(t);
+    return svm_error(ENOMEM, "out of memory");
+  }
+  l->text = t;
+  return 0;
+}
+
+int svm_desc_format(const struct svm_desc *d, char **out, size_t *len)
+{
+  size_t n = 0, pos = 0;
+  char *buf;
+
+  for (size_t i = 0; i < d->nlines; i++)
+    n += strlen(d->lines[i].text) + 1;
+  buf = malloc(n + 1);
+  if (!buf)
+    return svm_error(ENOMEM, "out of memory");
+  for (size_t i = 0; i < d->nlines; i++) {
+    size_t l = strlen(d->lines[i].text);
+    memcpy(buf + pos, d->lines[i].text, l);
+    pos += l;
+    buf[pos++] = '\n';
+  }
+  buf[pos] = '\0';
+  *out = buf;
+  *len = pos;
+  return 0;
+}
+
+static int fsync_dir_of(const char *path)
+{
+  char *copy = strdup(path);
+  int fd, r = 0;
+
+  if (!copy)
+    return svm_error(ENOMEM, "out of memory");
+  fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || fsync(fd) < 0)
+    r = svm_error(errno, "%s: fsync of the folder: %s", path, strerror(errno));
+  if (fd >= 0)
+    close(fd);
+  free(copy);
+  return r;
+}
+
+int svm_desc_save(const struct svm_desc *d, const char *path)
+{
+  char *buf, *tmp = NULL;
+  size_t len, off = 0;
+  int fd = -1, r;
+
+  r = svm_desc_format(d, &buf, &len);
+  if (r < 0)
+    return r;
+  if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
+    free(buf);
+    return svm_error(ENOMEM, "out of memory");
+  }
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    r = svm_error(errno, "%s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  while (off < len) {
+    ssize_t n = write(fd, buf + off, len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      r = svm_error(errno, "%s: %s", tmp, strerror(errno));
+      goto out;
+    }
+    off += (size_t)n;
+  }
+  if (fsync(fd) < 0) {
+    r = svm_error(errno, "%s: fsync: %s", tmp, strerror(errno));
+    goto out;
+  }
+  close(fd);
+  fd = -1;
+  if (rename(tmp, path) < 0) {
+    r = svm_error(errno, "%s: rename: %s", path, strerror(errno));
+    goto out;
+  }
+  r = fsync_dir_of(path);
+out:
+  if (fd >= 0)
+    close(fd);
+  if (r < 0)
+    unlink(tmp);
+  free(tmp);
+  free(buf);
+  return r;
+}

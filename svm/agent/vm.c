@@ -1,0 +1,423 @@
+/* VMs of the agent: open a VM from its descriptor, create one (folder, disk files in the
+ * requested provisioning, descriptor), delete one. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "svm/agent/internal.h"
+#include "svm/disk/provision.h"
+
+struct agent_vm *agent_find_vm(struct svm_agent *a, const char *name)
+{
+  for (struct agent_vm *vm = a->vms; vm; vm = vm->next)
+    if (strcmp(vm->desc->name, name) == 0)
+      return vm;
+  return NULL;
+}
+
+const struct svm_datastore *agent_find_ds(struct svm_agent *a, const char *name)
+{
+  for (size_t i = 0; i < a->nds; i++)
+    if (strcmp(a->ds[i].name, name) == 0)
+      return &a->ds[i];
+  return NULL;
+}
+
+static void free_vm(struct agent_vm *vm)
+{
+  for (unsigned i = 0; vm->disks && i < vm->ndisks; i++) {
+    struct agent_disk *d = &vm->disks[i];
+    free(d->path);
+    free(d->ctk_path);
+    free(d->export_name);
+    free(d->sock_path);
+  }
+  free(vm->disks);
+  svm_desc_free(vm->desc);
+  free(vm->dir);
+  free(vm->desc_path);
+  free(vm);
+}
+
+void agent_vm_close(struct agent_vm *vm)
+{
+  if (!vm)
+    return;
+  for (unsigned i = 0; i < vm->ndisks; i++)
+    agent_disk_stop(&vm->disks[i]);
+  free_vm(vm);
+}
+
+/* "ADDR:PORT" (ADDR may be [v6]) -> addr, port */
+static int split_hostport(const char *s, char *addr, size_t alen, char *port, size_t plen)
+{
+  const char *colon = strrchr(s, ':');
+  const char *h = s;
+  size_t hl;
+
+  if (!colon || !colon[1])
+    return svm_error(EINVAL, "'%s' is not ADDR:PORT", s);
+  hl = (size_t)(colon - s);
+  if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
+    h++;
+    hl -= 2;
+  }
+  if (hl == 0 || hl >= alen || strlen(colon + 1) >= plen)
+    return svm_error(EINVAL, "'%s' is not ADDR:PORT", s);
+  memcpy(addr, h, hl);
+  addr[hl] = '\0';
+  strcpy(port, colon + 1);
+  for (const char *p = port; *p; p++)
+    if (*p < '0' || *p > '9')
+      return svm_error(EINVAL, "'%s': the port must be a number", s);
+  if (atoi(port) > 65535)
+    return svm_error(EINVAL, "'%s': port out of range", s);
+  return 0;
+}
+
+int agent_vm_open(struct svm_agent *a, const struct svm_datastore *ds, const char *dir,
+                  const char *desc_path, struct svm_desc *desc, struct agent_vm **out)
+{
+  struct agent_vm *vm = calloc(1, sizeof *vm);
+  char tcp_port[16] = "";
+  char tcp_addr[64] = "";
+  unsigned started = 0;
+  int r;
+
+  *out = NULL;
+  if (!vm) {
+    svm_desc_free(desc);
+    return svm_error(ENOMEM, "out of memory");
+  }
+  vm->ds = ds;
+  vm->desc = desc;
+  vm->dir = strdup(dir);
+  vm->desc_path = strdup(desc_path);
+  vm->ndisks = desc->ndisks;
+  vm->disks = calloc(desc->ndisks ? desc->ndisks : 1, sizeof *vm->disks);
+  if (!vm->dir || !vm->desc_path || !vm->disks) {
+    r = svm_error(ENOMEM, "out of memory");
+    goto fail;
+  }
+  if (desc->tcp) {
+    r = split_hostport(desc->tcp, tcp_addr, sizeof tcp_addr, tcp_port, sizeof tcp_port);
+    if (r < 0) {
+      r = svm_error_prefix("%s: export.tcp", desc_path);
+      goto fail;
+    }
+  }
+  for (unsigned i = 0; i < vm->ndisks; i++) {
+    struct agent_disk *d = &vm->disks[i];
+    const struct svm_desc_disk *dd = &desc->disks[i];
+    struct stat st;
+
+    d->vm = vm;
+    d->index = i;
+    if (asprintf(&d->path, "%s/%s", dir, dd->file) < 0 ||
+        asprintf(&d->ctk_path, "%s/%s", dir, dd->ctk) < 0 ||
+        asprintf(&d->export_name, "%s/disk%u", desc->name, i) < 0 ||
+        asprintf(&d->sock_path, "%s/%s-disk%u.sock", a->nbds_dir, desc->name, i) < 0) {
+      r = svm_error(ENOMEM, "out of memory");
+      goto fail;
+    }
+    if (stat(d->path, &st) < 0) {
+      r = svm_error(errno, "%s: disk%u: %s: %s", desc_path, i, d->path, strerror(errno));
+      goto fail;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != dd->size) {
+      r = svm_error(EINVAL, "%s: disk%u: %s is %jd bytes, the descriptor says %" PRIu64,
+                    desc_path, i, d->path, (intmax_t)st.st_size, dd->size);
+      goto fail;
+    }
+    if (tcp_addr[0]) {
+      snprintf(d->tcp_addr, sizeof d->tcp_addr, "%s", tcp_addr);
+      unsigned port = (unsigned)atoi(tcp_port);
+      /* a fixed port P serves disk0, P+1 disk1, ...; port 0 gives each disk an ephemeral one */
+      snprintf(d->tcp_port, sizeof d->tcp_port, "%u", port ? port + i : 0);
+    }
+  }
+  for (; started < vm->ndisks; started++) {
+    r = agent_disk_start(a, &vm->disks[started]);
+    if (r < 0) {
+      r = svm_error_prefix("%s: disk%u", desc_path, started);
+      goto fail;
+    }
+  }
+  *out = vm;
+  return 0;
+fail:
+  while (started)
+    agent_disk_stop(&vm->disks[--started]);
+  free_vm(vm);
+  return r;
+}
+
+/* ---- create ---- */
+
+/* A new disk file in the provisioning asked for (svm/provision.h): thin = sparse, thick = every
+ * block allocated, eager-zeroed thick = allocated and written with zeros. */
+static int create_disk_file(const char *path, uint64_t size, enum svm_desc_prov p)
+{
+  enum svm_provisioning kind = p == SVM_DESC_THICK   ? SVM_PROVISIONING_THICK
+                               : p == SVM_DESC_EAGER ? SVM_PROVISIONING_EAGER
+                                                     : SVM_PROVISIONING_THIN;
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  int r;
+
+  if (fd < 0)
+    return svm_error(errno, "%s: %s", path, strerror(errno));
+  r = svm_provision_prepare(fd, path, size, kind);
+  if (r == 0)
+    r = svm_provision_finish(fd, path, size, kind, NULL);
+  if (r == 0 && fdatasync(fd) < 0)
+    r = svm_error(errno, "%s: fdatasync: %s", path, strerror(errno));
+  close(fd);
+  return r;
+}
+
+static int parse_disk_arg(const char *s, uint64_t *size, enum svm_desc_prov *p)
+{
+  const char *colon = strchr(s, ':');
+  size_t n = colon ? (size_t)(colon - s) : strlen(s);
+  uint64_t v = 0;
+
+  if (n == 0)
+    return svm_error(EINVAL, "disk '%s': no size", s);
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9' || v > UINT64_MAX / 10)
+      return svm_error(EINVAL, "disk '%s': the size must be a number of bytes", s);
+    v = v * 10 + (uint64_t)(s[i] - '0');
+  }
+  if (v == 0 || v % 512 || v > (UINT64_C(1) << 62))
+    return svm_error(EINVAL, "disk '%s': the size must be a non-zero multiple of 512 bytes", s);
+  *size = v;
+  *p = SVM_DESC_THIN;
+  if (colon && svm_desc_prov_parse(colon + 1, p) < 0)
+    return svm_error_prefix("disk '%s'", s);
+  return 0;
+}
+
+static int setf(struct svm_desc *d, const char *val, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+static int setf(struct svm_desc *d, const char *val, const char *fmt, ...)
+{
+  char key[64];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(key, sizeof key, fmt, ap);
+  va_end(ap);
+  return svm_desc_set(d, key, val);
+}
+
+int agent_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, struct agent_vm **out)
+{
+  const char *name = svm_ctl_arg(r, "vm"), *dsname = svm_ctl_arg(r, "datastore");
+  const char *tcp = svm_ctl_arg(r, "tcp");
+  uint64_t sizes[SVM_DESC_MAX_DISKS];
+  enum svm_desc_prov provs[SVM_DESC_MAX_DISKS];
+  unsigned nd = 0, made = 0;
+  const struct svm_datastore *ds;
+  struct svm_desc *d = NULL;
+  char *dir = NULL, *path = NULL, *file = NULL;
+  char uuid[37], num[32];
+  bool dir_made = false;
+  int ret;
+
+  *out = NULL;
+  if (!name)
+    return svm_error(EINVAL, "vm-create: missing argument 'vm'");
+  if (!svm_vm_name_valid(name))
+    return svm_error(EINVAL, "'%s' is not a valid VM name (1-64 of [A-Za-z0-9._-], not "
+                     "starting with '.' or '-')", name);
+  if (!dsname)
+    return svm_error(EINVAL, "vm-create: missing argument 'datastore'");
+  ds = agent_find_ds(a, dsname);
+  if (!ds) {
+    char list[512] = "";
+    for (size_t i = 0; i < a->nds; i++)
+      snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+               a->ds[i].name);
+    return svm_error(ENOENT, "no such datastore '%s' on host %s (it has: %s)", dsname, a->name,
+                     list);
+  }
+  struct agent_vm *other = agent_find_vm(a, name);
+  if (other)
+    return svm_error(EEXIST, "VM %s exists already (datastore %s, %s)", name, other->ds->name,
+                     other->dir);
+  if (tcp) {
+    char h[64], p[16];
+    if (split_hostport(tcp, h, sizeof h, p, sizeof p) < 0)
+      return svm_error_prefix("--tcp");
+  }
+  for (size_t i = 0; i < r->nargs; i++) {
+    if (strcmp(r->args[i].key, "disk") != 0)
+      continue;
+    if (nd == SVM_DESC_MAX_DISKS)
+      return svm_error(E2BIG, "at most %d disks", SVM_DESC_MAX_DISKS);
+    ret = parse_disk_arg(r->args[i].value, &sizes[nd], &provs[nd]);
+    if (ret < 0)
+      return ret;
+    nd++;
+  }
+  if (nd == 0)
+    return svm_error(EINVAL, "a VM needs at least one --disk SIZE[:PROVISIONING]");
+
+  if (asprintf(&dir, "%s/%s", ds->dir, name) < 0 ||
+      asprintf(&path, "%s/%s.svm", dir, name) < 0) {
+    dir = path = NULL;
+    ret = svm_error(ENOMEM, "out of memory");
+    goto fail;
+  }
+  if (mkdir(dir, 0755) < 0) {
+    ret = svm_error(errno, "%s: %s%s", dir, strerror(errno),
+                    errno == EEXIST ? " (a folder of that name is in the datastore already; "
+                                      "remove it or pick another name)" : "");
+    goto fail;
+  }
+  dir_made = true;
+  d = svm_desc_new(path);
+  if (!d || svm_uuid_generate(uuid) < 0) {
+    ret = d ? -svm_last_errno() : svm_error(ENOMEM, "out of memory");
+    goto fail;
+  }
+  ret = svm_desc_comment(d, "svmotion VM descriptor: key = value lines; unknown keys are kept");
+  if (!ret)
+    ret = svm_desc_set(d, "svm.version", "1");
+  if (!ret)
+    ret = svm_desc_set(d, "name", name);
+  if (!ret)
+    ret = svm_desc_set(d, "uuid", uuid);
+  if (!ret && tcp)
+    ret = svm_desc_set(d, "export.tcp", tcp);
+  for (unsigned i = 0; !ret && i < nd; i++) {
+    char f[32], c[32];
+    snprintf(f, sizeof f, "disk%u.raw", i);
+    snprintf(c, sizeof c, "disk%u.ctk", i);
+    snprintf(num, sizeof num, "%" PRIu64, sizes[i]);
+    ret = svm_uuid_generate(uuid);
+    if (!ret)
+      ret = setf(d, f, "disk%u.file", i);
+    if (!ret)
+      ret = setf(d, num, "disk%u.size", i);
+    if (!ret)
+      ret = setf(d, svm_desc_prov_name(provs[i]), "disk%u.provisioning", i);
+    if (!ret)
+      ret = setf(d, uuid, "disk%u.uuid", i);
+    if (!ret)
+      ret = setf(d, c, "disk%u.ctk", i);
+  }
+  if (!ret)
+    ret = svm_desc_validate(d);
+  if (ret < 0)
+    goto fail;
+  for (; made < nd; made++) {
+    free(file);
+    if (asprintf(&file, "%s/%s", dir, d->disks[made].file) < 0) {
+      file = NULL;
+      ret = svm_error(ENOMEM, "out of memory");
+      goto fail;
+    }
+    ret = create_disk_file(file, sizes[made], provs[made]);
+    if (ret < 0)
+      goto fail;
+  }
+  ret = svm_desc_save(d, path);
+  if (ret < 0)
+    goto fail;
+  /* the descriptor save synced the VM folder; the folder's own entry lives in the datastore */
+  int dfd = open(ds->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || fsync(dfd) < 0) {
+    ret = svm_error(errno, "%s: fsync: %s", ds->dir, strerror(errno));
+    if (dfd >= 0)
+      close(dfd);
+    goto fail;
+  }
+  close(dfd);
+  svm_desc_free(d);
+  d = NULL;
+  /* open what is on disk now, exactly as a restart would */
+  ret = svm_desc_load(path, &d);
+  if (ret < 0)
+    goto fail;
+  struct agent_vm *vm;
+  ret = agent_vm_open(a, ds, dir, path, d, &vm);
+  d = NULL;
+  if (ret < 0)
+    goto fail;
+  vm->next = a->vms;
+  a->vms = vm;
+  agent_log("created VM %s in datastore %s with %u disk(s)", name, ds->name, nd);
+  *out = vm;
+  free(dir);
+  free(path);
+  free(file);
+  return 0;
+fail:
+  /* leave nothing behind: the folder is new, so everything in it was made here */
+  if (dir_made) {
+    char *p = NULL;
+    for (unsigned i = 0; i < nd; i++) {
+      if (asprintf(&p, "%s/disk%u.raw", dir, i) >= 0) {
+        unlink(p);
+        free(p);
+      }
+      if (asprintf(&p, "%s/disk%u.ctk", dir, i) >= 0) {
+        unlink(p);
+        free(p);
+      }
+    }
+    unlink(path);
+    rmdir(dir);
+  }
+  svm_desc_free(d);
+  free(dir);
+  free(path);
+  free(file);
+  return ret;
+}
+
+/* ---- delete ---- */
+
+int agent_vm_delete(struct svm_agent *a, const char *name)
+{
+  struct agent_vm **pp = &a->vms, *vm;
+  char *failed = NULL;
+  size_t flen = 0;
+  FILE *f;
+
+  while (*pp && strcmp((*pp)->desc->name, name) != 0)
+    pp = &(*pp)->next;
+  vm = *pp;
+  if (!vm)
+    return svm_error(ENOENT, "no such VM '%s'", name);
+  /* guests lose the disk now: the export goes first, then the tracker, then the files
+   * (descriptor first, so a crash half-way never brings back a VM with missing disks) */
+  *pp = vm->next;
+  for (unsigned i = 0; i < vm->ndisks; i++)
+    agent_disk_stop(&vm->disks[i]);
+  f = open_memstream(&failed, &flen);
+  if (unlink(vm->desc_path) < 0 && f)
+    fprintf(f, " %s (%s)", vm->desc_path, strerror(errno));
+  for (unsigned i = 0; i < vm->ndisks; i++) {
+    if (unlink(vm->disks[i].path) < 0 && errno != ENOENT && f)
+      fprintf(f, " %s (%s)", vm->disks[i].path, strerror(errno));
+    if (unlink(vm->disks[i].ctk_path) < 0 && errno != ENOENT && f)
+      fprintf(f, " %s (%s)", vm->disks[i].ctk_path, strerror(errno));
+  }
+  if (rmdir(vm->dir) < 0 && f)
+    fprintf(f, " %s (%s)", vm->dir, strerror(errno));
+  if (f)
+    fclose(f);
+  agent_log("deleted VM %s from datastore %s%s%s", name, vm->ds->name,
+            flen ? "; could not remove:" : "", flen ? failed : "");
+  free_vm(vm);
+  free(failed);
+  return 0;
+}

@@ -1,0 +1,23 @@
+/* The agent's control socket: accepts connections on STATE/control.sock, reads one request
+ * (control-proto.h), calls the handler and writes its answer. Requests are served one at a time
+ * on the calling thread; a client gets CONTROL_IO_TIMEOUT_S seconds to send its request so a
+ * stuck client cannot block the agent. */
+#ifndef SVM_CONTROL_H
+#define SVM_CONTROL_H
+
+#include "svm/control/proto.h"
+
+struct svm_control;
+
+/* The handler returns 0 with a malloc'd *payload, or a negative errno with svm_error set. */
+typedef int (*svm_control_handler)(void *opaque, const struct svm_ctl_request *r, char **payload);
+
+/* Bind and listen on `path` (an existing socket file there is replaced: the caller holds the
+ * state directory's lock, so it can only be stale). */
+int svm_control_open(const char *path, struct svm_control **out);
+/* Serve until `stop_fd` becomes readable (e.g. a signalfd). Returns 0 then. */
+int svm_control_serve(struct svm_control *c, int stop_fd, svm_control_handler h, void *opaque);
+/* Close and remove the socket file. */
+void svm_control_close(struct svm_control *c);
+
+#endif

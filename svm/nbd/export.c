@@ -1,0 +1,662 @@
+/* An NBD export: listeners, the acceptor thread, handshake threads, the I/O threads
+ * (nbd-conn.c), the write hook, meta context providers, and pause / resume / swap.
+ *
+ * Pause protocol (Dekker style, all seq_cst atomics): a worker counts a request in `inflight`
+ * and then checks `paused`; if set it uncounts it and leaves the request waiting. pause() sets
+ * `paused` and then waits, under pause_mu, for `inflight` to reach zero; the worker that brings
+ * it to zero while paused signals. Hence no request starts after pause() returns and every one
+ * started before has been answered, which is what lets swap() replace the layer stack. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "svm/nbd/internal.h"
+
+enum { HANDSHAKE_STACK = 256 * 1024, LISTEN_BACKLOG = 1024 };
+
+uint64_t nbds_now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void nbds_log_client(const char *peer, const char *fmt, ...)
+{
+  char msg[768];
+  va_list ap;
+  int n;
+
+  n = snprintf(msg, sizeof msg, "%s: nbd: client %s: ", program_invocation_short_name, peer);
+  if (n < 0 || (size_t)n >= sizeof msg)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(msg + n, sizeof msg - (size_t)n - 1, fmt, ap);
+  va_end(ap);
+  n = (int)strlen(msg);
+  msg[n++] = '\n';
+  /* one write(2), so that lines of several threads do not mix */
+  if (write(STDERR_FILENO, msg, (size_t)n) < 0) { /* nowhere to report it */ }
+}
+
+/* ---- requests and pause ---- */
+
+bool nbds_export_start_request(struct svm_export *e)
+{
+  atomic_fetch_add(&e->inflight, 1);
+  if (atomic_load(&e->paused) > 0) {
+    nbds_export_end_request(e);
+    return false;
+  }
+  return true;
+}
+
+void nbds_export_end_request(struct svm_export *e)
+{
+  if (atomic_fetch_sub(&e->inflight, 1) == 1 && atomic_load(&e->paused) > 0) {
+    pthread_mutex_lock(&e->pause_mu);
+    pthread_cond_broadcast(&e->pause_cv);
+    pthread_mutex_unlock(&e->pause_mu);
+  }
+}
+
+void nbds_export_client_gone(struct svm_export *e)
+{
+  atomic_fetch_sub(&e->clients, 1);
+}
+
+int svm_export_pause(struct svm_export *e)
+{
+  pthread_mutex_lock(&e->pause_mu);
+  if (atomic_fetch_add(&e->paused, 1) == 0)
+    e->pause_start_ns = nbds_now_ns();
+  while (atomic_load(&e->inflight) > 0)
+    pthread_cond_wait(&e->pause_cv, &e->pause_mu);
+  pthread_mutex_unlock(&e->pause_mu);
+  return 0;
+}
+
+int svm_export_resume(struct svm_export *e, uint64_t *paused_ns)
+{
+  pthread_mutex_lock(&e->pause_mu);
+  if (atomic_load(&e->paused) == 0) {
+    pthread_mutex_unlock(&e->pause_mu);
+    return svm_error(EINVAL, "export %s: resume without pause", e->name);
+  }
+  if (paused_ns)
+    *paused_ns = nbds_now_ns() - e->pause_start_ns;
+  if (atomic_fetch_sub(&e->paused, 1) == 1) {
+    for (unsigned i = 0; i < e->nthreads; i++)
+      nbds_worker_wake(e->workers[i]);
+    pthread_cond_broadcast(&e->pause_cv);    /* svm_export_flush() waiting for the resume */
+  }
+  pthread_mutex_unlock(&e->pause_mu);
+  return 0;
+}
+
+int svm_export_swap(struct svm_export *e, struct svm_layer *new_top, struct svm_layer **old_top,
+                    uint64_t *paused_ns)
+{
+  struct svm_layer *cur = atomic_load(&e->top);
+
+  *old_top = NULL;
+  if (svm_layer_size(new_top) != e->size)
+    return svm_error(EINVAL, "export %s: cannot switch to %s: size %llu, the disk has %llu",
+                     e->name, svm_layer_path(new_top),
+                     (unsigned long long)svm_layer_size(new_top), (unsigned long long)e->size);
+  if (new_top->readonly != cur->readonly)
+    return svm_error(EINVAL, "export %s: cannot switch to %s: %s, the disk is %s", e->name,
+                     svm_layer_path(new_top), new_top->readonly ? "read-only" : "writable",
+                     cur->readonly ? "read-only" : "writable");
+  svm_export_pause(e);
+  *old_top = atomic_exchange(&e->top, new_top);
+  return svm_export_resume(e, paused_ns);
+}
+
+int svm_export_flush(struct svm_export *e)
+{
+  struct svm_layer *top;
+  int r;
+
+  /* Counted as a request, so that a swap waits for it rather than closing its fd under it. */
+  while (!nbds_export_start_request(e)) {
+    pthread_mutex_lock(&e->pause_mu);
+    while (atomic_load(&e->paused) > 0)
+      pthread_cond_wait(&e->pause_cv, &e->pause_mu);
+    pthread_mutex_unlock(&e->pause_mu);
+  }
+  top = atomic_load(&e->top);
+  r = top->ops->flush_sync(top);
+  nbds_export_end_request(e);
+  return r;
+}
+
+int svm_export_set_write_hook(struct svm_export *e, svm_write_hook hook, void *opaque)
+{
+  svm_export_pause(e);
+  e->hook = hook;
+  e->hook_opaque = opaque;
+  return svm_export_resume(e, NULL);
+}
+
+int svm_export_add_meta_provider(struct svm_export *e, const struct svm_meta_provider *p)
+{
+  unsigned n;
+
+  if (p == NULL || p->prefix == NULL || p->prefix[0] == '\0' || p->resolve == NULL ||
+      p->extents == NULL)
+    return svm_error(EINVAL, "export %s: meta context provider without prefix or callbacks",
+                     e->name);
+  if (strncmp(p->prefix, "base:", 5) == 0)
+    return svm_error(EINVAL, "export %s: the base: namespace is the server's own", e->name);
+  pthread_mutex_lock(&e->mu);
+  n = atomic_load(&e->nproviders);
+  if (n == NBD_MAX_PROVIDERS) {
+    pthread_mutex_unlock(&e->mu);
+    return svm_error(ENOSPC, "export %s: at most %d meta context providers", e->name,
+                     NBD_MAX_PROVIDERS);
+  }
+  e->provider_prefix[n] = strdup(p->prefix);
+  if (e->provider_prefix[n] == NULL) {
+    pthread_mutex_unlock(&e->mu);
+    return svm_error(ENOMEM, "out of memory");
+  }
+  e->providers[n] = *p;
+  e->providers[n].prefix = e->provider_prefix[n];
+  atomic_store_explicit(&e->nproviders, n + 1, memory_order_release);
+  pthread_mutex_unlock(&e->mu);
+  return 0;
+}
+
+void svm_export_get_stats(struct svm_export *e, struct svm_export_stats *st)
+{
+  st->clients_now = atomic_load(&e->clients);
+  st->clients_total = atomic_load(&e->st_clients_total);
+  st->requests = atomic_load(&e->st_requests);
+  st->errors = atomic_load(&e->st_errors);
+}
+
+/* ---- hook threads ---- */
+
+static void *hook_main(void *arg);
+
+/* Hook threads start on the first slow hook: an export whose hook stays fast (or that has
+ * none) never pays for them. */
+static void hook_threads_start_locked(struct svm_export *e)
+{
+  pthread_attr_t attr;
+
+  e->hook_started = true;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, HANDSHAKE_STACK);
+  for (unsigned i = 0; i < NBD_HOOK_THREADS; i++) {
+    int r = pthread_create(&e->hook_threads[e->nhook_threads], &attr, hook_main, e);
+    if (r != 0) {
+      nbds_log_client("(hook)", "export %s: cannot start a hook thread: %s", e->name,
+                     strerror(r));
+      break;
+    }
+    e->nhook_threads++;
+  }
+  pthread_attr_destroy(&attr);
+}
+
+void nbds_hook_queue(struct svm_export *e, struct nbds_req *q)
+{
+  pthread_mutex_lock(&e->hook_mu);
+  if (!e->hook_started)
+    hook_threads_start_locked(e);
+  if (e->nhook_threads == 0) {
+    /* no thread at all: run it here, as the caller would have */
+    pthread_mutex_unlock(&e->hook_mu);
+    nbds_hook_run(e, q);
+    return;
+  }
+  nbds_hook_set_next(q, NULL);
+  if (e->hook_tail)
+    nbds_hook_set_next(e->hook_tail, q);
+  else
+    e->hook_head = q;
+  e->hook_tail = q;
+  pthread_cond_signal(&e->hook_cv);
+  pthread_mutex_unlock(&e->hook_mu);
+}
+
+static void *hook_main(void *arg)
+{
+  struct svm_export *e = arg;
+
+  pthread_mutex_lock(&e->hook_mu);
+  for (;;) {
+    struct nbds_req *q;
+    while (e->hook_head == NULL && !e->hook_stop)
+      pthread_cond_wait(&e->hook_cv, &e->hook_mu);
+    if (e->hook_head == NULL)
+      break;                        /* stopping, and nothing left */
+    q = e->hook_head;
+    e->hook_head = nbds_hook_next(q);
+    if (e->hook_head == NULL)
+      e->hook_tail = NULL;
+    pthread_mutex_unlock(&e->hook_mu);
+    nbds_hook_run(e, q);
+    pthread_mutex_lock(&e->hook_mu);
+  }
+  pthread_mutex_unlock(&e->hook_mu);
+  return NULL;
+}
+
+static void hook_threads_stop(struct svm_export *e)
+{
+  pthread_mutex_lock(&e->hook_mu);
+  e->hook_stop = true;
+  e->hook_started = true;           /* none may start any more */
+  pthread_cond_broadcast(&e->hook_cv);
+  pthread_mutex_unlock(&e->hook_mu);
+  for (unsigned i = 0; i < e->nhook_threads; i++)
+    pthread_join(e->hook_threads[i], NULL);
+  e->nhook_threads = 0;
+}
+
+/* ---- clients ---- */
+
+struct hs_arg {
+  struct svm_export *e;
+  struct nbds_session s;
+  unsigned slot;
+};
+
+static void *handshake_main(void *arg)
+{
+  struct hs_arg *a = arg;
+  struct svm_export *e = a->e;
+  struct nbds_session *s = &a->s;
+  int r = nbds_handshake(e, s);
+  bool handed = false;
+
+  if (r > 0) {
+    struct timeval none = { 0, 0 };
+    struct nbds_worker *w;
+
+    setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+    setsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+    pthread_mutex_lock(&e->mu);
+    w = e->workers[e->next_worker++ % e->nthreads];
+    e->hs_fds[a->slot] = -1;       /* the worker owns it now: free must not shut it down */
+    pthread_mutex_unlock(&e->mu);
+    r = nbds_worker_add(w, s);
+    if (r == 0)
+      handed = true;
+  }
+  if (!handed) {
+    if (r < 0) {
+      nbds_log_client(s->peer, "%s", svm_last_error());
+      atomic_fetch_add(&e->st_errors, 1);
+    }
+    nbds_session_clear(s);
+    pthread_mutex_lock(&e->mu);
+    e->hs_fds[a->slot] = -1;
+    pthread_mutex_unlock(&e->mu);
+    close(s->fd);
+    nbds_export_client_gone(e);
+  }
+  free(a);
+  pthread_mutex_lock(&e->mu);
+  e->handshaking--;
+  pthread_cond_broadcast(&e->hs_cv);
+  pthread_mutex_unlock(&e->mu);      /* the last touch of e: free() may go ahead */
+  return NULL;
+}
+
+static void peer_name(int fd, bool tcp, unsigned long n, char *buf, size_t len)
+{
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  char host[48], port[8];
+
+  if (tcp && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+      getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, port, sizeof port,
+                  NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+    snprintf(buf, len, "%.47s:%.7s", host, port);
+    return;
+  }
+  snprintf(buf, len, "unix#%lu", n);
+}
+
+static void accept_one(struct svm_export *e, int lfd)
+{
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  struct timeval tmo = { NBD_HANDSHAKE_TIMEOUT_S, 0 };
+  struct hs_arg *a;
+  pthread_attr_t attr;
+  pthread_t t;
+  unsigned slot;
+  unsigned long n;
+  int fd, r, one = 1;
+  bool tcp;
+
+  fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+  if (fd < 0) {
+    if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
+      nbds_log_client("(new)", "accept: %s: waiting", strerror(errno));
+      usleep(10000);
+    }
+    return;
+  }
+  tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
+  n = atomic_fetch_add(&e->st_clients_total, 1) + 1;
+  a = calloc(1, sizeof *a);
+  if (a == NULL) {
+    close(fd);
+    return;
+  }
+  a->e = e;
+  a->s.fd = fd;
+  peer_name(fd, tcp, n, a->s.peer, sizeof a->s.peer);
+  if (atomic_load(&e->clients) >= NBD_MAX_CLIENTS) {
+    nbds_log_client(a->s.peer, "refused: %d clients already", NBD_MAX_CLIENTS);
+    close(fd);
+    free(a);
+    return;
+  }
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof tmo);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tmo, sizeof tmo);
+  if (tcp)
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+  pthread_mutex_lock(&e->mu);
+  for (slot = 0; slot < NBD_MAX_CLIENTS && e->hs_fds[slot] != -1; slot++)
+    ;
+  if (slot == NBD_MAX_CLIENTS) {
+    pthread_mutex_unlock(&e->mu);
+    nbds_log_client(a->s.peer, "refused: too many handshakes at once");
+    close(fd);
+    free(a);
+    return;
+  }
+  e->hs_fds[slot] = fd;
+  a->slot = slot;
+  e->handshaking++;
+  atomic_fetch_add(&e->clients, 1);
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, HANDSHAKE_STACK);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  r = pthread_create(&t, &attr, handshake_main, a);
+  pthread_attr_destroy(&attr);
+  if (r != 0) {
+    e->hs_fds[slot] = -1;
+    e->handshaking--;
+    pthread_mutex_unlock(&e->mu);
+    nbds_log_client(a->s.peer, "refused: cannot start a thread: %s", strerror(r));
+    atomic_fetch_sub(&e->clients, 1);
+    close(fd);
+    free(a);
+    return;
+  }
+  pthread_mutex_unlock(&e->mu);
+}
+
+static void *acceptor_main(void *arg)
+{
+  struct svm_export *e = arg;
+
+  for (;;) {
+    struct pollfd pfd[NBD_MAX_LISTENERS + 1];
+    unsigned n;
+
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping) {
+      pthread_mutex_unlock(&e->mu);
+      break;
+    }
+    pfd[0] = (struct pollfd){ .fd = e->acceptor_wake, .events = POLLIN };
+    for (n = 0; n < e->nlisteners; n++)
+      pfd[n + 1] = (struct pollfd){ .fd = e->lfd[n], .events = POLLIN };
+    pthread_mutex_unlock(&e->mu);
+
+    if (poll(pfd, n + 1, -1) < 0)
+      continue;
+    if (pfd[0].revents & POLLIN) {
+      uint64_t v;
+      if (read(e->acceptor_wake, &v, sizeof v) < 0) { /* a wake-up only */ }
+    }
+    for (unsigned i = 1; i <= n; i++)
+      if (pfd[i].revents & POLLIN)
+        accept_one(e, pfd[i].fd);
+  }
+  return NULL;
+}
+
+static void acceptor_wake(struct svm_export *e)
+{
+  uint64_t one = 1;
+  if (write(e->acceptor_wake, &one, sizeof one) < 0) { /* already pending */ }
+}
+
+/* ---- listeners ---- */
+
+static int add_listener(struct svm_export *e, int fd, const char *path)
+{
+  int fl = fcntl(fd, F_GETFL);
+
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+    int err = errno;
+    close(fd);
+    return svm_error(err, "export %s: fcntl: %s", e->name, strerror(err));
+  }
+  pthread_mutex_lock(&e->mu);
+  if (e->nlisteners == NBD_MAX_LISTENERS) {
+    pthread_mutex_unlock(&e->mu);
+    close(fd);
+    return svm_error(ENOSPC, "export %s: at most %d listeners", e->name, NBD_MAX_LISTENERS);
+  }
+  e->lpath[e->nlisteners] = path ? strdup(path) : NULL;
+  e->lfd[e->nlisteners++] = fd;
+  pthread_mutex_unlock(&e->mu);
+  acceptor_wake(e);
+  return 0;
+}
+
+int svm_export_listen_unix(struct svm_export *e, const char *path)
+{
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  struct stat st;
+  int fd, err;
+
+  if (strlen(path) >= sizeof sa.sun_path)
+    return svm_error(ENAMETOOLONG, "%s: socket path longer than %zu bytes; use a shorter "
+                     "state directory", path, sizeof sa.sun_path - 1);
+  strcpy(sa.sun_path, path);
+  if (lstat(path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      return svm_error(EEXIST, "%s: exists and is not a socket; remove it or choose another "
+                       "path", path);
+    /* A socket nobody answers on is stale (a previous agent died): replace it. */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      return svm_error(errno, "socket: %s", strerror(errno));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+      close(fd);
+      return svm_error(EADDRINUSE, "%s: another server is listening on this socket", path);
+    }
+    close(fd);
+    if (unlink(path) < 0 && errno != ENOENT)
+      return svm_error(errno, "%s: cannot remove the stale socket: %s", path, strerror(errno));
+  }
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return svm_error(errno, "socket: %s", strerror(errno));
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+    err = errno;
+    close(fd);
+    return svm_error(err, "%s: cannot listen: %s", path, strerror(err));
+  }
+  return add_listener(e, fd, path);
+}
+
+int svm_export_listen_tcp(struct svm_export *e, const char *addr, const char *port,
+                          char *bound_port, size_t len)
+{
+  struct addrinfo hints = { .ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM }, *res, *ai;
+  int fd = -1, err = 0, one = 1;
+
+  err = getaddrinfo(addr && *addr ? addr : NULL, port, &hints, &res);
+  if (err != 0)
+    return svm_error(EINVAL, "%s:%s: cannot resolve: %s", addr ? addr : "*", port,
+                     gai_strerror(err));
+  for (ai = res; ai; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      err = errno;
+      continue;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, LISTEN_BACKLOG) == 0)
+      break;
+    err = errno;
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  if (fd < 0)
+    return svm_error(err, "%s:%s: cannot listen: %s", addr ? addr : "*", port, strerror(err));
+  if (bound_port && len > 0) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[NI_MAXHOST];
+    bound_port[0] = '\0';
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+      getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, bound_port, len,
+                  NI_NUMERICHOST | NI_NUMERICSERV);
+  }
+  return add_listener(e, fd, NULL);
+}
+
+/* ---- life cycle ---- */
+
+int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
+                   struct svm_export **out)
+{
+  struct svm_export *e;
+  const char *name = o && o->name ? o->name : "";
+  int r;
+
+  *out = NULL;
+  if (top == NULL)
+    return svm_error(EINVAL, "export %s: no disk", name);
+  if (strlen(name) > NBD_MAX_STRING)
+    return svm_error(EINVAL, "export name longer than %d bytes", NBD_MAX_STRING);
+  e = calloc(1, sizeof *e);
+  if (e == NULL || (e->name = strdup(name)) == NULL) {
+    free(e);
+    return svm_error(ENOMEM, "out of memory");
+  }
+  e->nthreads = o && o->threads ? o->threads : NBD_DEFAULT_THREADS;
+  e->depth = o && o->queue_depth ? o->queue_depth : NBD_DEFAULT_DEPTH;
+  if (e->nthreads > 64)
+    e->nthreads = 64;
+  if (e->depth > 1024)
+    e->depth = 1024;
+  atomic_store(&e->top, top);
+  e->size = svm_layer_size(top);
+  for (unsigned i = 0; i < NBD_MAX_CLIENTS; i++)
+    e->hs_fds[i] = -1;
+  pthread_mutex_init(&e->mu, NULL);
+  pthread_mutex_init(&e->pause_mu, NULL);
+  pthread_cond_init(&e->pause_cv, NULL);
+  pthread_cond_init(&e->hs_cv, NULL);
+  pthread_mutex_init(&e->hook_mu, NULL);
+  pthread_cond_init(&e->hook_cv, NULL);
+  e->acceptor_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  e->workers = calloc(e->nthreads, sizeof *e->workers);
+  if (e->acceptor_wake < 0 || e->workers == NULL) {
+    r = svm_error(errno ? errno : ENOMEM, "export %s: %s", name, strerror(errno));
+    goto fail;
+  }
+  for (unsigned i = 0; i < e->nthreads; i++) {
+    r = nbds_worker_new(e, &e->workers[i]);
+    if (r < 0)
+      goto fail;
+  }
+  r = pthread_create(&e->acceptor, NULL, acceptor_main, e);
+  if (r != 0) {
+    r = svm_error(r, "export %s: cannot start the acceptor: %s", name, strerror(r));
+    goto fail;
+  }
+  *out = e;
+  return 0;
+
+fail:
+  for (unsigned i = 0; e->workers && i < e->nthreads; i++)
+    nbds_worker_stop(e->workers[i]);
+  hook_threads_stop(e);
+  pthread_mutex_destroy(&e->hook_mu);
+  pthread_cond_destroy(&e->hook_cv);
+  free(e->workers);
+  if (e->acceptor_wake >= 0)
+    close(e->acceptor_wake);
+  pthread_mutex_destroy(&e->mu);
+  pthread_mutex_destroy(&e->pause_mu);
+  pthread_cond_destroy(&e->pause_cv);
+  pthread_cond_destroy(&e->hs_cv);
+  free(e->name);
+  free(e);
+  return r;
+}
+
+void svm_export_free(struct svm_export *e)
+{
+  if (e == NULL)
+    return;
+  pthread_mutex_lock(&e->mu);
+  e->stopping = true;
+  pthread_mutex_unlock(&e->mu);
+  acceptor_wake(e);
+  pthread_join(e->acceptor, NULL);
+
+  /* Clients still in their handshake: cut them short and wait for their threads. */
+  pthread_mutex_lock(&e->mu);
+  for (unsigned i = 0; i < NBD_MAX_CLIENTS; i++)
+    if (e->hs_fds[i] >= 0)
+      shutdown(e->hs_fds[i], SHUT_RDWR);
+  while (e->handshaking > 0)
+    pthread_cond_wait(&e->hs_cv, &e->mu);
+  pthread_mutex_unlock(&e->mu);
+
+  for (unsigned i = 0; i < e->nthreads; i++)
+    nbds_worker_stop(e->workers[i]);
+  hook_threads_stop(e);             /* after the workers: every hooked request came back */
+  pthread_mutex_destroy(&e->hook_mu);
+  pthread_cond_destroy(&e->hook_cv);
+  for (unsigned i = 0; i < e->nlisteners; i++) {
+    close(e->lfd[i]);
+    if (e->lpath[i])
+      unlink(e->lpath[i]);
+    free(e->lpath[i]);
+  }
+  for (unsigned i = 0; i < NBD_MAX_PROVIDERS; i++)
+    free(e->provider_prefix[i]);
+  svm_layer_free(atomic_load(&e->top));
+  close(e->acceptor_wake);
+  pthread_mutex_destroy(&e->mu);
+  pthread_mutex_destroy(&e->pause_mu);
+  pthread_cond_destroy(&e->pause_cv);
+  pthread_cond_destroy(&e->hs_cv);
+  free(e->workers);
+  free(e->name);
+  free(e);
+}

@@ -1,0 +1,362 @@
+/* The fixed newstyle handshake, on a blocking socket with send/receive timeouts, on a thread of
+ * its own per client (export.c). Every option is length-checked before its payload is read;
+ * malformed options get the protocol's error reply and the client may go on, while a broken
+ * stream (bad magic, truncated data, timeout) ends the client. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "common/error.h"
+#include "svm/nbd/internal.h"
+
+enum { MAX_OPTIONS = 1024 };    /* a client looping forever on options is dropped */
+
+static int recv_full(struct nbds_session *s, void *buf, size_t len, const char *what)
+{
+  uint8_t *p = buf;
+  while (len > 0) {
+    ssize_t n = recv(s->fd, p, len, 0);
+    if (n == 0 || (n < 0 && errno == ECONNRESET))
+      return svm_error(ECONNRESET, "disconnected during the handshake (reading %s)", what);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return svm_error(ETIMEDOUT, "handshake timed out after %d s (reading %s)",
+                         NBD_HANDSHAKE_TIMEOUT_S, what);
+      return svm_error(errno, "handshake: reading %s: %s", what, strerror(errno));
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static int discard(struct nbds_session *s, uint32_t len)
+{
+  uint8_t tmp[4096];
+  while (len > 0) {
+    uint32_t n = len < sizeof tmp ? len : (uint32_t)sizeof tmp;
+    int r = recv_full(s, tmp, n, "option payload");
+    if (r < 0)
+      return r;
+    len -= n;
+  }
+  return 0;
+}
+
+static int send_full(struct nbds_session *s, const void *buf, size_t len)
+{
+  const uint8_t *p = buf;
+  while (len > 0) {
+    ssize_t n = send(s->fd, p, len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return svm_error(ETIMEDOUT, "handshake timed out after %d s (client not reading)",
+                         NBD_HANDSHAKE_TIMEOUT_S);
+      return svm_error(errno, "handshake: send: %s", strerror(errno));
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static int reply(struct nbds_session *s, uint32_t opt, uint32_t type, const void *data,
+                 uint32_t len)
+{
+  uint8_t hdr[20];
+  int r;
+
+  nbds_put64(hdr, NBD_REP_MAGIC);
+  nbds_put32(hdr + 8, opt);
+  nbds_put32(hdr + 12, type);
+  nbds_put32(hdr + 16, len);
+  r = send_full(s, hdr, sizeof hdr);
+  if (r == 0 && len > 0)
+    r = send_full(s, data, len);
+  return r;
+}
+
+uint16_t nbds_export_tflags(const struct svm_export *e, bool structured)
+{
+  struct svm_layer *top = atomic_load(&((struct svm_export *)e)->top);
+  uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+               NBD_FLAG_CAN_MULTI_CONN;
+  if (top->readonly)
+    f |= NBD_FLAG_READ_ONLY;
+  else
+    f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+  if (structured)
+    f |= NBD_FLAG_SEND_DF;    /* reads always go out in one chunk */
+  return f;
+}
+
+void nbds_session_clear(struct nbds_session *s)
+{
+  for (unsigned i = 0; i < s->ncontexts; i++)
+    free(s->contexts[i].name);
+  s->ncontexts = 0;
+}
+
+/* NBD_OPT_INFO / NBD_OPT_GO: describe the export; GO then starts transmission. */
+static int opt_info(struct svm_export *e, struct nbds_session *s, uint32_t opt,
+                    const uint8_t *d, uint32_t len)
+{
+  struct nbds_go go;
+  uint8_t info[14];
+  uint32_t err = nbds_parse_go(d, len, &go);
+  bool want_name = false;
+  int r;
+
+  if (err)
+    return reply(s, opt, err, NULL, 0);
+  if (!nbds_name_matches(go.name, go.namelen, e->name))
+    return reply(s, opt, NBD_REP_ERR_UNKNOWN, NULL, 0);
+  for (unsigned i = 0; i < go.ninfo; i++)
+    if (nbds_get16(go.info + 2 * i) == NBD_INFO_NAME)
+      want_name = true;
+
+  nbds_put16(info, NBD_INFO_EXPORT);
+  nbds_put64(info + 2, e->size);
+  nbds_put16(info + 10, nbds_export_tflags(e, s->structured));
+  r = reply(s, opt, NBD_REP_INFO, info, 12);
+  if (r < 0)
+    return r;
+  /* Block sizes: any alignment works (buffered I/O), 4 KiB is best, 32 MiB at most. */
+  nbds_put16(info, NBD_INFO_BLOCK_SIZE);
+  nbds_put32(info + 2, NBD_MIN_BLOCK);
+  nbds_put32(info + 6, NBD_PREF_BLOCK);
+  nbds_put32(info + 10, NBD_MAX_REQUEST);
+  r = reply(s, opt, NBD_REP_INFO, info, 14);
+  if (r < 0)
+    return r;
+  if (want_name) {
+    size_t nl = strlen(e->name);
+    uint8_t *buf = malloc(2 + nl);
+    if (buf == NULL)
+      return svm_error(ENOMEM, "out of memory");
+    nbds_put16(buf, NBD_INFO_NAME);
+    memcpy(buf + 2, e->name, nl);
+    r = reply(s, opt, NBD_REP_INFO, buf, (uint32_t)(2 + nl));
+    free(buf);
+    if (r < 0)
+      return r;
+  }
+  r = reply(s, opt, NBD_REP_ACK, NULL, 0);
+  if (r < 0)
+    return r;
+  return opt == NBD_OPT_GO ? 1 : 0;
+}
+
+static int meta_reply(struct nbds_session *s, uint32_t opt, uint32_t id, const char *name)
+{
+  size_t nl = strlen(name);
+  uint8_t buf[4 + NBD_MAX_STRING + 64];
+  if (nl > NBD_MAX_STRING + 60)
+    nl = NBD_MAX_STRING + 60;
+  nbds_put32(buf, id);
+  memcpy(buf + 4, name, nl);
+  return reply(s, opt, NBD_REP_META_CONTEXT, buf, (uint32_t)(4 + nl));
+}
+
+/* Add a context to the session (SET) or just report it (LIST). */
+static int meta_match(struct nbds_session *s, uint32_t opt, int provider, const char *name)
+{
+  uint32_t id = 0;
+  if (opt == NBD_OPT_SET_META_CONTEXT) {
+    unsigned i;
+    for (i = 0; i < s->ncontexts; i++)
+      if (strcmp(s->contexts[i].name, name) == 0)
+        break;
+    if (i == s->ncontexts) {
+      if (s->ncontexts == NBD_MAX_CONTEXTS)
+        return 0;                   /* quietly not selected: the client sees which were */
+      s->contexts[i].name = strdup(name);
+      if (s->contexts[i].name == NULL)
+        return svm_error(ENOMEM, "out of memory");
+      s->contexts[i].provider = provider;
+      s->ncontexts++;
+    }
+    id = i;
+  }
+  return meta_reply(s, opt, id, name);
+}
+
+static int opt_meta(struct svm_export *e, struct nbds_session *s, uint32_t opt,
+                    const uint8_t *d, uint32_t len)
+{
+  struct nbds_meta m;
+  uint32_t err, pos;
+  bool list = opt == NBD_OPT_LIST_META_CONTEXT;
+  unsigned np = atomic_load_explicit(&e->nproviders, memory_order_acquire);
+  int r;
+
+  if (!list && !s->structured)
+    return reply(s, opt, NBD_REP_ERR_INVALID, NULL, 0);
+  err = nbds_parse_meta(d, len, &m);
+  if (err)
+    return reply(s, opt, err, NULL, 0);
+  if (!nbds_name_matches(m.name, m.namelen, e->name))
+    return reply(s, opt, NBD_REP_ERR_UNKNOWN, NULL, 0);
+  if (!list)
+    nbds_session_clear(s);           /* each SET replaces the previous selection */
+  if (list && m.nqueries == 0) {
+    r = meta_match(s, opt, -1, "base:allocation");
+    if (r < 0)
+      return r;
+  }
+  pos = m.first;
+  for (uint32_t i = 0; i < m.nqueries; i++) {
+    const char *q;
+    uint32_t qlen;
+    char name[NBD_MAX_STRING + 1];
+
+    nbds_meta_next(d, &pos, &q, &qlen);
+    memcpy(name, q, qlen);
+    name[qlen] = '\0';
+    if (strlen(name) != qlen)
+      continue;                     /* embedded NUL: names no context */
+    if (strcmp(name, "base:allocation") == 0 || (list && strcmp(name, "base:") == 0)) {
+      r = meta_match(s, opt, -1, "base:allocation");
+      if (r < 0)
+        return r;
+      continue;
+    }
+    for (unsigned p = 0; p < np; p++) {
+      const char *pre = e->providers[p].prefix;
+      size_t pl = strlen(pre);
+      if (strncmp(name, pre, pl) != 0 || name[pl] == '\0')
+        continue;                   /* a bare namespace query cannot be enumerated */
+      if (e->providers[p].resolve(e->providers[p].opaque, name) == 0) {
+        r = meta_match(s, opt, (int)p, name);
+        if (r < 0)
+          return r;
+      }
+      svm_error_clear();
+      break;
+    }
+  }
+  return reply(s, opt, NBD_REP_ACK, NULL, 0);
+}
+
+int nbds_handshake(struct svm_export *e, struct nbds_session *s)
+{
+  uint8_t hello[18], buf[NBD_OPT_HEADER_SIZE];
+  uint32_t cflags;
+  bool no_zeroes;
+  uint8_t *data = NULL;
+  int r = 0;
+
+  nbds_put64(hello, NBD_MAGIC);
+  nbds_put64(hello + 8, NBD_IHAVEOPT);
+  nbds_put16(hello + 16, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  r = send_full(s, hello, sizeof hello);
+  if (r < 0)
+    return r;
+  r = recv_full(s, buf, 4, "client flags");
+  if (r < 0)
+    return r;
+  cflags = nbds_get32(buf);
+  if (cflags & ~(uint32_t)(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES))
+    return svm_error(EPROTO, "unknown client flags 0x%x", cflags);
+  no_zeroes = cflags & NBD_FLAG_NO_ZEROES;
+
+  data = malloc(NBD_MAX_OPTION);
+  if (data == NULL)
+    return svm_error(ENOMEM, "out of memory");
+  for (unsigned n = 0;; n++) {
+    uint32_t opt, len;
+
+    if (n == MAX_OPTIONS) {
+      r = svm_error(EPROTO, "more than %d options without starting transmission", MAX_OPTIONS);
+      break;
+    }
+    r = recv_full(s, buf, sizeof buf, "option header");
+    if (r < 0)
+      break;
+    if (nbds_decode_option(buf, sizeof buf, &opt, &len) < 0) {
+      r = svm_error(EPROTO, "bad option magic 0x%016llx", (unsigned long long)nbds_get64(buf));
+      break;
+    }
+    if (len > NBD_MAX_OPTION) {
+      if (len > NBD_MAX_OPTION_DISCARD || opt == NBD_OPT_EXPORT_NAME) {
+        r = svm_error(EPROTO, "option %u with a %u-byte payload (at most %d)", opt, len,
+                      NBD_MAX_OPTION);
+        break;
+      }
+      r = discard(s, len);
+      if (r == 0)
+        r = reply(s, opt, NBD_REP_ERR_TOO_BIG, NULL, 0);
+      if (r < 0)
+        break;
+      continue;
+    }
+    r = recv_full(s, data, len, "option payload");
+    if (r < 0)
+      break;
+
+    switch (opt) {
+    case NBD_OPT_EXPORT_NAME: {
+      uint8_t tail[10 + 124] = { 0 };
+      if (!nbds_name_matches((const char *)data, len, e->name)) {
+        r = svm_error(ENOENT, "unknown export '%.*s' (NBD_OPT_EXPORT_NAME)",
+                      (int)(len < 256 ? len : 256), (const char *)data);
+        break;
+      }
+      nbds_put64(tail, e->size);
+      nbds_put16(tail + 8, nbds_export_tflags(e, s->structured));
+      r = send_full(s, tail, no_zeroes ? 10 : sizeof tail);
+      if (r == 0)
+        r = 1;
+      break;
+    }
+    case NBD_OPT_ABORT:
+      (void)reply(s, opt, NBD_REP_ACK, NULL, 0);   /* the client may already be gone */
+      r = 0;
+      goto out;
+    case NBD_OPT_LIST:
+      if (len != 0) {
+        r = reply(s, opt, NBD_REP_ERR_INVALID, NULL, 0);
+      } else {
+        size_t nl = strlen(e->name);
+        uint8_t srv[4 + NBD_MAX_STRING];
+        if (nl > NBD_MAX_STRING)
+          nl = NBD_MAX_STRING;
+        nbds_put32(srv, (uint32_t)nl);
+        memcpy(srv + 4, e->name, nl);
+        r = reply(s, opt, NBD_REP_SERVER, srv, (uint32_t)(4 + nl));
+        if (r == 0)
+          r = reply(s, opt, NBD_REP_ACK, NULL, 0);
+      }
+      break;
+    case NBD_OPT_INFO:
+    case NBD_OPT_GO:
+      r = opt_info(e, s, opt, data, len);
+      break;
+    case NBD_OPT_STRUCTURED_REPLY:
+      if (len != 0) {
+        r = reply(s, opt, NBD_REP_ERR_INVALID, NULL, 0);
+      } else {
+        s->structured = true;
+        r = reply(s, opt, NBD_REP_ACK, NULL, 0);
+      }
+      break;
+    case NBD_OPT_LIST_META_CONTEXT:
+    case NBD_OPT_SET_META_CONTEXT:
+      r = opt_meta(e, s, opt, data, len);
+      break;
+    default:                      /* STARTTLS (TLS is the agent's business) and unknown */
+      r = reply(s, opt, NBD_REP_ERR_UNSUP, NULL, 0);
+      break;
+    }
+    if (r != 0)
+      break;
+  }
+out:
+  free(data);
+  return r;
+}
