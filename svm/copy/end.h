@@ -1,0 +1,95 @@
+/* Internal: the ends of a copy. An end is a table of operations and a little common state, so
+ * the copy engine (svm/copy/copy.h) runs the same loop whatever it reads from and writes to
+ * (nbdcopy's struct rw_ops is the model). Today: a raw file through the I/O engine (file.c) and
+ * an NBD export through libnbd's asynchronous API (nbd.c). An NFC sender and a disk layer stack
+ * (the migration's bulk pass) are meant to be further tables.
+ *
+ * Data operations are asynchronous: they queue one request and return 0, or -EAGAIN when the
+ * end has no room (the engine retries after reaping), or another -errno when the request could
+ * not be queued. The callback runs later, from the end's poll_done or wait, with the byte count
+ * (read, write), 0 (zero) or a negative errno. A read that meets the end of a file may complete
+ * short; the engine treats the rest as zeros.
+ *
+ * Event loop: before blocking, the engine calls poll_prepare on each end, which hands queued
+ * requests over and says which fd, if any, it waits on; after poll() it calls poll_done with the
+ * revents. An end that is the only one busy may be asked to wait() in place of poll(). */
+#ifndef SVM_COPY_END_H
+#define SVM_COPY_END_H
+
+#include <poll.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "svm/disk/extents.h"
+#include "svm/io/io.h"         /* svm_io_cb */
+
+struct svm_copy_end;
+
+struct svm_copy_end_ops {
+  const char *kind;           /* "file", "nbd": for messages */
+  /* Get ready for up to `requests` reads or writes in flight (called once by the engine).
+   * May be NULL. */
+  int (*start)(struct svm_copy_end *e, unsigned requests);
+  /* Append the extent map of [0, size) to l (synchronous). */
+  int (*extents)(struct svm_copy_end *e, uint64_t size, struct svm_extent_list *l);
+  int (*read)(struct svm_copy_end *e, void *buf, size_t len, uint64_t off, svm_io_cb cb,
+              void *opaque);
+  int (*write)(struct svm_copy_end *e, const void *buf, size_t len, uint64_t off,
+               svm_io_cb cb, void *opaque);
+  /* Make [off, off+len) read as zeros; allocate: keep it allocated. NULL when the end has no
+   * cheap way: the engine then writes zeros. */
+  int (*zero)(struct svm_copy_end *e, uint64_t off, uint64_t len, bool allocate, svm_io_cb cb,
+              void *opaque);
+  /* 1 and *pfd filled when the end waits for something, 0 when idle, or -errno. */
+  int (*poll_prepare)(struct svm_copy_end *e, struct pollfd *pfd);
+  int (*poll_done)(struct svm_copy_end *e, const struct pollfd *pfd);
+  /* Block until at least one request completes and run its callback. May be NULL. */
+  int (*wait)(struct svm_copy_end *e);
+  /* Make everything written durable and say goodbye (synchronous; writable ends). */
+  int (*finish)(struct svm_copy_end *e);
+  /* Release the end; requests still in flight are abandoned without their callbacks. */
+  void (*free)(struct svm_copy_end *e);
+};
+
+struct svm_copy_end {
+  const struct svm_copy_end_ops *ops;
+  const char *name;           /* as the user gave it, for messages; not owned */
+  uint64_t size;
+  uint64_t max_request;       /* largest read or write the end takes (0: no limit) */
+  bool writable;
+};
+
+/* Dispatch helpers, so callers do not reach into the table. */
+static inline int svm_copy_end_extents(struct svm_copy_end *e, uint64_t size,
+                                       struct svm_extent_list *l)
+{
+  return e->ops->extents(e, size, l);
+}
+
+static inline int svm_copy_end_finish(struct svm_copy_end *e)
+{
+  return e->ops->finish != NULL ? e->ops->finish(e) : 0;
+}
+
+static inline void svm_copy_end_free(struct svm_copy_end *e)
+{
+  if (e != NULL)
+    e->ops->free(e);
+}
+
+/* A raw file (or block device). fd: opened with O_DIRECT when direct, else the same as
+ * fd_buffered; fd_buffered serves requests that are not 4 KiB-aligned. Both fds stay the
+ * caller's (the file's life, temporary name and fsync belong to whoever opened it). Reads go
+ * through the default I/O engine (io_uring, or libaio); writes through libaio where it is
+ * available, whose io_submit() allocates O_DIRECT blocks in the order the writes are issued
+ * (a compact extent tree), which io_uring's worker threads do not. */
+int svm_copy_file_end_new(const char *name, int fd, int fd_buffered, bool direct, uint64_t size,
+                          bool writable, struct svm_copy_end **out);
+
+/* Connect to an NBD URI with libnbd. A writable end refuses a read-only export. base:allocation
+ * is asked for so the map skips holes. Returns 0 or -errno with a message naming the URI and
+ * the fix. */
+int svm_copy_nbd_end_open(const char *uri, bool writable, struct svm_copy_end **out);
+
+#endif
