@@ -1,36 +1,64 @@
-/* Internal to the converter: the two ends of a copy (a raw file or an NBD export) and the NBD
- * helpers in convert-nbd.c. */
+/* Internal to svm-convert's library side: its options, and the steps of svm_convert() that
+ * live in their own files (source.c, dest.c). The copy itself is the copy engine's
+ * (svm/copy/copy.h). */
 #ifndef SVM_CONVERT_INTERNAL_H
 #define SVM_CONVERT_INTERNAL_H
 
-#include <libnbd.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <svmotion/convert.h>
+
+#include "svm/copy/copy.h"
 #include "svm/disk/extents.h"
 
-struct svm_conv_end {
-  const char *name;          /* as the user gave it, for messages */
-  bool is_nbd;
-  uint64_t size;
-  /* raw file */
-  int fd;                    /* O_DIRECT where the file system allows it, else buffered */
-  int fd_buffered;           /* for requests that are not 4 KiB aligned */
-  bool direct;
-  /* NBD */
-  struct nbd_handle *nbd;
-  uint64_t max_request;      /* the server's maximum request size */
-  bool can_zero, can_flush, has_allocation;
-  bool known_zero;           /* destination: every block already reads as zeros */
+enum { SVM_CONVERT_SECTOR = 512 };
+
+struct svm_convert_options {
+  enum svm_provisioning prov;
+  bool force;
+  svm_convert_progress_fn progress;
+  void *progress_opaque;
+  uint64_t request;
+  unsigned requests;
+  volatile int *cancel;
 };
 
-/* Connect to an NBD URI. Writable ends must not be read-only exports. The source end asks for
- * base:allocation so that holes are not read; a writable end uses it to learn whether it is
- * already all zeros. Returns 0 or -errno with a message naming the URI and the fix. */
-int svm_conv_nbd_open(struct svm_conv_end *e, const char *uri, bool writable);
-/* Append the extent map of [0, size) of an NBD end to l (all data without base:allocation). */
-int svm_conv_nbd_extents(struct svm_conv_end *e, uint64_t size, struct svm_extent_list *l);
-/* Flush (when writable and the server can) and disconnect. flush: 0 or -errno. */
-int svm_conv_nbd_close(struct svm_conv_end *e, bool flush);
+/* The defaults, for callers that pass no options. */
+void svm_conv_options_defaults(struct svm_convert_options *o);
+
+/* A raw file end's descriptors, owned by the converter (the copy end borrows them). */
+struct svm_conv_file {
+  int fd;                   /* O_DIRECT where the file system allows it, else buffered */
+  int fd_buffered;          /* for requests that are not 4 KiB aligned, fsync, provisioning */
+  bool direct;
+};
+
+/* One conversion's state, from the opened source to the renamed destination. */
+struct svm_conv {
+  const struct svm_convert_options *o;
+  const char *src_name, *dst_name;
+  struct svm_copy_end *src, *dst;
+  struct svm_conv_file src_file, dst_file;
+  char *tmp;                /* a file destination's temporary name; unlinked unless renamed */
+  bool dst_reads_zero;      /* the destination reads as zeros wherever it is not written */
+  struct svm_extent_list map;
+  struct svm_copy *copy;
+  struct svm_convert_stats st;
+};
+
+/* A disk size must be a non-zero multiple of 512. */
+int svm_conv_check_size(const char *name, uint64_t size);
+
+/* source.c: open SRC (a file or an NBD URI) read-only, check its size and map its extents. */
+int svm_conv_open_source(struct svm_conv *c);
+
+/* dest.c: check and open DST for a copy of c->st.size bytes of which data_bytes are data: an
+ * NBD export, or a temporary file next to DST on a file system with room for it. */
+int svm_conv_open_dest(struct svm_conv *c, uint64_t data_bytes);
+/* Complete the destination: provisioning, durability, and for a file the rename into place. */
+int svm_conv_finish_dest(struct svm_conv *c);
+/* Release both ends; a temporary file still there is removed. */
+void svm_conv_close(struct svm_conv *c);
 
 #endif
