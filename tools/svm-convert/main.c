@@ -98,8 +98,103 @@ static void print_json(const struct svm_convert_stats *st, const char *mode, con
 }
 
 enum { OPT_JSON = 256, OPT_PUNCH, OPT_REQSIZE, OPT_REQUESTS };
+enum { GO_ON = -1 };          /* parse_args: run; else the exit status (help, usage error) */
 
-int main(int argc, char **argv)
+struct args {
+  enum svm_provisioning prov;
+  bool json, punch, force;
+  const char *src, *dst;      /* convert */
+  const char *disk;           /* --punch-zeroes */
+};
+
+static int usage_error(void)
+{
+  fprintf(stderr, "Try 'svm-convert --help'.\n");
+  return 2;
+}
+
+static int parse_request_size(struct svm_convert_options *o, const char *arg)
+{
+  uint64_t v;
+
+  if (svm_size_parse(arg, &v) < 0 || svm_convert_options_set_request_size(o, v) < 0) {
+    fprintf(stderr, "svm-convert: --request-size %s: must be a multiple of 4096 within "
+            "64K-32M\n", arg);
+    return 2;
+  }
+  return GO_ON;
+}
+
+static int parse_requests(struct svm_convert_options *o, const char *arg)
+{
+  char *end;
+  unsigned long v = strtoul(arg, &end, 10);
+
+  if (*arg == '\0' || *end != '\0' || v > 256 ||
+      svm_convert_options_set_requests(o, (unsigned)v) < 0) {
+    fprintf(stderr, "svm-convert: --requests %s: must be a number within 1-256\n", arg);
+    return 2;
+  }
+  return GO_ON;
+}
+
+static int parse_option(int c, struct args *a, struct svm_convert_options *o)
+{
+  switch (c) {
+  case 'p':
+    if (svm_provisioning_from_string(optarg, &a->prov) < 0) {
+      fprintf(stderr, "svm-convert: --provisioning: %s\n", svm_last_error());
+      return 2;
+    }
+    return GO_ON;
+  case 'f':
+    a->force = true;
+    return GO_ON;
+  case OPT_JSON:
+    a->json = true;
+    return GO_ON;
+  case OPT_PUNCH:
+    a->punch = true;
+    return GO_ON;
+  case OPT_REQSIZE:
+    return parse_request_size(o, optarg);
+  case OPT_REQUESTS:
+    return parse_requests(o, optarg);
+  case 'h':
+    usage(stdout);
+    return 0;
+  case 'V':
+    printf("svm-convert %s\n", SVM_VERSION);
+    return 0;
+  default:
+    return usage_error();
+  }
+}
+
+/* The operands: SRC DST, or DISK with --punch-zeroes (which works in place: no --force, no
+ * --provisioning). */
+static int parse_operands(int argc, char **argv, struct args *a)
+{
+  if (a->punch ? argc - optind != 1 : argc - optind != 2) {
+    fprintf(stderr, a->punch ? "svm-convert: --punch-zeroes takes one DISK\n"
+                             : "svm-convert: need SRC and DST\n");
+    return usage_error();
+  }
+  if (a->punch && (a->force || a->prov != SVM_PROVISIONING_THIN)) {
+    fprintf(stderr, "svm-convert: --punch-zeroes works in place: --force and --provisioning "
+            "do not apply\n");
+    return 2;
+  }
+  if (a->punch) {
+    a->disk = argv[optind];
+  } else {
+    a->src = argv[optind];
+    a->dst = argv[optind + 1];
+  }
+  return GO_ON;
+}
+
+static int parse_args(int argc, char **argv, struct args *a, struct svm_convert_options *o)
 {
   static const struct option longopts[] = {
     { "provisioning", required_argument, NULL, 'p' },
@@ -112,110 +207,80 @@ int main(int argc, char **argv)
     { "version", no_argument, NULL, 'V' },
     { NULL, 0, NULL, 0 },
   };
-  struct svm_convert_options *o = svm_convert_options_new();
-  struct svm_convert_stats st;
-  struct svm_progress bar;
-  enum svm_provisioning prov = SVM_PROVISIONING_THIN;
-  bool json = false, punch = false, force = false;
-  int c, r, status = 0;
+  int c, status;
 
-  if (o == NULL) {
-    fprintf(stderr, "svm-convert: out of memory\n");
-    return 1;
-  }
-  while ((c = getopt_long(argc, argv, "p:fhV", longopts, NULL)) != -1) {
-    switch (c) {
-    case 'p':
-      if (svm_provisioning_from_string(optarg, &prov) < 0) {
-        fprintf(stderr, "svm-convert: --provisioning: %s\n", svm_last_error());
-        status = 2;
-        goto out;
-      }
-      break;
-    case 'f':
-      force = true;
-      break;
-    case OPT_JSON:
-      json = true;
-      break;
-    case OPT_PUNCH:
-      punch = true;
-      break;
-    case OPT_REQSIZE: {
-      uint64_t v;
-      if (svm_size_parse(optarg, &v) < 0 || svm_convert_options_set_request_size(o, v) < 0) {
-        fprintf(stderr, "svm-convert: --request-size %s: must be a multiple of 4096 within "
-                "64K-32M\n", optarg);
-        status = 2;
-        goto out;
-      }
-      break;
-    }
-    case OPT_REQUESTS: {
-      char *end;
-      unsigned long v = strtoul(optarg, &end, 10);
-      if (*optarg == '\0' || *end != '\0' || v > 256 ||
-          svm_convert_options_set_requests(o, (unsigned)v) < 0) {
-        fprintf(stderr, "svm-convert: --requests %s: must be a number within 1-256\n", optarg);
-        status = 2;
-        goto out;
-      }
-      break;
-    }
-    case 'h':
-      usage(stdout);
-      goto out;
-    case 'V':
-      printf("svm-convert %s\n", SVM_VERSION);
-      goto out;
-    default:
-      fprintf(stderr, "Try 'svm-convert --help'.\n");
-      status = 2;
-      goto out;
-    }
-  }
-  if (punch ? argc - optind != 1 : argc - optind != 2) {
-    fprintf(stderr, punch ? "svm-convert: --punch-zeroes takes one DISK\n"
-                          : "svm-convert: need SRC and DST\n");
-    fprintf(stderr, "Try 'svm-convert --help'.\n");
-    status = 2;
-    goto out;
-  }
-  if (punch && (force || prov != SVM_PROVISIONING_THIN)) {
-    fprintf(stderr, "svm-convert: --punch-zeroes works in place: --force and --provisioning "
-            "do not apply\n");
-    status = 2;
-    goto out;
-  }
+  *a = (struct args){ .prov = SVM_PROVISIONING_THIN };
+  while ((c = getopt_long(argc, argv, "p:fhV", longopts, NULL)) != -1)
+    if ((status = parse_option(c, a, o)) != GO_ON)
+      return status;
+  return parse_operands(argc, argv, a);
+}
 
+/* Ctrl-C, kill and a closed terminal stop the copy through its cancel flag, so the partial
+ * destination is removed. Installed before svm_convert() creates DST.svm-part-PID: a test that
+ * waits for that file knows the handler is in place. */
+static void install_handlers(void)
+{
   struct sigaction sa = { .sa_handler = on_signal };
+
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
+}
 
-  svm_convert_options_set_provisioning(o, prov);
-  svm_convert_options_set_force(o, force);
+/* Returns the exit status: 0 done, 1 failed (message on stderr). */
+static int run(const struct args *a, struct svm_convert_options *o, struct svm_convert_stats *st)
+{
+  struct svm_progress bar;
+  int r;
+
+  svm_convert_options_set_provisioning(o, a->prov);
+  svm_convert_options_set_force(o, a->force);
   svm_convert_options_set_cancel_flag(o, &cancelled);
-  svm_progress_init(&bar, punch ? "punching" : "converting");
+  svm_progress_init(&bar, a->punch ? "punching" : "converting");
   svm_convert_options_set_progress(o, on_progress, &bar);
-
-  if (punch)
-    r = svm_convert_punch_zeroes(argv[optind], o, &st);
+  if (a->punch)
+    r = svm_convert_punch_zeroes(a->disk, o, st);
   else
-    r = svm_convert(argv[optind], argv[optind + 1], o, &st);
+    r = svm_convert(a->src, a->dst, o, st);
   svm_progress_finish(&bar);
   if (r < 0) {
     fprintf(stderr, "svm-convert: %s\n", svm_last_error());
-    status = 1;
-    goto out;
+    return 1;
   }
-  if (json)
-    print_json(&st, punch ? "punch-zeroes" : "convert",
-               punch ? NULL : svm_provisioning_to_string(prov), punch ? NULL : argv[optind],
-               punch ? NULL : argv[optind + 1], punch ? argv[optind] : NULL);
-out:
+  return 0;
+}
+
+static void print_result(const struct args *a, const struct svm_convert_stats *st)
+{
+  if (!a->json)
+    return;
+  if (a->punch)
+    print_json(st, "punch-zeroes", NULL, NULL, NULL, a->disk);
+  else
+    print_json(st, "convert", svm_provisioning_to_string(a->prov), a->src, a->dst, NULL);
+}
+
+int main(int argc, char **argv)
+{
+  struct svm_convert_options *o = svm_convert_options_new();
+  struct svm_convert_stats st;
+  struct args a;
+  int status;
+
+  if (o == NULL) {
+    fprintf(stderr, "svm-convert: out of memory\n");
+    return 1;
+  }
+  status = parse_args(argc, argv, &a, o);
+  if (status == GO_ON) {
+    install_handlers();
+    status = run(&a, o, &st);
+    if (status == 0)
+      print_result(&a, &st);
+  }
   svm_convert_options_free(o);
   return status;
 }
