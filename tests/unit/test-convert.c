@@ -6,19 +6,21 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include <svmotion/convert.h>
 #include <svmotion/error.h>
 
-enum { MB = 1 << 20, SIZE = 24 * MB };
+enum { MB = 1 << 20, SIZE = 24 * MB, BLOCK = 4096 };
 
 static char dir[] = "/tmp/svm-test-convert-XXXXXX";
 static char src[256];
@@ -97,21 +99,121 @@ static int count_entries(void)
   return n;
 }
 
+static double now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* What a copy of src must count, worked out here from the file itself and from image, not
+ * from the converter: data is what SEEK_DATA finds allocated, split into the 4 KiB blocks that
+ * hold a non-zero byte and those that do not. */
+struct expect {
+  uint64_t data, nonzero, zero;
+};
+
+static bool block_is_zero(const unsigned char *p, size_t len)
+{
+  for (size_t i = 0; i < len; i++)
+    if (p[i] != 0)
+      return false;
+  return true;
+}
+
+static struct expect expected(void)
+{
+  struct expect x = { 0 };
+  int fd = open(src, O_RDONLY);
+  off_t off = 0, data, hole;
+
+  assert_true(fd >= 0);
+  while (off < SIZE && (data = lseek(fd, off, SEEK_DATA)) >= 0) {
+    hole = lseek(fd, data, SEEK_HOLE);
+    assert_true(hole > data);
+    x.data += (uint64_t)(hole - data);
+    for (off_t b = data; b < hole; b += BLOCK) {
+      size_t len = hole - b < BLOCK ? (size_t)(hole - b) : BLOCK;
+      if (block_is_zero(image + b, len))
+        x.zero += len;
+      else
+        x.nonzero += len;
+    }
+    off = hole;
+  }
+  close(fd);
+  return x;
+}
+
+/* A thin copy allocates exactly the non-zero 4 KiB blocks of the source: walk its data
+ * extents and the image side by side. */
+static void check_thin_allocation(const char *p)
+{
+  int fd = open(p, O_RDONLY);
+  uint64_t allocated = 0;
+  off_t off = 0, data, hole;
+  struct stat st;
+
+  assert_true(fd >= 0);
+  while (off < SIZE && (data = lseek(fd, off, SEEK_DATA)) >= 0) {
+    hole = lseek(fd, data, SEEK_HOLE);
+    for (off_t b = data; b < hole; b += BLOCK)
+      assert_false(block_is_zero(image + b, BLOCK));     /* no zero block allocated */
+    allocated += (uint64_t)(hole - data);
+    off = hole;
+  }
+  assert_int_equal(allocated, expected().nonzero);       /* and every data block is */
+  assert_int_equal(fstat(fd, &st), 0);
+  assert_true((uint64_t)st.st_blocks * 512 <= allocated + 64 * 1024);   /* metadata only */
+  close(fd);
+}
+
+/* Eager-zeroed thick: no hole anywhere. */
+static void check_no_hole(const char *p)
+{
+  int fd = open(p, O_RDONLY);
+  struct stat st;
+
+  assert_true(fd >= 0);
+  assert_int_equal(lseek(fd, 0, SEEK_HOLE), SIZE);
+  assert_int_equal(fstat(fd, &st), 0);
+  assert_true((uint64_t)st.st_blocks * 512 >= SIZE);
+  close(fd);
+}
+
+/* seconds is the call's own time: positive, and within the wall clock around the call. */
+static int timed_convert(const char *dst, const struct svm_convert_options *o,
+                         struct svm_convert_stats *st)
+{
+  double t0 = now();
+  int r = svm_convert(src, dst, o, st);
+  double wall = now() - t0;
+
+  assert_true(st->seconds > 0);
+  assert_true(st->seconds <= wall);
+  return r;
+}
+
 static void convert_on(const char *engine)
 {
   struct svm_convert_options *o = svm_convert_options_new();
   struct svm_convert_stats st;
+  struct expect x = expected();
   char dst[256];
 
+  /* the fixture as setup() meant it: 6 MiB allocated, 4 KiB of it non-zero in the zeros */
+  assert_int_equal(x.data, 6 * MB);
+  assert_int_equal(x.nonzero, 5 * MB + 4096);
   setenv("SVM_IO_ENGINE", engine, 1);
   path(dst, sizeof dst, "thin.raw");
-  assert_int_equal(svm_convert(src, dst, o, &st), 0);
-  check_copy(dst, 6 * MB + 4096 + 64 * 1024);
+  assert_int_equal(timed_convert(dst, o, &st), 0);
+  check_copy(dst, 0);
+  check_thin_allocation(dst);
   assert_int_equal(st.size, SIZE);
-  assert_int_equal(st.bytes_read, 6 * MB);
-  assert_int_equal(st.bytes_written, 5 * MB + 4096);
-  assert_int_equal(st.bytes_skipped_zero, MB - 4096);
-  assert_true(st.seconds >= 0);
+  assert_int_equal(st.bytes_read, x.data);
+  assert_int_equal(st.bytes_written, x.nonzero);
+  assert_int_equal(st.bytes_skipped_zero, x.zero);
+  assert_int_equal(st.bytes_punched, 0);
 
   /* exists: refused; with force: replaced */
   assert_int_equal(svm_convert(src, dst, o, &st), -EEXIST);
@@ -120,9 +222,12 @@ static void convert_on(const char *engine)
   svm_convert_options_set_provisioning(o, SVM_PROVISIONING_EAGER);
   assert_int_equal(svm_convert_options_set_request_size(o, 64 * 1024), 0);
   assert_int_equal(svm_convert_options_set_requests(o, 3), 0);
-  assert_int_equal(svm_convert(src, dst, o, &st), 0);
+  assert_int_equal(timed_convert(dst, o, &st), 0);
   check_copy(dst, 0);
-  assert_int_equal(st.bytes_written, SIZE);
+  check_no_hole(dst);
+  assert_int_equal(st.bytes_read, x.data);
+  assert_int_equal(st.bytes_skipped_zero, x.zero);
+  assert_int_equal(st.bytes_written, SIZE);   /* the data, then zeros over all the rest */
   unlink(dst);
   assert_int_equal(count_entries(), 1);
   svm_convert_options_free(o);
