@@ -7,18 +7,28 @@ CONV=$SVM_BIN/svm-convert
 MiB=$((1024 * 1024))
 
 # 64 MiB disk: 6 MiB of random data in scattered extents, 4 MiB of allocated zeros, holes.
+# The counters are checked against these numbers: DATA_MIB read and written, ZERO_MIB read
+# and skipped, the rest never read.
 src=$TMP/src.raw
+data_offsets="0 7 13 22 40 63"
+DATA_MIB=$(wc -w <<<"$data_offsets")
+ZERO_MIB=4
 truncate -s 64M "$src"
-for o in 0 7 13 22 40 63; do
+for o in $data_offsets; do
   dd if=/dev/urandom of="$src" bs=1M count=1 seek=$o conv=notrunc status=none
 done
-dd if=/dev/zero of="$src" bs=1M count=4 seek=30 conv=notrunc status=none
+dd if=/dev/zero of="$src" bs=1M count=$ZERO_MIB seek=30 conv=notrunc status=none
 sync "$src"
 sum=$(checksum "$src")
+[ "$(allocated "$src")" -ge $(((DATA_MIB + ZERO_MIB) * MiB)) ] || fail "the source is not as built"
+
+now() { date +%s.%N; }
 
 for prov in thin thick eager-zeroed-thick; do
   dst=$TMP/dst-$prov.raw
+  t0=$(now)
   "$CONV" --provisioning "$prov" --json "$src" "$dst" >"$TMP/$prov.json"
+  t1=$(now)
   qemu-img compare -q -f raw -F raw "$src" "$dst" || fail "$prov: contents differ"
   [ "$(stat -c %s "$dst")" -eq $((64 * MiB)) ] || fail "$prov: wrong size"
   alloc=$(allocated "$dst")
@@ -36,19 +46,26 @@ for prov in thin thick eager-zeroed-thick; do
       [ "$alloc" -ge $((64 * MiB)) ] || fail "eager: only $alloc bytes allocated"
       [ "$unwritten" -eq 0 ] || fail "eager: $unwritten unwritten extents" ;;
   esac
-  python3 - "$TMP/$prov.json" "$prov" <<'PY'
+  python3 - "$TMP/$prov.json" "$prov" "$src" "$dst" "$DATA_MIB" "$ZERO_MIB" "$t0" "$t1" <<'PY'
 import json, sys
-d = json.load(open(sys.argv[1]))
+path, prov, src, dst = sys.argv[1:5]
+data, zero = (int(x) << 20 for x in sys.argv[5:7])
+wall = float(sys.argv[8]) - float(sys.argv[7])
+d = json.load(open(path))
 MiB = 1 << 20
-assert d["provisioning"] == sys.argv[2], d
+assert set(d) == {"mode", "source", "destination", "provisioning", "size", "bytes-read",
+                  "bytes-written", "bytes-skipped-zero", "bytes-punched", "seconds"}, d
+assert (d["mode"], d["source"], d["destination"]) == ("convert", src, dst), d
+assert d["provisioning"] == prov, d
 assert d["size"] == 64 * MiB, d
-assert d["bytes-read"] == 10 * MiB, d            # data extents only, not the holes
-assert d["bytes-skipped-zero"] == 4 * MiB, d
-if sys.argv[2] == "eager-zeroed-thick":
-    assert d["bytes-written"] == 64 * MiB, d     # data, then zeros over all the rest
+assert d["bytes-read"] == data + zero, d          # data extents only, not the holes
+assert d["bytes-skipped-zero"] == zero, d         # read, found zero, not written
+if prov == "eager-zeroed-thick":
+    assert d["bytes-written"] == 64 * MiB, d      # data, then zeros over all the rest
 else:
-    assert d["bytes-written"] == 6 * MiB, d
-assert d["seconds"] >= 0, d
+    assert d["bytes-written"] == data, d
+assert d["bytes-punched"] == 0, d
+assert 0 < d["seconds"] <= wall, (d, wall)        # the copy's own time, within the command's
 PY
   ok "$prov: same contents, $alloc bytes allocated, $unwritten unwritten extents"
 done
@@ -72,8 +89,15 @@ cp "$TMP/dst-eager-zeroed-thick.raw" "$TMP/punch.raw"
 qemu-img compare -q -f raw -F raw "$src" "$TMP/punch.raw" || fail "punch-zeroes changed data"
 a=$(allocated "$TMP/punch.raw")
 [ "$a" -le $((6 * MiB + 256 * 1024)) ] || fail "punch-zeroes left $a bytes allocated"
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["bytes-punched"]==58<<20, d' \
-  "$TMP/punch.json"
+python3 - "$TMP/punch.json" "$DATA_MIB" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+data = int(sys.argv[2]) << 20
+assert d["mode"] == "punch-zeroes", d
+assert d["bytes-read"] == 64 << 20, d             # every byte of the eager disk scanned
+assert d["bytes-punched"] == (64 << 20) - data, d # all but the data became holes
+assert d["seconds"] > 0, d
+PY
 ok "--punch-zeroes: $a bytes allocated"
 
 # The CLI: help, version, usage errors
