@@ -254,10 +254,16 @@ static struct nbd_handle *handle(struct svm_copy_end *e)
 
 static int queued(struct svm_copy_end *e, int64_t cookie, const char *what, uint64_t off)
 {
-  if (cookie < 0)
-    return svm_error(nbd_get_errno() ? nbd_get_errno() : EIO, "%s: %s at offset %llu: %s",
-                     e->name, what, (unsigned long long)off, nbd_get_error());
-  return 0;
+  struct nbd_handle *h = N(e)->nbd;
+
+  if (cookie >= 0)
+    return 0;
+  /* A connection that died while sending says so here, not through poll(). */
+  if (nbd_aio_is_dead(h) == 1 || nbd_aio_is_closed(h) == 1)
+    return svm_error(ENOTCONN, "%s: %s at offset %llu: the connection is lost (the NBD "
+                     "server went away?)", e->name, what, (unsigned long long)off);
+  return svm_error(nbd_get_errno() ? nbd_get_errno() : EIO, "%s: %s at offset %llu: %s",
+                   e->name, what, (unsigned long long)off, nbd_get_error());
 }
 
 static int end_read(struct svm_copy_end *e, void *buf, size_t len, uint64_t off, svm_io_cb cb,
