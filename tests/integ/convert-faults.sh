@@ -14,9 +14,12 @@ no_partial() {
   [ -z "$(find "$(dirname "$1")" -name '*.svm-part-*')" ] || fail "temporary file left behind"
 }
 
+servers=0          # numbers each server's files: names never collide
 start_nbdkit() {   # VAR nbdkit-args...: serve on a unix socket, VAR = URI, stopped at exit
-  local var=$1 sock=$TMP/nbdkit-$RANDOM.sock pid
+  local var=$1 sock pid
   shift
+  servers=$((servers + 1))
+  sock=$TMP/nbdkit-$servers.sock
   nbdkit --foreground --exit-with-parent --unix "$sock" "$@" &
   pid=$!
   on_exit "stop_pid $pid"
@@ -28,7 +31,7 @@ start_nbdkit() {   # VAR nbdkit-args...: serve on a unix socket, VAR = URI, stop
 # A source that can be held: every request is logged as it arrives (log filter, outermost),
 # then waits while paused (pause filter). VAR = URI, VAR_CTL = control socket, VAR_LOG = log.
 start_held_source() {
-  local var=$1 ctl=$TMP/pause-$RANDOM.sock log=$TMP/nbdkit-$RANDOM.log
+  local var=$1 ctl=$TMP/pause-$((servers + 1)).sock log=$TMP/nbdkit-$((servers + 1)).log
   shift
   start_nbdkit "$var" --filter=log --filter=pause "$@" pause-control="$ctl" logfile="$log"
   wait_for_socket "$ctl"
