@@ -1,8 +1,9 @@
-# Extents, zero detection, provisioning, the converter and svm-convert.
+# Extents, zero detection, provisioning, the copy engine, the converter and svm-convert.
 svm_unit_test(test-zero SOURCES unit/test-zero.c LIBS svmotion)
 svm_unit_test(test-extents SOURCES unit/test-extents.c LIBS svmotion)
 svm_unit_test(test-provision SOURCES unit/test-provision.c LIBS svmotion)
 svm_unit_test(test-convert SOURCES unit/test-convert.c LIBS svmotion)
+svm_unit_test(test-convert-copy SOURCES unit/test-convert-copy.c LIBS svmotion)
 svm_unit_test(test-convert-common SOURCES unit/test-convert-common.c LIBS svm_common)
 svm_integ_test(convert-provisioning convert-provisioning.sh TIMEOUT 120)
 svm_integ_test(convert-errors convert-errors.sh TIMEOUT 120)
