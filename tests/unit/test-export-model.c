@@ -105,7 +105,7 @@ struct ctx {
   unsigned cut;
   unsigned inflight_at_cuts;    /* requests in flight (held) summed over the cuts */
   bool stop;
-  unsigned errors;              /* mismatches and failed requests */
+  unsigned errors;              /* failed checks (compares with mismatches) and requests */
   unsigned report_lines;
   char *report;
   size_t report_len, report_cap;
@@ -184,8 +184,8 @@ static void describe_op(struct ctx *x, uint32_t tag, char *out, size_t len)
     snprintf(out, len, "the initial contents");
     return;
   }
-  snprintf(out, len, "%s #%" PRIu32 " of client %u at [%" PRIu64 ", +%" PRIu64 "), sent after "
-           "cut %d, acknowledged after cut %d", op_name[o->kind], tag, o->client, o->off,
+  snprintf(out, len, "%s #%" PRIu32 " of client %u at [%" PRIu64 ", +%" PRIu64 "), sent before the "
+           "end of cut %d, acknowledged before the end of cut %d", op_name[o->kind], tag, o->client, o->off,
            o->len, o->issued_cut, o->acked_cut);
 }
 
@@ -656,9 +656,16 @@ static void test_model(void **st)
 
   run_model(x);
   if (x->errors) {
-    print_error("seed %u: %u errors; the model disagrees with the export:\n%s", x->seed,
-                x->errors, x->report ? x->report : "");
-    fail_msg("seed %u: %u errors (ops %zu, cuts %u)", x->seed, x->errors, x->nops - 1, x->cut);
+    /* line by line: cmocka's print functions truncate long messages */
+    print_error("seed %u: %u failed checks; the model disagrees with the export:\n", x->seed,
+                x->errors);
+    for (char *line = x->report, *nl; line && *line; line = nl + 1) {
+      nl = strchr(line, '\n');
+      *nl = '\0';
+      print_error("%s\n", line);
+    }
+    fail_msg("seed %u: %u failed checks (%zu requests, %u cuts done)", x->seed, x->errors,
+             x->nops - 1, x->cut);
   }
   /* the run did what it is for: cuts under load, reads checked, all kinds of requests */
   print_message("seed %u: %zu requests, %" PRIu64 " MiB written, %" PRIu64 " reads checked, "
