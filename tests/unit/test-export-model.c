@@ -14,10 +14,10 @@
  * acknowledged write/zero covering it, except that after a TRIM (advisory, contents
  * unspecified) a byte may also read as zero until written again. Checked against it:
  *   - every READ during the run (its range is reserved: nothing is in flight over it);
- *   - at every cut, while paused, the file under the export, byte by byte, except the 4 KiB
- *     blocks touched by a request still in flight (held by the pause, or answered but not yet
- *     seen by its client) - this is where a write lost at the cut shows, before later writes
- *     can overwrite it;
+ *   - at every cut, while paused, the file under the export, byte by byte, except the bytes
+ *     of requests still in flight (held by the pause, or answered but not yet seen by their
+ *     client) - this is where a write lost at the cut shows, before later writes can
+ *     overwrite it;
  *   - at the end, the whole disk read through the export with libnbd, and the final file read
  *     directly.
  * Each byte a write puts down depends on the write and on the offset, so a lost, misplaced or
@@ -47,7 +47,6 @@
 enum {
   DISK = 8 << 20,
   BLK = 4096,
-  NBLK = DISK / BLK,
   NCLIENT = 4,
   QD = 8,                       /* requests in flight per client */
   MINLEN = 512,
@@ -190,11 +189,11 @@ static void describe_op(struct ctx *x, uint32_t tag, char *out, size_t len)
 }
 
 /* Compare `got` (the disk's bytes at [off, off+len)) with the model (under x->mu), skipping
- * the 4 KiB blocks marked in `skip` (may be NULL). Every mismatching range is reported: its
+ * the bytes marked in `skip` (indexed by disk offset; may be NULL). Every mismatching range is reported: its
  * offset and length, the first differing byte's expected value (and who wrote it) and the
  * value found. Returns the number of mismatching bytes. */
 static uint64_t compare(struct ctx *x, const char *where, const uint8_t *got, uint64_t off,
-                        uint64_t len, const bool *skip)
+                        uint64_t len, const uint8_t *skip)
 {
   uint64_t bad = 0, i = 0;
 
@@ -203,8 +202,8 @@ static uint64_t compare(struct ctx *x, const char *where, const uint8_t *got, ui
     bool zeros = true;
     char who[256];
 
-    if (skip && skip[o / BLK]) {
-      i = (o / BLK + 1) * BLK - off;
+    if (skip && skip[o]) {
+      i++;
       continue;
     }
     if (got[i] == x->val[o] || (x->may_zero[o] && got[i] == 0)) {
@@ -217,7 +216,7 @@ static uint64_t compare(struct ctx *x, const char *where, const uint8_t *got, ui
     end = i;
     for (uint64_t j = i; j < len && j - end <= 64; j++) {
       uint64_t p = off + j;
-      if (skip && skip[p / BLK])
+      if (skip && skip[p])
         break;
       if (got[j] != x->val[p] && !(x->may_zero[p] && got[j] == 0)) {
         nbad++;
@@ -491,7 +490,7 @@ static unsigned errors(struct ctx *x)
 /* While paused: the file under the export matches the model, but for blocks in flight. */
 static void check_file_paused(struct ctx *x, const char *path, uint8_t *buf, const char *what)
 {
-  static bool skip[NBLK];
+  static uint8_t skip[DISK];
   char where[128];
   unsigned held = 0;
 
@@ -502,8 +501,7 @@ static void check_file_paused(struct ctx *x, const char *path, uint8_t *buf, con
     if (x->busy[i].end == 0)
       continue;
     held++;
-    for (uint64_t b = x->busy[i].off / BLK; b <= (x->busy[i].end - 1) / BLK; b++)
-      skip[b] = true;
+    memset(skip + x->busy[i].off, 1, x->busy[i].end - x->busy[i].off);
   }
   x->inflight_at_cuts += held;
   snprintf(where, sizeof where, "cut %u (%s), file %s", x->cut, what, path);
