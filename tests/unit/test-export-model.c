@@ -152,6 +152,7 @@ static void *xrealloc(void *p, size_t n)
 }
 
 /* Append a line to the report (under x->mu). */
+static void report(struct ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void report(struct ctx *x, const char *fmt, ...)
 {
   va_list ap;
