@@ -488,7 +488,8 @@ static unsigned errors(struct ctx *x)
   return n;
 }
 
-/* While paused: the file under the export matches the model, but for blocks in flight. */
+/* While paused: the file under the export matches the model, but for the bytes of requests
+ * in flight (sent and held by the pause, or answered and not yet seen by their client). */
 static void check_file_paused(struct ctx *x, const char *path, uint8_t *buf, const char *what)
 {
   static uint8_t skip[DISK];
