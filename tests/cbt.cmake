@@ -2,6 +2,9 @@
 svm_unit_test(test-cbt SOURCES unit/test-cbt.c LIBS svmcbt)
 svm_unit_test(test-cbt-model SOURCES unit/test-cbt-model.c LIBS svmcbt)
 set_tests_properties(test-cbt-model PROPERTIES TIMEOUT 300)
+# both run threads (concurrent marks, the model's writer threads): tools/test.sh runs them
+# under TSan (ctest -L threads in build-tsan)
+set_tests_properties(test-cbt test-cbt-model PROPERTIES LABELS threads)
 
 # bench/cbt.sh builds this in a Release tree and runs it.
 add_executable(cbt-bench ${CMAKE_SOURCE_DIR}/bench/cbt/cbt-bench.c)
