@@ -73,7 +73,7 @@ svmctl cbt info --json "$T/ds1/twin/disk1.ctk" >"$T/i.json"
 [ "$(json_get 'd["disk-size"]' <"$T/i.json")" = 4194304 ] || fail "cbt info --json"
 svmctl cbt info "$T/ds1/twin/disk1.ctk" | grep -q "^granularity: *65536" || fail "cbt info text"
 head -c 100 /dev/urandom >"$T/junk.ctk"
-expect_fail 1 "junk.ctk" svmctl cbt info "$T/junk.ctk"
+expect_fail 1 "$T/junk.ctk: truncated: 100 bytes, not even a header" svmctl cbt info "$T/junk.ctk"
 stop_svmd
 
 # edit a VM's descriptor by hand (unknown keys kept) and delete it: all its files go
