@@ -337,13 +337,135 @@ static bool plain_file_name(const char *s)
   return *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
+/* What svm_desc_validate has seen so far of the disk keys (and svm.version). */
+struct desc_seen {
+  unsigned first_line[SVM_DESC_MAX_DISKS];   /* first line of diskN.*, 0 = none */
+  bool has_size[SVM_DESC_MAX_DISKS];
+  unsigned max_index;
+  bool any_disk, version;
+};
+
+/* svm.version, name, uuid, export.tcp: 1 if l is one of them (and valid), 0 if not, or <0. */
+static int check_vm_key(struct svm_desc *d, const struct svm_desc_line *l, struct desc_seen *seen)
+{
+  uint64_t v;
+
+  if (strcmp(l->key, "svm.version") == 0) {
+    if (parse_u64(l->value, &v) < 0)
+      return svm_error(EINVAL, "%s:%u: svm.version: '%s' is not a number", d->path, l->lineno,
+                       l->value);
+    if (v != SVM_DESC_VERSION)
+      return svm_error(EINVAL, "%s:%u: svm.version = %s is not supported (this svmotion reads "
+                       "version %d)", d->path, l->lineno, l->value, SVM_DESC_VERSION);
+    d->version = (unsigned)v;
+    seen->version = true;
+  } else if (strcmp(l->key, "name") == 0) {
+    if (!svm_vm_name_valid(l->value))
+      return svm_error(EINVAL, "%s:%u: name: '%s' is not a valid VM name (1-64 of "
+                       "[A-Za-z0-9._-], not starting with '.' or '-')", d->path, l->lineno,
+                       l->value);
+    d->name = l->value;
+  } else if (strcmp(l->key, "uuid") == 0) {
+    d->uuid = l->value;
+  } else if (strcmp(l->key, "export.tcp") == 0) {
+    if (!strchr(l->value, ':'))
+      return svm_error(EINVAL, "%s:%u: export.tcp: '%s' is not ADDR:PORT", d->path, l->lineno,
+                       l->value);
+    d->tcp = l->value;
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+/* One field of diskN: file, size, provisioning, uuid, ctk (other fields are kept, unread). */
+static int check_disk_field(struct svm_desc *d, const struct svm_desc_line *l, unsigned idx,
+                            const char *field, struct desc_seen *seen)
+{
+  struct svm_desc_disk *dk = &d->disks[idx];
+  uint64_t v;
+
+  if (strcmp(field, "file") == 0 || strcmp(field, "ctk") == 0) {
+    if (!plain_file_name(l->value))
+      return svm_error(EINVAL, "%s:%u: %s: '%s' must be a file name inside the VM folder",
+                       d->path, l->lineno, l->key, l->value);
+    *(strcmp(field, "file") == 0 ? &dk->file : &dk->ctk) = l->value;
+  } else if (strcmp(field, "size") == 0) {
+    if (parse_u64(l->value, &v) < 0)
+      return svm_error(EINVAL, "%s:%u: %s: '%s' is not a number", d->path, l->lineno, l->key,
+                       l->value);
+    if (v == 0 || v % 512 || v > (UINT64_C(1) << 62))
+      return svm_error(EINVAL, "%s:%u: %s: %s is not a disk size (a non-zero multiple of "
+                       "512)", d->path, l->lineno, l->key, l->value);
+    dk->size = v;
+    seen->has_size[idx] = true;
+  } else if (strcmp(field, "provisioning") == 0) {
+    if (svm_desc_prov_parse(l->value, &dk->provisioning) < 0)
+      return svm_error_prefix("%s:%u: %s", d->path, l->lineno, l->key);
+  } else if (strcmp(field, "uuid") == 0) {
+    dk->uuid = l->value;
+  }
+  return 0;
+}
+
+/* A line with a key: the VM's keys, a disk's, or one kept unread. */
+static int check_line(struct svm_desc *d, const struct svm_desc_line *l, struct desc_seen *seen)
+{
+  unsigned idx;
+  const char *field;
+  int k = check_vm_key(d, l, seen);
+
+  if (k != 0)
+    return k < 0 ? k : 0;
+  k = disk_key(l->key, &idx, &field);
+  if (k < 0)
+    return svm_error(EINVAL, "%s:%u: bad disk index in '%s' (disk0 ... disk%d, no leading "
+                     "zeros)", d->path, l->lineno, l->key, SVM_DESC_MAX_DISKS - 1);
+  if (k == 0)
+    return 0;
+  if (!seen->first_line[idx])
+    seen->first_line[idx] = l->lineno ? l->lineno : 1;
+  if (!seen->any_disk || idx > seen->max_index)
+    seen->max_index = idx;
+  seen->any_disk = true;
+  return check_disk_field(d, l, idx, field, seen);
+}
+
+/* Disk i once every line is read: numbered without a gap, its required keys, the default
+ * ctk, and no file shared with an earlier disk. */
+static int check_disk(struct svm_desc *d, unsigned i, const struct desc_seen *seen)
+{
+  struct svm_desc_disk *dk = &d->disks[i];
+
+  if (!seen->first_line[i]) {
+    unsigned j = i + 1;
+    while (!seen->first_line[j])
+      j++;
+    return svm_error(EINVAL, "%s:%u: disk%u without disk%u (disks are numbered 0, 1, ...)",
+                     d->path, seen->first_line[j], j, i);
+  }
+  if (!dk->file)
+    return svm_error(EINVAL, "%s: missing key 'disk%u.file'", d->path, i);
+  if (!seen->has_size[i])
+    return svm_error(EINVAL, "%s: missing key 'disk%u.size'", d->path, i);
+  if (!dk->uuid)
+    return svm_error(EINVAL, "%s: missing key 'disk%u.uuid'", d->path, i);
+  if (!dk->ctk) {
+    snprintf(dk->ctk_default, sizeof dk->ctk_default, "disk%u.ctk", i);
+    dk->ctk = dk->ctk_default;
+  }
+  for (unsigned j = 0; j < i; j++)
+    if (strcmp(d->disks[j].file, dk->file) == 0 || strcmp(d->disks[j].ctk, dk->ctk) == 0)
+      return svm_error(EINVAL, "%s: disk%u and disk%u share a file", d->path, j, i);
+  if (strcmp(dk->file, dk->ctk) == 0)
+    return svm_error(EINVAL, "%s: disk%u: file and ctk are the same file", d->path, i);
+  return 0;
+}
+
 int svm_desc_validate(struct svm_desc *d)
 {
-  unsigned first_line[SVM_DESC_MAX_DISKS] = { 0 };
-  bool has_size[SVM_DESC_MAX_DISKS] = { false };
-  unsigned max_index = 0;
-  bool any_disk = false;
-  const struct svm_desc_line *vl = NULL;
+  struct desc_seen seen = { .any_disk = false };
+  int r;
 
   d->version = 0;
   d->name = d->uuid = d->tcp = NULL;
@@ -351,109 +473,26 @@ int svm_desc_validate(struct svm_desc *d)
   memset(d->disks, 0, sizeof d->disks);
 
   for (size_t i = 0; i < d->nlines; i++) {
-    const struct svm_desc_line *l = &d->lines[i];
-    unsigned idx;
-    const char *field;
-    uint64_t v;
-
-    if (!l->key)
+    if (!d->lines[i].key)
       continue;
-    if (strcmp(l->key, "svm.version") == 0) {
-      if (parse_u64(l->value, &v) < 0)
-        return svm_error(EINVAL, "%s:%u: svm.version: '%s' is not a number", d->path, l->lineno,
-                         l->value);
-      if (v != SVM_DESC_VERSION)
-        return svm_error(EINVAL, "%s:%u: svm.version = %s is not supported (this svmotion reads "
-                         "version %d)", d->path, l->lineno, l->value, SVM_DESC_VERSION);
-      d->version = (unsigned)v;
-      vl = l;
-    } else if (strcmp(l->key, "name") == 0) {
-      if (!svm_vm_name_valid(l->value))
-        return svm_error(EINVAL, "%s:%u: name: '%s' is not a valid VM name (1-64 of "
-                         "[A-Za-z0-9._-], not starting with '.' or '-')", d->path, l->lineno,
-                         l->value);
-      d->name = l->value;
-    } else if (strcmp(l->key, "uuid") == 0) {
-      d->uuid = l->value;
-    } else if (strcmp(l->key, "export.tcp") == 0) {
-      if (!strchr(l->value, ':'))
-        return svm_error(EINVAL, "%s:%u: export.tcp: '%s' is not ADDR:PORT", d->path, l->lineno,
-                         l->value);
-      d->tcp = l->value;
-    } else {
-      int k = disk_key(l->key, &idx, &field);
-      if (k < 0)
-        return svm_error(EINVAL, "%s:%u: bad disk index in '%s' (disk0 ... disk%d, no leading "
-                         "zeros)", d->path, l->lineno, l->key, SVM_DESC_MAX_DISKS - 1);
-      if (k == 0)
-        continue;
-      struct svm_desc_disk *dk = &d->disks[idx];
-      if (!first_line[idx])
-        first_line[idx] = l->lineno ? l->lineno : 1;
-      if (!any_disk || idx > max_index)
-        max_index = idx;
-      any_disk = true;
-      if (strcmp(field, "file") == 0) {
-        if (!plain_file_name(l->value))
-          return svm_error(EINVAL, "%s:%u: %s: '%s' must be a file name inside the VM folder",
-                           d->path, l->lineno, l->key, l->value);
-        dk->file = l->value;
-      } else if (strcmp(field, "size") == 0) {
-        if (parse_u64(l->value, &v) < 0)
-          return svm_error(EINVAL, "%s:%u: %s: '%s' is not a number", d->path, l->lineno,
-                           l->key, l->value);
-        if (v == 0 || v % 512 || v > (UINT64_C(1) << 62))
-          return svm_error(EINVAL, "%s:%u: %s: %s is not a disk size (a non-zero multiple of "
-                           "512)", d->path, l->lineno, l->key, l->value);
-        dk->size = v;
-        has_size[idx] = true;
-      } else if (strcmp(field, "provisioning") == 0) {
-        if (svm_desc_prov_parse(l->value, &dk->provisioning) < 0)
-          return svm_error_prefix("%s:%u: %s", d->path, l->lineno, l->key);
-      } else if (strcmp(field, "uuid") == 0) {
-        dk->uuid = l->value;
-      } else if (strcmp(field, "ctk") == 0) {
-        if (!plain_file_name(l->value))
-          return svm_error(EINVAL, "%s:%u: %s: '%s' must be a file name inside the VM folder",
-                           d->path, l->lineno, l->key, l->value);
-        dk->ctk = l->value;
-      }
-    }
+    r = check_line(d, &d->lines[i], &seen);
+    if (r < 0)
+      return r;
   }
-  if (!vl)
+  if (!seen.version)
     return svm_error(EINVAL, "%s: missing key 'svm.version'", d->path);
   if (!d->name)
     return svm_error(EINVAL, "%s: missing key 'name'", d->path);
   if (!d->uuid)
     return svm_error(EINVAL, "%s: missing key 'uuid'", d->path);
-  if (any_disk) {
-    for (unsigned i = 0; i <= max_index; i++) {
-      struct svm_desc_disk *dk = &d->disks[i];
-      if (!first_line[i]) {
-        unsigned j = i + 1;
-        while (!first_line[j])
-          j++;
-        return svm_error(EINVAL, "%s:%u: disk%u without disk%u (disks are numbered 0, 1, ...)",
-                         d->path, first_line[j], j, i);
-      }
-      if (!dk->file)
-        return svm_error(EINVAL, "%s: missing key 'disk%u.file'", d->path, i);
-      if (!has_size[i])
-        return svm_error(EINVAL, "%s: missing key 'disk%u.size'", d->path, i);
-      if (!dk->uuid)
-        return svm_error(EINVAL, "%s: missing key 'disk%u.uuid'", d->path, i);
-      if (!dk->ctk) {
-        snprintf(dk->ctk_default, sizeof dk->ctk_default, "disk%u.ctk", i);
-        dk->ctk = dk->ctk_default;
-      }
-      for (unsigned j = 0; j < i; j++)
-        if (strcmp(d->disks[j].file, dk->file) == 0 || strcmp(d->disks[j].ctk, dk->ctk) == 0)
-          return svm_error(EINVAL, "%s: disk%u and disk%u share a file", d->path, j, i);
-      if (strcmp(dk->file, dk->ctk) == 0)
-        return svm_error(EINVAL, "%s: disk%u: file and ctk are the same file", d->path, i);
-    }
-    d->ndisks = max_index + 1;
+  if (!seen.any_disk)
+    return 0;
+  for (unsigned i = 0; i <= seen.max_index; i++) {
+    r = check_disk(d, i, &seen);
+    if (r < 0)
+      return r;
   }
+  d->ndisks = seen.max_index + 1;
   return 0;
 }
 
