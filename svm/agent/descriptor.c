@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/agent/descriptor.h"
 
@@ -191,7 +192,7 @@ static int parse_line(struct svm_desc *d, struct svm_desc_line *l, const char *s
 
 int svm_desc_parse(const char *path, const char *buf, size_t len, struct svm_desc **out)
 {
-  struct svm_desc *d = svm_desc_new(path);
+  CLEANUP_DESC struct svm_desc *d = svm_desc_new(path);
   unsigned lineno = 0;
   size_t pos = 0;
   int r;
@@ -199,92 +200,69 @@ int svm_desc_parse(const char *path, const char *buf, size_t len, struct svm_des
   *out = NULL;
   if (!d)
     return svm_error(ENOMEM, "out of memory");
-  if (len > SVM_DESC_MAX_FILE) {
-    r = svm_error(EFBIG, "%s: %zu bytes, larger than the %d bytes a descriptor may have", path,
-                  len, SVM_DESC_MAX_FILE);
-    goto fail;
-  }
+  if (len > SVM_DESC_MAX_FILE)
+    return svm_error(EFBIG, "%s: %zu bytes, larger than the %d bytes a descriptor may have",
+                     path, len, SVM_DESC_MAX_FILE);
   while (pos < len) {
     const char *s = buf + pos;
     const char *nl = memchr(s, '\n', len - pos);
     size_t n = nl ? (size_t)(nl - s) : len - pos;
 
     lineno++;
-    if (memchr(s, '\0', n)) {
-      r = svm_error(EINVAL, "%s:%u: the line holds a NUL byte (not a text file?)", path, lineno);
-      goto fail;
-    }
-    if (n > SVM_DESC_MAX_LINE) {
-      r = svm_error(EINVAL, "%s:%u: line longer than %d bytes", path, lineno, SVM_DESC_MAX_LINE);
-      goto fail;
-    }
-    if (!nl) {
-      r = svm_error(EINVAL, "%s:%u: truncated file: the last line has no newline", path, lineno);
-      goto fail;
-    }
+    if (memchr(s, '\0', n))
+      return svm_error(EINVAL, "%s:%u: the line holds a NUL byte (not a text file?)", path,
+                       lineno);
+    if (n > SVM_DESC_MAX_LINE)
+      return svm_error(EINVAL, "%s:%u: line longer than %d bytes", path, lineno,
+                       SVM_DESC_MAX_LINE);
+    if (!nl)
+      return svm_error(EINVAL, "%s:%u: truncated file: the last line has no newline", path,
+                       lineno);
     struct svm_desc_line *l = add_line(d);
-    if (!l) {
-      r = svm_error(ENOMEM, "out of memory");
-      goto fail;
-    }
+    if (!l)
+      return svm_error(ENOMEM, "out of memory");
     l->lineno = lineno;
     r = parse_line(d, l, s, n);
     if (r < 0)
-      goto fail;
+      return r;
     pos += n + 1;
   }
   r = svm_desc_validate(d);
   if (r < 0)
-    goto fail;
-  *out = d;
+    return r;
+  *out = TAKE_PTR(d);
   return 0;
-fail:
-  svm_desc_free(d);
-  return r;
 }
 
 int svm_desc_load(const char *path, struct svm_desc **out)
 {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+  CLEANUP_FREE char *buf = NULL;
   struct stat st;
-  char *buf;
   size_t got = 0;
-  int r;
 
   *out = NULL;
   if (fd < 0)
     return svm_error(errno, "%s: %s", path, strerror(errno));
-  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
     return svm_error(EINVAL, "%s: not a regular file", path);
-  }
-  if (st.st_size > SVM_DESC_MAX_FILE) {
-    close(fd);
+  if (st.st_size > SVM_DESC_MAX_FILE)
     return svm_error(EFBIG, "%s: %jd bytes, larger than the %d bytes a descriptor may have",
                      path, (intmax_t)st.st_size, SVM_DESC_MAX_FILE);
-  }
   buf = malloc((size_t)st.st_size + 1);
-  if (!buf) {
-    close(fd);
+  if (!buf)
     return svm_error(ENOMEM, "out of memory");
-  }
   while (got < (size_t)st.st_size) {
     ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
     if (n < 0 && errno == EINTR)
       continue;
-    if (n < 0) {
-      r = svm_error(errno, "%s: %s", path, strerror(errno));
-      goto out;
-    }
+    if (n < 0)
+      return svm_error(errno, "%s: %s", path, strerror(errno));
     if (n == 0)
       break;
     got += (size_t)n;
   }
-  r = svm_desc_parse(path, buf, got, out);
-out:
-  free(buf);
-  close(fd);
-  return r;
+  return svm_desc_parse(path, buf, got, out);
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -513,28 +491,25 @@ int svm_desc_set(struct svm_desc *d, const char *key, const char *value)
   for (size_t i = 0; i < d->nlines; i++)
     if (d->lines[i].key && strcmp(d->lines[i].key, key) == 0)
       l = &d->lines[i];
-  char *text, *k = strdup(key), *v = strdup(value);
+  CLEANUP_FREE char *text = NULL;
+  CLEANUP_FREE char *k = strdup(key);
+  CLEANUP_FREE char *v = strdup(value);
   if (!k || !v || asprintf(&text, "%s = %s", key, value) < 0) {
-    free(k);
-    free(v);
+    text = NULL;
     return svm_error(ENOMEM, "out of memory");
   }
   if (!l) {
     l = add_line(d);
-    if (!l) {
-      free(k);
-      free(v);
-      free(text);
+    if (!l)
       return svm_error(ENOMEM, "out of memory");
-    }
   } else {
     free(l->text);
     free(l->key);
     free(l->value);
   }
-  l->text = text;
-  l->key = k;
-  l->value = v;
+  l->text = TAKE_PTR(text);
+  l->key = TAKE_PTR(k);
+  l->value = TAKE_PTR(v);
   return 0;
 }
 
@@ -580,65 +555,68 @@ int svm_desc_format(const struct svm_desc *d, char **out, size_t *len)
 
 static int fsync_dir_of(const char *path)
 {
-  char *copy = strdup(path);
-  int fd, r = 0;
+  CLEANUP_FREE char *copy = strdup(path);
+  CLEANUP_CLOSE int fd = -1;
 
   if (!copy)
     return svm_error(ENOMEM, "out of memory");
   fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0 || fsync(fd) < 0)
-    r = svm_error(errno, "%s: fsync of the folder: %s", path, strerror(errno));
-  if (fd >= 0)
-    close(fd);
-  free(copy);
-  return r;
+    return svm_error(errno, "%s: fsync of the folder: %s", path, strerror(errno));
+  return 0;
+}
+
+static int write_all(int fd, const char *name, const char *buf, size_t len)
+{
+  size_t off = 0;
+
+  while (off < len) {
+    ssize_t n = write(fd, buf + off, len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return svm_error(errno, "%s: %s", name, strerror(errno));
+    off += (size_t)n;
+  }
+  return 0;
+}
+
+/* The text in a new file tmp, durable before it is renamed over anything. */
+static int write_tmp(const char *tmp, const char *buf, size_t len)
+{
+  CLEANUP_CLOSE int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int r;
+
+  if (fd < 0)
+    return svm_error(errno, "%s: %s", tmp, strerror(errno));
+  r = write_all(fd, tmp, buf, len);
+  if (r < 0)
+    return r;
+  if (fsync(fd) < 0)
+    return svm_error(errno, "%s: fsync: %s", tmp, strerror(errno));
+  return 0;
 }
 
 int svm_desc_save(const struct svm_desc *d, const char *path)
 {
-  char *buf, *tmp = NULL;
-  size_t len, off = 0;
-  int fd = -1, r;
+  CLEANUP_FREE char *buf = NULL;
+  CLEANUP_FREE char *tmp = NULL;
+  size_t len;
+  int r;
 
   r = svm_desc_format(d, &buf, &len);
   if (r < 0)
     return r;
   if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
-    free(buf);
+    tmp = NULL;
     return svm_error(ENOMEM, "out of memory");
   }
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    r = svm_error(errno, "%s: %s", tmp, strerror(errno));
-    goto out;
-  }
-  while (off < len) {
-    ssize_t n = write(fd, buf + off, len - off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      r = svm_error(errno, "%s: %s", tmp, strerror(errno));
-      goto out;
-    }
-    off += (size_t)n;
-  }
-  if (fsync(fd) < 0) {
-    r = svm_error(errno, "%s: fsync: %s", tmp, strerror(errno));
-    goto out;
-  }
-  close(fd);
-  fd = -1;
-  if (rename(tmp, path) < 0) {
+  r = write_tmp(tmp, buf, len);
+  if (r == 0 && rename(tmp, path) < 0)
     r = svm_error(errno, "%s: rename: %s", path, strerror(errno));
-    goto out;
-  }
-  r = fsync_dir_of(path);
-out:
-  if (fd >= 0)
-    close(fd);
-  if (r < 0)
+  if (r < 0) {
     unlink(tmp);
-  free(tmp);
-  free(buf);
-  return r;
+    return r;
+  }
+  return fsync_dir_of(path);
 }
