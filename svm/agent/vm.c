@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,14 +83,73 @@ static int split_hostport(const char *s, char *addr, size_t alen, char *port, si
   return 0;
 }
 
+/* asprintf, but NULL on failure (asprintf leaves its pointer undefined, and free_vm frees
+ * every one of a disk's strings). */
+static char *strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *strf(const char *fmt, ...)
+{
+  va_list ap;
+  char *s;
+  int n;
+
+  va_start(ap, fmt);
+  n = vasprintf(&s, fmt, ap);
+  va_end(ap);
+  return n < 0 ? NULL : s;
+}
+
+/* Disk i's paths and names, checked against its file; tcp_addr/tcp_port from export.tcp
+ * ("" when the VM is not exported over TCP). */
+static int init_disk(struct svm_agent *a, struct agent_vm *vm, unsigned i, const char *tcp_addr,
+                     const char *tcp_port)
+{
+  struct agent_disk *d = &vm->disks[i];
+  const struct svm_desc_disk *dd = &vm->desc->disks[i];
+  const char *name = vm->desc->name;
+  struct stat st;
+
+  d->vm = vm;
+  d->index = i;
+  if (!(d->path = strf("%s/%s", vm->dir, dd->file)) ||
+      !(d->ctk_path = strf("%s/%s", vm->dir, dd->ctk)) ||
+      !(d->export_name = strf("%s/disk%u", name, i)) ||
+      !(d->sock_path = strf("%s/%s-disk%u.sock", a->nbds_dir, name, i)))
+    return svm_error(ENOMEM, "out of memory");
+  if (stat(d->path, &st) < 0)
+    return svm_error(errno, "%s: disk%u: %s: %s", vm->desc_path, i, d->path, strerror(errno));
+  if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != dd->size)
+    return svm_error(EINVAL, "%s: disk%u: %s is %jd bytes, the descriptor says %" PRIu64,
+                     vm->desc_path, i, d->path, (intmax_t)st.st_size, dd->size);
+  if (tcp_addr[0]) {
+    snprintf(d->tcp_addr, sizeof d->tcp_addr, "%s", tcp_addr);
+    unsigned port = (unsigned)atoi(tcp_port);
+    /* a fixed port P serves disk0, P+1 disk1, ...; port 0 gives each disk an ephemeral one */
+    snprintf(d->tcp_port, sizeof d->tcp_port, "%u", port ? port + i : 0);
+  }
+  return 0;
+}
+
+/* Every disk's tracker and export, or none of them. */
+static int start_disks(struct svm_agent *a, struct agent_vm *vm)
+{
+  for (unsigned i = 0; i < vm->ndisks; i++) {
+    if (agent_disk_start(a, &vm->disks[i]) < 0) {
+      int r = svm_error_prefix("%s: disk%u", vm->desc_path, i);
+      while (i)
+        agent_disk_stop(&vm->disks[--i]);
+      return r;
+    }
+  }
+  return 0;
+}
+
 int agent_vm_open(struct svm_agent *a, const struct svm_datastore *ds, const char *dir,
                   const char *desc_path, struct svm_desc *desc, struct agent_vm **out)
 {
   struct agent_vm *vm = calloc(1, sizeof *vm);
   char tcp_port[16] = "";
   char tcp_addr[64] = "";
-  unsigned started = 0;
-  int r;
+  int r = 0;
 
   *out = NULL;
   if (!vm) {
@@ -102,61 +162,21 @@ int agent_vm_open(struct svm_agent *a, const struct svm_datastore *ds, const cha
   vm->desc_path = strdup(desc_path);
   vm->ndisks = desc->ndisks;
   vm->disks = calloc(desc->ndisks ? desc->ndisks : 1, sizeof *vm->disks);
-  if (!vm->dir || !vm->desc_path || !vm->disks) {
+  if (!vm->dir || !vm->desc_path || !vm->disks)
     r = svm_error(ENOMEM, "out of memory");
-    goto fail;
-  }
-  if (desc->tcp) {
-    r = split_hostport(desc->tcp, tcp_addr, sizeof tcp_addr, tcp_port, sizeof tcp_port);
-    if (r < 0) {
-      r = svm_error_prefix("%s: export.tcp", desc_path);
-      goto fail;
-    }
-  }
-  for (unsigned i = 0; i < vm->ndisks; i++) {
-    struct agent_disk *d = &vm->disks[i];
-    const struct svm_desc_disk *dd = &desc->disks[i];
-    struct stat st;
-
-    d->vm = vm;
-    d->index = i;
-    if (asprintf(&d->path, "%s/%s", dir, dd->file) < 0 ||
-        asprintf(&d->ctk_path, "%s/%s", dir, dd->ctk) < 0 ||
-        asprintf(&d->export_name, "%s/disk%u", desc->name, i) < 0 ||
-        asprintf(&d->sock_path, "%s/%s-disk%u.sock", a->nbds_dir, desc->name, i) < 0) {
-      r = svm_error(ENOMEM, "out of memory");
-      goto fail;
-    }
-    if (stat(d->path, &st) < 0) {
-      r = svm_error(errno, "%s: disk%u: %s: %s", desc_path, i, d->path, strerror(errno));
-      goto fail;
-    }
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != dd->size) {
-      r = svm_error(EINVAL, "%s: disk%u: %s is %jd bytes, the descriptor says %" PRIu64,
-                    desc_path, i, d->path, (intmax_t)st.st_size, dd->size);
-      goto fail;
-    }
-    if (tcp_addr[0]) {
-      snprintf(d->tcp_addr, sizeof d->tcp_addr, "%s", tcp_addr);
-      unsigned port = (unsigned)atoi(tcp_port);
-      /* a fixed port P serves disk0, P+1 disk1, ...; port 0 gives each disk an ephemeral one */
-      snprintf(d->tcp_port, sizeof d->tcp_port, "%u", port ? port + i : 0);
-    }
-  }
-  for (; started < vm->ndisks; started++) {
-    r = agent_disk_start(a, &vm->disks[started]);
-    if (r < 0) {
-      r = svm_error_prefix("%s: disk%u", desc_path, started);
-      goto fail;
-    }
+  if (!r && desc->tcp &&
+      split_hostport(desc->tcp, tcp_addr, sizeof tcp_addr, tcp_port, sizeof tcp_port) < 0)
+    r = svm_error_prefix("%s: export.tcp", desc_path);
+  for (unsigned i = 0; !r && i < vm->ndisks; i++)
+    r = init_disk(a, vm, i, tcp_addr, tcp_port);
+  if (!r)
+    r = start_disks(a, vm);
+  if (r < 0) {
+    free_vm(vm);   /* frees desc too */
+    return r;
   }
   *out = vm;
   return 0;
-fail:
-  while (started)
-    agent_disk_stop(&vm->disks[--started]);
-  free_vm(vm);
-  return r;
 }
 
 /* ---- create ---- */
