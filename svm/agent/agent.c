@@ -1,5 +1,6 @@
 /* The agent core: state directory and its lock, datastores, the startup scan, the control
- * request dispatch, and shutdown. VMs and their disks are in agent-vm.c and agent-disk.c. */
+ * request dispatch, and shutdown. VMs and their disks are in vm.c and disk.c, the answers in
+ * json.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

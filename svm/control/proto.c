@@ -1,4 +1,4 @@
-/* The control protocol's encoding (see control-proto.h). Requests come from any local process
+/* The control protocol's encoding (see proto.h). Requests come from any local process
  * that can reach the socket, so the parser bounds everything before use. */
 #include <errno.h>
 #include <stdbool.h>

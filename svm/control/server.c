@@ -1,4 +1,4 @@
-/* The agent's control socket server (see control.h). */
+/* The agent's control socket server (see server.h). */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
