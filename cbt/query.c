@@ -14,15 +14,29 @@
 #include "cbt/internal.h"
 #include "common/error.h"
 
-/* The scans read blocks that cbt_mark() may be publishing concurrently; a block that changes
- * during a query was written during it, and whether it is reported is then undefined anyway. */
+/* The scans read blocks that cbt_mark() may be publishing concurrently (an atomic store of
+ * one epoch); a block that changes during a query was written during it, and whether it is
+ * reported is then undefined anyway. So each epoch must only be read whole, old or new: the
+ * scalar loops use relaxed atomic loads (a plain load on x86). C11 has no atomic vector
+ * load; an SSE2 load reads every aligned 16-bit lane whole, so load8 is the one read left
+ * outside the memory model, on purpose, and TSan is told not to watch it. */
 #if defined(__SSE2__)
+__attribute__((no_sanitize("thread"))) static inline __m128i load8(const uint16_t *p)
+{
+  return _mm_loadu_si128((const void *)p);
+}
+
 /* Lanes of p[0..8) above thr: unsigned compare through the sign-flip of both sides. */
 static inline __m128i above8(const uint16_t *p, __m128i bias, __m128i t)
 {
-  return _mm_cmpgt_epi16(_mm_xor_si128(_mm_loadu_si128((const void *)p), bias), t);
+  return _mm_cmpgt_epi16(_mm_xor_si128(load8(p), bias), t);
 }
 #endif
+
+static inline uint16_t load1(const uint16_t *p)
+{
+  return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
 
 uint64_t cbt_scan_above(const uint16_t *ep, uint64_t i, uint64_t end, uint16_t thr)
 {
@@ -44,7 +58,7 @@ uint64_t cbt_scan_above(const uint16_t *ep, uint64_t i, uint64_t end, uint16_t t
   }
 #endif
   for (; i < end; i++)
-    if (ep[i] > thr)
+    if (load1(&ep[i]) > thr)
       return i;
   return end;
 }
@@ -62,7 +76,7 @@ uint64_t cbt_scan_not_above(const uint16_t *ep, uint64_t i, uint64_t end, uint16
   }
 #endif
   for (; i < end; i++)
-    if (ep[i] <= thr)
+    if (load1(&ep[i]) <= thr)
       return i;
   return end;
 }

@@ -2,6 +2,12 @@
 svm_unit_test(test-cbt SOURCES unit/test-cbt.c LIBS svmcbt)
 svm_unit_test(test-cbt-model SOURCES unit/test-cbt-model.c LIBS svmcbt)
 set_tests_properties(test-cbt-model PROPERTIES TIMEOUT 300)
+# Under TSan (tools/test.sh: ctest -L threads in build-tsan): test-cbt marks from several
+# threads at once. test-cbt-model starts no thread itself but checks the tracker's mutex use
+# across its fork-and-kill -9 crashes (8 s under TSan, most of the TSan run); it closes its
+# tracker before each fork and the process is single-threaded then, so TSan's fork-in-a-
+# threaded-process checks (die_after_fork) have nothing to object to.
+set_tests_properties(test-cbt test-cbt-model PROPERTIES LABELS threads)
 
 # bench/cbt.sh builds this in a Release tree and runs it.
 add_executable(cbt-bench ${CMAKE_SOURCE_DIR}/bench/cbt/cbt-bench.c)

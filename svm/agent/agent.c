@@ -1,5 +1,6 @@
 /* The agent core: state directory and its lock, datastores, the startup scan, the control
- * request dispatch, and shutdown. VMs and their disks are in agent-vm.c and agent-disk.c. */
+ * request dispatch, and shutdown. VMs and their disks are in vm.c and disk.c, the answers in
+ * json.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -12,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/agent/internal.h"
 #include "svm/control/server.h"
@@ -34,7 +36,7 @@ void agent_log(const char *fmt, ...)
 
 static int mkdir_p(const char *path)
 {
-  char *p = strdup(path);
+  CLEANUP_FREE char *p = strdup(path);
 
   if (!p)
     return svm_error(ENOMEM, "out of memory");
@@ -42,18 +44,13 @@ static int mkdir_p(const char *path)
     if (*s == '/' || *s == '\0') {
       char c = *s;
       *s = '\0';
-      if (mkdir(p, 0755) < 0 && errno != EEXIST) {
-        int e = errno;
-        svm_error(e, "%s: %s", p, strerror(e));
-        free(p);
-        return -e;
-      }
+      if (mkdir(p, 0755) < 0 && errno != EEXIST)
+        return svm_error(errno, "%s: %s", p, strerror(errno));
       *s = c;
       if (!c)
         break;
     }
   }
-  free(p);
   return 0;
 }
 
@@ -61,37 +58,31 @@ static int mkdir_p(const char *path)
  * kernel even after kill -9, so a crash never leaves a stale lock). */
 static int lock_state(struct svm_agent *a)
 {
-  char *path, pid[32];
-  int fd;
+  CLEANUP_FREE char *path = NULL;
+  CLEANUP_CLOSE int fd = -1;
+  char pid[32];
 
-  if (asprintf(&path, "%s/svmd.lock", a->state_dir) < 0)
+  if (asprintf(&path, "%s/svmd.lock", a->state_dir) < 0) {
+    path = NULL;
     return svm_error(ENOMEM, "out of memory");
-  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    int e = errno;
-    svm_error(e, "%s: %s", path, strerror(e));
-    free(path);
-    return -e;
   }
+  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return svm_error(errno, "%s: %s", path, strerror(errno));
   if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
     int e = errno;
+    if (e != EWOULDBLOCK)
+      return svm_error(e, "%s: lock: %s", path, strerror(e));
     ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
     pid[n > 0 ? n : 0] = '\0';
     pid[strcspn(pid, "\n")] = '\0';
-    if (e == EWOULDBLOCK)
-      svm_error(EBUSY, "another svmd (pid %s) is already running with state directory %s; stop "
-                "it first or give another --state", pid[0] ? pid : "?", a->state_dir);
-    else
-      svm_error(e, "%s: lock: %s", path, strerror(e));
-    close(fd);
-    free(path);
-    return e == EWOULDBLOCK ? -EBUSY : -e;
+    return svm_error(EBUSY, "another svmd (pid %s) is already running with state directory %s; "
+                     "stop it first or give another --state", pid[0] ? pid : "?", a->state_dir);
   }
   snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
   if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, strlen(pid), 0) < 0)
     agent_log("%s: could not record the pid: %s", path, strerror(errno));
-  free(path);
-  a->lock_fd = fd;
+  a->lock_fd = TAKE_FD(fd);
   return 0;
 }
 
@@ -151,24 +142,54 @@ static char *dup_opt(const char *s)
   return s ? strdup(s) : NULL;
 }
 
-int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
+/* The --datastore NAME=DIR arguments, each name once. */
+static int open_datastores(struct svm_agent *a, const struct svm_agent_config *cfg)
 {
-  struct svm_agent *a = calloc(1, sizeof *a);
-  char *sock = NULL;
+  for (size_t i = 0; i < cfg->ndatastores; i++) {
+    int r = svm_datastore_parse(cfg->datastores[i], &a->ds[a->nds]);
+    if (r < 0)
+      return r;
+    a->nds++;
+    for (size_t j = 0; j + 1 < a->nds; j++)
+      if (strcmp(a->ds[j].name, a->ds[i].name) == 0)
+        return svm_error(EINVAL, "--datastore %s: the name '%s' is given twice",
+                         cfg->datastores[i], a->ds[i].name);
+  }
+  return 0;
+}
+
+static int scan_datastores(struct svm_agent *a)
+{
+  agent_log("host %s, state %s, %zu datastore(s)", a->name, a->state_dir, a->nds);
+  for (size_t i = 0; i < a->nds; i++) {
+    agent_log("datastore %s = %s", a->ds[i].name, a->ds[i].dir);
+    int r = svm_datastore_scan(&a->ds[i], scan_one, a);
+    if (r < 0)
+      return r;
+  }
+  return 0;
+}
+
+static int open_control(struct svm_agent *a)
+{
+  CLEANUP_FREE char *sock = NULL;
   int r;
 
-  *out = NULL;
-  if (!a)
+  if (asprintf(&sock, "%s/control.sock", a->state_dir) < 0) {
+    sock = NULL;
     return svm_error(ENOMEM, "out of memory");
-  a->lock_fd = -1;
-  if (!cfg->name || !*cfg->name || !cfg->state_dir || !*cfg->state_dir) {
-    free(a);
-    return svm_error(EINVAL, "the agent needs a --name and a --state directory");
   }
-  if (cfg->ndatastores == 0) {
-    free(a);
-    return svm_error(EINVAL, "the agent needs at least one --datastore NAME=DIR");
-  }
+  r = svm_control_open(sock, &a->control);
+  if (r == 0)
+    agent_log("control socket %s", sock);
+  return r;
+}
+
+/* The state directory (made if missing, then locked) and the agent's own copies of cfg. */
+static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
+{
+  int r;
+
   a->name = strdup(cfg->name);
   a->mgmt = dup_opt(cfg->mgmt);
   a->migration = dup_opt(cfg->migration);
@@ -177,58 +198,46 @@ int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
   a->ds = calloc(cfg->ndatastores, sizeof *a->ds);
   r = mkdir_p(cfg->state_dir);
   if (r < 0)
-    goto fail;
+    return r;
   a->state_dir = realpath(cfg->state_dir, NULL);
-  if (!a->state_dir) {
-    r = svm_error(errno, "%s: %s", cfg->state_dir, strerror(errno));
-    goto fail;
-  }
+  if (!a->state_dir)
+    return svm_error(errno, "%s: %s", cfg->state_dir, strerror(errno));
   if (!a->name || !a->ds || asprintf(&a->nbds_dir, "%s/nbd", a->state_dir) < 0) {
     a->nbds_dir = NULL;
-    r = svm_error(ENOMEM, "out of memory");
-    goto fail;
+    return svm_error(ENOMEM, "out of memory");
   }
-  r = lock_state(a);
-  if (r < 0)
-    goto fail;
-  for (size_t i = 0; i < cfg->ndatastores; i++) {
-    r = svm_datastore_parse(cfg->datastores[i], &a->ds[a->nds]);
-    if (r < 0)
-      goto fail;
-    a->nds++;
-    for (size_t j = 0; j + 1 < a->nds; j++)
-      if (strcmp(a->ds[j].name, a->ds[i].name) == 0) {
-        r = svm_error(EINVAL, "--datastore %s: the name '%s' is given twice", cfg->datastores[i],
-                      a->ds[i].name);
-        goto fail;
-      }
+  return lock_state(a);
+}
+
+int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
+{
+  struct svm_agent *a;
+  int r;
+
+  *out = NULL;
+  if (!cfg->name || !*cfg->name || !cfg->state_dir || !*cfg->state_dir)
+    return svm_error(EINVAL, "the agent needs a --name and a --state directory");
+  if (cfg->ndatastores == 0)
+    return svm_error(EINVAL, "the agent needs at least one --datastore NAME=DIR");
+  a = calloc(1, sizeof *a);
+  if (!a)
+    return svm_error(ENOMEM, "out of memory");
+  a->lock_fd = -1;
+  r = setup_state(a, cfg);
+  if (!r)
+    r = open_datastores(a, cfg);
+  if (!r)
+    r = mkdir_p(a->nbds_dir);
+  if (!r)
+    r = scan_datastores(a);
+  if (!r)
+    r = open_control(a);
+  if (r < 0) {
+    free_agent(a);   /* one teardown for whatever was set up */
+    return r;
   }
-  r = mkdir_p(a->nbds_dir);
-  if (r < 0)
-    goto fail;
-  agent_log("host %s, state %s, %zu datastore(s)", a->name, a->state_dir, a->nds);
-  for (size_t i = 0; i < a->nds; i++) {
-    agent_log("datastore %s = %s", a->ds[i].name, a->ds[i].dir);
-    r = svm_datastore_scan(&a->ds[i], scan_one, a);
-    if (r < 0)
-      goto fail;
-  }
-  if (asprintf(&sock, "%s/control.sock", a->state_dir) < 0) {
-    sock = NULL;
-    r = svm_error(ENOMEM, "out of memory");
-    goto fail;
-  }
-  r = svm_control_open(sock, &a->control);
-  if (r < 0)
-    goto fail;
-  agent_log("control socket %s", sock);
-  free(sock);
   *out = a;
   return 0;
-fail:
-  free(sock);
-  free_agent(a);
-  return r;
 }
 
 void svm_agent_stop(struct svm_agent *a)
@@ -299,90 +308,130 @@ static int need_disk(struct svm_agent *a, const struct svm_ctl_request *r,
   return 0;
 }
 
+/* One control command each: the request's arguments are checked already (struct command). */
+
+static int do_ping(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                   char **payload)
+{
+  FILE *f = open_memstream(payload, &(size_t){ 0 });
+
+  if (!f)
+    return svm_error(ENOMEM, "out of memory");
+  if (json) {
+    fputs("{\"host\": ", f);
+    agent_json_str(f, a->name);
+    fputs(", \"version\": ", f);
+    agent_json_str(f, SVM_VERSION);
+    fprintf(f, ", \"protocol\": %d}", SVM_CTL_VERSION);
+  } else {
+    fprintf(f, "svmd %s on host %s\n", SVM_VERSION, a->name);
+  }
+  fclose(f);
+  return 0;
+}
+
+static int do_vm_list(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                      char **payload)
+{
+  return agent_out_vm_list(a, json, payload);
+}
+
+static int do_vm_show(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                      char **payload)
+{
+  struct agent_vm *vm;
+  int ret = need_vm(a, r, &vm);
+
+  return ret < 0 ? ret : agent_out_vm(a, vm, json, payload);
+}
+
+static int do_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                        char **payload)
+{
+  struct agent_vm *vm;
+  int ret = agent_vm_create(a, r, &vm);
+
+  return ret < 0 ? ret : agent_out_vm(a, vm, json, payload);
+}
+
+static int do_vm_delete(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                        char **payload)
+{
+  struct agent_vm *vm;
+  CLEANUP_FREE char *name = NULL;   /* the VM (and its descriptor) is gone after the delete */
+  FILE *f;
+  int ret = need_vm(a, r, &vm);
+
+  if (ret < 0)
+    return ret;
+  name = strdup(vm->desc->name);
+  if (!name)
+    return svm_error(ENOMEM, "out of memory");
+  ret = agent_vm_delete(a, name);
+  if (ret < 0)
+    return ret;
+  if (!json) {
+    if (asprintf(payload, "VM %s deleted\n", name) >= 0)
+      return 0;
+    *payload = NULL;
+    return svm_error(ENOMEM, "out of memory");
+  }
+  f = open_memstream(payload, &(size_t){ 0 });
+  if (!f)
+    return svm_error(ENOMEM, "out of memory");
+  fputs("{\"deleted\": ", f);
+  agent_json_str(f, name);
+  fputs("}", f);
+  fclose(f);
+  return 0;
+}
+
+static int do_cbt_changeid(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                           char **payload)
+{
+  struct agent_disk *d;
+  int ret = need_disk(a, r, &d);
+
+  return ret < 0 ? ret : agent_cbt_changeid(d, json, payload);
+}
+
+static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                        char **payload)
+{
+  const char *since = svm_ctl_arg(r, "since");
+  struct agent_disk *d;
+  int ret = need_disk(a, r, &d);
+
+  if (ret < 0)
+    return ret;
+  if (!since)
+    return svm_error(EINVAL, "cbt-query: missing argument 'since' (a change ID or '*')");
+  return agent_cbt_query(d, since, json, payload);
+}
+
+/* The protocol's commands and the arguments each takes (besides format). */
+static const struct command {
+  const char *verb;
+  const char *const args[5];   /* NULL-terminated */
+  int (*fn)(struct svm_agent *a, const struct svm_ctl_request *r, bool json, char **payload);
+} commands[] = {
+  { "ping", { NULL }, do_ping },
+  { "vm-list", { NULL }, do_vm_list },
+  { "vm-show", { "vm", NULL }, do_vm_show },
+  { "vm-create", { "vm", "datastore", "disk", "tcp", NULL }, do_vm_create },
+  { "vm-delete", { "vm", NULL }, do_vm_delete },
+  { "cbt-changeid", { "vm", "disk", NULL }, do_cbt_changeid },
+  { "cbt-query", { "vm", "disk", "since", NULL }, do_cbt_query },
+};
+
 static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
 {
-  struct svm_agent *a = opaque;
-  bool json = want_json(r);
-  struct agent_vm *vm;
-  struct agent_disk *d;
-  int ret;
-
-  if (strcmp(r->verb, "ping") == 0) {
-    if ((ret = check_args(r, (const char *[]){ NULL })) < 0)
-      return ret;
-    FILE *f = open_memstream(payload, &(size_t){ 0 });
-    if (!f)
-      return svm_error(ENOMEM, "out of memory");
-    if (json) {
-      fputs("{\"host\": ", f);
-      agent_json_str(f, a->name);
-      fputs(", \"version\": ", f);
-      agent_json_str(f, SVM_VERSION);
-      fprintf(f, ", \"protocol\": %d}", SVM_CTL_VERSION);
-    } else {
-      fprintf(f, "svmd %s on host %s\n", SVM_VERSION, a->name);
-    }
-    fclose(f);
-    return 0;
-  }
-  if (strcmp(r->verb, "vm-list") == 0) {
-    if ((ret = check_args(r, (const char *[]){ NULL })) < 0)
-      return ret;
-    return agent_out_vm_list(a, json, payload);
-  }
-  if (strcmp(r->verb, "vm-show") == 0) {
-    if ((ret = check_args(r, (const char *[]){ "vm", NULL })) < 0 ||
-        (ret = need_vm(a, r, &vm)) < 0)
-      return ret;
-    return agent_out_vm(a, vm, json, payload);
-  }
-  if (strcmp(r->verb, "vm-create") == 0) {
-    if ((ret = check_args(r, (const char *[]){ "vm", "datastore", "disk", "tcp", NULL })) < 0 ||
-        (ret = agent_vm_create(a, r, &vm)) < 0)
-      return ret;
-    return agent_out_vm(a, vm, json, payload);
-  }
-  if (strcmp(r->verb, "vm-delete") == 0) {
-    if ((ret = check_args(r, (const char *[]){ "vm", NULL })) < 0 ||
-        (ret = need_vm(a, r, &vm)) < 0)
-      return ret;
-    char *name = strdup(vm->desc->name);
-    if (!name)
-      return svm_error(ENOMEM, "out of memory");
-    ret = agent_vm_delete(a, name);
-    if (ret == 0) {
-      if (json) {
-        FILE *f = open_memstream(payload, &(size_t){ 0 });
-        if (!f) {
-          free(name);
-          return svm_error(ENOMEM, "out of memory");
-        }
-        fputs("{\"deleted\": ", f);
-        agent_json_str(f, name);
-        fputs("}", f);
-        fclose(f);
-      } else if (asprintf(payload, "VM %s deleted\n", name) < 0) {
-        *payload = NULL;
-        ret = svm_error(ENOMEM, "out of memory");
-      }
-    }
-    free(name);
-    return ret;
-  }
-  if (strcmp(r->verb, "cbt-changeid") == 0) {
-    if ((ret = check_args(r, (const char *[]){ "vm", "disk", NULL })) < 0 ||
-        (ret = need_disk(a, r, &d)) < 0)
-      return ret;
-    return agent_cbt_changeid(d, json, payload);
-  }
-  if (strcmp(r->verb, "cbt-query") == 0) {
-    if ((ret = check_args(r, (const char *[]){ "vm", "disk", "since", NULL })) < 0 ||
-        (ret = need_disk(a, r, &d)) < 0)
-      return ret;
-    const char *since = svm_ctl_arg(r, "since");
-    if (!since)
-      return svm_error(EINVAL, "cbt-query: missing argument 'since' (a change ID or '*')");
-    return agent_cbt_query(d, since, json, payload);
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+    const struct command *c = &commands[i];
+    if (strcmp(r->verb, c->verb) != 0)
+      continue;
+    int ret = check_args(r, c->args);
+    return ret < 0 ? ret : c->fn(opaque, r, want_json(r), payload);
   }
   return svm_error(EOPNOTSUPP, "unknown command '%s' (this svmd %s knows ping, vm-list, "
                    "vm-show, vm-create, vm-delete, cbt-changeid, cbt-query)", r->verb,

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/agent/datastore.h"
 
@@ -13,7 +14,8 @@ int svm_datastore_parse(const char *spec, struct svm_datastore *out)
 {
   const char *eq = strchr(spec, '=');
   struct stat st;
-  char *name, *dir;
+  CLEANUP_FREE char *name = NULL;
+  char *dir;
 
   memset(out, 0, sizeof *out);
   if (!eq || eq == spec || !eq[1])
@@ -21,26 +23,17 @@ int svm_datastore_parse(const char *spec, struct svm_datastore *out)
   name = strndup(spec, (size_t)(eq - spec));
   if (!name)
     return svm_error(ENOMEM, "out of memory");
-  if (!svm_vm_name_valid(name)) {
-    svm_error(EINVAL, "--datastore %s: '%s' is not a valid datastore name (1-64 of "
-              "[A-Za-z0-9._-], not starting with '.' or '-')", spec, name);
-    free(name);
-    return -EINVAL;
-  }
+  if (!svm_vm_name_valid(name))
+    return svm_error(EINVAL, "--datastore %s: '%s' is not a valid datastore name (1-64 of "
+                     "[A-Za-z0-9._-], not starting with '.' or '-')", spec, name);
   int e = stat(eq + 1, &st) < 0 ? errno : !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
-  if (e) {
-    svm_error(e, "--datastore %s: %s: %s (give an existing directory)", spec, eq + 1,
-              strerror(e));
-    free(name);
-    return -e;
-  }
+  if (e)
+    return svm_error(e, "--datastore %s: %s: %s (give an existing directory)", spec, eq + 1,
+                     strerror(e));
   dir = realpath(eq + 1, NULL);
-  if (!dir) {
-    e = errno;
-    free(name);
-    return svm_error(e, "--datastore %s: %s", spec, strerror(e));
-  }
-  out->name = name;
+  if (!dir)
+    return svm_error(errno, "--datastore %s: %s", spec, strerror(errno));
+  out->name = TAKE_PTR(name);
   out->dir = dir;
   return 0;
 }
@@ -57,6 +50,43 @@ static int by_name(const struct dirent **a, const struct dirent **b)
   return strcmp((*a)->d_name, (*b)->d_name);
 }
 
+/* Entry f of the datastore: a VM if it is a folder holding f/f.svm. A descriptor that cannot
+ * be read, or names another VM than its folder, goes to fn with its error instead. */
+static void scan_entry(const struct svm_datastore *ds, const char *f, svm_datastore_vm_fn fn,
+                       void *opaque)
+{
+  CLEANUP_FREE char *dir = NULL;
+  CLEANUP_FREE char *path = NULL;
+  struct svm_desc *d;
+  struct stat st;
+
+  if (f[0] == '.')
+    return;
+  /* asprintf leaves its pointer undefined on failure: reset it for the cleanup */
+  if (asprintf(&dir, "%s/%s", ds->dir, f) < 0) {
+    dir = NULL;
+    return;
+  }
+  if (asprintf(&path, "%s/%s.svm", dir, f) < 0) {
+    path = NULL;
+    return;
+  }
+  if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || stat(path, &st) < 0)
+    return;
+  if (svm_desc_load(path, &d) < 0) {
+    fn(opaque, ds, dir, path, NULL, svm_last_error());
+    return;
+  }
+  if (strcmp(d->name, f) != 0) {
+    svm_error(EINVAL, "%s: name = %s does not match its folder '%s'", path,
+              svm_desc_get(d, "name"), f);
+    svm_desc_free(d);
+    fn(opaque, ds, dir, path, NULL, svm_last_error());
+    return;
+  }
+  fn(opaque, ds, dir, path, d, NULL);
+}
+
 int svm_datastore_scan(const struct svm_datastore *ds, svm_datastore_vm_fn fn, void *opaque)
 {
   struct dirent **ents;
@@ -65,34 +95,7 @@ int svm_datastore_scan(const struct svm_datastore *ds, svm_datastore_vm_fn fn, v
   if (n < 0)
     return svm_error(errno, "datastore %s: %s: %s", ds->name, ds->dir, strerror(errno));
   for (int i = 0; i < n; i++) {
-    const char *f = ents[i]->d_name;
-    char *dir = NULL, *path = NULL;
-    struct stat st;
-
-    if (f[0] == '.' || asprintf(&dir, "%s/%s", ds->dir, f) < 0)
-      goto next;
-    if (asprintf(&path, "%s/%s.svm", dir, f) < 0) {
-      path = NULL;
-      goto next;
-    }
-    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || stat(path, &st) < 0)
-      goto next;
-    struct svm_desc *d;
-    if (svm_desc_load(path, &d) < 0) {
-      fn(opaque, ds, dir, path, NULL, svm_last_error());
-      goto next;
-    }
-    if (strcmp(d->name, f) != 0) {
-      const char *v = svm_desc_get(d, "name");
-      svm_error(EINVAL, "%s: name = %s does not match its folder '%s'", path, v, f);
-      svm_desc_free(d);
-      fn(opaque, ds, dir, path, NULL, svm_last_error());
-      goto next;
-    }
-    fn(opaque, ds, dir, path, d, NULL);
-  next:
-    free(dir);
-    free(path);
+    scan_entry(ds, ents[i]->d_name, fn, opaque);
     free(ents[i]);
   }
   free(ents);

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/agent/descriptor.h"
 
@@ -191,7 +192,7 @@ static int parse_line(struct svm_desc *d, struct svm_desc_line *l, const char *s
 
 int svm_desc_parse(const char *path, const char *buf, size_t len, struct svm_desc **out)
 {
-  struct svm_desc *d = svm_desc_new(path);
+  CLEANUP_DESC struct svm_desc *d = svm_desc_new(path);
   unsigned lineno = 0;
   size_t pos = 0;
   int r;
@@ -199,92 +200,69 @@ int svm_desc_parse(const char *path, const char *buf, size_t len, struct svm_des
   *out = NULL;
   if (!d)
     return svm_error(ENOMEM, "out of memory");
-  if (len > SVM_DESC_MAX_FILE) {
-    r = svm_error(EFBIG, "%s: %zu bytes, larger than the %d bytes a descriptor may have", path,
-                  len, SVM_DESC_MAX_FILE);
-    goto fail;
-  }
+  if (len > SVM_DESC_MAX_FILE)
+    return svm_error(EFBIG, "%s: %zu bytes, larger than the %d bytes a descriptor may have",
+                     path, len, SVM_DESC_MAX_FILE);
   while (pos < len) {
     const char *s = buf + pos;
     const char *nl = memchr(s, '\n', len - pos);
     size_t n = nl ? (size_t)(nl - s) : len - pos;
 
     lineno++;
-    if (memchr(s, '\0', n)) {
-      r = svm_error(EINVAL, "%s:%u: the line holds a NUL byte (not a text file?)", path, lineno);
-      goto fail;
-    }
-    if (n > SVM_DESC_MAX_LINE) {
-      r = svm_error(EINVAL, "%s:%u: line longer than %d bytes", path, lineno, SVM_DESC_MAX_LINE);
-      goto fail;
-    }
-    if (!nl) {
-      r = svm_error(EINVAL, "%s:%u: truncated file: the last line has no newline", path, lineno);
-      goto fail;
-    }
+    if (memchr(s, '\0', n))
+      return svm_error(EINVAL, "%s:%u: the line holds a NUL byte (not a text file?)", path,
+                       lineno);
+    if (n > SVM_DESC_MAX_LINE)
+      return svm_error(EINVAL, "%s:%u: line longer than %d bytes", path, lineno,
+                       SVM_DESC_MAX_LINE);
+    if (!nl)
+      return svm_error(EINVAL, "%s:%u: truncated file: the last line has no newline", path,
+                       lineno);
     struct svm_desc_line *l = add_line(d);
-    if (!l) {
-      r = svm_error(ENOMEM, "out of memory");
-      goto fail;
-    }
+    if (!l)
+      return svm_error(ENOMEM, "out of memory");
     l->lineno = lineno;
     r = parse_line(d, l, s, n);
     if (r < 0)
-      goto fail;
+      return r;
     pos += n + 1;
   }
   r = svm_desc_validate(d);
   if (r < 0)
-    goto fail;
-  *out = d;
+    return r;
+  *out = TAKE_PTR(d);
   return 0;
-fail:
-  svm_desc_free(d);
-  return r;
 }
 
 int svm_desc_load(const char *path, struct svm_desc **out)
 {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+  CLEANUP_FREE char *buf = NULL;
   struct stat st;
-  char *buf;
   size_t got = 0;
-  int r;
 
   *out = NULL;
   if (fd < 0)
     return svm_error(errno, "%s: %s", path, strerror(errno));
-  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
     return svm_error(EINVAL, "%s: not a regular file", path);
-  }
-  if (st.st_size > SVM_DESC_MAX_FILE) {
-    close(fd);
+  if (st.st_size > SVM_DESC_MAX_FILE)
     return svm_error(EFBIG, "%s: %jd bytes, larger than the %d bytes a descriptor may have",
                      path, (intmax_t)st.st_size, SVM_DESC_MAX_FILE);
-  }
   buf = malloc((size_t)st.st_size + 1);
-  if (!buf) {
-    close(fd);
+  if (!buf)
     return svm_error(ENOMEM, "out of memory");
-  }
   while (got < (size_t)st.st_size) {
     ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
     if (n < 0 && errno == EINTR)
       continue;
-    if (n < 0) {
-      r = svm_error(errno, "%s: %s", path, strerror(errno));
-      goto out;
-    }
+    if (n < 0)
+      return svm_error(errno, "%s: %s", path, strerror(errno));
     if (n == 0)
       break;
     got += (size_t)n;
   }
-  r = svm_desc_parse(path, buf, got, out);
-out:
-  free(buf);
-  close(fd);
-  return r;
+  return svm_desc_parse(path, buf, got, out);
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -337,13 +315,135 @@ static bool plain_file_name(const char *s)
   return *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
+/* What svm_desc_validate has seen so far of the disk keys (and svm.version). */
+struct desc_seen {
+  unsigned first_line[SVM_DESC_MAX_DISKS];   /* first line of diskN.*, 0 = none */
+  bool has_size[SVM_DESC_MAX_DISKS];
+  unsigned max_index;
+  bool any_disk, version;
+};
+
+/* svm.version, name, uuid, export.tcp: 1 if l is one of them (and valid), 0 if not, or <0. */
+static int check_vm_key(struct svm_desc *d, const struct svm_desc_line *l, struct desc_seen *seen)
+{
+  uint64_t v;
+
+  if (strcmp(l->key, "svm.version") == 0) {
+    if (parse_u64(l->value, &v) < 0)
+      return svm_error(EINVAL, "%s:%u: svm.version: '%s' is not a number", d->path, l->lineno,
+                       l->value);
+    if (v != SVM_DESC_VERSION)
+      return svm_error(EINVAL, "%s:%u: svm.version = %s is not supported (this svmotion reads "
+                       "version %d)", d->path, l->lineno, l->value, SVM_DESC_VERSION);
+    d->version = (unsigned)v;
+    seen->version = true;
+  } else if (strcmp(l->key, "name") == 0) {
+    if (!svm_vm_name_valid(l->value))
+      return svm_error(EINVAL, "%s:%u: name: '%s' is not a valid VM name (1-64 of "
+                       "[A-Za-z0-9._-], not starting with '.' or '-')", d->path, l->lineno,
+                       l->value);
+    d->name = l->value;
+  } else if (strcmp(l->key, "uuid") == 0) {
+    d->uuid = l->value;
+  } else if (strcmp(l->key, "export.tcp") == 0) {
+    if (!strchr(l->value, ':'))
+      return svm_error(EINVAL, "%s:%u: export.tcp: '%s' is not ADDR:PORT", d->path, l->lineno,
+                       l->value);
+    d->tcp = l->value;
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+/* One field of diskN: file, size, provisioning, uuid, ctk (other fields are kept, unread). */
+static int check_disk_field(struct svm_desc *d, const struct svm_desc_line *l, unsigned idx,
+                            const char *field, struct desc_seen *seen)
+{
+  struct svm_desc_disk *dk = &d->disks[idx];
+  uint64_t v;
+
+  if (strcmp(field, "file") == 0 || strcmp(field, "ctk") == 0) {
+    if (!plain_file_name(l->value))
+      return svm_error(EINVAL, "%s:%u: %s: '%s' must be a file name inside the VM folder",
+                       d->path, l->lineno, l->key, l->value);
+    *(strcmp(field, "file") == 0 ? &dk->file : &dk->ctk) = l->value;
+  } else if (strcmp(field, "size") == 0) {
+    if (parse_u64(l->value, &v) < 0)
+      return svm_error(EINVAL, "%s:%u: %s: '%s' is not a number", d->path, l->lineno, l->key,
+                       l->value);
+    if (v == 0 || v % 512 || v > (UINT64_C(1) << 62))
+      return svm_error(EINVAL, "%s:%u: %s: %s is not a disk size (a non-zero multiple of "
+                       "512)", d->path, l->lineno, l->key, l->value);
+    dk->size = v;
+    seen->has_size[idx] = true;
+  } else if (strcmp(field, "provisioning") == 0) {
+    if (svm_desc_prov_parse(l->value, &dk->provisioning) < 0)
+      return svm_error_prefix("%s:%u: %s", d->path, l->lineno, l->key);
+  } else if (strcmp(field, "uuid") == 0) {
+    dk->uuid = l->value;
+  }
+  return 0;
+}
+
+/* A line with a key: the VM's keys, a disk's, or one kept unread. */
+static int check_line(struct svm_desc *d, const struct svm_desc_line *l, struct desc_seen *seen)
+{
+  unsigned idx;
+  const char *field;
+  int k = check_vm_key(d, l, seen);
+
+  if (k != 0)
+    return k < 0 ? k : 0;
+  k = disk_key(l->key, &idx, &field);
+  if (k < 0)
+    return svm_error(EINVAL, "%s:%u: bad disk index in '%s' (disk0 ... disk%d, no leading "
+                     "zeros)", d->path, l->lineno, l->key, SVM_DESC_MAX_DISKS - 1);
+  if (k == 0)
+    return 0;
+  if (!seen->first_line[idx])
+    seen->first_line[idx] = l->lineno ? l->lineno : 1;
+  if (!seen->any_disk || idx > seen->max_index)
+    seen->max_index = idx;
+  seen->any_disk = true;
+  return check_disk_field(d, l, idx, field, seen);
+}
+
+/* Disk i once every line is read: numbered without a gap, its required keys, the default
+ * ctk, and no file shared with an earlier disk. */
+static int check_disk(struct svm_desc *d, unsigned i, const struct desc_seen *seen)
+{
+  struct svm_desc_disk *dk = &d->disks[i];
+
+  if (!seen->first_line[i]) {
+    unsigned j = i + 1;
+    while (!seen->first_line[j])
+      j++;
+    return svm_error(EINVAL, "%s:%u: disk%u without disk%u (disks are numbered 0, 1, ...)",
+                     d->path, seen->first_line[j], j, i);
+  }
+  if (!dk->file)
+    return svm_error(EINVAL, "%s: missing key 'disk%u.file'", d->path, i);
+  if (!seen->has_size[i])
+    return svm_error(EINVAL, "%s: missing key 'disk%u.size'", d->path, i);
+  if (!dk->uuid)
+    return svm_error(EINVAL, "%s: missing key 'disk%u.uuid'", d->path, i);
+  if (!dk->ctk) {
+    snprintf(dk->ctk_default, sizeof dk->ctk_default, "disk%u.ctk", i);
+    dk->ctk = dk->ctk_default;
+  }
+  for (unsigned j = 0; j < i; j++)
+    if (strcmp(d->disks[j].file, dk->file) == 0 || strcmp(d->disks[j].ctk, dk->ctk) == 0)
+      return svm_error(EINVAL, "%s: disk%u and disk%u share a file", d->path, j, i);
+  if (strcmp(dk->file, dk->ctk) == 0)
+    return svm_error(EINVAL, "%s: disk%u: file and ctk are the same file", d->path, i);
+  return 0;
+}
+
 int svm_desc_validate(struct svm_desc *d)
 {
-  unsigned first_line[SVM_DESC_MAX_DISKS] = { 0 };
-  bool has_size[SVM_DESC_MAX_DISKS] = { false };
-  unsigned max_index = 0;
-  bool any_disk = false;
-  const struct svm_desc_line *vl = NULL;
+  struct desc_seen seen = { .any_disk = false };
+  int r;
 
   d->version = 0;
   d->name = d->uuid = d->tcp = NULL;
@@ -351,109 +451,26 @@ int svm_desc_validate(struct svm_desc *d)
   memset(d->disks, 0, sizeof d->disks);
 
   for (size_t i = 0; i < d->nlines; i++) {
-    const struct svm_desc_line *l = &d->lines[i];
-    unsigned idx;
-    const char *field;
-    uint64_t v;
-
-    if (!l->key)
+    if (!d->lines[i].key)
       continue;
-    if (strcmp(l->key, "svm.version") == 0) {
-      if (parse_u64(l->value, &v) < 0)
-        return svm_error(EINVAL, "%s:%u: svm.version: '%s' is not a number", d->path, l->lineno,
-                         l->value);
-      if (v != SVM_DESC_VERSION)
-        return svm_error(EINVAL, "%s:%u: svm.version = %s is not supported (this svmotion reads "
-                         "version %d)", d->path, l->lineno, l->value, SVM_DESC_VERSION);
-      d->version = (unsigned)v;
-      vl = l;
-    } else if (strcmp(l->key, "name") == 0) {
-      if (!svm_vm_name_valid(l->value))
-        return svm_error(EINVAL, "%s:%u: name: '%s' is not a valid VM name (1-64 of "
-                         "[A-Za-z0-9._-], not starting with '.' or '-')", d->path, l->lineno,
-                         l->value);
-      d->name = l->value;
-    } else if (strcmp(l->key, "uuid") == 0) {
-      d->uuid = l->value;
-    } else if (strcmp(l->key, "export.tcp") == 0) {
-      if (!strchr(l->value, ':'))
-        return svm_error(EINVAL, "%s:%u: export.tcp: '%s' is not ADDR:PORT", d->path, l->lineno,
-                         l->value);
-      d->tcp = l->value;
-    } else {
-      int k = disk_key(l->key, &idx, &field);
-      if (k < 0)
-        return svm_error(EINVAL, "%s:%u: bad disk index in '%s' (disk0 ... disk%d, no leading "
-                         "zeros)", d->path, l->lineno, l->key, SVM_DESC_MAX_DISKS - 1);
-      if (k == 0)
-        continue;
-      struct svm_desc_disk *dk = &d->disks[idx];
-      if (!first_line[idx])
-        first_line[idx] = l->lineno ? l->lineno : 1;
-      if (!any_disk || idx > max_index)
-        max_index = idx;
-      any_disk = true;
-      if (strcmp(field, "file") == 0) {
-        if (!plain_file_name(l->value))
-          return svm_error(EINVAL, "%s:%u: %s: '%s' must be a file name inside the VM folder",
-                           d->path, l->lineno, l->key, l->value);
-        dk->file = l->value;
-      } else if (strcmp(field, "size") == 0) {
-        if (parse_u64(l->value, &v) < 0)
-          return svm_error(EINVAL, "%s:%u: %s: '%s' is not a number", d->path, l->lineno,
-                           l->key, l->value);
-        if (v == 0 || v % 512 || v > (UINT64_C(1) << 62))
-          return svm_error(EINVAL, "%s:%u: %s: %s is not a disk size (a non-zero multiple of "
-                           "512)", d->path, l->lineno, l->key, l->value);
-        dk->size = v;
-        has_size[idx] = true;
-      } else if (strcmp(field, "provisioning") == 0) {
-        if (svm_desc_prov_parse(l->value, &dk->provisioning) < 0)
-          return svm_error_prefix("%s:%u: %s", d->path, l->lineno, l->key);
-      } else if (strcmp(field, "uuid") == 0) {
-        dk->uuid = l->value;
-      } else if (strcmp(field, "ctk") == 0) {
-        if (!plain_file_name(l->value))
-          return svm_error(EINVAL, "%s:%u: %s: '%s' must be a file name inside the VM folder",
-                           d->path, l->lineno, l->key, l->value);
-        dk->ctk = l->value;
-      }
-    }
+    r = check_line(d, &d->lines[i], &seen);
+    if (r < 0)
+      return r;
   }
-  if (!vl)
+  if (!seen.version)
     return svm_error(EINVAL, "%s: missing key 'svm.version'", d->path);
   if (!d->name)
     return svm_error(EINVAL, "%s: missing key 'name'", d->path);
   if (!d->uuid)
     return svm_error(EINVAL, "%s: missing key 'uuid'", d->path);
-  if (any_disk) {
-    for (unsigned i = 0; i <= max_index; i++) {
-      struct svm_desc_disk *dk = &d->disks[i];
-      if (!first_line[i]) {
-        unsigned j = i + 1;
-        while (!first_line[j])
-          j++;
-        return svm_error(EINVAL, "%s:%u: disk%u without disk%u (disks are numbered 0, 1, ...)",
-                         d->path, first_line[j], j, i);
-      }
-      if (!dk->file)
-        return svm_error(EINVAL, "%s: missing key 'disk%u.file'", d->path, i);
-      if (!has_size[i])
-        return svm_error(EINVAL, "%s: missing key 'disk%u.size'", d->path, i);
-      if (!dk->uuid)
-        return svm_error(EINVAL, "%s: missing key 'disk%u.uuid'", d->path, i);
-      if (!dk->ctk) {
-        snprintf(dk->ctk_default, sizeof dk->ctk_default, "disk%u.ctk", i);
-        dk->ctk = dk->ctk_default;
-      }
-      for (unsigned j = 0; j < i; j++)
-        if (strcmp(d->disks[j].file, dk->file) == 0 || strcmp(d->disks[j].ctk, dk->ctk) == 0)
-          return svm_error(EINVAL, "%s: disk%u and disk%u share a file", d->path, j, i);
-      if (strcmp(dk->file, dk->ctk) == 0)
-        return svm_error(EINVAL, "%s: disk%u: file and ctk are the same file", d->path, i);
-    }
-    d->ndisks = max_index + 1;
+  if (!seen.any_disk)
+    return 0;
+  for (unsigned i = 0; i <= seen.max_index; i++) {
+    r = check_disk(d, i, &seen);
+    if (r < 0)
+      return r;
   }
+  d->ndisks = seen.max_index + 1;
   return 0;
 }
 
@@ -474,28 +491,25 @@ int svm_desc_set(struct svm_desc *d, const char *key, const char *value)
   for (size_t i = 0; i < d->nlines; i++)
     if (d->lines[i].key && strcmp(d->lines[i].key, key) == 0)
       l = &d->lines[i];
-  char *text, *k = strdup(key), *v = strdup(value);
+  CLEANUP_FREE char *text = NULL;
+  CLEANUP_FREE char *k = strdup(key);
+  CLEANUP_FREE char *v = strdup(value);
   if (!k || !v || asprintf(&text, "%s = %s", key, value) < 0) {
-    free(k);
-    free(v);
+    text = NULL;
     return svm_error(ENOMEM, "out of memory");
   }
   if (!l) {
     l = add_line(d);
-    if (!l) {
-      free(k);
-      free(v);
-      free(text);
+    if (!l)
       return svm_error(ENOMEM, "out of memory");
-    }
   } else {
     free(l->text);
     free(l->key);
     free(l->value);
   }
-  l->text = text;
-  l->key = k;
-  l->value = v;
+  l->text = TAKE_PTR(text);
+  l->key = TAKE_PTR(k);
+  l->value = TAKE_PTR(v);
   return 0;
 }
 
@@ -541,65 +555,68 @@ int svm_desc_format(const struct svm_desc *d, char **out, size_t *len)
 
 static int fsync_dir_of(const char *path)
 {
-  char *copy = strdup(path);
-  int fd, r = 0;
+  CLEANUP_FREE char *copy = strdup(path);
+  CLEANUP_CLOSE int fd = -1;
 
   if (!copy)
     return svm_error(ENOMEM, "out of memory");
   fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0 || fsync(fd) < 0)
-    r = svm_error(errno, "%s: fsync of the folder: %s", path, strerror(errno));
-  if (fd >= 0)
-    close(fd);
-  free(copy);
-  return r;
+    return svm_error(errno, "%s: fsync of the folder: %s", path, strerror(errno));
+  return 0;
+}
+
+static int write_all(int fd, const char *name, const char *buf, size_t len)
+{
+  size_t off = 0;
+
+  while (off < len) {
+    ssize_t n = write(fd, buf + off, len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return svm_error(errno, "%s: %s", name, strerror(errno));
+    off += (size_t)n;
+  }
+  return 0;
+}
+
+/* The text in a new file tmp, durable before it is renamed over anything. */
+static int write_tmp(const char *tmp, const char *buf, size_t len)
+{
+  CLEANUP_CLOSE int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int r;
+
+  if (fd < 0)
+    return svm_error(errno, "%s: %s", tmp, strerror(errno));
+  r = write_all(fd, tmp, buf, len);
+  if (r < 0)
+    return r;
+  if (fsync(fd) < 0)
+    return svm_error(errno, "%s: fsync: %s", tmp, strerror(errno));
+  return 0;
 }
 
 int svm_desc_save(const struct svm_desc *d, const char *path)
 {
-  char *buf, *tmp = NULL;
-  size_t len, off = 0;
-  int fd = -1, r;
+  CLEANUP_FREE char *buf = NULL;
+  CLEANUP_FREE char *tmp = NULL;
+  size_t len;
+  int r;
 
   r = svm_desc_format(d, &buf, &len);
   if (r < 0)
     return r;
   if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
-    free(buf);
+    tmp = NULL;
     return svm_error(ENOMEM, "out of memory");
   }
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    r = svm_error(errno, "%s: %s", tmp, strerror(errno));
-    goto out;
-  }
-  while (off < len) {
-    ssize_t n = write(fd, buf + off, len - off);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      r = svm_error(errno, "%s: %s", tmp, strerror(errno));
-      goto out;
-    }
-    off += (size_t)n;
-  }
-  if (fsync(fd) < 0) {
-    r = svm_error(errno, "%s: fsync: %s", tmp, strerror(errno));
-    goto out;
-  }
-  close(fd);
-  fd = -1;
-  if (rename(tmp, path) < 0) {
+  r = write_tmp(tmp, buf, len);
+  if (r == 0 && rename(tmp, path) < 0)
     r = svm_error(errno, "%s: rename: %s", path, strerror(errno));
-    goto out;
-  }
-  r = fsync_dir_of(path);
-out:
-  if (fd >= 0)
-    close(fd);
-  if (r < 0)
+  if (r < 0) {
     unlink(tmp);
-  free(tmp);
-  free(buf);
-  return r;
+    return r;
+  }
+  return fsync_dir_of(path);
 }

@@ -79,6 +79,13 @@ int svm_desc_load(const char *path, struct svm_desc **out);
  * required keys. */
 struct svm_desc *svm_desc_new(const char *path);
 void svm_desc_free(struct svm_desc *d);
+/* `CLEANUP_DESC struct svm_desc *d = NULL;` frees d when it leaves scope (common/cleanup.h;
+ * hand it on with TAKE_PTR). */
+static inline void svm_desc_freep(struct svm_desc **d)
+{
+  svm_desc_free(*d);
+}
+#define CLEANUP_DESC __attribute__((cleanup(svm_desc_freep)))
 
 /* The value of `key`, or NULL. */
 const char *svm_desc_get(const struct svm_desc *d, const char *key);

@@ -62,7 +62,7 @@ struct svm_agent {
 
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* agent-vm.c */
+/* vm.c */
 struct agent_vm *agent_find_vm(struct svm_agent *a, const char *name);
 const struct svm_datastore *agent_find_ds(struct svm_agent *a, const char *name);
 /* Take over a parsed descriptor: open the disks' trackers and exports. On failure nothing of
@@ -73,7 +73,7 @@ void agent_vm_close(struct agent_vm *vm);
 int agent_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, struct agent_vm **out);
 int agent_vm_delete(struct svm_agent *a, const char *name);
 
-/* agent-disk.c: the disk's tracker and export */
+/* disk.c: the disk's tracker and export */
 int agent_disk_start(struct svm_agent *a, struct agent_disk *d);
 void agent_disk_stop(struct agent_disk *d);
 int agent_cbt_changeid(struct agent_disk *d, bool json, char **out);
@@ -81,7 +81,7 @@ int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **o
 /* The disk's CBT state for vm list/show: writes JSON members ("granularity": ..., ...) */
 void agent_disk_cbt_json(struct agent_disk *d, FILE *f);
 
-/* agent-out.c: answers as JSON or text */
+/* json.c: answers as JSON or text */
 int agent_out_vm_list(struct svm_agent *a, bool json, char **out);
 int agent_out_vm(struct svm_agent *a, struct agent_vm *vm, bool json, char **out);
 void agent_json_str(FILE *f, const char *s);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/agent/internal.h"
 
@@ -41,7 +42,8 @@ static char *unix_uri(const struct agent_disk *d)
 {
   static const char hex[] = "0123456789ABCDEF";
   size_t n = strlen(d->sock_path);
-  char *path = malloc(n * 3 + 1), *p = path, *u;
+  CLEANUP_FREE char *path = malloc(n * 3 + 1);
+  char *p = path, *u;
 
   if (!path)
     return NULL;
@@ -58,36 +60,37 @@ static char *unix_uri(const struct agent_disk *d)
   *p = '\0';
   if (asprintf(&u, "nbd+unix:///%s?socket=%s", d->export_name, path) < 0)
     u = NULL;
-  free(path);
   return u;
 }
 
+static char *tcp_uri(const struct agent_disk *d)
+{
+  bool v6 = strchr(d->tcp_addr, ':') != NULL;
+  char *u;
+
+  if (asprintf(&u, "nbd://%s%s%s:%s/%s", v6 ? "[" : "", d->tcp_addr, v6 ? "]" : "",
+               d->tcp_port, d->export_name) < 0)
+    u = NULL;
+  return u;
+}
+
+/* "nbd-uri" and "nbd-tcp-uri", null where the disk is not exported that way (or, should the
+ * memory run out, where the URI could not be made: the JSON stays whole). */
 static void disk_uris(FILE *f, const struct agent_disk *d)
 {
+  CLEANUP_FREE char *u = d->export ? unix_uri(d) : NULL;
+  CLEANUP_FREE char *t = d->export && d->tcp_addr[0] ? tcp_uri(d) : NULL;
+
   fprintf(f, "\"nbd-uri\": ");
-  if (d->export) {
-    char *u = unix_uri(d);
-    if (u) {
-      agent_json_str(f, u);
-      free(u);
-    } else {
-      fputs("null", f);
-    }
-  } else {
+  if (u)
+    agent_json_str(f, u);
+  else
     fputs("null", f);
-  }
   fprintf(f, ", \"nbd-tcp-uri\": ");
-  if (d->export && d->tcp_addr[0]) {
-    char *u;
-    bool v6 = strchr(d->tcp_addr, ':') != NULL;
-    if (asprintf(&u, "nbd://%s%s%s:%s/%s", v6 ? "[" : "", d->tcp_addr, v6 ? "]" : "",
-                 d->tcp_port, d->export_name) >= 0) {
-      agent_json_str(f, u);
-      free(u);
-    }
-  } else {
+  if (t)
+    agent_json_str(f, t);
+  else
     fputs("null", f);
-  }
 }
 
 static void vm_json(FILE *f, struct agent_vm *vm)
@@ -130,12 +133,12 @@ static void vm_text(FILE *f, struct agent_vm *vm)
     const struct svm_desc_disk *dd = &desc->disks[i];
     fprintf(f, "  disk%u  %" PRIu64 " bytes  %s  %s\n", i, dd->size,
             svm_desc_prov_name(dd->provisioning), d->path);
-    char *u = unix_uri(d);
+    CLEANUP_FREE char *u = unix_uri(d);
     fprintf(f, "         %s\n", u ? u : "(out of memory)");
-    free(u);
-    if (d->tcp_addr[0])
-      fprintf(f, "         nbd://%s%s%s:%s/%s\n", strchr(d->tcp_addr, ':') ? "[" : "",
-              d->tcp_addr, strchr(d->tcp_addr, ':') ? "]" : "", d->tcp_port, d->export_name);
+    if (d->tcp_addr[0]) {
+      CLEANUP_FREE char *t = tcp_uri(d);
+      fprintf(f, "         %s\n", t ? t : "(out of memory)");
+    }
   }
 }
 
@@ -172,7 +175,7 @@ static int by_name(const void *x, const void *y)
 int agent_out_vm_list(struct svm_agent *a, bool json, char **out)
 {
   size_t n = 0, len;
-  struct agent_vm **v;
+  CLEANUP_FREE struct agent_vm **v = NULL;
   FILE *f;
 
   for (struct agent_vm *vm = a->vms; vm; vm = vm->next)
@@ -185,10 +188,8 @@ int agent_out_vm_list(struct svm_agent *a, bool json, char **out)
     v[n++] = vm;
   qsort(v, n, sizeof *v, by_name);
   f = open_memstream(out, &len);
-  if (!f) {
-    free(v);
+  if (!f)
     return svm_error(ENOMEM, "out of memory");
-  }
   if (json) {
     fputs("{", f);
     kv_str(f, "host", a->name, true);
@@ -212,6 +213,5 @@ int agent_out_vm_list(struct svm_agent *a, bool json, char **out)
     for (size_t i = 0; i < n; i++)
       vm_text(f, v[i]);
   }
-  free(v);
   return finish(f, out);
 }

@@ -3,12 +3,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/agent/internal.h"
 #include "svm/disk/provision.h"
@@ -81,14 +83,73 @@ static int split_hostport(const char *s, char *addr, size_t alen, char *port, si
   return 0;
 }
 
+/* asprintf, but NULL on failure (asprintf leaves its pointer undefined, and free_vm frees
+ * every one of a disk's strings). */
+static char *strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *strf(const char *fmt, ...)
+{
+  va_list ap;
+  char *s;
+  int n;
+
+  va_start(ap, fmt);
+  n = vasprintf(&s, fmt, ap);
+  va_end(ap);
+  return n < 0 ? NULL : s;
+}
+
+/* Disk i's paths and names, checked against its file; tcp_addr/tcp_port from export.tcp
+ * ("" when the VM is not exported over TCP). */
+static int init_disk(struct svm_agent *a, struct agent_vm *vm, unsigned i, const char *tcp_addr,
+                     const char *tcp_port)
+{
+  struct agent_disk *d = &vm->disks[i];
+  const struct svm_desc_disk *dd = &vm->desc->disks[i];
+  const char *name = vm->desc->name;
+  struct stat st;
+
+  d->vm = vm;
+  d->index = i;
+  if (!(d->path = strf("%s/%s", vm->dir, dd->file)) ||
+      !(d->ctk_path = strf("%s/%s", vm->dir, dd->ctk)) ||
+      !(d->export_name = strf("%s/disk%u", name, i)) ||
+      !(d->sock_path = strf("%s/%s-disk%u.sock", a->nbds_dir, name, i)))
+    return svm_error(ENOMEM, "out of memory");
+  if (stat(d->path, &st) < 0)
+    return svm_error(errno, "%s: disk%u: %s: %s", vm->desc_path, i, d->path, strerror(errno));
+  if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != dd->size)
+    return svm_error(EINVAL, "%s: disk%u: %s is %jd bytes, the descriptor says %" PRIu64,
+                     vm->desc_path, i, d->path, (intmax_t)st.st_size, dd->size);
+  if (tcp_addr[0]) {
+    snprintf(d->tcp_addr, sizeof d->tcp_addr, "%s", tcp_addr);
+    unsigned port = (unsigned)atoi(tcp_port);
+    /* a fixed port P serves disk0, P+1 disk1, ...; port 0 gives each disk an ephemeral one */
+    snprintf(d->tcp_port, sizeof d->tcp_port, "%u", port ? port + i : 0);
+  }
+  return 0;
+}
+
+/* Every disk's tracker and export, or none of them. */
+static int start_disks(struct svm_agent *a, struct agent_vm *vm)
+{
+  for (unsigned i = 0; i < vm->ndisks; i++) {
+    if (agent_disk_start(a, &vm->disks[i]) < 0) {
+      int r = svm_error_prefix("%s: disk%u", vm->desc_path, i);
+      while (i)
+        agent_disk_stop(&vm->disks[--i]);
+      return r;
+    }
+  }
+  return 0;
+}
+
 int agent_vm_open(struct svm_agent *a, const struct svm_datastore *ds, const char *dir,
                   const char *desc_path, struct svm_desc *desc, struct agent_vm **out)
 {
   struct agent_vm *vm = calloc(1, sizeof *vm);
   char tcp_port[16] = "";
   char tcp_addr[64] = "";
-  unsigned started = 0;
-  int r;
+  int r = 0;
 
   *out = NULL;
   if (!vm) {
@@ -101,61 +162,21 @@ int agent_vm_open(struct svm_agent *a, const struct svm_datastore *ds, const cha
   vm->desc_path = strdup(desc_path);
   vm->ndisks = desc->ndisks;
   vm->disks = calloc(desc->ndisks ? desc->ndisks : 1, sizeof *vm->disks);
-  if (!vm->dir || !vm->desc_path || !vm->disks) {
+  if (!vm->dir || !vm->desc_path || !vm->disks)
     r = svm_error(ENOMEM, "out of memory");
-    goto fail;
-  }
-  if (desc->tcp) {
-    r = split_hostport(desc->tcp, tcp_addr, sizeof tcp_addr, tcp_port, sizeof tcp_port);
-    if (r < 0) {
-      r = svm_error_prefix("%s: export.tcp", desc_path);
-      goto fail;
-    }
-  }
-  for (unsigned i = 0; i < vm->ndisks; i++) {
-    struct agent_disk *d = &vm->disks[i];
-    const struct svm_desc_disk *dd = &desc->disks[i];
-    struct stat st;
-
-    d->vm = vm;
-    d->index = i;
-    if (asprintf(&d->path, "%s/%s", dir, dd->file) < 0 ||
-        asprintf(&d->ctk_path, "%s/%s", dir, dd->ctk) < 0 ||
-        asprintf(&d->export_name, "%s/disk%u", desc->name, i) < 0 ||
-        asprintf(&d->sock_path, "%s/%s-disk%u.sock", a->nbds_dir, desc->name, i) < 0) {
-      r = svm_error(ENOMEM, "out of memory");
-      goto fail;
-    }
-    if (stat(d->path, &st) < 0) {
-      r = svm_error(errno, "%s: disk%u: %s: %s", desc_path, i, d->path, strerror(errno));
-      goto fail;
-    }
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != dd->size) {
-      r = svm_error(EINVAL, "%s: disk%u: %s is %jd bytes, the descriptor says %" PRIu64,
-                    desc_path, i, d->path, (intmax_t)st.st_size, dd->size);
-      goto fail;
-    }
-    if (tcp_addr[0]) {
-      snprintf(d->tcp_addr, sizeof d->tcp_addr, "%s", tcp_addr);
-      unsigned port = (unsigned)atoi(tcp_port);
-      /* a fixed port P serves disk0, P+1 disk1, ...; port 0 gives each disk an ephemeral one */
-      snprintf(d->tcp_port, sizeof d->tcp_port, "%u", port ? port + i : 0);
-    }
-  }
-  for (; started < vm->ndisks; started++) {
-    r = agent_disk_start(a, &vm->disks[started]);
-    if (r < 0) {
-      r = svm_error_prefix("%s: disk%u", desc_path, started);
-      goto fail;
-    }
+  if (!r && desc->tcp &&
+      split_hostport(desc->tcp, tcp_addr, sizeof tcp_addr, tcp_port, sizeof tcp_port) < 0)
+    r = svm_error_prefix("%s: export.tcp", desc_path);
+  for (unsigned i = 0; !r && i < vm->ndisks; i++)
+    r = init_disk(a, vm, i, tcp_addr, tcp_port);
+  if (!r)
+    r = start_disks(a, vm);
+  if (r < 0) {
+    free_vm(vm);   /* frees desc too */
+    return r;
   }
   *out = vm;
   return 0;
-fail:
-  while (started)
-    agent_disk_stop(&vm->disks[--started]);
-  free_vm(vm);
-  return r;
 }
 
 /* ---- create ---- */
@@ -167,7 +188,7 @@ static int create_disk_file(const char *path, uint64_t size, enum svm_desc_prov 
   enum svm_provisioning kind = p == SVM_DESC_THICK   ? SVM_PROVISIONING_THICK
                                : p == SVM_DESC_EAGER ? SVM_PROVISIONING_EAGER
                                                      : SVM_PROVISIONING_THIN;
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  CLEANUP_CLOSE int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   int r;
 
   if (fd < 0)
@@ -177,7 +198,6 @@ static int create_disk_file(const char *path, uint64_t size, enum svm_desc_prov 
     r = svm_provision_finish(fd, path, size, kind, NULL);
   if (r == 0 && fdatasync(fd) < 0)
     r = svm_error(errno, "%s: fdatasync: %s", path, strerror(errno));
-  close(fd);
   return r;
 }
 
@@ -216,171 +236,244 @@ static int setf(struct svm_desc *d, const char *val, const char *fmt, ...)
   return svm_desc_set(d, key, val);
 }
 
-int agent_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, struct agent_vm **out)
-{
-  const char *name = svm_ctl_arg(r, "vm"), *dsname = svm_ctl_arg(r, "datastore");
-  const char *tcp = svm_ctl_arg(r, "tcp");
+/* What vm-create asks for, checked before anything is made. */
+struct vm_spec {
+  const char *name, *tcp;
+  const struct svm_datastore *ds;
+  unsigned ndisks;
   uint64_t sizes[SVM_DESC_MAX_DISKS];
   enum svm_desc_prov provs[SVM_DESC_MAX_DISKS];
-  unsigned nd = 0, made = 0;
-  const struct svm_datastore *ds;
-  struct svm_desc *d = NULL;
-  char *dir = NULL, *path = NULL, *file = NULL;
-  char uuid[37], num[32];
-  bool dir_made = false;
-  int ret;
+};
 
-  *out = NULL;
-  if (!name)
-    return svm_error(EINVAL, "vm-create: missing argument 'vm'");
-  if (!svm_vm_name_valid(name))
-    return svm_error(EINVAL, "'%s' is not a valid VM name (1-64 of [A-Za-z0-9._-], not "
-                     "starting with '.' or '-')", name);
-  if (!dsname)
-    return svm_error(EINVAL, "vm-create: missing argument 'datastore'");
-  ds = agent_find_ds(a, dsname);
-  if (!ds) {
-    char list[512] = "";
-    for (size_t i = 0; i < a->nds; i++)
-      snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
-               a->ds[i].name);
-    return svm_error(ENOENT, "no such datastore '%s' on host %s (it has: %s)", dsname, a->name,
-                     list);
-  }
-  struct agent_vm *other = agent_find_vm(a, name);
-  if (other)
-    return svm_error(EEXIST, "VM %s exists already (datastore %s, %s)", name, other->ds->name,
-                     other->dir);
-  if (tcp) {
-    char h[64], p[16];
-    if (split_hostport(tcp, h, sizeof h, p, sizeof p) < 0)
-      return svm_error_prefix("--tcp");
-  }
+static int find_datastore(struct svm_agent *a, const char *dsname,
+                          const struct svm_datastore **out)
+{
+  char list[512] = "";
+
+  *out = agent_find_ds(a, dsname);
+  if (*out)
+    return 0;
+  for (size_t i = 0; i < a->nds; i++)
+    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+             a->ds[i].name);
+  return svm_error(ENOENT, "no such datastore '%s' on host %s (it has: %s)", dsname, a->name,
+                   list);
+}
+
+/* The disk=BYTES:PROV arguments, in order. */
+static int parse_disk_args(const struct svm_ctl_request *r, struct vm_spec *spec)
+{
   for (size_t i = 0; i < r->nargs; i++) {
     if (strcmp(r->args[i].key, "disk") != 0)
       continue;
-    if (nd == SVM_DESC_MAX_DISKS)
+    if (spec->ndisks == SVM_DESC_MAX_DISKS)
       return svm_error(E2BIG, "at most %d disks", SVM_DESC_MAX_DISKS);
-    ret = parse_disk_arg(r->args[i].value, &sizes[nd], &provs[nd]);
+    int ret = parse_disk_arg(r->args[i].value, &spec->sizes[spec->ndisks],
+                             &spec->provs[spec->ndisks]);
     if (ret < 0)
       return ret;
-    nd++;
+    spec->ndisks++;
   }
-  if (nd == 0)
+  if (spec->ndisks == 0)
     return svm_error(EINVAL, "a VM needs at least one --disk SIZE[:PROVISIONING]");
+  return 0;
+}
 
-  if (asprintf(&dir, "%s/%s", ds->dir, name) < 0 ||
-      asprintf(&path, "%s/%s.svm", dir, name) < 0) {
-    dir = path = NULL;
-    ret = svm_error(ENOMEM, "out of memory");
-    goto fail;
+static int validate_create(struct svm_agent *a, const struct svm_ctl_request *r,
+                           struct vm_spec *spec)
+{
+  const char *dsname = svm_ctl_arg(r, "datastore");
+  const struct agent_vm *other;
+  int ret;
+
+  spec->name = svm_ctl_arg(r, "vm");
+  spec->tcp = svm_ctl_arg(r, "tcp");
+  if (!spec->name)
+    return svm_error(EINVAL, "vm-create: missing argument 'vm'");
+  if (!svm_vm_name_valid(spec->name))
+    return svm_error(EINVAL, "'%s' is not a valid VM name (1-64 of [A-Za-z0-9._-], not "
+                     "starting with '.' or '-')", spec->name);
+  if (!dsname)
+    return svm_error(EINVAL, "vm-create: missing argument 'datastore'");
+  ret = find_datastore(a, dsname, &spec->ds);
+  if (ret < 0)
+    return ret;
+  other = agent_find_vm(a, spec->name);
+  if (other)
+    return svm_error(EEXIST, "VM %s exists already (datastore %s, %s)", spec->name,
+                     other->ds->name, other->dir);
+  if (spec->tcp) {
+    char h[64], p[16];
+    if (split_hostport(spec->tcp, h, sizeof h, p, sizeof p) < 0)
+      return svm_error_prefix("--tcp");
   }
-  if (mkdir(dir, 0755) < 0) {
-    ret = svm_error(errno, "%s: %s%s", dir, strerror(errno),
-                    errno == EEXIST ? " (a folder of that name is in the datastore already; "
-                                      "remove it or pick another name)" : "");
-    goto fail;
-  }
-  dir_made = true;
-  d = svm_desc_new(path);
-  if (!d || svm_uuid_generate(uuid) < 0) {
-    ret = d ? -svm_last_errno() : svm_error(ENOMEM, "out of memory");
-    goto fail;
-  }
-  ret = svm_desc_comment(d, "svmotion VM descriptor: key = value lines; unknown keys are kept");
+  return parse_disk_args(r, spec);
+}
+
+static int make_vm_dir(const char *dir)
+{
+  if (mkdir(dir, 0755) == 0)
+    return 0;
+  return svm_error(errno, "%s: %s%s", dir, strerror(errno),
+                   errno == EEXIST ? " (a folder of that name is in the datastore already; "
+                                     "remove it or pick another name)" : "");
+}
+
+static int set_disk_keys(struct svm_desc *d, unsigned i, uint64_t size, enum svm_desc_prov p)
+{
+  char f[32], c[32], num[32], uuid[37];
+  int ret;
+
+  snprintf(f, sizeof f, "disk%u.raw", i);
+  snprintf(c, sizeof c, "disk%u.ctk", i);
+  snprintf(num, sizeof num, "%" PRIu64, size);
+  ret = svm_uuid_generate(uuid);
+  if (!ret)
+    ret = setf(d, f, "disk%u.file", i);
+  if (!ret)
+    ret = setf(d, num, "disk%u.size", i);
+  if (!ret)
+    ret = setf(d, svm_desc_prov_name(p), "disk%u.provisioning", i);
+  if (!ret)
+    ret = setf(d, uuid, "disk%u.uuid", i);
+  if (!ret)
+    ret = setf(d, c, "disk%u.ctk", i);
+  return ret;
+}
+
+/* The new VM's descriptor, in memory, validated. */
+static int build_desc(const struct vm_spec *spec, const char *path, struct svm_desc **out)
+{
+  CLEANUP_DESC struct svm_desc *d = svm_desc_new(path);
+  char uuid[37];
+  int ret;
+
+  if (!d)
+    return svm_error(ENOMEM, "out of memory");
+  ret = svm_uuid_generate(uuid);
+  if (!ret)
+    ret = svm_desc_comment(d, "svmotion VM descriptor: key = value lines; unknown keys are kept");
   if (!ret)
     ret = svm_desc_set(d, "svm.version", "1");
   if (!ret)
-    ret = svm_desc_set(d, "name", name);
+    ret = svm_desc_set(d, "name", spec->name);
   if (!ret)
     ret = svm_desc_set(d, "uuid", uuid);
-  if (!ret && tcp)
-    ret = svm_desc_set(d, "export.tcp", tcp);
-  for (unsigned i = 0; !ret && i < nd; i++) {
-    char f[32], c[32];
-    snprintf(f, sizeof f, "disk%u.raw", i);
-    snprintf(c, sizeof c, "disk%u.ctk", i);
-    snprintf(num, sizeof num, "%" PRIu64, sizes[i]);
-    ret = svm_uuid_generate(uuid);
-    if (!ret)
-      ret = setf(d, f, "disk%u.file", i);
-    if (!ret)
-      ret = setf(d, num, "disk%u.size", i);
-    if (!ret)
-      ret = setf(d, svm_desc_prov_name(provs[i]), "disk%u.provisioning", i);
-    if (!ret)
-      ret = setf(d, uuid, "disk%u.uuid", i);
-    if (!ret)
-      ret = setf(d, c, "disk%u.ctk", i);
-  }
+  if (!ret && spec->tcp)
+    ret = svm_desc_set(d, "export.tcp", spec->tcp);
+  for (unsigned i = 0; !ret && i < spec->ndisks; i++)
+    ret = set_disk_keys(d, i, spec->sizes[i], spec->provs[i]);
   if (!ret)
     ret = svm_desc_validate(d);
   if (ret < 0)
-    goto fail;
-  for (; made < nd; made++) {
-    free(file);
-    if (asprintf(&file, "%s/%s", dir, d->disks[made].file) < 0) {
+    return ret;
+  *out = TAKE_PTR(d);
+  return 0;
+}
+
+static int create_disk_files(const char *dir, const struct svm_desc *d,
+                             const struct vm_spec *spec)
+{
+  for (unsigned i = 0; i < spec->ndisks; i++) {
+    CLEANUP_FREE char *file = NULL;
+    if (asprintf(&file, "%s/%s", dir, d->disks[i].file) < 0) {
       file = NULL;
-      ret = svm_error(ENOMEM, "out of memory");
-      goto fail;
+      return svm_error(ENOMEM, "out of memory");
     }
-    ret = create_disk_file(file, sizes[made], provs[made]);
+    int ret = create_disk_file(file, spec->sizes[i], spec->provs[i]);
     if (ret < 0)
-      goto fail;
+      return ret;
   }
-  ret = svm_desc_save(d, path);
+  return 0;
+}
+
+/* The descriptor save synced the VM folder; the folder's own entry lives in the datastore. */
+static int sync_datastore(const struct svm_datastore *ds)
+{
+  CLEANUP_CLOSE int dfd = open(ds->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+  if (dfd < 0 || fsync(dfd) < 0)
+    return svm_error(errno, "%s: fsync: %s", ds->dir, strerror(errno));
+  return 0;
+}
+
+/* Fill the new folder: descriptor, disk files, then open the VM (trackers, exports) from
+ * what is on disk now, exactly as a restart would. */
+static int populate_vm(struct svm_agent *a, const struct vm_spec *spec, const char *dir,
+                       const char *path, struct agent_vm **out)
+{
+  CLEANUP_DESC struct svm_desc *d = NULL;
+  int ret;
+
+  ret = build_desc(spec, path, &d);
+  if (!ret)
+    ret = create_disk_files(dir, d, spec);
+  if (!ret)
+    ret = svm_desc_save(d, path);
+  if (!ret)
+    ret = sync_datastore(spec->ds);
   if (ret < 0)
-    goto fail;
-  /* the descriptor save synced the VM folder; the folder's own entry lives in the datastore */
-  int dfd = open(ds->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0 || fsync(dfd) < 0) {
-    ret = svm_error(errno, "%s: fsync: %s", ds->dir, strerror(errno));
-    if (dfd >= 0)
-      close(dfd);
-    goto fail;
-  }
-  close(dfd);
-  svm_desc_free(d);
-  d = NULL;
-  /* open what is on disk now, exactly as a restart would */
+    return ret;
+  svm_desc_free(TAKE_PTR(d));
   ret = svm_desc_load(path, &d);
   if (ret < 0)
-    goto fail;
+    return ret;
+  return agent_vm_open(a, spec->ds, dir, path, TAKE_PTR(d), out);   /* frees d on failure */
+}
+
+/* Leave nothing behind: the folder is new, so everything in it was made here. */
+static void remove_partial_vm(const char *dir, const char *path, unsigned ndisks)
+{
+  static const char *const made[] = { "raw", "ctk" };
+
+  for (unsigned i = 0; i < ndisks; i++) {
+    for (unsigned k = 0; k < 2; k++) {
+      CLEANUP_FREE char *p = NULL;
+      if (asprintf(&p, "%s/disk%u.%s", dir, i, made[k]) >= 0)
+        unlink(p);
+      else
+        p = NULL;
+    }
+  }
+  unlink(path);
+  rmdir(dir);
+}
+
+int agent_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, struct agent_vm **out)
+{
+  struct vm_spec spec = { .ndisks = 0 };
+  CLEANUP_FREE char *dir = NULL;
+  CLEANUP_FREE char *path = NULL;
   struct agent_vm *vm;
-  ret = agent_vm_open(a, ds, dir, path, d, &vm);
-  d = NULL;
+  int ret;
+
+  *out = NULL;
+  ret = validate_create(a, r, &spec);
   if (ret < 0)
-    goto fail;
+    return ret;
+  /* asprintf leaves its pointer undefined on failure: reset it for the cleanup */
+  if (asprintf(&dir, "%s/%s", spec.ds->dir, spec.name) < 0) {
+    dir = NULL;
+    return svm_error(ENOMEM, "out of memory");
+  }
+  if (asprintf(&path, "%s/%s.svm", dir, spec.name) < 0) {
+    path = NULL;
+    return svm_error(ENOMEM, "out of memory");
+  }
+  ret = make_vm_dir(dir);
+  if (ret < 0)
+    return ret;
+  ret = populate_vm(a, &spec, dir, path, &vm);
+  if (ret < 0) {
+    remove_partial_vm(dir, path, spec.ndisks);
+    return ret;
+  }
   vm->next = a->vms;
   a->vms = vm;
-  agent_log("created VM %s in datastore %s with %u disk(s)", name, ds->name, nd);
+  agent_log("created VM %s in datastore %s with %u disk(s)", spec.name, spec.ds->name,
+            spec.ndisks);
   *out = vm;
-  free(dir);
-  free(path);
-  free(file);
   return 0;
-fail:
-  /* leave nothing behind: the folder is new, so everything in it was made here */
-  if (dir_made) {
-    char *p = NULL;
-    for (unsigned i = 0; i < nd; i++) {
-      if (asprintf(&p, "%s/disk%u.raw", dir, i) >= 0) {
-        unlink(p);
-        free(p);
-      }
-      if (asprintf(&p, "%s/disk%u.ctk", dir, i) >= 0) {
-        unlink(p);
-        free(p);
-      }
-    }
-    unlink(path);
-    rmdir(dir);
-  }
-  svm_desc_free(d);
-  free(dir);
-  free(path);
-  free(file);
-  return ret;
 }
 
 /* ---- delete ---- */

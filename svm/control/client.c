@@ -10,6 +10,7 @@
 
 #include <svmotion/client.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/control/proto.h"
 
@@ -22,7 +23,7 @@ struct svm_client {
 static int connect_sock(struct svm_client *c)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
-  int fd;
+  CLEANUP_CLOSE int fd = -1;
 
   if (strlen(c->path) >= sizeof sa.sun_path)
     return svm_error(ENAMETOOLONG, "%s: socket path too long (use a shorter --state)", c->path);
@@ -32,14 +33,13 @@ static int connect_sock(struct svm_client *c)
     return svm_error(errno, "socket: %s", strerror(errno));
   if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
     int e = errno;
-    close(fd);
     if (e == ENOENT || e == ECONNREFUSED)
       return svm_error(e, "the agent svmd is not running for state directory %s (%s: %s); "
                        "start it with: svmd --name HOST --state %s --datastore NAME=DIR",
                        c->state_dir, c->path, strerror(e), c->state_dir);
     return svm_error(e, "%s: %s", c->path, strerror(e));
   }
-  c->fd = fd;
+  c->fd = TAKE_FD(fd);
   return 0;
 }
 
@@ -54,11 +54,11 @@ int svm_client_connect(const char *state_dir, struct svm_client **out)
   c->fd = -1;
   c->state_dir = strdup(state_dir);
   if (!c->state_dir || asprintf(&c->path, "%s/control.sock", state_dir) < 0) {
-    free(c->state_dir);
-    free(c);
-    return svm_error(ENOMEM, "out of memory");
+    c->path = NULL;
+    r = svm_error(ENOMEM, "out of memory");
+  } else {
+    r = connect_sock(c);
   }
-  r = connect_sock(c);
   if (r < 0) {
     svm_client_close(c);
     return r;
@@ -92,11 +92,68 @@ static int send_all(int fd, const char *p, size_t n)
   return 0;
 }
 
+/* The answer up to its newline (bounded): *out holds *outlen bytes, the last one '\n'. */
+static int read_response(struct svm_client *c, char **out, size_t *outlen)
+{
+  CLEANUP_FREE char *resp = NULL;
+  size_t len = 0, cap = 0;
+
+  for (;;) {
+    if (len + 4096 + 1 > cap) {
+      size_t ncap = cap ? cap * 2 : 8192;
+      char *n = realloc(resp, ncap);
+      if (!n)
+        return svm_error(ENOMEM, "out of memory");
+      resp = n;
+      cap = ncap;
+    }
+    ssize_t got = recv(c->fd, resp + len, cap - len - 1, 0);
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got < 0)
+      return svm_error(errno, "%s: reading the response: %s", c->path, strerror(errno));
+    if (got == 0)
+      break;
+    len += (size_t)got;
+    if (len > (size_t)SVM_CTL_MAX_RESPONSE + 1)
+      return svm_error(EPROTO, "%s: response longer than %d bytes", c->path,
+                       SVM_CTL_MAX_RESPONSE);
+    if (memchr(resp + len - (size_t)got, '\n', (size_t)got))
+      break;
+  }
+  if (len == 0 || resp[len - 1] != '\n')
+    return svm_error(EPROTO, "%s: svmd closed the connection without a complete answer (did it "
+                     "crash? see its log)", c->path);
+  *out = TAKE_PTR(resp);
+  *outlen = len;
+  return 0;
+}
+
+/* One request and its answer on the connection, which is closed after (one per connection). */
+static int exchange(struct svm_client *c, const char *verb, size_t nargs,
+                    const char *const *keys, const char *const *values, char **payload)
+{
+  CLEANUP_FREE char *req = NULL;
+  CLEANUP_FREE char *resp = NULL;
+  size_t reqlen, len = 0;
+  int r;
+
+  r = svm_ctl_request_format(verb, nargs, keys, values, &req, &reqlen);
+  if (r < 0)
+    return r;
+  r = send_all(c->fd, req, reqlen);
+  if (r < 0)
+    return svm_error(-r, "%s: sending the request: %s", c->path, strerror(-r));
+  shutdown(c->fd, SHUT_WR);
+  r = read_response(c, &resp, &len);
+  if (r < 0)
+    return r;
+  return svm_ctl_response_parse(resp, len - 1, payload);
+}
+
 int svm_client_call(struct svm_client *c, const char *verb, size_t nargs,
                     const char *const *keys, const char *const *values, char **payload)
 {
-  char *req = NULL, *resp = NULL;
-  size_t reqlen, len = 0, cap = 0;
   int r;
 
   *payload = NULL;
@@ -105,53 +162,8 @@ int svm_client_call(struct svm_client *c, const char *verb, size_t nargs,
     if (r < 0)
       return r;
   }
-  r = svm_ctl_request_format(verb, nargs, keys, values, &req, &reqlen);
-  if (r < 0)
-    goto out;
-  r = send_all(c->fd, req, reqlen);
-  if (r < 0) {
-    r = svm_error(-r, "%s: sending the request: %s", c->path, strerror(-r));
-    goto out;
-  }
-  shutdown(c->fd, SHUT_WR);
-  for (;;) {
-    if (len + 4096 + 1 > cap) {
-      size_t ncap = cap ? cap * 2 : 8192;
-      char *n = realloc(resp, ncap);
-      if (!n) {
-        r = svm_error(ENOMEM, "out of memory");
-        goto out;
-      }
-      resp = n;
-      cap = ncap;
-    }
-    ssize_t got = recv(c->fd, resp + len, cap - len - 1, 0);
-    if (got < 0 && errno == EINTR)
-      continue;
-    if (got < 0) {
-      r = svm_error(errno, "%s: reading the response: %s", c->path, strerror(errno));
-      goto out;
-    }
-    if (got == 0)
-      break;
-    len += (size_t)got;
-    if (len > (size_t)SVM_CTL_MAX_RESPONSE + 1) {
-      r = svm_error(EPROTO, "%s: response longer than %d bytes", c->path, SVM_CTL_MAX_RESPONSE);
-      goto out;
-    }
-    if (memchr(resp + len - (size_t)got, '\n', (size_t)got))
-      break;
-  }
-  if (len == 0 || resp[len - 1] != '\n') {
-    r = svm_error(EPROTO, "%s: svmd closed the connection without a complete answer (did it "
-                  "crash? see its log)", c->path);
-    goto out;
-  }
-  r = svm_ctl_response_parse(resp, len - 1, payload);
-out:
+  r = exchange(c, verb, nargs, keys, values, payload);
   close(c->fd);
   c->fd = -1;
-  free(req);
-  free(resp);
   return r;
 }

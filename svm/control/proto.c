@@ -1,4 +1,4 @@
-/* The control protocol's encoding (see control-proto.h). Requests come from any local process
+/* The control protocol's encoding (see proto.h). Requests come from any local process
  * that can reach the socket, so the parser bounds everything before use. */
 #include <errno.h>
 #include <stdbool.h>
@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "common/hex.h"
 #include "svm/control/proto.h"
@@ -40,7 +41,8 @@ int svm_ctl_encode(const char *s, size_t len, char **out)
 
 int svm_ctl_decode(const char *s, size_t len, char **out)
 {
-  char *buf = malloc(len + 1), *p = buf;
+  CLEANUP_FREE char *buf = malloc(len + 1);
+  char *p = buf;
 
   if (!buf)
     return svm_error(ENOMEM, "out of memory");
@@ -48,22 +50,19 @@ int svm_ctl_decode(const char *s, size_t len, char **out)
     if (s[i] == '%') {
       int hi = i + 2 < len ? svm_hexval(s[i + 1]) : -1;
       int lo = i + 2 < len ? svm_hexval(s[i + 2]) : -1;
-      if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-        free(buf);
+      if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
         return svm_error(EINVAL, "bad percent escape '%.*s'", (int)(len - i < 3 ? len - i : 3),
                          s + i);
-      }
       *p++ = (char)(hi << 4 | lo);
       i += 2;
     } else if (plain((unsigned char)s[i])) {
       *p++ = s[i];
     } else {
-      free(buf);
       return svm_error(EINVAL, "byte 0x%02x must be percent-encoded", (unsigned char)s[i]);
     }
   }
   *p = '\0';
-  *out = buf;
+  *out = TAKE_PTR(buf);
   return 0;
 }
 
@@ -102,9 +101,83 @@ static int parse_version(const char *s, size_t n, unsigned *out)
   return 0;
 }
 
-int svm_ctl_request_parse(const char *line, size_t len, struct svm_ctl_request *r)
+static int parse_verb(struct svm_ctl_request *r, const char *s, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+      return svm_error(EINVAL, "bad command word '%.*s'", (int)(n > 40 ? 40 : n), s);
+  r->verb = strndup(s, n);
+  if (!r->verb)
+    return svm_error(ENOMEM, "out of memory");
+  return 0;
+}
+
+static int parse_arg(struct svm_ctl_request *r, const char *s, size_t n)
+{
+  const char *eq = memchr(s, '=', n);
+  struct svm_ctl_arg *a;
+  int ret;
+
+  if (!eq || eq == s)
+    return svm_error(EINVAL, "argument '%.*s' is not key=value", (int)(n > 40 ? 40 : n), s);
+  if (r->nargs == SVM_CTL_MAX_ARGS)
+    return svm_error(E2BIG, "more than %d arguments", SVM_CTL_MAX_ARGS);
+  if (!r->args) {
+    r->args = calloc(SVM_CTL_MAX_ARGS, sizeof *r->args);
+    if (!r->args)
+      return svm_error(ENOMEM, "out of memory");
+  }
+  a = &r->args[r->nargs];
+  ret = svm_ctl_decode(s, (size_t)(eq - s), &a->key);
+  if (ret < 0)
+    return ret;
+  ret = svm_ctl_decode(eq + 1, n - (size_t)(eq - s) - 1, &a->value);
+  r->nargs++;   /* counted even without its value: svm_ctl_request_clear frees the key */
+  return ret;
+}
+
+/* Word ntok of the request: the version, the command, then key=value arguments. */
+static int parse_word(struct svm_ctl_request *r, size_t ntok, const char *s, size_t n)
+{
+  int ret;
+
+  if (ntok == 1)
+    return parse_verb(r, s, n);
+  if (ntok > 1)
+    return parse_arg(r, s, n);
+  ret = parse_version(s, n, &r->version);
+  if (ret < 0)
+    return ret;
+  if (r->version != SVM_CTL_VERSION)
+    return svm_error(EPROTONOSUPPORT, "control protocol SVMCTL/%u is not supported: this svmd "
+                     "speaks SVMCTL/%d (use svmctl and svmd of the same version)", r->version,
+                     SVM_CTL_VERSION);
+  return 0;
+}
+
+static int parse_words(const char *line, size_t len, struct svm_ctl_request *r)
 {
   size_t pos = 0, ntok = 0;
+
+  while (pos <= len) {
+    const char *s = line + pos;
+    const char *sp = memchr(s, ' ', len - pos);
+    size_t n = sp ? (size_t)(sp - s) : len - pos;
+
+    if (n == 0)
+      return svm_error(EINVAL, "empty word in request (at byte %zu)", pos);
+    int ret = parse_word(r, ntok++, s, n);
+    if (ret < 0)
+      return ret;
+    pos += n + 1;
+  }
+  if (!r->verb)
+    return svm_error(EINVAL, "request has no command");
+  return 0;
+}
+
+int svm_ctl_request_parse(const char *line, size_t len, struct svm_ctl_request *r)
+{
   int ret;
 
   memset(r, 0, sizeof *r);
@@ -112,72 +185,9 @@ int svm_ctl_request_parse(const char *line, size_t len, struct svm_ctl_request *
     return svm_error(EMSGSIZE, "request longer than %d bytes", SVM_CTL_MAX_REQUEST);
   if (len == 0)
     return svm_error(EINVAL, "empty request");
-  while (pos <= len) {
-    const char *s = line + pos;
-    const char *sp = memchr(s, ' ', len - pos);
-    size_t n = sp ? (size_t)(sp - s) : len - pos;
-
-    if (n == 0) {
-      ret = svm_error(EINVAL, "empty word in request (at byte %zu)", pos);
-      goto fail;
-    }
-    if (ntok == 0) {
-      ret = parse_version(s, n, &r->version);
-      if (ret < 0)
-        goto fail;
-      if (r->version != SVM_CTL_VERSION) {
-        ret = svm_error(EPROTONOSUPPORT, "control protocol SVMCTL/%u is not supported: this svmd "
-                        "speaks SVMCTL/%d (use svmctl and svmd of the same version)", r->version,
-                        SVM_CTL_VERSION);
-        goto fail;
-      }
-    } else if (ntok == 1) {
-      for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-')) {
-          ret = svm_error(EINVAL, "bad command word '%.*s'", (int)(n > 40 ? 40 : n), s);
-          goto fail;
-        }
-      r->verb = strndup(s, n);
-      if (!r->verb) {
-        ret = svm_error(ENOMEM, "out of memory");
-        goto fail;
-      }
-    } else {
-      const char *eq = memchr(s, '=', n);
-      if (!eq || eq == s) {
-        ret = svm_error(EINVAL, "argument '%.*s' is not key=value", (int)(n > 40 ? 40 : n), s);
-        goto fail;
-      }
-      if (r->nargs == SVM_CTL_MAX_ARGS) {
-        ret = svm_error(E2BIG, "more than %d arguments", SVM_CTL_MAX_ARGS);
-        goto fail;
-      }
-      if (!r->args) {
-        r->args = calloc(SVM_CTL_MAX_ARGS, sizeof *r->args);
-        if (!r->args) {
-          ret = svm_error(ENOMEM, "out of memory");
-          goto fail;
-        }
-      }
-      struct svm_ctl_arg *a = &r->args[r->nargs];
-      ret = svm_ctl_decode(s, (size_t)(eq - s), &a->key);
-      if (ret < 0)
-        goto fail;
-      ret = svm_ctl_decode(eq + 1, n - (size_t)(eq - s) - 1, &a->value);
-      r->nargs++;
-      if (ret < 0)
-        goto fail;
-    }
-    ntok++;
-    pos += n + 1;
-  }
-  if (!r->verb) {
-    ret = svm_error(EINVAL, "request has no command");
-    goto fail;
-  }
-  return 0;
-fail:
-  svm_ctl_request_clear(r);
+  ret = parse_words(line, len, r);
+  if (ret < 0)
+    svm_ctl_request_clear(r);   /* the one teardown for a request parsed half-way */
   return ret;
 }
 

@@ -1,4 +1,4 @@
-/* The agent's control socket server (see control.h). */
+/* The agent's control socket server (see server.h). */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/control/server.h"
 
@@ -23,7 +24,7 @@ int svm_control_open(const char *path, struct svm_control **out)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
   struct svm_control *c;
-  int fd;
+  CLEANUP_CLOSE int fd = -1;
 
   *out = NULL;
   if (strlen(path) >= sizeof sa.sun_path)
@@ -33,19 +34,15 @@ int svm_control_open(const char *path, struct svm_control **out)
   if (fd < 0)
     return svm_error(errno, "socket: %s", strerror(errno));
   unlink(path);
-  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 16) < 0) {
-    int e = errno;
-    close(fd);
-    return svm_error(e, "%s: %s", path, strerror(e));
-  }
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 16) < 0)
+    return svm_error(errno, "%s: %s", path, strerror(errno));
   c = calloc(1, sizeof *c);
   if (!c || !(c->path = strdup(path))) {
     free(c);
-    close(fd);
     unlink(path);
     return svm_error(ENOMEM, "out of memory");
   }
-  c->fd = fd;
+  c->fd = TAKE_FD(fd);
   *out = c;
   return 0;
 }
@@ -126,7 +123,8 @@ static void serve_one(int fd, char *buf, svm_control_handler h, void *opaque)
 {
   struct timeval tv = { .tv_sec = CONTROL_IO_TIMEOUT_S };
   struct svm_ctl_request req;
-  char *payload = NULL, *out;
+  CLEANUP_FREE char *payload = NULL;
+  CLEANUP_FREE char *out = NULL;
   size_t len;
   int r;
 
@@ -143,19 +141,12 @@ static void serve_one(int fd, char *buf, svm_control_handler h, void *opaque)
   svm_error_clear();
   r = h(opaque, &req, &payload);
   svm_ctl_request_clear(&req);
-  if (r < 0) {
+  if (r == 0)
+    r = svm_ctl_response_ok(payload ? payload : "", &out, &len);
+  if (r < 0)
     reply_err(fd, -r, svm_last_error());
-    free(payload);
-    return;
-  }
-  r = svm_ctl_response_ok(payload ? payload : "", &out, &len);
-  free(payload);
-  if (r < 0) {
-    reply_err(fd, -r, svm_last_error());
-    return;
-  }
-  send_all(fd, out, len);
-  free(out);
+  else
+    send_all(fd, out, len);
 }
 
 /* Before closing, read what the client may still be sending (bounded in bytes and time): a
@@ -180,7 +171,7 @@ static void drain(int fd, char *buf)
 
 int svm_control_serve(struct svm_control *c, int stop_fd, svm_control_handler h, void *opaque)
 {
-  char *buf = malloc(SVM_CTL_MAX_REQUEST + 1);
+  CLEANUP_FREE char *buf = malloc(SVM_CTL_MAX_REQUEST + 1);
 
   if (!buf)
     return svm_error(ENOMEM, "out of memory");
@@ -189,9 +180,7 @@ int svm_control_serve(struct svm_control *c, int stop_fd, svm_control_handler h,
     if (poll(p, 2, -1) < 0) {
       if (errno == EINTR)
         continue;
-      int e = errno;
-      free(buf);
-      return svm_error(e, "poll: %s", strerror(e));
+      return svm_error(errno, "poll: %s", strerror(errno));
     }
     if (p[1].revents)
       break;
@@ -204,6 +193,5 @@ int svm_control_serve(struct svm_control *c, int stop_fd, svm_control_handler h,
       close(fd);
     }
   }
-  free(buf);
   return 0;
 }

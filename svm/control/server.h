@@ -1,5 +1,5 @@
 /* The agent's control socket: accepts connections on STATE/control.sock, reads one request
- * (control-proto.h), calls the handler and writes its answer. Requests are served one at a time
+ * (proto.h), calls the handler and writes its answer. Requests are served one at a time
  * on the calling thread; a client gets CONTROL_IO_TIMEOUT_S seconds to send its request so a
  * stuck client cannot block the agent. */
 #ifndef SVM_CONTROL_H

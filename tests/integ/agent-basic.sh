@@ -14,7 +14,7 @@ svmctl vm create --help | grep -q 'PROVISIONING' || fail "svmctl vm create --hel
 svmctl cbt query --help | grep -q 'svm-cbt:CHANGEID' || fail "svmctl cbt query --help"
 expect_fail 2 "unknown option --bogus" "$SVM_BIN/svmd" --bogus
 expect_fail 2 "--name HOST is required" "$SVM_BIN/svmd" --state "$SVM_STATE" --datastore "ds1=$T/ds1"
-expect_fail 2 "needs an argument" "$SVM_BIN/svmd" --name h --state
+expect_fail 2 "option --state needs an argument" "$SVM_BIN/svmd" --name h --state
 expect_fail 2 "exclude each other" "$SVM_BIN/svmd" --name h --state "$SVM_STATE" \
   --datastore "ds1=$T/ds1" --tls-dir "$T" --insecure
 expect_fail 1 "No such file or directory (give an existing directory)" "$SVM_BIN/svmd" --name h \
@@ -33,7 +33,7 @@ expect_fail 2 "expects a VM name" svmctl vm show
 expect_fail 2 "expects one FILE.ctk" svmctl cbt info
 expect_fail 2 "unexpected argument 'x'" svmctl vm list x
 expect_fail 2 "option '--disk' needs a value" svmctl vm create vm1 --datastore ds1 --disk
-expect_fail 1 "nothere.ctk" svmctl cbt info "$T/nothere.ctk"
+expect_fail 1 "$T/nothere.ctk: No such file or directory" svmctl cbt info "$T/nothere.ctk"
 expect_fail 2 "no state directory" env -u SVM_STATE "$SVM_BIN/svmctl" vm list
 
 # ---- agent not running: the message says how to start it ----

@@ -23,7 +23,7 @@ crash_svmd
 [ -S "$SVM_STATE/nbd/vm1-disk0.sock" ] || fail "expected the socket of the killed svmd to remain"
 # its control socket is stale now: svmctl says the agent is not running, and how to start it
 expect_fail 1 "the agent svmd is not running" svmctl vm list
-grep -qF "start it with: svmd --name HOST --state $SVM_STATE" "$T/err" || fail "no advice"
+expect_err "start it with: svmd --name HOST --state $SVM_STATE"
 
 start_svmd        # replaces the stale sockets, reopens the tracker
 check_query vm1 0 "$ID" "${writes[@]}"

@@ -73,14 +73,22 @@ json_get() {
   python3 -c 'import json, sys; d = json.load(sys.stdin); r = eval(sys.argv[1]); print(r if not isinstance(r, (dict, list)) else json.dumps(r))' "$1"
 }
 
-# expect_fail CODE TEXT CMD...: CMD must exit with CODE and say TEXT on stderr
+# expect_fail CODE TEXT CMD...: CMD must exit with CODE and say TEXT on stderr. TEXT is what the
+# user must read (the VM, disk or file, the reason, the fix): an empty TEXT would match any
+# message, so it is refused. expect_err TEXT checks more of the same stderr.
 expect_fail() {
   local code=$1 text=$2 rc=0
+  [ -n "$text" ] || fail "expect_fail $code '' $3...: name the text the user must see"
   shift 2
   "$@" >"$T/out" 2>"$T/err" || rc=$?
   [ "$rc" -eq "$code" ] || fail "'$*' exited $rc, expected $code; stderr: $(cat "$T/err")"
   grep -qF -- "$text" "$T/err" || fail "'$*': stderr lacks '$text': $(cat "$T/err")"
   [ ! -s "$T/out" ] || fail "'$*' printed on stdout on failure: $(cat "$T/out")"
+}
+
+expect_err() {
+  [ -n "$1" ] || fail "expect_err '': name the text the user must see"
+  grep -qF -- "$1" "$T/err" || fail "stderr lacks '$1': $(cat "$T/err")"
 }
 
 uri() { echo "nbd+unix:///$1/disk$2?socket=$SVM_STATE/nbd/$1-disk$2.sock"; }

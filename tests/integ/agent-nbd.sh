@@ -58,8 +58,13 @@ check_query vm1 0 '*' 0:4096 1048576:1048576 5307904:1024 20971520:100000 419389
 svmctl cbt query vm1 0 --since "$ID2" | head -1 | grep -qx "20971520 131072" || fail "query text"
 # the other disk has its own tracking
 check_query vm1 1 '*'
-expect_fail 1 "" svmctl cbt query vm1 1 --since "$ID1"
-expect_fail 1 "" svmctl cbt query vm1 0 --since "not-a-change-id"
+# another disk's change ID, and a malformed one: refused, naming the disk, and the way out
+expect_fail 1 "vm1 disk1: change ID $ID1 is not one of this disk's" \
+  svmctl cbt query vm1 1 --since "$ID1"
+expect_err "take a new change ID and do a full copy"
+expect_fail 1 "vm1 disk0: change ID 'not-a-change-id' is malformed" \
+  svmctl cbt query vm1 0 --since "not-a-change-id"
+expect_err "take a new change ID and do a full copy"
 
 # ---- the same map over NBD: meta context svm-cbt:<change id> ----
 svmctl cbt query vm1 0 --since "$ID2" --json >"$T/q.json"

@@ -154,22 +154,35 @@ static const char *opt1(const struct cmdline *c, const char *key)
   return v;
 }
 
+/* One control request: the verb and its key=value arguments (tools/svmctl builds it, svmd
+ * answers it). */
+struct request {
+  char verb[32];
+  int n;
+  const char *keys[SVMCTL_MAX_OPTS + 8], *vals[SVMCTL_MAX_OPTS + 8];
+  char sizes[SVMCTL_MAX_OPTS][48];   /* the --disk values as the agent takes them */
+};
+
+static void add_arg(struct request *rq, const char *key, const char *val)
+{
+  rq->keys[rq->n] = key;
+  rq->vals[rq->n++] = val;
+}
+
 /* Send one request; print the answer; 0/1. */
-static int call(const char *state, const char *verb, struct cmdline *c, int nargs,
-                const char **keys, const char **vals)
+static int call(const char *state, const struct cmdline *c, struct request *rq)
 {
   struct svm_client *cl;
   char *payload;
   int r;
 
-  keys[nargs] = "format";
-  vals[nargs++] = c->json ? "json" : "text";
+  add_arg(rq, "format", c->json ? "json" : "text");
   r = svm_client_connect(state, &cl);
   if (r < 0) {
     fprintf(stderr, "%s: %s\n", prog, svm_last_error());
     return 1;
   }
-  r = svm_client_call(cl, verb, (size_t)nargs, keys, vals, &payload);
+  r = svm_client_call(cl, rq->verb, (size_t)rq->n, rq->keys, rq->vals, &payload);
   svm_client_close(cl);
   if (r < 0) {
     fprintf(stderr, "%s: %s\n", prog, svm_last_error());
@@ -201,12 +214,10 @@ static int cbt_info(struct cmdline *c)
   return fflush(stdout) == 0 ? 0 : 1;
 }
 
-static int run(const char *state, int argc, char **argv)
+/* The command named by argv[0] argv[1]: 0, or 2 after saying it is unknown. */
+static int find_command(struct cmdline *c, int argc, char **argv)
 {
-  struct cmdline c = { 0 };
-  const char *keys[SVMCTL_MAX_OPTS + 8], *vals[SVMCTL_MAX_OPTS + 8];
-  char sizes[SVMCTL_MAX_OPTS][48];
-  int n = 0, r;
+  bool known = false;
 
   if (argc < 2) {
     if (argc == 1 && (strcmp(argv[0], "vm") == 0 || strcmp(argv[0], "cbt") == 0))
@@ -216,26 +227,99 @@ static int run(const char *state, int argc, char **argv)
               argc ? argv[0] : "");
     return 2;
   }
-  c.group = argv[0];
-  c.name = argv[1];
-  bool known = false;
+  c->group = argv[0];
+  c->name = argv[1];
   for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++)
-    known |= strcmp(helps[i].group, c.group) == 0 && strcmp(helps[i].name, c.name) == 0;
-  if (!known) {
-    if (strcmp(c.group, "vm") == 0 || strcmp(c.group, "cbt") == 0)
-      fprintf(stderr, "%s: unknown command '%s %s' (see svmctl --help)\n", prog, c.group,
-              c.name);
-    else
-      fprintf(stderr, "%s: unknown command '%s' (see svmctl --help)\n", prog, c.group);
+    known |= strcmp(helps[i].group, c->group) == 0 && strcmp(helps[i].name, c->name) == 0;
+  if (known)
+    return 0;
+  if (strcmp(c->group, "vm") == 0 || strcmp(c->group, "cbt") == 0)
+    fprintf(stderr, "%s: unknown command '%s %s' (see svmctl --help)\n", prog, c->group,
+            c->name);
+  else
+    fprintf(stderr, "%s: unknown command '%s' (see svmctl --help)\n", prog, c->group);
+  return 2;
+}
+
+static bool is_cmd(const struct cmdline *c, const char *group, const char *name)
+{
+  return strcmp(c->group, group) == 0 && strcmp(c->name, name) == 0;
+}
+
+/* The positionals a command takes: cbt changeid/query VM DISK, vm list none, others one. */
+static int max_positionals(const struct cmdline *c)
+{
+  if (strcmp(c->group, "cbt") == 0 && strcmp(c->name, "info") != 0)
     return 2;
+  return strcmp(c->name, "list") == 0 ? 0 : 1;
+}
+
+/* vm create's arguments: datastore, tcp, one disk=BYTES:PROV per --disk. 0 or 2 (usage). */
+static int vm_create_args(const struct cmdline *c, struct request *rq)
+{
+  const char *ds = opt1(c, "datastore");
+  int ndisk = 0;
+
+  if (!ds)
+    return usage_error(c, "%s", "needs --datastore DS");
+  add_arg(rq, "datastore", ds);
+  if (opt1(c, "tcp"))
+    add_arg(rq, "tcp", opt1(c, "tcp"));
+  for (int i = 0; i < c->nopt; i++) {
+    char err[256];
+    if (strcmp(c->okey[i], "disk") != 0)
+      continue;
+    if (svmctl_disk_spec(c->oval[i], rq->sizes[ndisk], sizeof rq->sizes[ndisk], err,
+                         sizeof err) < 0)
+      return usage_error(c, "%s", err);
+    add_arg(rq, "disk", rq->sizes[ndisk++]);
   }
-  bool is_create = strcmp(c.name, "create") == 0, is_query = strcmp(c.name, "query") == 0;
-  const char *const none[] = { NULL };
-  const char *const create_opts[] = { "datastore", "disk", "tcp", NULL };
-  const char *const query_opts[] = { "since", NULL };
-  int maxpos = strcmp(c.group, "cbt") == 0 && strcmp(c.name, "info") != 0 ? 2
-               : strcmp(c.name, "list") == 0 ? 0 : 1;
-  r = parse_cmd(&c, argc - 2, argv + 2, is_create ? create_opts : is_query ? query_opts : none,
+  if (ndisk == 0)
+    return usage_error(c, "%s", "needs at least one --disk SIZE[:PROVISIONING]");
+  return 0;
+}
+
+/* The request a parsed command sends: 0, or 2 after a usage message. */
+static int build_request(const struct cmdline *c, struct request *rq)
+{
+  if (strcmp(c->group, "vm") == 0) {
+    snprintf(rq->verb, sizeof rq->verb, "vm-%s", c->name);
+    if (c->npos)
+      add_arg(rq, "vm", c->pos[0]);
+    return strcmp(c->name, "create") == 0 ? vm_create_args(c, rq) : 0;
+  }
+  add_arg(rq, "vm", c->pos[0]);
+  add_arg(rq, "disk", c->pos[1]);
+  if (strcmp(c->name, "query") != 0) {
+    snprintf(rq->verb, sizeof rq->verb, "cbt-changeid");
+    return 0;
+  }
+  snprintf(rq->verb, sizeof rq->verb, "cbt-query");
+  const char *since = opt1(c, "since");
+  if (!since)
+    return usage_error(c, "%s", "needs --since CHANGEID (or '*' for everything)");
+  add_arg(rq, "since", since);
+  return 0;
+}
+
+/* One command: parse its arguments, then do it (cbt info here, the others through svmd). */
+static int run(const char *state, int argc, char **argv)
+{
+  static const char *const none[] = { NULL };
+  static const char *const create_opts[] = { "datastore", "disk", "tcp", NULL };
+  static const char *const query_opts[] = { "since", NULL };
+  struct cmdline c = { 0 };
+  struct request rq = { .n = 0 };
+  int maxpos, r;
+
+  r = find_command(&c, argc, argv);
+  if (r)
+    return r;
+  maxpos = max_positionals(&c);
+  r = parse_cmd(&c, argc - 2, argv + 2,
+                is_cmd(&c, "vm", "create")    ? create_opts
+                : is_cmd(&c, "cbt", "query") ? query_opts
+                                             : none,
                 maxpos);
   if (r)
     return r;
@@ -243,7 +327,7 @@ static int run(const char *state, int argc, char **argv)
     usage_cmd(c.group, c.name, stdout);
     return 0;
   }
-  if (strcmp(c.group, "cbt") == 0 && strcmp(c.name, "info") == 0)
+  if (is_cmd(&c, "cbt", "info"))
     return cbt_info(&c);
   if (c.npos < maxpos)
     return usage_error(&c, "%s", maxpos == 2 ? "expects VM and DISK" : "expects a VM name");
@@ -252,52 +336,10 @@ static int run(const char *state, int argc, char **argv)
             "svmd runs with)\n", prog);
     return 2;
   }
-
-  if (strcmp(c.group, "vm") == 0) {
-    if (c.npos) {
-      keys[n] = "vm";
-      vals[n++] = c.pos[0];
-    }
-    if (is_create) {
-      const char *ds = opt1(&c, "datastore");
-      int ndisk = 0;
-      if (!ds)
-        return usage_error(&c, "%s", "needs --datastore DS");
-      keys[n] = "datastore";
-      vals[n++] = ds;
-      if (opt1(&c, "tcp")) {
-        keys[n] = "tcp";
-        vals[n++] = opt1(&c, "tcp");
-      }
-      for (int i = 0; i < c.nopt; i++) {
-        if (strcmp(c.okey[i], "disk") != 0)
-          continue;
-        char err[256];
-        r = svmctl_disk_spec(c.oval[i], sizes[ndisk], sizeof sizes[ndisk], err, sizeof err);
-        if (r < 0)
-          return usage_error(&c, "%s", err);
-        keys[n] = "disk";
-        vals[n++] = sizes[ndisk++];
-      }
-      if (ndisk == 0)
-        return usage_error(&c, "%s", "needs at least one --disk SIZE[:PROVISIONING]");
-    }
-    char verb[32];
-    snprintf(verb, sizeof verb, "vm-%s", c.name);
-    return call(state, verb, &c, n, keys, vals);
-  }
-  keys[n] = "vm";
-  vals[n++] = c.pos[0];
-  keys[n] = "disk";
-  vals[n++] = c.pos[1];
-  if (is_query) {
-    const char *since = opt1(&c, "since");
-    if (!since)
-      return usage_error(&c, "%s", "needs --since CHANGEID (or '*' for everything)");
-    keys[n] = "since";
-    vals[n++] = since;
-  }
-  return call(state, is_query ? "cbt-query" : "cbt-changeid", &c, n, keys, vals);
+  r = build_request(&c, &rq);
+  if (r)
+    return r;
+  return call(state, &c, &rq);
 }
 
 int main(int argc, char **argv)

@@ -44,7 +44,12 @@ static void usage(FILE *f)
         "  SVM_STATE=/run/svm svmctl vm create vm1 --datastore ds1 --disk 10G:thin\n", f);
 }
 
-int main(int argc, char **argv)
+/* The exit status when the options say to stop (--help, --version, a usage error), or
+ * SVMD_RUN when the agent is to start with cfg. */
+enum { SVMD_RUN = -1 };
+
+/* ds has room for argc entries; cfg->datastores points to it. */
+static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const char **ds)
 {
   enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_TLS, O_INSECURE, O_HELP, O_VERSION };
   static const struct option opts[] = {
@@ -59,32 +64,23 @@ int main(int argc, char **argv)
     { "version", no_argument, NULL, O_VERSION },
     { NULL, 0, NULL, 0 },
   };
-  struct svm_agent_config cfg = { 0 };
-  const char **ds = calloc((size_t)argc, sizeof *ds);
-  struct svm_agent *a;
-  sigset_t set;
-  int c, sfd, r;
+  int c;
 
-  if (!ds)
-    return 1;
-  cfg.datastores = ds;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
-    case O_NAME: cfg.name = optarg; break;
-    case O_STATE: cfg.state_dir = optarg; break;
-    case O_DS: ds[cfg.ndatastores++] = optarg; break;
-    case O_MGMT: cfg.mgmt = optarg; break;
-    case O_MIGR: cfg.migration = optarg; break;
-    case O_TLS: cfg.tls_dir = optarg; break;
-    case O_INSECURE: cfg.insecure = true; break;
+    case O_NAME: cfg->name = optarg; break;
+    case O_STATE: cfg->state_dir = optarg; break;
+    case O_DS: ds[cfg->ndatastores++] = optarg; break;
+    case O_MGMT: cfg->mgmt = optarg; break;
+    case O_MIGR: cfg->migration = optarg; break;
+    case O_TLS: cfg->tls_dir = optarg; break;
+    case O_INSECURE: cfg->insecure = true; break;
     case O_HELP:
       usage(stdout);
-      free(ds);
       return 0;
     case O_VERSION:
       printf("svmd %s\n", SVM_VERSION);
-      free(ds);
       return 0;
     default:
       if (optopt)
@@ -92,52 +88,80 @@ int main(int argc, char **argv)
                 argv[optind - 1]);
       else
         fprintf(stderr, "svmd: unknown option %s (see svmd --help)\n", argv[optind - 1]);
-      free(ds);
       return 2;
     }
   }
   if (optind < argc) {
     fprintf(stderr, "svmd: unexpected argument '%s' (see svmd --help)\n", argv[optind]);
-    free(ds);
     return 2;
   }
-  if (!cfg.name || !cfg.state_dir || cfg.ndatastores == 0) {
+  if (!cfg->name || !cfg->state_dir || cfg->ndatastores == 0) {
     fprintf(stderr, "svmd: %s is required (see svmd --help)\n",
-            !cfg.name ? "--name HOST" : !cfg.state_dir ? "--state DIR" : "--datastore NAME=DIR");
-    free(ds);
+            !cfg->name        ? "--name HOST"
+            : !cfg->state_dir ? "--state DIR"
+                              : "--datastore NAME=DIR");
     return 2;
   }
-  if (cfg.tls_dir && cfg.insecure) {
+  if (cfg->tls_dir && cfg->insecure) {
     fprintf(stderr, "svmd: --tls-dir and --insecure exclude each other\n");
-    free(ds);
     return 2;
   }
+  return SVMD_RUN;
+}
 
-  /* SIGTERM/SIGINT arrive through a signalfd that stops the control loop; blocked before any
-   * thread starts so that every export thread inherits the mask. */
+/* SIGTERM/SIGINT arrive through a signalfd that stops the control loop; blocked before any
+ * thread starts so that every export thread inherits the mask. The signalfd, or -1. */
+static int block_signals(void)
+{
+  sigset_t set;
+  int sfd;
+
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigprocmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
   sfd = signalfd(-1, &set, SFD_CLOEXEC);
-  if (sfd < 0) {
+  if (sfd < 0)
     fprintf(stderr, "svmd: signalfd: %s\n", strerror(errno));
-    free(ds);
-    return 1;
-  }
-  r = svm_agent_start(&cfg, &a);
-  free(ds);
+  return sfd;
+}
+
+/* Start the agent, serve until a signal, stop: the exit status. */
+static int serve(const struct svm_agent_config *cfg, int sfd)
+{
+  struct svm_agent *a;
+  int r;
+
+  r = svm_agent_start(cfg, &a);
   if (r < 0) {
     fprintf(stderr, "svmd: %s\n", svm_last_error());
-    close(sfd);
     return 1;
   }
   r = svm_agent_run(a, sfd);
   if (r < 0)
     fprintf(stderr, "svmd: %s\n", svm_last_error());
   svm_agent_stop(a);
-  close(sfd);
   fprintf(stderr, "svmd: stopped\n");
   return r < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+  struct svm_agent_config cfg = { 0 };
+  const char **ds = calloc((size_t)argc, sizeof *ds);
+  int sfd, status;
+
+  if (!ds)
+    return 1;
+  cfg.datastores = ds;
+  status = parse_args(argc, argv, &cfg, ds);
+  if (status == SVMD_RUN) {
+    sfd = block_signals();
+    status = sfd < 0 ? 1 : serve(&cfg, sfd);
+    if (sfd >= 0)
+      close(sfd);
+  }
+  free(ds);
+  return status;
 }
