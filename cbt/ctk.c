@@ -56,7 +56,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -105,54 +104,6 @@ uint64_t ctk_npages(uint64_t nblocks)
 uint64_t ctk_file_size(uint64_t nblocks)
 {
   return CTK_DATA_OFF + 2 * ctk_npages(nblocks) * CTK_PAGE;
-}
-
-void ctk_uuid_new(uint8_t uuid[16])
-{
-  size_t got = 0;
-  while (got < 16) {
-    ssize_t r = getrandom(uuid + got, 16 - got, 0);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      /* No entropy source at all: time and address still make a collision unlikely. */
-      uint64_t x = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)uuid;
-      for (; got < 16; got++, x = x * 6364136223846793005ull + 1442695040888963407ull)
-        uuid[got] = (uint8_t)(x >> 56);
-      break;
-    }
-    got += (size_t)r;
-  }
-  uuid[6] = (uint8_t)((uuid[6] & 0x0f) | 0x40);
-  uuid[8] = (uint8_t)((uuid[8] & 0x3f) | 0x80);
-}
-
-void ctk_uuid_format(const uint8_t u[16], char out[37])
-{
-  snprintf(out, 37,
-           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
-           u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
-           u[15]);
-}
-
-int ctk_uuid_parse(const char *s, uint8_t uuid[16])
-{
-  int n = 0;
-  for (int i = 0; i < 36; i++) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (s[i] != '-')
-        return -1;
-      continue;
-    }
-    int hi = svm_hexval(s[i]);
-    if (hi < 0)
-      return -1;
-    int lo = svm_hexval(s[++i]);
-    if (lo < 0)
-      return -1;
-    uuid[n++] = (uint8_t)(hi << 4 | lo);
-  }
-  return 0;
 }
 
 void ctk_disk_hash(const char *disk_id, uint8_t out[32])

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cbt/internal.h"
+#include "common/uuid.h"
 #include "common/error.h"
 
 static uint64_t count_marked(const uint16_t *ep, uint64_t n)
@@ -26,7 +27,7 @@ static void fill(struct cbt_info *info, const struct ctk_header *h, uint64_t cur
                  uint64_t marked)
 {
   memset(info, 0, sizeof *info);
-  ctk_uuid_format(h->uuid, info->uuid);
+  svm_uuid_format(h->uuid, info->uuid);
   info->version = h->version;
   info->granularity = h->granularity;
   info->disk_size = h->disk_size;

@@ -73,9 +73,6 @@ int ctk_check_page(const struct ctk_header *h, uint64_t pno, const uint8_t page[
  * fd of the new file (locked) or -errno. */
 int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *ep,
                   uint16_t (*map)(uint16_t e, const void *arg), const void *arg);
-void ctk_uuid_new(uint8_t uuid[16]);
-void ctk_uuid_format(const uint8_t uuid[16], char out[37]);
-int ctk_uuid_parse(const char *s, uint8_t uuid[16]);
 void ctk_disk_hash(const char *disk_id, uint8_t out[32]);
 
 /* crc32c.c */

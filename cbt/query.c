@@ -12,6 +12,7 @@
 #endif
 
 #include "cbt/internal.h"
+#include "common/uuid.h"
 #include "common/error.h"
 
 /* The scans read blocks that cbt_mark() may be publishing concurrently (an atomic store of
@@ -103,12 +104,12 @@ static int since_threshold(struct cbt *t, const char *since, uint16_t *thr)
   uint8_t u[16];
   uint64_t seq;
 
-  ctk_uuid_format(h->uuid, mine);
+  svm_uuid_format(h->uuid, mine);
   if (strcmp(since, "*") == 0) {
     *thr = 0;
     return 0;
   }
-  if (strlen(since) < 38 || since[36] != '/' || ctk_uuid_parse(since, u) < 0 ||
+  if (strlen(since) < 38 || since[36] != '/' || svm_uuid_parse(since, u) < 0 ||
       parse_seq(since + 37, &seq) < 0 || seq == 0)
     return svm_error(EINVAL, "change ID '%.80s' is malformed: expected <uuid>/<sequence> (as "
                      "returned by a change ID request) or *; without a valid one, take a new "

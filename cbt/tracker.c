@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cbt/internal.h"
+#include "common/uuid.h"
 #include "common/error.h"
 
 static uint16_t *ep_alloc(uint64_t nblocks)
@@ -109,7 +110,7 @@ static int reset_tracking(struct cbt *t, const struct ctk_image *old, bool keep_
   if (asprintf(&msg, "%s: %s; tracking restarted under a new uuid with every block marked "
                "changed (earlier change IDs are refused: do a full copy)", t->path, why) < 0)
     return svm_error(ENOMEM, "no memory");
-  ctk_uuid_new(h.uuid);
+  svm_uuid_new(h.uuid);
   if (keep_prev && old->hdr_ok)
     memcpy(h.prev_uuid, old->h.uuid, 16);
   if (old->hdr_ok && check_granularity(old->h.granularity) == 0)
@@ -130,7 +131,7 @@ static int create_new(struct cbt *t, uint32_t granularity)
 {
   struct ctk_header h = { .version = CTK_VERSION, .gen = 1, .cur = 1 };
 
-  ctk_uuid_new(h.uuid);
+  svm_uuid_new(h.uuid);
   set_disk_id(&h, t->disk_id);
   h.granularity = granularity;
   return start_tracking(t, &h, false);
@@ -595,7 +596,7 @@ int cbt_changeid(struct cbt *t, char *buf, size_t buflen)
 
   lock_exclusive(t);
   uint64_t seq = t->h.base + t->cur;
-  ctk_uuid_format(t->h.uuid, uuid);
+  svm_uuid_format(t->h.uuid, uuid);
   if (t->broken) {
     rc = broken_error(t);
   } else if ((size_t)snprintf(NULL, 0, "%s/%" PRIu64, uuid, seq) >= buflen) {

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -54,29 +53,6 @@ bool svm_vm_name_valid(const char *name)
       return false;
   }
   return true;
-}
-
-int svm_uuid_generate(char buf[37])
-{
-  unsigned char b[16];
-  size_t got = 0;
-
-  while (got < sizeof b) {
-    ssize_t r = getrandom(b + got, sizeof b - got, 0);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      return svm_error(errno, "getrandom: %s", strerror(errno));
-    }
-    got += (size_t)r;
-  }
-  b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-  snprintf(buf, 37,
-           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-           b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-           b[13], b[14], b[15]);
-  return 0;
 }
 
 struct svm_desc *svm_desc_new(const char *path)

@@ -105,7 +105,5 @@ int svm_desc_save(const struct svm_desc *d, const char *path);
 
 /* Valid VM names: 1-64 characters out of [A-Za-z0-9._-], not starting with '.' or '-'. */
 bool svm_vm_name_valid(const char *name);
-/* A random (version 4) UUID in its 36-character text form; buf has room for 37 bytes. */
-int svm_uuid_generate(char buf[37]);
 
 #endif

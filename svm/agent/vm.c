@@ -12,6 +12,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/uuid.h"
 #include "svm/agent/internal.h"
 #include "svm/disk/provision.h"
 
@@ -327,9 +328,8 @@ static int set_disk_keys(struct svm_desc *d, unsigned i, uint64_t size, enum svm
   snprintf(f, sizeof f, "disk%u.raw", i);
   snprintf(c, sizeof c, "disk%u.ctk", i);
   snprintf(num, sizeof num, "%" PRIu64, size);
-  ret = svm_uuid_generate(uuid);
-  if (!ret)
-    ret = setf(d, f, "disk%u.file", i);
+  svm_uuid_generate(uuid);
+  ret = setf(d, f, "disk%u.file", i);
   if (!ret)
     ret = setf(d, num, "disk%u.size", i);
   if (!ret)
@@ -350,9 +350,8 @@ static int build_desc(const struct vm_spec *spec, const char *path, struct svm_d
 
   if (!d)
     return svm_error(ENOMEM, "out of memory");
-  ret = svm_uuid_generate(uuid);
-  if (!ret)
-    ret = svm_desc_comment(d, "svmotion VM descriptor: key = value lines; unknown keys are kept");
+  svm_uuid_generate(uuid);
+  ret = svm_desc_comment(d, "svmotion VM descriptor: key = value lines; unknown keys are kept");
   if (!ret)
     ret = svm_desc_set(d, "svm.version", "1");
   if (!ret)

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "common/error.h"
+#include "common/uuid.h"
 #include "svm/agent/descriptor.h"
 
 static const char good[] =
@@ -125,7 +126,7 @@ static void new_descriptor(void **state)
   assert_non_null(d);
   assert_int_equal(svm_desc_validate(d), -EINVAL);
   assert_string_equal(svm_last_error(), "x/vm2.svm: missing key 'svm.version'");
-  assert_int_equal(svm_uuid_generate(uuid), 0);
+  svm_uuid_generate(uuid);
   assert_int_equal(strlen(uuid), 36);
   assert_int_equal(uuid[14], '4');
   assert_int_equal(svm_desc_comment(d, "made by a test"), 0);
