@@ -4,8 +4,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/progress.h"
-#include "common/size.h"
+#include <svmotion/cli.h>
 
 static double mono(void)
 {

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/size.h"
+#include <svmotion/cli.h>
 
 static int shift_for(const char *suffix, unsigned *shift)
 {

@@ -9,8 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "common/progress.h"
-#include "common/size.h"
+#include <svmotion/cli.h>
 
 static void test_parse(void **state)
 {

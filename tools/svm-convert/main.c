@@ -11,8 +11,7 @@
 #include <svmotion/convert.h>
 #include <svmotion/error.h>
 
-#include "common/progress.h"
-#include "common/size.h"
+#include <svmotion/cli.h>
 
 static volatile int cancelled;
 

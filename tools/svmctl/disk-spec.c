@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/size.h"
+#include <svmotion/cli.h>
 #include "tools/svmctl/svmctl.h"
 
 static const char *const provs[] = { "thin", "thick", "eager-zeroed-thick" };
