@@ -1,5 +1,6 @@
 # The NBD server: the pure parser, the export in process with libnbd clients, and
-# integration tests with real NBD clients against svm-nbd-serve.
+# integration tests with real NBD clients against svm-nbd-serve (a test program, built here).
+add_subdirectory(tools/svm-nbd-serve)
 svm_unit_test(test-nbd-parse SOURCES unit/test-nbd-parse.c LIBS svmotion)
 svm_unit_test(test-nbd-export SOURCES unit/test-nbd-export.c LIBS svmotion)
 # the same with every request on the I/O engine (no page-cache fast path, svm/disk/layer.c)

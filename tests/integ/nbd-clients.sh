@@ -16,7 +16,7 @@ rc=0; "$SVM_BIN/svm-nbd-serve" "$NBD_TMP/none.raw" 2>"$NBD_TMP/err" || rc=$?
 
 disk=$NBD_TMP/disk.raw
 truncate -s 64M "$disk"
-start_serve "$disk" --cbt-like-hook
+start_serve "$disk" --dirty-layer
 # a second server on the same socket is refused while the first one lives
 rc=0; "$SVM_BIN/svm-nbd-serve" --socket "$NBD_SOCK" "$disk" >/dev/null 2>"$NBD_TMP/err" || rc=$?
 [ "$rc" -eq 1 ] && grep -q 'another server is listening' "$NBD_TMP/err" || fail "socket in use: exit $rc"
