@@ -3,8 +3,7 @@
  * that the test later completes from its own thread with svm_io_post), block status for
  * base:allocation and a provider's context, the real change-tracking layer, pause (nested,
  * with a deadline that expires), flush while paused, and a swap of a two-layer stack.
- * Nothing here sleeps: where a test needs to know that something happened, it waits for it.
- * (The swap under a writing client is checked against a shadow model in test-export-model.c.) */
+ * Nothing here sleeps: where a test needs to know that something happened, it waits for it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -624,6 +623,8 @@ static void test_flush_while_paused(void **st)
     fail_msg("svm_export_flush did not return while the export was paused");
   assert_int_equal(fl.rc, 0);
 }
+
+/* The swap under a writing client: tests/unit/test-export-model.c (a shadow model, H5). */
 
 /* Swap a whole two-layer stack (raw + probe) under a connected client: later requests go
  * through the new probe to the new file, the old stack sees nothing more. */
