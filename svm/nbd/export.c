@@ -379,63 +379,65 @@ static void acceptor_wake(struct svm_export *e)
 
 /* ---- listeners ---- */
 
-static int add_listener(struct svm_export *e, int fd, const char *path)
+/* Takes the socket over, also on failure. */
+static int add_listener(struct svm_export *e, int fd_owned, const char *path)
 {
+  CLEANUP_CLOSE int fd = fd_owned;
   int fl = fcntl(fd, F_GETFL);
 
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-    int err = errno;
-    close(fd);
-    return svm_error(err, "export %s: fcntl: %s", e->name, strerror(err));
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return svm_error(errno, "export %s: fcntl: %s", e->name, strerror(errno));
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&e->mu);
+    if (e->nlisteners == NBD_MAX_LISTENERS)
+      return svm_error(ENOSPC, "export %s: at most %d listeners", e->name, NBD_MAX_LISTENERS);
+    e->lpath[e->nlisteners] = path ? strdup(path) : NULL;
+    e->lfd[e->nlisteners++] = TAKE_FD(fd);
   }
-  pthread_mutex_lock(&e->mu);
-  if (e->nlisteners == NBD_MAX_LISTENERS) {
-    pthread_mutex_unlock(&e->mu);
-    close(fd);
-    return svm_error(ENOSPC, "export %s: at most %d listeners", e->name, NBD_MAX_LISTENERS);
-  }
-  e->lpath[e->nlisteners] = path ? strdup(path) : NULL;
-  e->lfd[e->nlisteners++] = fd;
-  pthread_mutex_unlock(&e->mu);
   acceptor_wake(e);
+  return 0;
+}
+
+/* A socket nobody answers on is stale (a previous agent died): remove it. */
+static int remove_stale_socket(const struct sockaddr_un *sa, const char *path)
+{
+  CLEANUP_CLOSE int fd = -1;
+  struct stat st;
+
+  if (lstat(path, &st) < 0)
+    return 0;
+  if (!S_ISSOCK(st.st_mode))
+    return svm_error(EEXIST, "%s: exists and is not a socket; remove it or choose another "
+                     "path", path);
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return svm_error(errno, "socket: %s", strerror(errno));
+  if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) == 0)
+    return svm_error(EADDRINUSE, "%s: another server is listening on this socket", path);
+  if (unlink(path) < 0 && errno != ENOENT)
+    return svm_error(errno, "%s: cannot remove the stale socket: %s", path, strerror(errno));
   return 0;
 }
 
 int svm_export_listen_unix(struct svm_export *e, const char *path)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
-  struct stat st;
-  int fd, err;
+  CLEANUP_CLOSE int fd = -1;
+  int r;
 
   if (strlen(path) >= sizeof sa.sun_path)
     return svm_error(ENAMETOOLONG, "%s: socket path longer than %zu bytes; use a shorter "
                      "state directory", path, sizeof sa.sun_path - 1);
   strcpy(sa.sun_path, path);
-  if (lstat(path, &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return svm_error(EEXIST, "%s: exists and is not a socket; remove it or choose another "
-                       "path", path);
-    /* A socket nobody answers on is stale (a previous agent died): replace it. */
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-      return svm_error(errno, "socket: %s", strerror(errno));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
-      close(fd);
-      return svm_error(EADDRINUSE, "%s: another server is listening on this socket", path);
-    }
-    close(fd);
-    if (unlink(path) < 0 && errno != ENOENT)
-      return svm_error(errno, "%s: cannot remove the stale socket: %s", path, strerror(errno));
-  }
+  r = remove_stale_socket(&sa, path);
+  if (r < 0)
+    return r;
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return svm_error(errno, "socket: %s", strerror(errno));
-  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
-    err = errno;
-    close(fd);
-    return svm_error(err, "%s: cannot listen: %s", path, strerror(err));
-  }
-  return add_listener(e, fd, path);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
+    return svm_error(errno, "%s: cannot listen: %s", path, strerror(errno));
+  return add_listener(e, TAKE_FD(fd), path);
 }
 
 int svm_export_listen_tcp(struct svm_export *e, const char *addr, const char *port,
