@@ -15,6 +15,34 @@
 #include "common/error.h"
 #include "svm/nbd/internal.h"
 
+void nbds_conn_log(struct nbds_conn *c, const char *fmt, ...)
+{
+  char msg[512];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  nbds_log_client(c->s.peer, "%s", msg);
+}
+
+/* Fatal for this client only: log once, stop reading and writing, close when idle. */
+void nbds_conn_kill(struct nbds_conn *c, const char *fmt, ...)
+{
+  char msg[512];
+  va_list ap;
+
+  if (c->dead)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  nbds_log_client(c->s.peer, "%s", msg);
+  c->dead = true;
+  c->eof = true;
+  atomic_fetch_add(&c->e->st_errors, 1);
+}
+
 /* Submit a started request to the layer stack; its completion answers it. */
 static void req_submit(struct nbds_conn *c, struct nbds_req *q)
 {

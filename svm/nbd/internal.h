@@ -1,6 +1,6 @@
-/* Internal to the NBD server: export.c (the export, pause/swap), listen.c (listeners, the
- * acceptor, handshake threads), handshake.c, worker.c (the I/O threads), conn.c (a client's
- * requests), reply.c (replies and BLOCK_STATUS). */
+/* Internal to the NBD server: export.c (the export: listeners, the acceptor, handshake
+ * threads, providers, pause/resume/swap/flush), handshake.c, worker.c (the I/O threads),
+ * conn.c (a client's requests), reply.c (replies and BLOCK_STATUS). */
 #ifndef SVM_NBD_INTERNAL_H
 #define SVM_NBD_INTERNAL_H
 

@@ -3,7 +3,6 @@
  * also when it stops counting as in flight for pause and swap; replies leave in completion
  * order, batched in one sendmsg() per loop turn. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,33 +17,6 @@ enum {
   MAX_EXTENTS = 2048,               /* per context per BLOCK_STATUS reply */
   MAX_LOGGED_ERRORS = 8,            /* request errors logged per client */
 };
-
-void nbds_conn_log(struct nbds_conn *c, const char *fmt, ...)
-{
-  char msg[512];
-  va_list ap;
-
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  nbds_log_client(c->s.peer, "%s", msg);
-}
-
-void nbds_conn_kill(struct nbds_conn *c, const char *fmt, ...)
-{
-  char msg[512];
-  va_list ap;
-
-  if (c->dead)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  nbds_log_client(c->s.peer, "%s", msg);
-  c->dead = true;
-  c->eof = true;
-  atomic_fetch_add(&c->e->st_errors, 1);
-}
 
 void nbds_req_free(struct nbds_req *q)
 {
