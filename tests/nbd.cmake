@@ -14,6 +14,7 @@ svm_integ_test(nbd-fio nbd-fio.sh TIMEOUT 120)
 svm_integ_test(nbd-fio-engine nbd-fio.sh TIMEOUT 120)
 set_tests_properties(nbd-fio-engine PROPERTIES ENVIRONMENT "${SVM_TEST_ENV};SVM_NBD_INLINE=0")
 svm_integ_test(nbd-swap nbd-swap.sh TIMEOUT 120)
+svm_integ_test(nbd-ctk-swap nbd-ctk-swap.sh TIMEOUT 120)
 svm_integ_test(nbd-badclient nbd-badclient.sh TIMEOUT 120)
 
 # libFuzzer on the request/option parser: a short run in the suite (SVM_FUZZ=ON, clang only).
