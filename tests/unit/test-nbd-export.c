@@ -255,6 +255,7 @@ static int teardown(void **st)
 {
   struct fixture *f = *st;
   char cmd[256];
+  probe_release(&f->probe);       /* a failed test may leave requests parked: free waits */
   svm_export_free(f->e);
   probe_fini(&f->probe);
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
