@@ -48,7 +48,7 @@ qemu-io -f raw -c 'write -z 1M 4k' -c 'read -P 0 1M 4k' -c 'read -P 0xab 1028k 6
   || fail "qemu-io zero/discard"
 grep -q 'Pattern verification failed' "$NBD_TMP/qio" && fail "qemu-io zero/discard mismatch"
 
-# base:allocation and the hook's named context
+# base:allocation and the dirty layer's named context (--dirty-layer)
 map=$(nbdinfo --map "$NBD_URI") || fail "nbdinfo --map"
 # write -z keeps 1M allocated (NO_HOLE); the discard at 3M punched a hole
 grep -Eq '^ +1048576 +65536 +0 +data' <<<"$map" || fail "base:allocation map: $map"
