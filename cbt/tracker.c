@@ -514,6 +514,20 @@ int cbt_mark(struct cbt *t, uint64_t offset, uint64_t length)
   return 0;
 }
 
+int cbt_mark_try(struct cbt *t, uint64_t offset, uint64_t length)
+{
+  if (length == 0)
+    return 1;
+  if (__builtin_expect(offset >= t->disk_size || length > t->disk_size - offset, 0))
+    return mark_range_error(t, offset, length);
+  uint64_t b = offset >> t->gshift, last = (offset + length - 1) >> t->gshift;
+  uint16_t cur = __atomic_load_n(&t->cur, __ATOMIC_ACQUIRE);
+  for (uint64_t i = b; i <= last; i++)
+    if (__builtin_expect(__atomic_load_n(&t->ep[i], __ATOMIC_ACQUIRE) != cur, 0))
+      return 0;
+  return 1;
+}
+
 int cbt_discard(struct cbt *t, uint64_t offset, uint64_t length)
 {
   /* A discarded block reads back differently: it changed (see cbt.h). */

@@ -1,5 +1,6 @@
 # The NBD server: the pure parser, the export in process with libnbd clients, and
-# integration tests with real NBD clients against svm-nbd-serve.
+# integration tests with real NBD clients against svm-nbd-serve (a test program, built here).
+add_subdirectory(tools/svm-nbd-serve)
 svm_unit_test(test-nbd-parse SOURCES unit/test-nbd-parse.c LIBS svmotion)
 svm_unit_test(test-nbd-export SOURCES unit/test-nbd-export.c LIBS svmotion)
 # the same with every request on the I/O engine (no page-cache fast path, svm/disk/layer.c)
@@ -13,6 +14,7 @@ svm_integ_test(nbd-fio nbd-fio.sh TIMEOUT 120)
 svm_integ_test(nbd-fio-engine nbd-fio.sh TIMEOUT 120)
 set_tests_properties(nbd-fio-engine PROPERTIES ENVIRONMENT "${SVM_TEST_ENV};SVM_NBD_INLINE=0")
 svm_integ_test(nbd-swap nbd-swap.sh TIMEOUT 120)
+svm_integ_test(nbd-ctk-swap nbd-ctk-swap.sh TIMEOUT 120)
 svm_integ_test(nbd-badclient nbd-badclient.sh TIMEOUT 120)
 
 # libFuzzer on the request/option parser: a short run in the suite (SVM_FUZZ=ON, clang only).

@@ -102,6 +102,14 @@ void cbt_close(struct cbt *t);
  * later mark fails too (the tracker can no longer promise anything; reopen it). */
 int cbt_mark(struct cbt *t, uint64_t offset, uint64_t length);
 
+/* The non-blocking half of cbt_mark(), for callers that must not wait on the I/O thread (the
+ * tracking layer, svm/disk/track.c): returns 1 when every block of the range is already marked
+ * in the open epoch, hence durable (nothing to do: no lock, no I/O, the same load and compare
+ * as cbt_mark()'s fast path); 0 when marking it needs a write of the .ctk (call cbt_mark() or
+ * cbt_discard() from a thread that may block); -EINVAL for a range past the end of the disk.
+ * Length 0: 1. A block may become marked right after a 0 answer; cbt_mark() then costs no I/O. */
+int cbt_mark_try(struct cbt *t, uint64_t offset, uint64_t length);
+
 /* TRIM/discard/write-zeroes of [offset,offset+length): a change like any write (see top). */
 int cbt_discard(struct cbt *t, uint64_t offset, uint64_t length);
 

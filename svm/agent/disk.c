@@ -1,9 +1,11 @@
 /* A disk of a VM in the agent: its change tracker (.ctk beside the disk) and its NBD export.
  *
- * The export calls the write hook for every WRITE / WRITE_ZEROES / TRIM before the data is
- * submitted and acknowledges the request only after the hook returned, so cbt_mark() (durable
- * when it returns) always covers a write before the guest hears it is done: after kill -9 of
- * svmd the .ctk still names every acknowledged write. The meta context provider "svm-cbt:"
+ * The export serves the stack raw -> track (svm/disk/track.h): the tracking layer marks every
+ * WRITE / WRITE_ZEROES / TRIM durably before passing it down, and the export acknowledges a
+ * request only when the stack completed it, so a mark always covers a write before the guest
+ * hears it is done: after kill -9 of svmd the .ctk still names every acknowledged write. The
+ * tracker belongs to the disk, not to the stack: it is closed after the export (and a stack
+ * swapped in by a move carries a tracking layer over the same tracker). The meta context provider "svm-cbt:"
  * serves the changed-block map of a change ID over NBD block status, so a backup tool reads
  * the changed extents with plain NBD (nbdinfo --map=svm-cbt:<uuid>/<seq> URI). */
 #include <errno.h>
@@ -19,19 +21,12 @@
 #include "svm/agent/internal.h"
 #include "svm/nbd/export.h"
 #include "svm/disk/layer.h"
+#include "svm/disk/track.h"
 
 static const char cbt_prefix[] = "svm-cbt:";
 
-static int write_hook(void *opaque, uint64_t offset, uint64_t length, unsigned kind)
-{
-  struct agent_disk *d = opaque;
-
-  if (length == 0)
-    return 0;
-  if (kind & SVM_WRITE_DATA)
-    return cbt_mark(d->cbt, offset, length);
-  return cbt_discard(d->cbt, offset, length);
-}
+/* How long `cbt changeid` waits for guest I/O to drain before it gives up and says so. */
+#define CHANGEID_DRAIN_NS (30ull * 1000 * 1000 * 1000)
 
 static const char *strip_prefix(const char *name)
 {
@@ -84,6 +79,20 @@ static int meta_extents(void *opaque, const char *name, uint64_t offset, uint64_
   return 0;
 }
 
+/* The disk's stack: its raw file under a tracking layer for its tracker. */
+static int open_stack(struct agent_disk *d, struct svm_layer **top)
+{
+  struct svm_layer *raw = NULL;
+  int r = svm_layer_open_raw(d->path, false, &raw);
+
+  if (r < 0)
+    return r;
+  r = svm_layer_open_track(d->cbt, raw, top);
+  if (r < 0)
+    svm_layer_free(raw);
+  return r;
+}
+
 int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
 {
   const struct svm_desc_disk *dd = &d->vm->desc->disks[d->index];
@@ -100,7 +109,7 @@ int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
   const char *why = cbt_reset_reason(d->cbt);
   if (why)
     agent_log("%s: changed-block tracking was reset: %s", d->export_name, why);
-  r = svm_layer_open_raw(d->path, false, &top);
+  r = open_stack(d, &top);
   if (r < 0)
     goto fail;
   r = svm_export_new(&opts, top, &d->export);
@@ -108,9 +117,7 @@ int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
     svm_layer_free(top);
     goto fail;
   }
-  r = svm_export_set_write_hook(d->export, write_hook, d);
-  if (r == 0)
-    r = svm_export_add_meta_provider(d->export, &prov);
+  r = svm_export_add_meta_provider(d->export, &prov);
   if (r == 0)
     r = svm_export_listen_unix(d->export, d->sock_path);
   if (r == 0 && d->tcp_addr[0]) {
@@ -160,7 +167,7 @@ int agent_cbt_changeid(struct agent_disk *d, bool json, char **out)
    * data is still in flight would otherwise be missing from both sides of it. Draining the
    * export first means every marked write has completed when the epoch closes; the guest sees
    * a pause of one .ctk header fdatasync. */
-  r = svm_export_pause(d->export);
+  r = svm_export_pause(d->export, CHANGEID_DRAIN_NS);
   if (r < 0)
     return svm_error_prefix("%s disk%u: draining guest I/O for the change ID", d->vm->desc->name,
                             d->index);

@@ -2,7 +2,7 @@
  *
  * Threads: the VM list and every field below are changed only by the thread running
  * svm_agent_run (control requests are served one at a time). Export I/O threads reach a disk
- * only through the write hook and the meta context provider, whose opaque is the agent_disk;
+ * only through the tracking layer (the tracker) and the meta context provider (the agent_disk);
  * a disk is freed only after its export has been freed (which joins those threads). */
 #ifndef SVM_AGENT_INTERNAL_H
 #define SVM_AGENT_INTERNAL_H

@@ -1,355 +1,86 @@
-/* Raw-file layers: a base image served with buffered I/O through the caller's engine.
- *
- * Page-cache fast path: a read or write of at most INLINE_MAX bytes is first tried inline with
- * RWF_NOWAIT, which succeeds exactly when it can complete without blocking (the data is in the
- * page cache); otherwise it goes to the engine, where many run in flight. The reason is
- * io_uring itself: on a file system without non-blocking buffered writes (ext4 here:
- * pwritev2(RWF_NOWAIT) says EOPNOTSUPP) it hands every buffered write to an io-wq kernel thread,
- * a context switch plus inode-lock contention per 4 KiB write, measured at about 0.6x the
- * IOPS of writing inline. There, small writes are done with pwrite() on the I/O thread, as
- * nbdkit's and qemu-nbd's worker threads do. Flushes, FUA syncs, fallocate and large or
- * uncached I/O always run on the engine. SVM_NBD_INLINE=0 sends everything to the engine.
- *
- * Multi-step operations (write + fdatasync for FUA; punch -> zero-range -> write zeros for
- * WRITE_ZEROES) run as a small chain: each step's completion queues the next from inside the
- * engine callback, and the caller's callback runs once with the final result. */
+/* The layer stack: filters, the calls that walk a stack down to the first layer implementing
+ * an operation, and freeing a stack top-down. The layers themselves live in files of their own
+ * (raw.c, track.c). */
 #include <errno.h>
-#include <fcntl.h>
-#include <linux/falloc.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <unistd.h>
 
 #include "common/error.h"
 #include "svm/disk/layer.h"
-#include "svm/nbd/proto.h"
 
-enum step { STEP_DATA, STEP_ZERO_RANGE, STEP_WRITE_ZEROES, STEP_SYNC };
+/* The first layer from l down that implements the operation at `field`. A stack always ends
+ * in a base layer, which implements every operation. */
+#define FIND(l, field)                                    \
+  ({                                                      \
+    struct svm_layer *f_ = (l);                           \
+    while (f_->ops->field == NULL && f_->below != NULL)   \
+      f_ = f_->below;                                     \
+    f_;                                                   \
+  })
 
-struct chain {
-  struct svm_layer *l;
-  struct svm_io *io;
-  svm_io_cb cb;
-  void *opaque;
-  unsigned flags;
-  uint64_t off, len;
-  int64_t result;           /* what the caller gets when the chain ends well */
-  enum step step;
-  void *zbuf;               /* zeros written when the file system cannot zero a range */
-  size_t zlen;
-  uint64_t zpos;            /* next offset to write zeros at */
-};
-
-enum { ZBUF_MAX = 1024 * 1024, LAYER_ADVISORY = 1 << 8, INLINE_MAX = 256 * 1024 };
-
-static void chain_end(struct chain *c, int64_t res)
+int svm_layer_read(struct svm_layer *l, struct svm_io *io, void *buf, size_t len, uint64_t off,
+                   svm_io_cb cb, void *opaque)
 {
-  svm_io_cb cb = c->cb;
-  void *opaque = c->opaque;
-
-  free(c->zbuf);
-  free(c);
-  cb(opaque, res);
+  l = FIND(l, read);
+  return l->ops->read(l, io, buf, len, off, cb, opaque);
 }
 
-static void chain_done(void *opaque, int64_t res);
-
-/* Next piece of zeros, ZBUF_MAX at a time, so that a huge WRITE_ZEROES needs little memory. */
-static int chain_write_zeroes(struct chain *c)
+int svm_layer_write(struct svm_layer *l, struct svm_io *io, const void *buf, size_t len,
+                    uint64_t off, unsigned flags, svm_io_cb cb, void *opaque)
 {
-  uint64_t left = c->off + c->len - c->zpos;
-  size_t n = left < c->zlen ? (size_t)left : c->zlen;
-  uint64_t at = c->zpos;
-
-  c->zpos += n;
-  return svm_io_pwrite(c->io, c->l->fd, c->zbuf, n, at, chain_done, c);
+  l = FIND(l, write);
+  return l->ops->write(l, io, buf, len, off, flags, cb, opaque);
 }
 
-static int chain_sync(struct chain *c)
+int svm_layer_zero(struct svm_layer *l, struct svm_io *io, uint64_t off, uint64_t len,
+                   unsigned flags, svm_io_cb cb, void *opaque)
 {
-  c->step = STEP_SYNC;
-  return svm_io_fsync(c->io, c->l->fd, true, chain_done, c);
+  l = FIND(l, zero);
+  return l->ops->zero(l, io, off, len, flags, cb, opaque);
 }
 
-/* The file system cannot zero this way: the next, slower way, unless the client asked for a
- * fast zero only. */
-static int chain_zero_fallback(struct chain *c, int64_t res)
+int svm_layer_trim(struct svm_layer *l, struct svm_io *io, uint64_t off, uint64_t len,
+                   unsigned flags, svm_io_cb cb, void *opaque)
 {
-  if (res != -EOPNOTSUPP && res != -ENOTSUP && res != -EINVAL)
-    return (int)res;
-  if (c->flags & LAYER_ADVISORY)
-    return 1;
-  if (c->flags & SVM_LAYER_FAST)
-    return -ENOTSUP;
-  if (c->step == STEP_DATA && !(c->flags & SVM_LAYER_NO_HOLE)) {
-    c->step = STEP_ZERO_RANGE;
-    return svm_io_fallocate(c->io, c->l->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                            c->off, c->len, chain_done, c);
-  }
-  c->step = STEP_WRITE_ZEROES;
-  c->zlen = c->len < ZBUF_MAX ? (size_t)c->len : ZBUF_MAX;
-  c->zbuf = calloc(1, c->zlen);
-  if (c->zbuf == NULL)
-    return -ENOMEM;
-  c->zpos = c->off;
-  return chain_write_zeroes(c);
+  l = FIND(l, trim);
+  return l->ops->trim(l, io, off, len, flags, cb, opaque);
 }
 
-static void chain_done(void *opaque, int64_t res)
+int svm_layer_flush(struct svm_layer *l, struct svm_io *io, svm_io_cb cb, void *opaque)
 {
-  struct chain *c = opaque;
-  int r;
-
-  if (c->step == STEP_SYNC) {
-    chain_end(c, res < 0 ? res : c->result);
-    return;
-  }
-  if (res < 0 && c->step != STEP_WRITE_ZEROES && c->result == 0) {
-    /* zero/trim step failed: maybe fall back */
-    r = chain_zero_fallback(c, res);
-    if (r < 0)
-      chain_end(c, r);
-    else if (r > 0)               /* advisory trim the file system cannot do: fine */
-      chain_end(c, 0);
-    return;
-  }
-  if (res < 0) {
-    chain_end(c, res);
-    return;
-  }
-  if (c->step == STEP_WRITE_ZEROES) {
-    if (c->zpos < c->off + c->len) {
-      r = chain_write_zeroes(c);
-      if (r < 0)
-        chain_end(c, r);
-      return;
-    }
-    res = 0;
-  }
-  if (c->flags & SVM_LAYER_FUA) {
-    c->result = c->result ? c->result : res;
-    r = chain_sync(c);
-    if (r < 0)
-      chain_end(c, r);
-    return;
-  }
-  chain_end(c, c->result ? c->result : res);
+  l = FIND(l, flush);
+  return l->ops->flush(l, io, cb, opaque);
 }
 
-static struct chain *chain_new(struct svm_layer *l, struct svm_io *io, uint64_t off,
-                               uint64_t len, unsigned flags, svm_io_cb cb, void *opaque)
+int svm_layer_block_status(struct svm_layer *l, uint64_t off, uint64_t len,
+                           struct svm_layer_extent *ext, size_t max, size_t *n)
 {
-  struct chain *c = calloc(1, sizeof *c);
-  if (c == NULL)
-    return NULL;
-  c->l = l;
-  c->io = io;
-  c->cb = cb;
-  c->opaque = opaque;
-  c->flags = flags;
-  c->off = off;
-  c->len = len;
-  c->step = STEP_DATA;
-  return c;
+  l = FIND(l, block_status);
+  return l->ops->block_status(l, off, len, ext, max, n);
 }
 
-/* Inline attempt: returns the byte count when the whole transfer was done, else -1 (the
- * caller uses the engine). */
-static ssize_t try_inline(struct svm_layer *l, bool write, void *buf, size_t len, uint64_t off)
+int svm_layer_flush_sync(struct svm_layer *l)
 {
-  struct iovec iov = { buf, len };
-  ssize_t n;
-
-  if (!l->inline_io || len > INLINE_MAX)
-    return -1;
-  if (!write) {
-    n = preadv2(l->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
-    return n == (ssize_t)len ? n : -1;   /* short (partly cached, end of file): the engine */
-  }
-  if (__atomic_load_n(&l->nowait_writes, __ATOMIC_RELAXED) != 0) {
-    n = pwritev2(l->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
-    if (n == (ssize_t)len) {
-      __atomic_store_n(&l->nowait_writes, 1, __ATOMIC_RELAXED);
-      return n;
-    }
-    if (n >= 0 || errno != EOPNOTSUPP)
-      return -1;                          /* would block (or short): the engine */
-    __atomic_store_n(&l->nowait_writes, 0, __ATOMIC_RELAXED);
-  }
-  /* No non-blocking buffered writes here: io_uring would punt this to io-wq anyway. */
-  n = pwrite(l->fd, buf, len, (off_t)off);
-  return n == (ssize_t)len ? n : -1;      /* errors and short writes: retried on the engine */
+  l = FIND(l, flush_sync);
+  return l->ops->flush_sync(l);
 }
 
-static int raw_read(struct svm_layer *l, struct svm_io *io, void *buf, size_t len, uint64_t off,
-                    svm_io_cb cb, void *opaque)
-{
-  ssize_t n = try_inline(l, false, buf, len, off);
-  if (n >= 0) {
-    cb(opaque, n);
-    return 0;
-  }
-  return svm_io_pread(io, l->fd, buf, len, off, cb, opaque);
-}
-
-static int raw_write(struct svm_layer *l, struct svm_io *io, const void *buf, size_t len,
-                     uint64_t off, unsigned flags, svm_io_cb cb, void *opaque)
-{
-  struct chain *c;
-  ssize_t n;
-  int r;
-
-  if (!(flags & SVM_LAYER_FUA)) {
-    n = try_inline(l, true, (void *)buf, len, off);
-    if (n >= 0) {
-      cb(opaque, n);
-      return 0;
-    }
-    return svm_io_pwrite(io, l->fd, buf, len, off, cb, opaque);
-  }
-  c = chain_new(l, io, off, len, flags, cb, opaque);
-  if (c == NULL)
-    return -ENOMEM;
-  c->result = (int64_t)len;    /* a write's result is its byte count, also after the sync */
-  n = try_inline(l, true, (void *)buf, len, off);
-  if (n >= 0) {
-    r = chain_sync(c);         /* data in the page cache: on to the fdatasync */
-    if (r < 0)
-      free(c);
-    return r;
-  }
-  r = svm_io_pwrite(io, l->fd, buf, len, off, chain_done, c);
-  if (r < 0)
-    free(c);
-  return r;
-}
-
-static int raw_zero(struct svm_layer *l, struct svm_io *io, uint64_t off, uint64_t len,
-                    unsigned flags, svm_io_cb cb, void *opaque)
-{
-  struct chain *c = chain_new(l, io, off, len, flags, cb, opaque);
-  int mode, r;
-
-  if (c == NULL)
-    return -ENOMEM;
-  mode = (flags & SVM_LAYER_NO_HOLE) ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
-                                     : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-  r = svm_io_fallocate(io, l->fd, mode, off, len, chain_done, c);
-  if (r < 0)
-    free(c);
-  return r;
-}
-
-static int raw_trim(struct svm_layer *l, struct svm_io *io, uint64_t off, uint64_t len,
-                    unsigned flags, svm_io_cb cb, void *opaque)
-{
-  /* A trim that the file system cannot do is still a success: trim is advisory. */
-  return raw_zero(l, io, off, len, (flags & SVM_LAYER_FUA) | LAYER_ADVISORY, cb, opaque);
-}
-
-static int raw_flush(struct svm_layer *l, struct svm_io *io, svm_io_cb cb, void *opaque)
-{
-  return svm_io_fsync(io, l->fd, true, cb, opaque);
-}
-
-static int raw_flush_sync(struct svm_layer *l)
-{
-  if (fdatasync(l->fd) < 0)
-    return svm_error(errno, "%s: fdatasync: %s", l->path, strerror(errno));
-  return 0;
-}
-
-static int raw_block_status(struct svm_layer *l, uint64_t off, uint64_t len,
-                            struct svm_layer_extent *ext, size_t max, size_t *n)
-{
-  uint64_t end = off + len;
-
-  *n = 0;
-  while (off < end && *n < max) {
-    off_t data = lseek(l->fd, (off_t)off, SEEK_DATA);
-    uint64_t next;
-    uint32_t flags;
-
-    if (data < 0 && errno == ENXIO) {
-      /* no data from here to the end of the file: one hole */
-      next = end;
-      flags = NBD_STATE_HOLE | NBD_STATE_ZERO;
-    } else if (data < 0) {
-      /* file system without SEEK_DATA: say "data" for everything, which is always true */
-      next = end;
-      flags = 0;
-    } else if ((uint64_t)data > off) {
-      next = (uint64_t)data < end ? (uint64_t)data : end;
-      flags = NBD_STATE_HOLE | NBD_STATE_ZERO;
-    } else {
-      off_t hole = lseek(l->fd, (off_t)off, SEEK_HOLE);
-      next = hole < 0 || (uint64_t)hole > end ? end : (uint64_t)hole;
-      if (next <= off)
-        next = end;
-      flags = 0;
-    }
-    if (*n > 0 && ext[*n - 1].flags == flags) {
-      ext[*n - 1].length += next - off;
-    } else {
-      ext[*n].length = next - off;
-      ext[*n].flags = flags;
-      (*n)++;
-    }
-    off = next;
-  }
-  return 0;
-}
-
-static void raw_close(struct svm_layer *l)
-{
-  close(l->fd);
-}
-
-static const struct svm_layer_ops raw_ops = {
-  .kind = "raw",
-  .read = raw_read,
-  .write = raw_write,
-  .zero = raw_zero,
-  .trim = raw_trim,
-  .flush = raw_flush,
-  .block_status = raw_block_status,
-  .flush_sync = raw_flush_sync,
-  .close = raw_close,
-};
-
-int svm_layer_open_raw(const char *path, bool readonly, struct svm_layer **out)
+int svm_layer_new_filter(const struct svm_layer_ops *ops, void *priv, struct svm_layer *below,
+                         struct svm_layer **out)
 {
   struct svm_layer *l;
-  struct stat st;
-  int fd;
 
   *out = NULL;
-  fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-  if (fd < 0)
-    return svm_error(errno, "%s: cannot open disk image: %s", path, strerror(errno));
-  if (fstat(fd, &st) < 0) {
-    int e = errno;
-    close(fd);
-    return svm_error(e, "%s: stat: %s", path, strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    close(fd);
-    return svm_error(EINVAL, "%s: not a regular file (a raw disk image is a plain file)", path);
-  }
+  if (ops == NULL || below == NULL)
+    return svm_error(EINVAL, "a filter layer needs its operations and a layer below it");
   l = calloc(1, sizeof *l);
-  if (l == NULL || (l->path = strdup(path)) == NULL) {
-    free(l);
-    close(fd);
-    return svm_error(ENOMEM, "%s: out of memory", path);
-  }
-  l->ops = &raw_ops;
-  l->fd = fd;
-  l->nowait_writes = -1;
-  l->inline_io = !(getenv("SVM_NBD_INLINE") && strcmp(getenv("SVM_NBD_INLINE"), "0") == 0);
-  l->size = (uint64_t)st.st_size;
-  l->readonly = readonly;
+  if (l == NULL)
+    return svm_error(ENOMEM, "%s layer over %s: out of memory", ops->kind,
+                     svm_layer_path(below));
+  l->ops = ops;
+  l->below = below;
+  l->priv = priv;
+  l->size = below->size;
+  l->readonly = below->readonly;
   *out = l;
   return 0;
 }
@@ -358,7 +89,8 @@ void svm_layer_free(struct svm_layer *l)
 {
   while (l != NULL) {
     struct svm_layer *below = l->below;
-    l->ops->close(l);
+    if (l->ops->close)
+      l->ops->close(l);
     free(l->path);
     free(l);
     l = below;
@@ -372,5 +104,7 @@ uint64_t svm_layer_size(const struct svm_layer *l)
 
 const char *svm_layer_path(const struct svm_layer *l)
 {
-  return l->path;
+  while (l->path == NULL && l->below != NULL)
+    l = l->below;
+  return l->path ? l->path : "(no file)";
 }

@@ -4,6 +4,8 @@
 #ifndef SVM_IO_INTERNAL_H
 #define SVM_IO_INTERNAL_H
 
+#include <pthread.h>
+
 #include "svm/io/io.h"
 
 enum svm_io_op { SVM_OP_READ, SVM_OP_WRITE, SVM_OP_FSYNC, SVM_OP_FALLOCATE };
@@ -45,6 +47,9 @@ struct svm_io {
   struct svm_io_req *reqs;
   struct svm_io_req *free_list;
   void *priv;               /* backend state */
+  /* completions posted by other threads (svm_io_post), newest first, under post_mu */
+  pthread_mutex_t post_mu;
+  struct svm_io_posted *posted;
 };
 
 extern const struct svm_io_backend svm_io_uring_backend;

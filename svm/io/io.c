@@ -78,6 +78,7 @@ int svm_io_new(enum svm_io_kind kind, unsigned depth, struct svm_io **out)
     io->reqs[i].next = i + 1 < depth ? &io->reqs[i + 1] : NULL;
   }
   io->free_list = &io->reqs[0];
+  pthread_mutex_init(&io->post_mu, NULL);
   io->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (io->event_fd < 0) {
     r = svm_error(errno, "svm_io_new: eventfd: %s", strerror(errno));
@@ -97,6 +98,7 @@ int svm_io_new(enum svm_io_kind kind, unsigned depth, struct svm_io **out)
   return 0;
 
 fail:
+  pthread_mutex_destroy(&io->post_mu);
   if (io->event_fd >= 0)
     close(io->event_fd);
   free(io->reqs);
@@ -119,6 +121,12 @@ void svm_io_free(struct svm_io *io)
       break;
   }
   io->be->fini(io);
+  for (struct svm_io_posted *p = io->posted, *next; p != NULL; p = next) {
+    next = p->next;
+    if (p->allocated)
+      free(p);
+  }
+  pthread_mutex_destroy(&io->post_mu);
   close(io->event_fd);
   free(io->reqs);
   free(io);
@@ -153,6 +161,65 @@ void svm_io_internal_signal(struct svm_io *io)
     n = write(io->event_fd, &one, sizeof one);
   while (n < 0 && errno == EINTR);
   /* EAGAIN means the counter is already non-zero: the poller wakes anyway. */
+}
+
+void svm_io_post_node(struct svm_io *io, struct svm_io_posted *node, svm_io_cb cb, void *opaque,
+                      int64_t res)
+{
+  bool first;
+
+  node->cb = cb;
+  node->opaque = opaque;
+  node->res = res;
+  pthread_mutex_lock(&io->post_mu);
+  first = io->posted == NULL;
+  node->next = io->posted;
+  __atomic_store_n(&io->posted, node, __ATOMIC_RELEASE);   /* read unlocked by run_posted */
+  pthread_mutex_unlock(&io->post_mu);
+  /* One signal per batch: the owner takes the whole list at once. */
+  if (first)
+    svm_io_internal_signal(io);
+}
+
+int svm_io_post(struct svm_io *io, svm_io_cb cb, void *opaque, int64_t res)
+{
+  struct svm_io_posted *node = malloc(sizeof *node);
+
+  if (node == NULL)
+    return -ENOMEM;
+  node->allocated = true;
+  svm_io_post_node(io, node, cb, opaque, res);
+  return 0;
+}
+
+/* On the owning thread: run what other threads posted, oldest first. */
+static unsigned run_posted(struct svm_io *io)
+{
+  struct svm_io_posted *list, *rev = NULL, *next;
+  unsigned n = 0;
+
+  if (__atomic_load_n(&io->posted, __ATOMIC_RELAXED) == NULL)
+    return 0;                     /* the common case costs no lock */
+  pthread_mutex_lock(&io->post_mu);
+  list = io->posted;
+  __atomic_store_n(&io->posted, NULL, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&io->post_mu);
+  for (; list != NULL; list = next) {
+    next = list->next;
+    list->next = rev;
+    rev = list;
+  }
+  for (; rev != NULL; rev = next, n++) {
+    svm_io_cb cb = rev->cb;
+    void *opaque = rev->opaque;
+    int64_t res = rev->res;
+
+    next = rev->next;
+    if (rev->allocated)
+      free(rev);                  /* before the callback, which may free the node's owner */
+    cb(opaque, res);
+  }
+  return n;
 }
 
 static void put_req(struct svm_io *io, struct svm_io_req *req)
@@ -303,6 +370,7 @@ int svm_io_reap(struct svm_io *io, unsigned min_complete)
   if (min_complete > io->in_flight)
     min_complete = io->in_flight;
   for (;;) {
+    io->finished += run_posted(io);
     r = io->be->submit(io);
     if (r < 0)
       break;

@@ -2,7 +2,8 @@
  *
  * One small interface, two implementations: io_uring through liburing (the default) and libaio
  * (chosen when io_uring cannot be set up, or forced with SVM_IO_ENGINE=libaio; SVM_IO_ENGINE=
- * io_uring forces the other). An engine instance is NOT thread-safe: use one per thread.
+ * io_uring forces the other). An engine instance is NOT thread-safe: use one per thread; only
+ * svm_io_post() / svm_io_post_node() may be called from other threads.
  *
  * Requests are queued with svm_io_pread/pwrite/fsync/fallocate, handed to the kernel by
  * svm_io_submit(), and completed by svm_io_reap(), which runs each request's callback with the
@@ -65,8 +66,30 @@ int svm_io_reap(struct svm_io *io, unsigned min_complete);
 unsigned svm_io_in_flight(const struct svm_io *io);
 unsigned svm_io_depth(const struct svm_io *io);
 
-/* An eventfd that becomes readable when completions are ready, for poll()-based loops
- * (the NBD server). Read it (8 bytes) and then call svm_io_reap(io, 0). */
+/* Cross-thread completions. An engine belongs to one thread, but a request may take a step
+ * elsewhere (a layer that must block, such as a first change-tracking mark, does it on a thread
+ * of its own) and continue on the engine's thread. Any thread may post a completion; the next
+ * svm_io_reap() on the owning thread runs cb(opaque, res) there, in posting order, counted with
+ * the engine's completions, and the event fd is signalled so that a poll() loop wakes for it.
+ * A posted completion is not "in flight" (svm_io_in_flight); a reap waiting for min_complete
+ * engine requests does not wait for posts, so the owner must know it expects one (the NBD
+ * worker does: its request is still counted as active). svm_io_free() drops posts never reaped.
+ *
+ * svm_io_post_node() uses caller-owned storage, valid until the callback runs, and cannot
+ * fail: for a step that must never lose its request. svm_io_post() allocates it (-ENOMEM). */
+struct svm_io_posted {
+  struct svm_io_posted *next;
+  svm_io_cb cb;
+  void *opaque;
+  int64_t res;
+  bool allocated;
+};
+void svm_io_post_node(struct svm_io *io, struct svm_io_posted *node, svm_io_cb cb, void *opaque,
+                      int64_t res);
+int svm_io_post(struct svm_io *io, svm_io_cb cb, void *opaque, int64_t res);
+
+/* An eventfd that becomes readable when completions (engine or posted) are ready, for
+ * poll()-based loops (the NBD server). Read it (8 bytes) and then call svm_io_reap(io, 0). */
 int svm_io_event_fd(struct svm_io *io);
 
 /* open(2) with O_DIRECT where the file system allows it (falls back to buffered and says so in

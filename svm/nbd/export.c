@@ -1,11 +1,13 @@
 /* An NBD export: listeners, the acceptor thread, handshake threads, the I/O threads
- * (nbd-conn.c), the write hook, meta context providers, and pause / resume / swap.
+ * (worker.c), meta context providers, and pause / resume / swap / flush.
  *
  * Pause protocol (Dekker style, all seq_cst atomics): a worker counts a request in `inflight`
  * and then checks `paused`; if set it uncounts it and leaves the request waiting. pause() sets
  * `paused` and then waits, under pause_mu, for `inflight` to reach zero; the worker that brings
  * it to zero while paused signals. Hence no request starts after pause() returns and every one
- * started before has been answered, which is what lets swap() replace the layer stack. */
+ * started before has been answered, which is what lets swap() replace the layer stack.
+ * A pause that cannot drain by its deadline (a request parked in a layer) takes itself back:
+ * the export runs on as if it had never been asked. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -23,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/nbd/internal.h"
 
@@ -79,15 +82,39 @@ void nbds_export_client_gone(struct svm_export *e)
   atomic_fetch_sub(&e->clients, 1);
 }
 
-int svm_export_pause(struct svm_export *e)
+/* Under pause_mu: give one pause back; the last one lets the workers go on. */
+static void unpause_locked(struct svm_export *e)
 {
-  pthread_mutex_lock(&e->pause_mu);
+  if (atomic_fetch_sub(&e->paused, 1) == 1) {
+    for (unsigned i = 0; i < e->nthreads; i++)
+      nbds_worker_wake(e->workers[i]);
+  }
+}
+
+int svm_export_pause(struct svm_export *e, uint64_t timeout_ns)
+{
+  struct timespec deadline;
+  uint64_t at;
+  int r = 0;
+
+  if (timeout_ns == 0)
+    return svm_error(EINVAL, "export %s: pause without a deadline (give one: a request that "
+                     "never completes would hang the caller)", e->name);
+  at = nbds_now_ns() + (timeout_ns > UINT64_MAX / 2 ? UINT64_MAX / 2 : timeout_ns);
+  deadline.tv_sec = (time_t)(at / 1000000000u);
+  deadline.tv_nsec = (long)(at % 1000000000u);
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&e->pause_mu);
   if (atomic_fetch_add(&e->paused, 1) == 0)
     e->pause_start_ns = nbds_now_ns();
-  while (atomic_load(&e->inflight) > 0)
-    pthread_cond_wait(&e->pause_cv, &e->pause_mu);
-  pthread_mutex_unlock(&e->pause_mu);
-  return 0;
+  while (atomic_load(&e->inflight) > 0 && r != ETIMEDOUT)
+    r = pthread_cond_timedwait(&e->pause_cv, &e->pause_mu, &deadline);
+  if (atomic_load(&e->inflight) == 0)
+    return 0;
+  unpause_locked(e);
+  return svm_error(ETIMEDOUT, "export %s: %ld request(s) still in flight after %llu ms: not "
+                   "paused, the export runs on (try again, or find what holds the requests)",
+                   e->name, atomic_load(&e->inflight),
+                   (unsigned long long)(timeout_ns / 1000000));
 }
 
 int svm_export_resume(struct svm_export *e, uint64_t *paused_ns)
@@ -99,11 +126,7 @@ int svm_export_resume(struct svm_export *e, uint64_t *paused_ns)
   }
   if (paused_ns)
     *paused_ns = nbds_now_ns() - e->pause_start_ns;
-  if (atomic_fetch_sub(&e->paused, 1) == 1) {
-    for (unsigned i = 0; i < e->nthreads; i++)
-      nbds_worker_wake(e->workers[i]);
-    pthread_cond_broadcast(&e->pause_cv);    /* svm_export_flush() waiting for the resume */
-  }
+  unpause_locked(e);
   pthread_mutex_unlock(&e->pause_mu);
   return 0;
 }
@@ -112,6 +135,7 @@ int svm_export_swap(struct svm_export *e, struct svm_layer *new_top, struct svm_
                     uint64_t *paused_ns)
 {
   struct svm_layer *cur = atomic_load(&e->top);
+  int r;
 
   *old_top = NULL;
   if (svm_layer_size(new_top) != e->size)
@@ -122,35 +146,22 @@ int svm_export_swap(struct svm_export *e, struct svm_layer *new_top, struct svm_
     return svm_error(EINVAL, "export %s: cannot switch to %s: %s, the disk is %s", e->name,
                      svm_layer_path(new_top), new_top->readonly ? "read-only" : "writable",
                      cur->readonly ? "read-only" : "writable");
-  svm_export_pause(e);
+  r = svm_export_pause(e, NBD_SWAP_DRAIN_NS);
+  if (r < 0)
+    return svm_error_prefix("export %s: cannot switch to %s", e->name, svm_layer_path(new_top));
+  pthread_mutex_lock(&e->swap_mu);
   *old_top = atomic_exchange(&e->top, new_top);
+  pthread_mutex_unlock(&e->swap_mu);
   return svm_export_resume(e, paused_ns);
 }
 
+/* Not a request: it must work while the caller holds a pause (a move pauses, flushes the
+ * destination, swaps, resumes). swap_mu keeps a swap from handing the stack back, to be freed,
+ * while it is being flushed. */
 int svm_export_flush(struct svm_export *e)
 {
-  struct svm_layer *top;
-  int r;
-
-  /* Counted as a request, so that a swap waits for it rather than closing its fd under it. */
-  while (!nbds_export_start_request(e)) {
-    pthread_mutex_lock(&e->pause_mu);
-    while (atomic_load(&e->paused) > 0)
-      pthread_cond_wait(&e->pause_cv, &e->pause_mu);
-    pthread_mutex_unlock(&e->pause_mu);
-  }
-  top = atomic_load(&e->top);
-  r = top->ops->flush_sync(top);
-  nbds_export_end_request(e);
-  return r;
-}
-
-int svm_export_set_write_hook(struct svm_export *e, svm_write_hook hook, void *opaque)
-{
-  svm_export_pause(e);
-  e->hook = hook;
-  e->hook_opaque = opaque;
-  return svm_export_resume(e, NULL);
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&e->swap_mu);
+  return svm_layer_flush_sync(atomic_load(&e->top));
 }
 
 int svm_export_add_meta_provider(struct svm_export *e, const struct svm_meta_provider *p)
@@ -188,87 +199,6 @@ void svm_export_get_stats(struct svm_export *e, struct svm_export_stats *st)
   st->clients_total = atomic_load(&e->st_clients_total);
   st->requests = atomic_load(&e->st_requests);
   st->errors = atomic_load(&e->st_errors);
-}
-
-/* ---- hook threads ---- */
-
-static void *hook_main(void *arg);
-
-/* Hook threads start on the first slow hook: an export whose hook stays fast (or that has
- * none) never pays for them. */
-static void hook_threads_start_locked(struct svm_export *e)
-{
-  pthread_attr_t attr;
-
-  e->hook_started = true;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, HANDSHAKE_STACK);
-  for (unsigned i = 0; i < NBD_HOOK_THREADS; i++) {
-    int r = pthread_create(&e->hook_threads[e->nhook_threads], &attr, hook_main, e);
-    if (r != 0) {
-      nbds_log_client("(hook)", "export %s: cannot start a hook thread: %s", e->name,
-                     strerror(r));
-      break;
-    }
-    e->nhook_threads++;
-  }
-  pthread_attr_destroy(&attr);
-}
-
-void nbds_hook_queue(struct svm_export *e, struct nbds_req *q)
-{
-  pthread_mutex_lock(&e->hook_mu);
-  if (!e->hook_started)
-    hook_threads_start_locked(e);
-  if (e->nhook_threads == 0) {
-    /* no thread at all: run it here, as the caller would have */
-    pthread_mutex_unlock(&e->hook_mu);
-    nbds_hook_run(e, q);
-    return;
-  }
-  nbds_hook_set_next(q, NULL);
-  if (e->hook_tail)
-    nbds_hook_set_next(e->hook_tail, q);
-  else
-    e->hook_head = q;
-  e->hook_tail = q;
-  pthread_cond_signal(&e->hook_cv);
-  pthread_mutex_unlock(&e->hook_mu);
-}
-
-static void *hook_main(void *arg)
-{
-  struct svm_export *e = arg;
-
-  pthread_mutex_lock(&e->hook_mu);
-  for (;;) {
-    struct nbds_req *q;
-    while (e->hook_head == NULL && !e->hook_stop)
-      pthread_cond_wait(&e->hook_cv, &e->hook_mu);
-    if (e->hook_head == NULL)
-      break;                        /* stopping, and nothing left */
-    q = e->hook_head;
-    e->hook_head = nbds_hook_next(q);
-    if (e->hook_head == NULL)
-      e->hook_tail = NULL;
-    pthread_mutex_unlock(&e->hook_mu);
-    nbds_hook_run(e, q);
-    pthread_mutex_lock(&e->hook_mu);
-  }
-  pthread_mutex_unlock(&e->hook_mu);
-  return NULL;
-}
-
-static void hook_threads_stop(struct svm_export *e)
-{
-  pthread_mutex_lock(&e->hook_mu);
-  e->hook_stop = true;
-  e->hook_started = true;           /* none may start any more */
-  pthread_cond_broadcast(&e->hook_cv);
-  pthread_mutex_unlock(&e->hook_mu);
-  for (unsigned i = 0; i < e->nhook_threads; i++)
-    pthread_join(e->hook_threads[i], NULL);
-  e->nhook_threads = 0;
 }
 
 /* ---- clients ---- */
@@ -449,63 +379,65 @@ static void acceptor_wake(struct svm_export *e)
 
 /* ---- listeners ---- */
 
-static int add_listener(struct svm_export *e, int fd, const char *path)
+/* Takes the socket over, also on failure. */
+static int add_listener(struct svm_export *e, int fd_owned, const char *path)
 {
+  CLEANUP_CLOSE int fd = fd_owned;
   int fl = fcntl(fd, F_GETFL);
 
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-    int err = errno;
-    close(fd);
-    return svm_error(err, "export %s: fcntl: %s", e->name, strerror(err));
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return svm_error(errno, "export %s: fcntl: %s", e->name, strerror(errno));
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&e->mu);
+    if (e->nlisteners == NBD_MAX_LISTENERS)
+      return svm_error(ENOSPC, "export %s: at most %d listeners", e->name, NBD_MAX_LISTENERS);
+    e->lpath[e->nlisteners] = path ? strdup(path) : NULL;
+    e->lfd[e->nlisteners++] = TAKE_FD(fd);
   }
-  pthread_mutex_lock(&e->mu);
-  if (e->nlisteners == NBD_MAX_LISTENERS) {
-    pthread_mutex_unlock(&e->mu);
-    close(fd);
-    return svm_error(ENOSPC, "export %s: at most %d listeners", e->name, NBD_MAX_LISTENERS);
-  }
-  e->lpath[e->nlisteners] = path ? strdup(path) : NULL;
-  e->lfd[e->nlisteners++] = fd;
-  pthread_mutex_unlock(&e->mu);
   acceptor_wake(e);
+  return 0;
+}
+
+/* A socket nobody answers on is stale (a previous agent died): remove it. */
+static int remove_stale_socket(const struct sockaddr_un *sa, const char *path)
+{
+  CLEANUP_CLOSE int fd = -1;
+  struct stat st;
+
+  if (lstat(path, &st) < 0)
+    return 0;
+  if (!S_ISSOCK(st.st_mode))
+    return svm_error(EEXIST, "%s: exists and is not a socket; remove it or choose another "
+                     "path", path);
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return svm_error(errno, "socket: %s", strerror(errno));
+  if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) == 0)
+    return svm_error(EADDRINUSE, "%s: another server is listening on this socket", path);
+  if (unlink(path) < 0 && errno != ENOENT)
+    return svm_error(errno, "%s: cannot remove the stale socket: %s", path, strerror(errno));
   return 0;
 }
 
 int svm_export_listen_unix(struct svm_export *e, const char *path)
 {
   struct sockaddr_un sa = { .sun_family = AF_UNIX };
-  struct stat st;
-  int fd, err;
+  CLEANUP_CLOSE int fd = -1;
+  int r;
 
   if (strlen(path) >= sizeof sa.sun_path)
     return svm_error(ENAMETOOLONG, "%s: socket path longer than %zu bytes; use a shorter "
                      "state directory", path, sizeof sa.sun_path - 1);
   strcpy(sa.sun_path, path);
-  if (lstat(path, &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return svm_error(EEXIST, "%s: exists and is not a socket; remove it or choose another "
-                       "path", path);
-    /* A socket nobody answers on is stale (a previous agent died): replace it. */
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-      return svm_error(errno, "socket: %s", strerror(errno));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
-      close(fd);
-      return svm_error(EADDRINUSE, "%s: another server is listening on this socket", path);
-    }
-    close(fd);
-    if (unlink(path) < 0 && errno != ENOENT)
-      return svm_error(errno, "%s: cannot remove the stale socket: %s", path, strerror(errno));
-  }
+  r = remove_stale_socket(&sa, path);
+  if (r < 0)
+    return r;
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return svm_error(errno, "socket: %s", strerror(errno));
-  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
-    err = errno;
-    close(fd);
-    return svm_error(err, "%s: cannot listen: %s", path, strerror(err));
-  }
-  return add_listener(e, fd, path);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
+    return svm_error(errno, "%s: cannot listen: %s", path, strerror(errno));
+  return add_listener(e, TAKE_FD(fd), path);
 }
 
 int svm_export_listen_tcp(struct svm_export *e, const char *addr, const char *port,
@@ -577,10 +509,16 @@ int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
     e->hs_fds[i] = -1;
   pthread_mutex_init(&e->mu, NULL);
   pthread_mutex_init(&e->pause_mu, NULL);
-  pthread_cond_init(&e->pause_cv, NULL);
+  {
+    /* the pause deadline is on the monotonic clock, as nbds_now_ns() */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->pause_cv, &ca);
+    pthread_condattr_destroy(&ca);
+  }
   pthread_cond_init(&e->hs_cv, NULL);
-  pthread_mutex_init(&e->hook_mu, NULL);
-  pthread_cond_init(&e->hook_cv, NULL);
+  pthread_mutex_init(&e->swap_mu, NULL);
   e->acceptor_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   e->workers = calloc(e->nthreads, sizeof *e->workers);
   if (e->acceptor_wake < 0 || e->workers == NULL) {
@@ -603,9 +541,7 @@ int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
 fail:
   for (unsigned i = 0; e->workers && i < e->nthreads; i++)
     nbds_worker_stop(e->workers[i]);
-  hook_threads_stop(e);
-  pthread_mutex_destroy(&e->hook_mu);
-  pthread_cond_destroy(&e->hook_cv);
+  pthread_mutex_destroy(&e->swap_mu);
   free(e->workers);
   if (e->acceptor_wake >= 0)
     close(e->acceptor_wake);
@@ -639,9 +575,7 @@ void svm_export_free(struct svm_export *e)
 
   for (unsigned i = 0; i < e->nthreads; i++)
     nbds_worker_stop(e->workers[i]);
-  hook_threads_stop(e);             /* after the workers: every hooked request came back */
-  pthread_mutex_destroy(&e->hook_mu);
-  pthread_cond_destroy(&e->hook_cv);
+  pthread_mutex_destroy(&e->swap_mu);
   for (unsigned i = 0; i < e->nlisteners; i++) {
     close(e->lfd[i]);
     if (e->lpath[i])

@@ -1,4 +1,5 @@
-/* Internal: one NBD export = one disk (a layer stack, svm/layer.h) + its listeners and clients.
+/* Internal: one NBD export = one disk (a layer stack, svm/disk/layer.h) + its listeners and
+ * clients. Policy (change tracking, the mirror) lives in the stack's filter layers, not here.
  *
  * The server speaks the fixed newstyle handshake (OPT_GO, INFO, LIST, ABORT,
  * STRUCTURED_REPLY, LIST/SET_META_CONTEXT) and the commands READ, WRITE (FUA), FLUSH, TRIM,
@@ -36,14 +37,6 @@ int svm_export_listen_unix(struct svm_export *e, const char *path);  /* removes 
 int svm_export_listen_tcp(struct svm_export *e, const char *addr, const char *port,
                           char *bound_port, size_t len);  /* port "0" = ephemeral */
 
-/* Called for every guest WRITE / WRITE_ZEROES / TRIM before the data is submitted; the request
- * is acknowledged to the client only after the hook returned 0 AND the data write completed.
- * A negative return fails the request with EIO (logged). This is where CBT marks (cbt_mark)
- * and, later, the synchronous mirror hook in. May be called from several threads at once. */
-typedef int (*svm_write_hook)(void *opaque, uint64_t offset, uint64_t length, unsigned kind);
-enum { SVM_WRITE_DATA = 1, SVM_WRITE_ZEROES = 2, SVM_WRITE_TRIM = 4 };
-int svm_export_set_write_hook(struct svm_export *e, svm_write_hook hook, void *opaque);
-
 /* An extent reported by a meta context provider. */
 struct svm_meta_extent {
   uint64_t offset, length;
@@ -66,18 +59,26 @@ int svm_export_add_meta_provider(struct svm_export *e, const struct svm_meta_pro
 
 /* Drain and pause: stop taking new requests, wait until every in-flight request has completed
  * and been answered. Clients stay connected; their new requests wait. Pauses nest: the export
- * runs again when every pause has been resumed. resume() reports how long the export was
- * paused (ns, from the start of the outermost pause) when paused_ns is not NULL.
- * Never call pause or swap from a write hook or a provider callback: those run inside a
+ * runs again when every pause has been resumed. When requests are still in flight after
+ * timeout_ns (a layer holds one: a hung destination, a tracker stuck on its file), the pause
+ * is taken back, the export runs on as before, and -ETIMEDOUT is returned with a message; a
+ * timeout of 0 is refused (-EINVAL): a caller who wants no real limit gives a large one.
+ * resume() reports how long the export was paused (ns, from the start of the outermost pause)
+ * when paused_ns is not NULL.
+ * Never call pause or swap from a layer's operation or a provider callback: those run inside a
  * request, which the pause would wait for. */
-int svm_export_pause(struct svm_export *e);
+int svm_export_pause(struct svm_export *e, uint64_t timeout_ns);
 int svm_export_resume(struct svm_export *e, uint64_t *paused_ns);
-/* Swap the layer stack under the export atomically (pause, swap, resume inside), returning the
- * old top to the caller (who frees it). Clients never see a disconnect. Sizes must match.
+/* Swap the whole layer stack under the export in one step, policy layers included (the new
+ * top's chain carries its own tracking layer, mirror...), returning the old top to the caller
+ * (who frees it, and only then closes anything its layers use, such as a tracker). Clients
+ * never see a disconnect. Sizes and read-only-ness must match. Pauses inside (nested in the
+ * caller's pause, if any; draining for at most 60 s otherwise: -ETIMEDOUT, nothing swapped).
  * The export owns new_top from then on. */
 int svm_export_swap(struct svm_export *e, struct svm_layer *new_top, struct svm_layer **old_top,
                     uint64_t *paused_ns);
-/* Flush the layers' data (fdatasync) - what NBD_CMD_FLUSH does, callable by the agent. */
+/* Flush the stack's data (fdatasync) - what NBD_CMD_FLUSH does, callable by the agent, also
+ * while the caller holds the export paused (flush the destination before switching to it). */
 int svm_export_flush(struct svm_export *e);
 
 /* Counters, for tests and status output. */

@@ -7,10 +7,15 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/nbd/internal.h"
 
 enum { MAX_OPTIONS = 1024 };    /* a client looping forever on options is dropped */
+
+/* What an option step says: go on with the next option, transmission starts, the client ended
+ * the handshake (ABORT); negative: drop the client. */
+enum { OPT_NEXT = 0, OPT_TRANSMIT = 1, OPT_ENDED = 2 };
 
 static int recv_full(struct nbds_session *s, void *buf, size_t len, const char *what)
 {
@@ -149,7 +154,7 @@ static int opt_info(struct svm_export *e, struct nbds_session *s, uint32_t opt,
   r = reply(s, opt, NBD_REP_ACK, NULL, 0);
   if (r < 0)
     return r;
-  return opt == NBD_OPT_GO ? 1 : 0;
+  return opt == NBD_OPT_GO ? OPT_TRANSMIT : OPT_NEXT;
 }
 
 static int meta_reply(struct nbds_session *s, uint32_t opt, uint32_t id, const char *name)
@@ -243,13 +248,73 @@ static int opt_meta(struct svm_export *e, struct nbds_session *s, uint32_t opt,
   return reply(s, opt, NBD_REP_ACK, NULL, 0);
 }
 
-int nbds_handshake(struct svm_export *e, struct nbds_session *s)
+/* NBD_OPT_EXPORT_NAME: the old way to start transmission (no reply on failure: the client
+ * is dropped, as the protocol says). */
+static int opt_export_name(struct svm_export *e, struct nbds_session *s, const uint8_t *d,
+                           uint32_t len, bool no_zeroes)
 {
-  uint8_t hello[18], buf[NBD_OPT_HEADER_SIZE];
+  uint8_t tail[10 + 124] = { 0 };
+  int r;
+
+  if (!nbds_name_matches((const char *)d, len, e->name))
+    return svm_error(ENOENT, "unknown export '%.*s' (NBD_OPT_EXPORT_NAME)",
+                     (int)(len < 256 ? len : 256), (const char *)d);
+  nbds_put64(tail, e->size);
+  nbds_put16(tail + 8, nbds_export_tflags(e, s->structured));
+  r = send_full(s, tail, no_zeroes ? 10 : sizeof tail);
+  return r < 0 ? r : OPT_TRANSMIT;
+}
+
+static int opt_list(struct svm_export *e, struct nbds_session *s, uint32_t opt, uint32_t len)
+{
+  size_t nl = strlen(e->name);
+  uint8_t srv[4 + NBD_MAX_STRING];
+  int r;
+
+  if (len != 0)
+    return reply(s, opt, NBD_REP_ERR_INVALID, NULL, 0);
+  if (nl > NBD_MAX_STRING)
+    nl = NBD_MAX_STRING;
+  nbds_put32(srv, (uint32_t)nl);
+  memcpy(srv + 4, e->name, nl);
+  r = reply(s, opt, NBD_REP_SERVER, srv, (uint32_t)(4 + nl));
+  return r < 0 ? r : reply(s, opt, NBD_REP_ACK, NULL, 0);
+}
+
+/* One option: OPT_NEXT, OPT_TRANSMIT (GO, EXPORT_NAME), OPT_ENDED, or negative. */
+static int opt_dispatch(struct svm_export *e, struct nbds_session *s, uint32_t opt,
+                        const uint8_t *d, uint32_t len, bool no_zeroes)
+{
+  switch (opt) {
+  case NBD_OPT_EXPORT_NAME:
+    return opt_export_name(e, s, d, len, no_zeroes);
+  case NBD_OPT_ABORT:
+    (void)reply(s, opt, NBD_REP_ACK, NULL, 0);   /* the client may already be gone */
+    return OPT_ENDED;
+  case NBD_OPT_LIST:
+    return opt_list(e, s, opt, len);
+  case NBD_OPT_INFO:
+  case NBD_OPT_GO:
+    return opt_info(e, s, opt, d, len);
+  case NBD_OPT_STRUCTURED_REPLY:
+    if (len != 0)
+      return reply(s, opt, NBD_REP_ERR_INVALID, NULL, 0);
+    s->structured = true;
+    return reply(s, opt, NBD_REP_ACK, NULL, 0);
+  case NBD_OPT_LIST_META_CONTEXT:
+  case NBD_OPT_SET_META_CONTEXT:
+    return opt_meta(e, s, opt, d, len);
+  default:                      /* STARTTLS (TLS is the agent's business) and unknown */
+    return reply(s, opt, NBD_REP_ERR_UNSUP, NULL, 0);
+  }
+}
+
+/* The server's greeting and the client's flags. */
+static int greet(struct nbds_session *s, bool *no_zeroes)
+{
+  uint8_t hello[18], buf[4];
   uint32_t cflags;
-  bool no_zeroes;
-  uint8_t *data = NULL;
-  int r = 0;
+  int r;
 
   nbds_put64(hello, NBD_MAGIC);
   nbds_put64(hello + 8, NBD_IHAVEOPT);
@@ -263,100 +328,55 @@ int nbds_handshake(struct svm_export *e, struct nbds_session *s)
   cflags = nbds_get32(buf);
   if (cflags & ~(uint32_t)(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES))
     return svm_error(EPROTO, "unknown client flags 0x%x", cflags);
-  no_zeroes = cflags & NBD_FLAG_NO_ZEROES;
+  *no_zeroes = cflags & NBD_FLAG_NO_ZEROES;
+  return 0;
+}
 
+/* The next option's header and payload (into data, NBD_MAX_OPTION bytes). Returns 1 with
+ * *opt and *len set, 0 when an oversized option was skipped (and answered), or negative. */
+static int read_option(struct nbds_session *s, uint8_t *data, uint32_t *opt, uint32_t *len)
+{
+  uint8_t buf[NBD_OPT_HEADER_SIZE];
+  int r = recv_full(s, buf, sizeof buf, "option header");
+
+  if (r < 0)
+    return r;
+  if (nbds_decode_option(buf, sizeof buf, opt, len) < 0)
+    return svm_error(EPROTO, "bad option magic 0x%016llx", (unsigned long long)nbds_get64(buf));
+  if (*len > NBD_MAX_OPTION) {
+    if (*len > NBD_MAX_OPTION_DISCARD || *opt == NBD_OPT_EXPORT_NAME)
+      return svm_error(EPROTO, "option %u with a %u-byte payload (at most %d)", *opt, *len,
+                       NBD_MAX_OPTION);
+    r = discard(s, *len);
+    if (r == 0)
+      r = reply(s, *opt, NBD_REP_ERR_TOO_BIG, NULL, 0);
+    return r;
+  }
+  r = recv_full(s, data, *len, "option payload");
+  return r < 0 ? r : 1;
+}
+
+int nbds_handshake(struct svm_export *e, struct nbds_session *s)
+{
+  CLEANUP_FREE uint8_t *data = NULL;
+  bool no_zeroes = false;
+  int r = greet(s, &no_zeroes);
+
+  if (r < 0)
+    return r;
   data = malloc(NBD_MAX_OPTION);
   if (data == NULL)
     return svm_error(ENOMEM, "out of memory");
-  for (unsigned n = 0;; n++) {
+  for (unsigned n = 0; n < MAX_OPTIONS; n++) {
     uint32_t opt, len;
 
-    if (n == MAX_OPTIONS) {
-      r = svm_error(EPROTO, "more than %d options without starting transmission", MAX_OPTIONS);
-      break;
-    }
-    r = recv_full(s, buf, sizeof buf, "option header");
-    if (r < 0)
-      break;
-    if (nbds_decode_option(buf, sizeof buf, &opt, &len) < 0) {
-      r = svm_error(EPROTO, "bad option magic 0x%016llx", (unsigned long long)nbds_get64(buf));
-      break;
-    }
-    if (len > NBD_MAX_OPTION) {
-      if (len > NBD_MAX_OPTION_DISCARD || opt == NBD_OPT_EXPORT_NAME) {
-        r = svm_error(EPROTO, "option %u with a %u-byte payload (at most %d)", opt, len,
-                      NBD_MAX_OPTION);
-        break;
-      }
-      r = discard(s, len);
-      if (r == 0)
-        r = reply(s, opt, NBD_REP_ERR_TOO_BIG, NULL, 0);
-      if (r < 0)
-        break;
-      continue;
-    }
-    r = recv_full(s, data, len, "option payload");
-    if (r < 0)
-      break;
-
-    switch (opt) {
-    case NBD_OPT_EXPORT_NAME: {
-      uint8_t tail[10 + 124] = { 0 };
-      if (!nbds_name_matches((const char *)data, len, e->name)) {
-        r = svm_error(ENOENT, "unknown export '%.*s' (NBD_OPT_EXPORT_NAME)",
-                      (int)(len < 256 ? len : 256), (const char *)data);
-        break;
-      }
-      nbds_put64(tail, e->size);
-      nbds_put16(tail + 8, nbds_export_tflags(e, s->structured));
-      r = send_full(s, tail, no_zeroes ? 10 : sizeof tail);
-      if (r == 0)
-        r = 1;
-      break;
-    }
-    case NBD_OPT_ABORT:
-      (void)reply(s, opt, NBD_REP_ACK, NULL, 0);   /* the client may already be gone */
-      r = 0;
-      goto out;
-    case NBD_OPT_LIST:
-      if (len != 0) {
-        r = reply(s, opt, NBD_REP_ERR_INVALID, NULL, 0);
-      } else {
-        size_t nl = strlen(e->name);
-        uint8_t srv[4 + NBD_MAX_STRING];
-        if (nl > NBD_MAX_STRING)
-          nl = NBD_MAX_STRING;
-        nbds_put32(srv, (uint32_t)nl);
-        memcpy(srv + 4, e->name, nl);
-        r = reply(s, opt, NBD_REP_SERVER, srv, (uint32_t)(4 + nl));
-        if (r == 0)
-          r = reply(s, opt, NBD_REP_ACK, NULL, 0);
-      }
-      break;
-    case NBD_OPT_INFO:
-    case NBD_OPT_GO:
-      r = opt_info(e, s, opt, data, len);
-      break;
-    case NBD_OPT_STRUCTURED_REPLY:
-      if (len != 0) {
-        r = reply(s, opt, NBD_REP_ERR_INVALID, NULL, 0);
-      } else {
-        s->structured = true;
-        r = reply(s, opt, NBD_REP_ACK, NULL, 0);
-      }
-      break;
-    case NBD_OPT_LIST_META_CONTEXT:
-    case NBD_OPT_SET_META_CONTEXT:
-      r = opt_meta(e, s, opt, data, len);
-      break;
-    default:                      /* STARTTLS (TLS is the agent's business) and unknown */
-      r = reply(s, opt, NBD_REP_ERR_UNSUP, NULL, 0);
-      break;
-    }
-    if (r != 0)
-      break;
+    r = read_option(s, data, &opt, &len);
+    if (r > 0)
+      r = opt_dispatch(e, s, opt, data, len, no_zeroes);
+    if (r < 0 || r == OPT_TRANSMIT)
+      return r;
+    if (r == OPT_ENDED)
+      return 0;                 /* ABORT: ended cleanly */
   }
-out:
-  free(data);
-  return r;
+  return svm_error(EPROTO, "more than %d options without starting transmission", MAX_OPTIONS);
 }

@@ -16,7 +16,7 @@ rc=0; "$SVM_BIN/svm-nbd-serve" "$NBD_TMP/none.raw" 2>"$NBD_TMP/err" || rc=$?
 
 disk=$NBD_TMP/disk.raw
 truncate -s 64M "$disk"
-start_serve "$disk" --cbt-like-hook
+start_serve "$disk" --dirty-layer
 # a second server on the same socket is refused while the first one lives
 rc=0; "$SVM_BIN/svm-nbd-serve" --socket "$NBD_SOCK" "$disk" >/dev/null 2>"$NBD_TMP/err" || rc=$?
 [ "$rc" -eq 1 ] && grep -q 'another server is listening' "$NBD_TMP/err" || fail "socket in use: exit $rc"
@@ -48,7 +48,7 @@ qemu-io -f raw -c 'write -z 1M 4k' -c 'read -P 0 1M 4k' -c 'read -P 0xab 1028k 6
   || fail "qemu-io zero/discard"
 grep -q 'Pattern verification failed' "$NBD_TMP/qio" && fail "qemu-io zero/discard mismatch"
 
-# base:allocation and the hook's named context
+# base:allocation and the dirty layer's named context (--dirty-layer)
 map=$(nbdinfo --map "$NBD_URI") || fail "nbdinfo --map"
 # write -z keeps 1M allocated (NO_HOLE); the discard at 3M punched a hole
 grep -Eq '^ +1048576 +65536 +0 +data' <<<"$map" || fail "base:allocation map: $map"

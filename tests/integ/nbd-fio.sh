@@ -8,7 +8,7 @@ fio --enghelp=nbd >/dev/null 2>&1 || { echo "SKIP: fio without the nbd engine" >
 
 disk=$NBD_TMP/disk.raw
 truncate -s 128M "$disk"
-start_serve "$disk" --cbt-like-hook
+start_serve "$disk" --dirty-layer
 
 run_fio()
 {

@@ -10,7 +10,7 @@ python3 -c 'import nbd' 2>/dev/null || { echo "SKIP: python3-libnbd missing" >&2
 
 disk=$NBD_TMP/disk.raw
 truncate -s 32M "$disk"
-start_serve "$disk" --cbt-like-hook
+start_serve "$disk" --dirty-layer
 
 # nbdsh itself, as an operator would use it
 nbdsh -u "$NBD_URI" -c 'assert h.get_size() == 32 << 20' -c 'h.pwrite(b"x" * 512, 0)' \

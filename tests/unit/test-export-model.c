@@ -436,10 +436,10 @@ static void *client_main(void *arg)
 
 /* ---- the test thread ---- */
 
-/* The only call of svm_export_pause() here (the pause gets a timeout: adapt this line). */
+/* The only call of svm_export_pause() here. */
 static void pause_export(struct svm_export *e)
 {
-  assert_int_equal(svm_export_pause(e), 0);
+  assert_int_equal(svm_export_pause(e, 60ull * 1000 * 1000 * 1000), 0);
 }
 
 static void read_file(const char *path, uint8_t *buf)

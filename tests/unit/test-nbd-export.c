@@ -1,6 +1,9 @@
-/* The export in process, driven by real libnbd clients: data path, write hook, block status
- * for base:allocation and a provider's context, pause/drain, and a swap of the layer stack
- * under a client that keeps writing. */
+/* The export in process, driven by real libnbd clients, over layer stacks: the data path through
+ * a test filter layer (a probe that counts what it sees, fails on demand, and parks requests
+ * that the test later completes from its own thread with svm_io_post), block status for
+ * base:allocation and a provider's context, the real change-tracking layer, pause (nested,
+ * with a deadline that expires), flush while paused, and a swap of a two-layer stack.
+ * Nothing here sleeps: where a test needs to know that something happened, it waits for it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -13,14 +16,188 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <libnbd.h>
+#include <svmotion/cbt.h>
+#include <svmotion/error.h>
 
+#include "svm/disk/track.h"
 #include "svm/nbd/export.h"
 
-enum { DISK = 8 << 20, BLK = 4096 };
+enum { DISK = 8 << 20, BLK = 4096, SEC = 1000 * 1000 * 1000 };
+
+/* ---- the probe: a test filter layer ---- */
+
+enum { SEEN_WRITE = 1, SEEN_ZERO = 2, SEEN_TRIM = 4, SEEN_FLUSH = 8 };
+
+/* A request the probe holds until the test lets it go on. */
+struct parked {
+  struct parked *next;
+  struct svm_layer *l;
+  struct svm_io *io;
+  const void *buf;
+  size_t len;
+  uint64_t off;
+  unsigned flags;
+  svm_io_cb cb;
+  void *opaque;
+};
+
+struct probe {
+  atomic_uint writes, zeroes, trims, flushes;
+  atomic_ullong bytes;          /* written, zeroed and trimmed */
+  atomic_uint kinds;            /* SEEN_* */
+  atomic_uint flags;            /* SVM_LAYER_* seen on any request */
+  atomic_uint fua_writes;
+  atomic_ullong fail_at;        /* fail a write at this offset (+1; 0 = none) with EIO */
+  atomic_int park;              /* hold writes until released */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct parked *parked;        /* under mu */
+  unsigned nparked;             /* under mu */
+};
+
+static void probe_init(struct probe *p)
+{
+  memset(p, 0, sizeof *p);
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv, NULL);
+}
+
+static void probe_fini(struct probe *p)
+{
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->cv);
+}
+
+static void probe_count(struct probe *p, atomic_uint *kind, unsigned seen, uint64_t len,
+                        unsigned flags)
+{
+  atomic_fetch_add(kind, 1);
+  atomic_fetch_add(&p->bytes, len);
+  atomic_fetch_or(&p->kinds, seen);
+  atomic_fetch_or(&p->flags, flags);
+}
+
+static int probe_write(struct svm_layer *l, struct svm_io *io, const void *buf, size_t len,
+                       uint64_t off, unsigned flags, svm_io_cb cb, void *opaque)
+{
+  struct probe *p = l->priv;
+
+  if (atomic_load(&p->fail_at) == off + 1) {
+    cb(opaque, -EIO);             /* the data never reaches the layer below */
+    return 0;
+  }
+  probe_count(p, &p->writes, SEEN_WRITE, len, flags);
+  if (flags & SVM_LAYER_FUA)
+    atomic_fetch_add(&p->fua_writes, 1);
+  if (atomic_load(&p->park)) {
+    struct parked *q = calloc(1, sizeof *q);
+    if (q == NULL)
+      return -ENOMEM;
+    *q = (struct parked){ .l = l, .io = io, .buf = buf, .len = len, .off = off,
+                          .flags = flags, .cb = cb, .opaque = opaque };
+    pthread_mutex_lock(&p->mu);
+    q->next = p->parked;
+    p->parked = q;
+    p->nparked++;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+  }
+  return svm_layer_write(l->below, io, buf, len, off, flags, cb, opaque);
+}
+
+static int probe_zero(struct svm_layer *l, struct svm_io *io, uint64_t off, uint64_t len,
+                      unsigned flags, svm_io_cb cb, void *opaque)
+{
+  struct probe *p = l->priv;
+  probe_count(p, &p->zeroes, SEEN_ZERO, len, flags);
+  return svm_layer_zero(l->below, io, off, len, flags, cb, opaque);
+}
+
+static int probe_trim(struct svm_layer *l, struct svm_io *io, uint64_t off, uint64_t len,
+                      unsigned flags, svm_io_cb cb, void *opaque)
+{
+  struct probe *p = l->priv;
+  probe_count(p, &p->trims, SEEN_TRIM, len, flags);
+  return svm_layer_trim(l->below, io, off, len, flags, cb, opaque);
+}
+
+static int probe_flush(struct svm_layer *l, struct svm_io *io, svm_io_cb cb, void *opaque)
+{
+  struct probe *p = l->priv;
+  probe_count(p, &p->flushes, SEEN_FLUSH, 0, 0);
+  return svm_layer_flush(l->below, io, cb, opaque);
+}
+
+/* read, block_status and flush_sync pass through (NULL); the fixture owns the probe. */
+static const struct svm_layer_ops probe_ops = {
+  .kind = "probe",
+  .write = probe_write,
+  .zero = probe_zero,
+  .trim = probe_trim,
+  .flush = probe_flush,
+};
+
+/* On the worker, posted by the test's thread: the parked write goes on down. */
+static void parked_resume(void *opaque, int64_t res)
+{
+  struct parked *q = opaque;
+  int r;
+
+  (void)res;
+  r = svm_layer_write(q->l->below, q->io, q->buf, q->len, q->off, q->flags, q->cb, q->opaque);
+  if (r < 0)
+    q->cb(q->opaque, r);
+  free(q);
+}
+
+/* Wait until n requests are parked (fails after 10 s rather than hanging the suite). */
+static void probe_wait_parked(struct probe *p, unsigned n)
+{
+  struct timespec dl;
+  int r = 0;
+
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 10;
+  pthread_mutex_lock(&p->mu);
+  while (p->nparked < n && r != ETIMEDOUT)
+    r = pthread_cond_timedwait(&p->cv, &p->mu, &dl);
+  pthread_mutex_unlock(&p->mu);
+  if (r == ETIMEDOUT)
+    fail_msg("expected %u parked requests, %u came", n, p->nparked);
+}
+
+/* Let every parked request go on: completed from this thread, run on each one's worker. */
+static void probe_release(struct probe *p)
+{
+  struct parked *q, *next;
+
+  atomic_store(&p->park, 0);
+  pthread_mutex_lock(&p->mu);
+  q = p->parked;
+  p->parked = NULL;
+  p->nparked = 0;
+  pthread_mutex_unlock(&p->mu);
+  for (; q; q = next) {
+    next = q->next;
+    assert_int_equal(svm_io_post(q->io, parked_resume, q, 0), 0);
+  }
+}
+
+static struct svm_layer *probe_stack(const char *path, struct probe *p)
+{
+  struct svm_layer *raw, *top;
+  assert_int_equal(svm_layer_open_raw(path, false, &raw), 0);
+  assert_int_equal(svm_layer_new_filter(&probe_ops, p, raw, &top), 0);
+  return top;
+}
+
+/* ---- fixture ---- */
 
 struct fixture {
   char dir[64];
@@ -28,35 +205,8 @@ struct fixture {
   char sock[128];
   char uri[256];
   struct svm_export *e;
-  atomic_uint hook_calls;
-  atomic_ullong hook_bytes;
-  atomic_uint hook_kinds;
-  atomic_int hook_fail;
-  atomic_int hook_slow;         /* sleep this many us in every hook call */
-  atomic_ullong hook_fail_at;   /* fail the hook for writes at this offset (+1; 0 = none) */
-  atomic_int hook_now, hook_max;   /* hooks running at once */
+  struct probe probe;
 };
-
-static int hook(void *opaque, uint64_t off, uint64_t len, unsigned kind)
-{
-  struct fixture *f = opaque;
-  if (f->hook_fail)
-    return -EIO;
-  if (atomic_load(&f->hook_slow)) {
-    int now = atomic_fetch_add(&f->hook_now, 1) + 1, max = atomic_load(&f->hook_max);
-    while (now > max && !atomic_compare_exchange_weak(&f->hook_max, &max, now))
-      ;
-    usleep((useconds_t)atomic_load(&f->hook_slow));
-    atomic_fetch_sub(&f->hook_now, 1);
-  }
-  if (atomic_load(&f->hook_fail_at) == off + 1)
-    return -EIO;
-  atomic_fetch_add(&f->hook_calls, 1);
-  atomic_fetch_add(&f->hook_bytes, len);
-  atomic_fetch_or(&f->hook_kinds, kind);
-  (void)off;
-  return 0;
-}
 
 static void write_file(const char *path, uint64_t size, int pattern)
 {
@@ -72,11 +222,9 @@ static void write_file(const char *path, uint64_t size, int pattern)
   close(fd);
 }
 
-static int setup(void **st)
+static struct fixture *fixture_new(void)
 {
   struct fixture *f = calloc(1, sizeof *f);
-  struct svm_export_opts o = { .name = "vm1/disk0", .threads = 2, .queue_depth = 16 };
-  struct svm_layer *l;
 
   strcpy(f->dir, "/tmp/svm-nbd-XXXXXX");
   assert_non_null(mkdtemp(f->dir));
@@ -84,10 +232,21 @@ static int setup(void **st)
   snprintf(f->sock, sizeof f->sock, "%s/nbd.sock", f->dir);
   snprintf(f->uri, sizeof f->uri, "nbd+unix:///vm1/disk0?socket=%s", f->sock);
   write_file(f->path, DISK, -1);
-  assert_int_equal(svm_layer_open_raw(f->path, false, &l), 0);
-  assert_int_equal(svm_export_new(&o, l, &f->e), 0);
-  assert_int_equal(svm_export_set_write_hook(f->e, hook, f), 0);
+  probe_init(&f->probe);
+  return f;
+}
+
+static void fixture_export(struct fixture *f, struct svm_layer *top)
+{
+  struct svm_export_opts o = { .name = "vm1/disk0", .threads = 2, .queue_depth = 16 };
+  assert_int_equal(svm_export_new(&o, top, &f->e), 0);
   assert_int_equal(svm_export_listen_unix(f->e, f->sock), 0);
+}
+
+static int setup(void **st)
+{
+  struct fixture *f = fixture_new();
+  fixture_export(f, probe_stack(f->path, &f->probe));
   *st = f;
   return 0;
 }
@@ -96,7 +255,9 @@ static int teardown(void **st)
 {
   struct fixture *f = *st;
   char cmd[256];
+  probe_release(&f->probe);       /* a failed test may leave requests parked: free waits */
   svm_export_free(f->e);
+  probe_fini(&f->probe);
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
   assert_int_equal(system(cmd), 0);
   free(f);
@@ -114,9 +275,29 @@ static struct nbd_handle *client(struct fixture *f, const char *ctx)
   return h;
 }
 
+/* Wait for an asynchronous command; returns nbd_aio_command_completed's answer (1 or -1). */
+static int wait_cmd(struct nbd_handle *h, int64_t cookie)
+{
+  int r;
+  while ((r = nbd_aio_command_completed(h, (uint64_t)cookie)) == 0)
+    assert_true(nbd_poll(h, -1) >= 0);
+  return r;
+}
+
+static void read_file(const char *path, uint64_t off, void *buf, size_t len)
+{
+  int fd = open(path, O_RDONLY);
+  assert_true(fd >= 0);
+  assert_int_equal(pread(fd, buf, len, (off_t)off), (ssize_t)len);
+  close(fd);
+}
+
+/* ---- data path ---- */
+
 static void test_data_path(void **st)
 {
   struct fixture *f = *st;
+  struct probe *p = &f->probe;
   struct nbd_handle *h = client(f, NULL);
   static char buf[64 * 1024], back[64 * 1024];
 
@@ -137,10 +318,12 @@ static void test_data_path(void **st)
   assert_int_equal(back[100], 0x5a);
   assert_int_equal(back[101], 0);
   assert_int_equal(nbd_flush(h, 0), 0);
-  assert_int_equal(atomic_load(&f->hook_calls), 2);
-  assert_true(atomic_load(&f->hook_bytes) == sizeof buf + 100);
+  assert_int_equal(atomic_load(&p->writes), 2);
+  assert_int_equal(atomic_load(&p->fua_writes), 1);
+  assert_int_equal(atomic_load(&p->flushes), 1);
+  assert_true(atomic_load(&p->bytes) == sizeof buf + 100);
 
-  /* zero (punch, then NO_HOLE, then FAST), trim */
+  /* zero (punch, then NO_HOLE, then FAST), trim: each reaches the layer with its flags */
   assert_int_equal(nbd_zero(h, 3 * BLK, BLK, 0), 0);
   assert_int_equal(nbd_zero(h, 4 * BLK, BLK, LIBNBD_CMD_FLAG_NO_HOLE | LIBNBD_CMD_FLAG_FUA), 0);
   assert_int_equal(nbd_pread(h, back, 8 * BLK, 0, 0), 0);
@@ -148,30 +331,78 @@ static void test_data_path(void **st)
     assert_int_equal(back[i], 0);
   assert_int_equal(back[5 * BLK], 0x5a);
   /* a fast zero on ext4/xfs/tmpfs is a fallocate: it works; elsewhere ENOTSUP is right */
-  if (nbd_zero(h, BLK, 0, LIBNBD_CMD_FLAG_FAST_ZERO) < 0)
+  if (nbd_zero(h, BLK, BLK, LIBNBD_CMD_FLAG_FAST_ZERO) < 0)
     if (nbd_get_errno() != ENOTSUP)
       fail_msg("fast zero: %s", nbd_get_error());
   assert_int_equal(nbd_trim(h, 16 * BLK, 3 * BLK, LIBNBD_CMD_FLAG_FUA), 0);
-  assert_int_equal(atomic_load(&f->hook_kinds), SVM_WRITE_DATA | SVM_WRITE_ZEROES |
-                                                SVM_WRITE_TRIM);
+  assert_int_equal(atomic_load(&p->zeroes), 3);
+  assert_int_equal(atomic_load(&p->trims), 1);
+  assert_int_equal(atomic_load(&p->kinds), SEEN_WRITE | SEEN_ZERO | SEEN_TRIM | SEEN_FLUSH);
+  assert_int_equal(atomic_load(&p->flags), SVM_LAYER_FUA | SVM_LAYER_NO_HOLE | SVM_LAYER_FAST);
+  /* libnbd's zero and trim take the count first: 3 + 4 + 1 blocks zeroed, 16 trimmed */
+  assert_true(atomic_load(&p->bytes) == sizeof buf + 100 + (3 + 4 + 1 + 16) * BLK);
 
-  /* errors: past the end, and a failing hook (EIO, the data is not written) */
+  /* errors: past the end, and a layer that fails (EIO, the data is not written) */
   assert_int_equal(nbd_set_strict_mode(h, 0), 0);
   assert_int_equal(nbd_pread(h, back, BLK, DISK - 1, 0), -1);
   assert_int_equal(nbd_get_errno(), EINVAL);
   assert_int_equal(nbd_pwrite(h, buf, BLK, DISK, 0), -1);
   assert_int_equal(nbd_get_errno(), ENOSPC);
-  f->hook_fail = 1;   /* read by the I/O threads only while a request runs: set while idle */
+  atomic_store(&p->fail_at, (uint64_t)100 * BLK + 1);
   assert_int_equal(nbd_pwrite(h, buf, BLK, 100 * BLK, 0), -1);
   assert_int_equal(nbd_get_errno(), EIO);
-  f->hook_fail = 0;
+  atomic_store(&p->fail_at, 0);
   assert_int_equal(nbd_pread(h, back, BLK, 100 * BLK, 0), 0);
   assert_int_equal(back[0], 0);
   /* still usable after the errors */
-  assert_int_equal(nbd_pread(h, back, BLK, 3 * BLK + BLK * 16, 0), 0);
+  assert_int_equal(nbd_pwrite(h, buf, BLK, 100 * BLK, 0), 0);
+  assert_int_equal(nbd_pread(h, back, BLK, 100 * BLK, 0), 0);
+  assert_int_equal(back[0], 0x5a);
   assert_int_equal(nbd_shutdown(h, 0), 0);
   nbd_close(h);
 }
+
+/* Requests parked in a layer complete from another thread (svm_io_post): the client gets its
+ * replies, and nothing completes before the release. */
+static void test_cross_thread_completion(void **st)
+{
+  struct fixture *f = *st;
+  struct probe *p = &f->probe;
+  struct nbd_handle *h = client(f, NULL);
+  static char bufs[3][BLK], back[BLK];
+  int64_t c[3];
+
+  atomic_store(&p->park, 1);
+  for (int i = 0; i < 3; i++) {
+    memset(bufs[i], 'a' + i, BLK);
+    c[i] = nbd_aio_pwrite(h, bufs[i], BLK, (uint64_t)i * BLK, NBD_NULL_COMPLETION,
+                          i == 2 ? LIBNBD_CMD_FLAG_FUA : 0);
+    assert_true(c[i] > 0);
+  }
+  while (1) {                     /* until all three are parked, serving the socket meanwhile */
+    pthread_mutex_lock(&p->mu);
+    unsigned n = p->nparked;
+    pthread_mutex_unlock(&p->mu);
+    if (n == 3)
+      break;
+    assert_true(nbd_poll(h, 10) >= 0);
+  }
+  probe_wait_parked(p, 3);
+  assert_true(nbd_poll(h, 0) >= 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(nbd_aio_command_completed(h, (uint64_t)c[i]), 0);
+  probe_release(p);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(wait_cmd(h, c[i]), 1);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(nbd_pread(h, back, BLK, (uint64_t)i * BLK, 0), 0);
+    assert_memory_equal(back, bufs[i], BLK);
+  }
+  assert_int_equal(atomic_load(&p->fua_writes), 1);
+  nbd_close(h);
+}
+
+/* ---- block status ---- */
 
 struct map {
   uint64_t off[64], len[64];
@@ -211,8 +442,8 @@ static void test_base_allocation(void **st)
                                     0), 0);
   assert_int_equal(m.n, 3);
   assert_true(m.off[1] == 1 << 20 && m.len[1] == 2 * BLK && m.flags[1] == 0);
-  assert_int_equal(m.flags[0], 3);
-  assert_int_equal(m.flags[2], 3);
+  assert_int_equal(m.flags[0], LIBNBD_STATE_HOLE | LIBNBD_STATE_ZERO);
+  assert_int_equal(m.flags[2], LIBNBD_STATE_HOLE | LIBNBD_STATE_ZERO);
   assert_true(m.off[2] + m.len[2] == DISK);
   /* REQ_ONE: a single extent */
   memset(&m, 0, sizeof m);
@@ -274,228 +505,278 @@ static void test_provider(void **st)
   nbd_close(h);
 }
 
-/* ---- pause and swap under a writing client ---- */
-
-struct writer {
-  struct fixture *f;
-  atomic_int stop;
-  atomic_uint rounds;
-  int errors;
-  unsigned nblocks;
-  uint32_t last[DISK / BLK];   /* the round each block was last written in */
-};
-
-static void fill(char *buf, unsigned blk, uint32_t round)
-{
-  for (int i = 0; i < BLK; i += 8) {
-    uint32_t v[2] = { blk, round };
-    memcpy(buf + i, v, 8);
-  }
-}
-
-/* Writes every block in turn, 32 requests in flight, until told to stop. */
-static void *writer_main(void *arg)
-{
-  struct writer *w = arg;
-  struct nbd_handle *h = client(w->f, NULL);
-  static char bufs[32][BLK];
-  int64_t cookies[32] = { 0 };
-  unsigned blk = 0, round = 1;
-
-  while (!atomic_load(&w->stop)) {
-    for (int i = 0; i < 32; i++) {
-      fill(bufs[i], blk, round);
-      cookies[i] = nbd_aio_pwrite(h, bufs[i], BLK, (uint64_t)blk * BLK,
-                                  NBD_NULL_COMPLETION, 0);
-      if (cookies[i] < 0)
-        w->errors++;
-      w->last[blk] = round;
-      if (++blk == w->nblocks) {
-        blk = 0;
-        round++;
-        atomic_store(&w->rounds, round);
-      }
-    }
-    for (int i = 0; i < 32; i++) {
-      while (cookies[i] > 0 && nbd_aio_command_completed(h, (uint64_t)cookies[i]) == 0)
-        if (nbd_poll(h, -1) < 0)
-          break;
-      if (cookies[i] > 0 && nbd_aio_command_completed(h, (uint64_t)cookies[i]) < 0)
-        w->errors++;
-    }
-  }
-  if (nbd_flush(h, 0) < 0)
-    w->errors++;
-  nbd_close(h);
-  return NULL;
-}
+/* ---- pause, flush, swap ---- */
 
 static void test_pause(void **st)
 {
   struct fixture *f = *st;
   struct nbd_handle *h = client(f, NULL);
+  struct svm_export_stats s0, s1;
   static char buf[BLK];
   uint64_t ns = 0;
   int64_t c;
 
-  assert_int_equal(svm_export_pause(f->e), 0);
+  assert_int_equal(svm_export_pause(f->e, 0), -EINVAL);     /* no deadline: refused */
+  assert_int_equal(svm_export_pause(f->e, 10ull * SEC), 0);
+  svm_export_get_stats(f->e, &s0);
   c = nbd_aio_pwrite(h, buf, BLK, 0, NBD_NULL_COMPLETION, 0);
   assert_true(c > 0);
+  assert_true(nbd_poll(h, 0) >= 0);
   /* Paused: the request waits; the client is still connected. */
-  for (int i = 0; i < 20; i++) {
-    assert_true(nbd_poll(h, 5) >= 0);
-    assert_int_equal(nbd_aio_command_completed(h, (uint64_t)c), 0);
-  }
-  assert_int_equal(svm_export_pause(f->e), 0);      /* nested */
+  assert_int_equal(svm_export_pause(f->e, 10ull * SEC), 0);      /* nested */
   assert_int_equal(svm_export_resume(f->e, NULL), 0);
   assert_int_equal(nbd_aio_command_completed(h, (uint64_t)c), 0);
+  svm_export_get_stats(f->e, &s1);
+  assert_true(s1.requests == s0.requests);
+  assert_int_equal(atomic_load(&f->probe.writes), 0);
   assert_int_equal(svm_export_resume(f->e, &ns), 0);
   assert_true(ns > 0);
-  while (nbd_aio_peek_command_completed(h) == 0)
-    assert_true(nbd_poll(h, -1) >= 0);
-  assert_int_equal(nbd_aio_command_completed(h, (uint64_t)c), 1);
+  assert_int_equal(wait_cmd(h, c), 1);
+  assert_int_equal(atomic_load(&f->probe.writes), 1);
   assert_int_equal(svm_export_resume(f->e, NULL), -EINVAL);            /* not paused */
+  nbd_close(h);
+}
+
+/* A request parked in a layer keeps the drain from finishing: the pause gives up at its
+ * deadline with -ETIMEDOUT, and the export goes on serving as if it had not been asked. */
+static void test_pause_deadline(void **st)
+{
+  struct fixture *f = *st;
+  struct probe *p = &f->probe;
+  struct nbd_handle *h = client(f, NULL);
+  static char buf[BLK], back[BLK];
+  uint64_t ns;
+  int64_t c;
+
+  memset(buf, 0x77, sizeof buf);
+  atomic_store(&p->park, 1);
+  c = nbd_aio_pwrite(h, buf, BLK, 5 * BLK, NBD_NULL_COMPLETION, 0);
+  assert_true(c > 0);
+  while (1) {
+    pthread_mutex_lock(&p->mu);
+    unsigned n = p->nparked;
+    pthread_mutex_unlock(&p->mu);
+    if (n == 1)
+      break;
+    assert_true(nbd_poll(h, 10) >= 0);
+  }
+  atomic_store(&p->park, 0);      /* later writes go through */
+  assert_int_equal(svm_export_pause(f->e, 50ull * 1000 * 1000), -ETIMEDOUT);
+  assert_non_null(strstr(svm_last_error(), "still in flight"));
+  assert_int_equal(svm_export_resume(f->e, &ns), -EINVAL);     /* it is not paused */
+  /* still serving: a read and a write on the same connection complete */
+  assert_int_equal(nbd_pread(h, back, BLK, 0, 0), 0);
+  assert_int_equal(nbd_pwrite(h, buf, BLK, 6 * BLK, 0), 0);
+  assert_int_equal(nbd_aio_command_completed(h, (uint64_t)c), 0);
+  probe_release(p);
+  assert_int_equal(wait_cmd(h, c), 1);
+  assert_int_equal(nbd_pread(h, back, BLK, 5 * BLK, 0), 0);
+  assert_memory_equal(back, buf, BLK);
+  /* and with nothing parked a pause drains at once */
+  assert_int_equal(svm_export_pause(f->e, 10ull * SEC), 0);
+  assert_int_equal(svm_export_resume(f->e, NULL), 0);
   nbd_close(h);
 }
 
 struct flusher {
   struct svm_export *e;
-  atomic_int done;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
   int rc;
 };
 
 static void *flusher_main(void *arg)
 {
   struct flusher *fl = arg;
-  fl->rc = svm_export_flush(fl->e);
-  atomic_store(&fl->done, 1);
+  int rc = svm_export_flush(fl->e);
+  pthread_mutex_lock(&fl->mu);
+  fl->rc = rc;
+  fl->done = true;
+  pthread_cond_signal(&fl->cv);
+  pthread_mutex_unlock(&fl->mu);
   return NULL;
 }
 
-/* svm_export_flush: works, and waits out a pause (a swap may be closing the fd under it). */
-static void test_flush(void **st)
+/* svm_export_flush works while the caller holds the export paused (a move pauses, flushes the
+ * destination, swaps, resumes): it must return without a resume. */
+static void test_flush_while_paused(void **st)
 {
   struct fixture *f = *st;
-  struct flusher fl = { .e = f->e };
+  struct flusher fl = { .e = f->e, .mu = PTHREAD_MUTEX_INITIALIZER,
+                        .cv = PTHREAD_COND_INITIALIZER };
+  struct timespec dl;
   pthread_t t;
+  int r = 0;
 
   assert_int_equal(svm_export_flush(f->e), 0);
-  assert_int_equal(svm_export_pause(f->e), 0);
+  assert_int_equal(svm_export_pause(f->e, 10ull * SEC), 0);
   assert_int_equal(pthread_create(&t, NULL, flusher_main, &fl), 0);
-  usleep(20000);
-  assert_int_equal(atomic_load(&fl.done), 0);
-  assert_int_equal(svm_export_resume(f->e, NULL), 0);
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 10;
+  pthread_mutex_lock(&fl.mu);
+  while (!fl.done && r != ETIMEDOUT)
+    r = pthread_cond_timedwait(&fl.cv, &fl.mu, &dl);
+  pthread_mutex_unlock(&fl.mu);
+  assert_int_equal(svm_export_resume(f->e, NULL), 0);   /* lets a stuck flusher finish */
   assert_int_equal(pthread_join(t, NULL), 0);
-  assert_int_equal(atomic_load(&fl.done), 1);
+  if (r == ETIMEDOUT)
+    fail_msg("svm_export_flush did not return while the export was paused");
   assert_int_equal(fl.rc, 0);
 }
 
-static void copy(const char *from, const char *to)
-{
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "cp --sparse=always '%s' '%s'", from, to);
-  assert_int_equal(system(cmd), 0);
-}
+/* The swap under a writing client: tests/unit/test-export-model.c (a shadow model, H5). */
 
-static void test_swap_under_writer(void **st)
-{
-  struct fixture *f = *st;
-  struct writer *w = calloc(1, sizeof *w);
-  char copy_path[160];
-  struct svm_layer *nl, *old = NULL, *bad;
-  uint64_t ns = 0;
-  pthread_t t;
-  char *buf = malloc(BLK), *want = malloc(BLK);
-  int fd;
-
-  w->f = f;
-  w->nblocks = 512;                 /* 2 MiB, rewritten over and over */
-  snprintf(copy_path, sizeof copy_path, "%s/disk-copy.raw", f->dir);
-  assert_int_equal(pthread_create(&t, NULL, writer_main, w), 0);
-  while (atomic_load(&w->rounds) < 3)
-    usleep(1000);
-
-  /* what a datastore move does at switchover: drain, copy the rest, switch, resume */
-  assert_int_equal(svm_export_pause(f->e), 0);
-  copy(f->path, copy_path);
-  assert_int_equal(svm_layer_open_raw(copy_path, false, &nl), 0);
-  /* a stack of the wrong size is refused, and the export keeps serving */
-  {
-    char small[160];
-    snprintf(small, sizeof small, "%s/small.raw", f->dir);
-    write_file(small, DISK / 2, -1);
-    assert_int_equal(svm_layer_open_raw(small, false, &bad), 0);
-    assert_true(svm_export_swap(f->e, bad, &old, NULL) < 0);
-    assert_null(old);
-    svm_layer_free(bad);
-  }
-  assert_int_equal(svm_export_swap(f->e, nl, &old, &ns), 0);
-  assert_int_equal(svm_export_resume(f->e, NULL), 0);
-  assert_non_null(old);
-  svm_layer_free(old);
-
-  unsigned at_swap = atomic_load(&w->rounds);
-  while (atomic_load(&w->rounds) < at_swap + 3)
-    usleep(1000);
-  atomic_store(&w->stop, 1);
-  pthread_join(t, NULL);
-  assert_int_equal(w->errors, 0);
-
-  /* the copy holds every block as last written; the old file stopped at the swap */
-  fd = open(copy_path, O_RDONLY);
-  assert_true(fd >= 0);
-  for (unsigned b = 0; b < w->nblocks; b++) {
-    assert_int_equal(pread(fd, buf, BLK, (off_t)b * BLK), BLK);
-    fill(want, b, w->last[b]);
-    if (memcmp(buf, want, BLK) != 0)
-      fail_msg("block %u: not the last write (round %u)", b, w->last[b]);
-  }
-  close(fd);
-  free(buf);
-  free(want);
-  free(w);
-}
-
-/* A slow hook (as CBT's first marks are): the I/O threads hand hooks to the hook threads,
- * where many run at once; every write still passes its hook before its data, failures still
- * fail their request, and the data is all there. */
-static void test_slow_hook(void **st)
+/* Swap a whole two-layer stack (raw + probe) under a connected client: later requests go
+ * through the new probe to the new file, the old stack sees nothing more. */
+static void test_swap_stack(void **st)
 {
   struct fixture *f = *st;
   struct nbd_handle *h = client(f, NULL);
-  static char bufs[64][BLK], back[BLK];
-  int64_t cookies[64];
-  unsigned calls0 = atomic_load(&f->hook_calls);
+  struct probe p2;
+  char path2[160], small[160];
+  struct svm_layer *top2, *bad, *old = NULL;
+  static char buf[BLK], back[BLK];
+  uint64_t ns = 0;
 
-  atomic_store(&f->hook_slow, 300);
-  atomic_store(&f->hook_fail_at, (uint64_t)17 * BLK + 1);
-  for (int round = 0; round < 4; round++) {
-    for (int i = 0; i < 64; i++) {
-      memset(bufs[i], 'a' + round, BLK);
-      cookies[i] = nbd_aio_pwrite(h, bufs[i], BLK, (uint64_t)i * BLK, NBD_NULL_COMPLETION, 0);
-      assert_true(cookies[i] > 0);
-    }
-    for (int i = 0; i < 64; i++) {
-      int r;
-      while ((r = nbd_aio_command_completed(h, (uint64_t)cookies[i])) == 0)
-        assert_true(nbd_poll(h, -1) >= 0);
-      if (i == 17) {
-        assert_int_equal(r, -1);
-        assert_int_equal(nbd_get_errno(), EIO);
-      } else {
-        assert_int_equal(r, 1);
-      }
-    }
-  }
-  atomic_store(&f->hook_slow, 0);
-  assert_int_equal(atomic_load(&f->hook_calls) - calls0, 4 * 63);
-  /* one client, so one I/O thread: hooks ran side by side only on the hook threads */
-  assert_true(atomic_load(&f->hook_max) > 1);
+  probe_init(&p2);
+  snprintf(path2, sizeof path2, "%s/disk2.raw", f->dir);
+  snprintf(small, sizeof small, "%s/small.raw", f->dir);
+  write_file(path2, DISK, 0x11);
+  write_file(small, DISK / 2, -1);
+  memset(buf, 0x22, sizeof buf);
+  assert_int_equal(nbd_pwrite(h, buf, BLK, 0, 0), 0);
+  assert_int_equal(atomic_load(&f->probe.writes), 1);
+
+  /* a stack of the wrong size is refused, and the export keeps serving the old one */
+  bad = probe_stack(small, &p2);
+  assert_true(svm_export_swap(f->e, bad, &old, NULL) < 0);
+  assert_null(old);
+  svm_layer_free(bad);
+
+  top2 = probe_stack(path2, &p2);
+  assert_int_equal(svm_export_pause(f->e, 10ull * SEC), 0);
+  assert_int_equal(svm_export_flush(f->e), 0);
+  assert_int_equal(svm_export_swap(f->e, top2, &old, NULL), 0);
+  assert_int_equal(svm_export_resume(f->e, &ns), 0);
+  assert_true(ns > 0);
+  assert_non_null(old);
+  assert_ptr_equal(old->priv, &f->probe);
+  svm_layer_free(old);            /* the whole old stack, top-down */
+
+  assert_int_equal(nbd_pread(h, back, BLK, 0, 0), 0);
+  assert_int_equal(back[0], 0x11);                      /* the new file's content */
+  assert_int_equal(nbd_pwrite(h, buf, BLK, BLK, LIBNBD_CMD_FLAG_FUA), 0);
+  assert_int_equal(nbd_trim(h, BLK, 2 * BLK, 0), 0);     /* count, offset */
+  assert_int_equal(atomic_load(&p2.writes), 1);
+  assert_int_equal(atomic_load(&p2.fua_writes), 1);
+  assert_int_equal(atomic_load(&p2.trims), 1);
+  assert_int_equal(atomic_load(&f->probe.writes), 1);   /* the old stack saw nothing more */
+  read_file(path2, BLK, back, BLK);
+  assert_memory_equal(back, buf, BLK);
+  read_file(f->path, BLK, back, BLK);
+  assert_int_equal(back[0], 0);
+  nbd_close(h);
+  /* the export owns top2 now: freed by teardown, before the probe it points at */
+  svm_export_free(f->e);
+  f->e = NULL;
+  probe_fini(&p2);
+}
+
+/* ---- the real change-tracking layer ---- */
+
+struct track_fixture {
+  struct fixture *f;
+  char ctk[160];
+  struct cbt *t;
+};
+
+static int setup_track(void **st)
+{
+  struct track_fixture *tf = calloc(1, sizeof *tf);
+  struct svm_layer *raw, *top;
+
+  tf->f = fixture_new();
+  snprintf(tf->ctk, sizeof tf->ctk, "%s/disk.ctk", tf->f->dir);
+  assert_int_equal(cbt_open(tf->ctk, "test-disk", DISK, 64 * 1024, &tf->t), 0);
+  assert_int_equal(svm_layer_open_raw(tf->f->path, false, &raw), 0);
+  assert_int_equal(svm_layer_open_track(tf->t, raw, &top), 0);
+  fixture_export(tf->f, top);
+  *st = tf;
+  return 0;
+}
+
+static int teardown_track(void **st)
+{
+  struct track_fixture *tf = *st;
+  void *f = tf->f;
+  svm_export_free(tf->f->e);      /* the stack first: the layer does not own the tracker */
+  tf->f->e = NULL;
+  cbt_close(tf->t);
+  free(tf);
+  return teardown(&f);
+}
+
+/* Is every byte of [off, off+len) inside the query's extents? */
+static bool covered(const struct cbt_extent *e, size_t n, uint64_t off, uint64_t len)
+{
+  for (size_t i = 0; i < n; i++)
+    if (e[i].offset <= off && off + len <= e[i].offset + e[i].length)
+      return true;
+  return false;
+}
+
+static void test_track(void **st)
+{
+  struct track_fixture *tf = *st;
+  struct nbd_handle *h = client(tf->f, NULL);
+  static char bufs[64][BLK];
+  struct cbt_extent *ext = NULL;
+  struct cbt_info info;
+  int64_t c[64];
+  char id[CBT_CHANGEID_MAX];
+  size_t n = 0;
+
+  /* 64 first marks at once, in 64 blocks of 64 KiB: they wait on the mark threads together */
   for (int i = 0; i < 64; i++) {
-    assert_int_equal(nbd_pread(h, back, BLK, (uint64_t)i * BLK, 0), 0);
-    assert_int_equal(back[0], i == 17 ? 0 : 'd');
-    assert_int_equal(back[BLK - 1], i == 17 ? 0 : 'd');
+    memset(bufs[i], i + 1, BLK);
+    c[i] = nbd_aio_pwrite(h, bufs[i], BLK, (uint64_t)i * 64 * 1024 + 512, NBD_NULL_COMPLETION,
+                          i % 8 == 0 ? LIBNBD_CMD_FLAG_FUA : 0);
+    assert_true(c[i] > 0);
   }
+  for (int i = 0; i < 64; i++)
+    assert_int_equal(wait_cmd(h, c[i]), 1);
+  /* acknowledged, so marked: visible through the tracker, and on the fast path now */
+  assert_int_equal(cbt_query(tf->t, "*", 0, 0, &ext, &n), 0);
+  for (int i = 0; i < 64; i++) {
+    if (!covered(ext, n, (uint64_t)i * 64 * 1024 + 512, BLK))
+      fail_msg("write %d not reported by cbt_query", i);
+    assert_int_equal(cbt_mark_try(tf->t, (uint64_t)i * 64 * 1024, 64 * 1024), 1);
+  }
+  free(ext);
+  assert_int_equal(cbt_mark_try(tf->t, 6 << 20, BLK), 0);     /* never written */
+  /* the data went down too */
+  static char back[BLK];
+  assert_int_equal(nbd_pread(h, back, BLK, 7 * 64 * 1024 + 512, 0), 0);
+  assert_memory_equal(back, bufs[7], BLK);
+
+  /* a new epoch: a rewrite (first mark again), a zero and a trim are changes */
+  assert_int_equal(cbt_changeid(tf->t, id, sizeof id), 0);
+  assert_int_equal(nbd_pwrite(h, bufs[0], BLK, 0, 0), 0);
+  assert_int_equal(nbd_pwrite(h, bufs[0], BLK, BLK, 0), 0);   /* same block: fast path */
+  assert_int_equal(nbd_zero(h, 128 * 1024, 5 << 20, 0), 0);   /* count, offset */
+  assert_int_equal(nbd_trim(h, 64 * 1024, 6 << 20, 0), 0);
+  assert_int_equal(cbt_query(tf->t, id, 0, 0, &ext, &n), 0);
+  assert_int_equal(n, 3);
+  assert_true(ext[0].offset == 0 && ext[0].length == 64 * 1024);
+  assert_true(ext[1].offset == 5 << 20 && ext[1].length == 128 * 1024);
+  assert_true(ext[2].offset == 6 << 20 && ext[2].length == 64 * 1024);
+  free(ext);
+  assert_int_equal(cbt_get_info(tf->t, &info), 0);
+  assert_true(info.blocks_marked >= 64 + 3);
+  /* reads and block status pass through */
+  assert_int_equal(nbd_pread(h, back, BLK, 5 << 20, 0), 0);
+  assert_int_equal(back[0], 0);
   nbd_close(h);
 }
 
@@ -503,12 +784,14 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_data_path, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_cross_thread_completion, setup, teardown),
     cmocka_unit_test_setup_teardown(test_base_allocation, setup, teardown),
     cmocka_unit_test_setup_teardown(test_provider, setup, teardown),
     cmocka_unit_test_setup_teardown(test_pause, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_slow_hook, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_flush, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_swap_under_writer, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_pause_deadline, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_flush_while_paused, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_swap_stack, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_track, setup_track, teardown_track),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
