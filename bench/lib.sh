@@ -161,13 +161,15 @@ peers = [p for p in runs if p not in ours]
 pick = min if better == "--lower" else max
 best = pick(peers, key=lambda p: med[p]) if peers else None
 w = max(len(p) for p in runs) + 2
+def f(x):
+    return f"{x:11.0f}" if abs(x) >= 1000 else f"{x:11.4g}"
 print(f"{cell} ({unit}; {'lower' if better == '--lower' else 'higher'} is better)")
 print(f"  {'':{w}} {'runs':>4} {'min':>11} {'median':>11} {'max':>11}   x best peer")
 for p in sorted(runs, key=lambda p: (p not in ours, med[p] if better == "--lower" else -med[p])):
     v = runs[p]
     r = f"{med[p] / med[best]:.2f}" if best and med[best] else "-"
     tag = " (best peer)" if p == best else ""
-    print(f"  {p:{w}} {len(v):4d} {min(v):11.4g} {med[p]:11.4g} {max(v):11.4g}   {r}{tag}")
+    print(f"  {p:{w}} {len(v):4d} {f(min(v))} {f(med[p])} {f(max(v))}   {r}{tag}")
 PY
 }
 

@@ -26,7 +26,8 @@
 # Cells (fio, one job, time-based: RAMP s ramp + RUNTIME s measured, --norandommap,
 # fixed seed): randwrite 4k qd1, randwrite 4k qd32, randread 4k qd1, randread 4k qd32,
 # write 1M qd8, read 1M qd8 (all page-cache resident), and randread 4k qd32 COLD (the file
-# evicted with posix_fadvise DONTNEED right before). Every cell starts from the master's
+# evicted with posix_fadvise DONTNEED right before, no ramp: it starts with nothing cached and
+# warms as it reads; the log says how much was cached at the end). Every cell starts from the master's
 # content. Write cells write fio's crc32c-headed blocks (--verify=crc32c --do_verify=0) and log
 # every write (--write_iolog, ramp included): fio's own verify phase never runs after a
 # time-based write ("write phase uses all of runtime"). After each write cell the disk is read
@@ -186,6 +187,9 @@ run_cell()
     rm -f "$work/fio/w.log"
     job+=(--verify=crc32c --do_verify=0 "--write_iolog=$work/fio/w.log")
   fi
+  # no ramp where it would defeat the cell: it would mark the blocks of a cold CBT cell and
+  # read the file back into the page cache in the cold-cache cell
+  [ "$cold" = cold ] && ramp=0
   if [ "$s" = svmd-cold ]; then
     ramp=0
     id=$("$BIN/svmctl" cbt changeid bench 0)
@@ -206,8 +210,9 @@ p99 = d["clat_ns"]["percentile"]["99.000000"] / 1000
 print(f"{d['iops']:.0f} {p99:.1f} {d['total_ios']}")
 PY
 ) || bench_fail "$s $name (round $round): bad fio result"
-  local iops p99 ios first= verified= checked
+  local iops p99 ios first= verified= checked resident=
   read -r iops p99 ios <<<"$fields"
+  [ "$cold" = cold ] && resident=", $(bench_resident "$disk")% of the file cached at the end"
   if [[ $rw == *write* ]]; then
     # read back through the server; fio-check verifies and restores the master's content
     checked=$(nbdcopy "$uri" - | "$work/fio-check" "$master" "$work/fio/w.log" "$disk" \
@@ -222,7 +227,7 @@ import json, sys; j = json.load(sys.stdin); print(j["changed-bytes"] // j["granu
     first=$(awk -v f="$first" -v n="$ios" 'BEGIN { printf "%.3f", f / n }')
   fi
   bench_record "$name" "$s" "$iops" "$p99" ${first:+"$first"}
-  bench_log "round $round: $s $name: $iops IOPS, p99 $p99 us${first:+, $first first marks per write}$verified"
+  bench_log "round $round: $s $name: $iops IOPS, p99 $p99 us${first:+, $first first marks per write}$verified$resident"
 }
 bench_log "disk $disk: $SIZE_MB MiB; cells ${RAMP}s ramp + ${RUNTIME}s; servers: $SERVERS; $ROUNDS rounds"
 for round in $(seq 1 "$ROUNDS"); do
@@ -243,14 +248,15 @@ done
 
 echo
 echo "NBD servers: fio $(fio --version | sed 's/fio-//') nbd engine, one connection, ${RAMP} s ramp + ${RUNTIME} s per cell;"
-echo "same ${SIZE_MB} MiB raw file on $(df --output=fstype "$work" | tail -1), page-cache resident except the cold cell;"
+echo "same ${SIZE_MB} MiB raw file on $(df --output=fstype "$work" | tail -1), page-cache resident except the cold cell"
+echo "(evicted before it, no ramp); svmd-cold: no ramp, a change ID before each cell;"
 echo "p99 = fio completion latency; x best peer = median / best median of $PEERS."
 for cell in "${cells[@]}"; do
   # shellcheck disable=SC2086
   name=$(cell_name $cell)
   echo
   bench_summary --higher IOPS "$OURS" "$name"
-  bench_summary --lower "p99 us" "$OURS" "$name" 4 | tail -n +2
+  bench_summary --lower "p99 latency, us" "$OURS" "$name" 4
 done
 echo
 echo "CBT cost (4 KiB random writes; svmd = CBT on, svm-nbd-serve = the same export without it):"
