@@ -23,4 +23,4 @@ echo "cbt-bench on $(uname -m), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpu
 args=(--rounds "$ROUNDS")
 [ "$BENCH_QUICK" = 1 ] && args+=(--quick)
 build-bench/bench/cbt-bench "${args[@]}" "$dir"
-bench_footer
+bench_footer "the order of the mark loops shuffled per round; the cold query checked against the warm one."

@@ -173,12 +173,12 @@ for p in sorted(runs, key=lambda p: (p not in ours, med[p] if better == "--lower
 PY
 }
 
-# bench_footer: how the numbers were taken, and the load at the end.
+# bench_footer [HOW]: how the numbers were taken, and the load at the end.
 bench_footer()
 {
   local load
   load=$(cut -d' ' -f1-3 /proc/loadavg)
-  echo "rounds: $ROUNDS, peer order shuffled per round; every timed run verified."
+  echo "rounds: $ROUNDS; ${1:-peer order shuffled per round; every timed run verified.}"
   echo "machine: $(nproc) CPUs, load average $load at the end."
   if [ "$BENCH_NOISY" = 1 ] || awk -v l="${load%% *}" -v c="$(nproc)" 'BEGIN { exit !(l > c / 4) }'; then
     echo "NOTICE: the machine was busy during this run: NOISY numbers, not a result."
