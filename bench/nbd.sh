@@ -195,7 +195,12 @@ run_cell()
     id=$("$BIN/svmctl" cbt changeid bench 0)
   fi
   sync -f "$disk"                 # no writeback of the previous cell's data in this one
-  [ "$cold" = cold ] && bench_evict "$disk"
+  if [ "$cold" = cold ]; then
+    bench_evict "$disk"
+    local r0
+    r0=$(bench_resident "$disk")
+    [ "$r0" -le 5 ] || bench_fail "$s $name: $r0% of $disk still cached after posix_fadvise DONTNEED"
+  fi
   (cd "$work/fio" && fio "${job[@]}" --time_based --runtime="$RUNTIME" \
      --ramp_time="$ramp" --output-format=json --output="$out" >/dev/null) ||
     bench_fail "$s $name (round $round): fio failed ($(tail -3 "$out" 2>/dev/null))"
