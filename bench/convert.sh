@@ -112,7 +112,7 @@ for round in $(seq 1 "$ROUNDS"); do
     sync -f "$BENCH_WORK"
     bench_evict "$src"
     t0=$(bench_now)
-    run_peer "$peer"
+    run_peer "$peer" || bench_fail "$peer (round $round) failed: exit status $?"
     sync -f "$BENCH_WORK"
     t1=$(bench_now)
     secs=$(bench_elapsed "$t0" "$t1")

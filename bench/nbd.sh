@@ -130,7 +130,7 @@ start_server()
   rm -f "$sock"
   case $s in
     svm-nbd-serve) "$BIN/svm-nbd-serve" --socket "$sock" --name disk "$disk" >/dev/null 2>>"$work/svm.log" & ;;
-    svmd|svmd-cold) start_svmd; return 0 ;;
+    svmd|svmd-cold) start_svmd ;;
     qemu-nbd-uring) qemu-nbd --format=raw --aio=io_uring --cache=writeback --persistent \
                       --export-name=disk --socket="$sock" "$disk" 2>>"$work/qemu-nbd.log" & ;;
     qemu-nbd-threads) qemu-nbd --format=raw --aio=threads --cache=writeback --persistent \
@@ -139,10 +139,10 @@ start_server()
               2>>"$work/nbdkit.log" & ;;
     *) bench_fail "unknown server $s" ;;
   esac
-  server_pid=$!
+  case $s in svmd|svmd-cold) ;; *) server_pid=$! ;; esac
   uri=$(uri_of "$s")
   for _ in $(seq 1 200); do
-    [ -S "$sock" ] && nbdinfo --size "$uri" >/dev/null 2>&1 && return 0
+    nbdinfo --size "$uri" >/dev/null 2>&1 && return 0
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.05
   done
