@@ -146,7 +146,8 @@ start_server()
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.05
   done
-  bench_fail "$s did not start (logs in $work)"
+  tail -n 5 "$work"/*.log >&2 2>/dev/null || true
+  bench_fail "$s did not start (its log above)"
 }
 
 # Precondition: the master's content over the whole file, durable, page-cache resident.
