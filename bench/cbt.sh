@@ -13,6 +13,7 @@
 #        Takes about 1 minute (plus the Release build).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+bench_help "$@"
 bench_init cbt
 bench_need cmake cmake
 dir=${1:-$BENCH_WORK}

@@ -29,6 +29,7 @@
 #        BENCH_QUICK=1      smoke test: SIZE_MB=256 (not a result)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+bench_help "$@"
 if [ "$BENCH_QUICK" = 1 ]; then
   SIZE_MB=${SIZE_MB:-256}
 fi

@@ -16,6 +16,15 @@ BENCH_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${SVM_BIN:-$BENCH_TOP/build/bin}
 _bench_cleanups=()
 
+# bench_help "$@": --help prints the script's header comment.
+bench_help()
+{
+  if [ "${1:-}" = --help ] || [ "${1:-}" = -h ]; then
+    sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+  fi
+}
+
 bench_log() { echo "bench/$BENCH_NAME: $*" >&2; }
 bench_fail() { echo "bench/$BENCH_NAME: FAILED: $*" >&2; exit 1; }
 

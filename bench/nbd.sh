@@ -45,6 +45,7 @@
 # A full run (5 rounds, 5 s + 2 s per cell) takes about 35 minutes.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+bench_help "$@"
 if [ "$BENCH_QUICK" = 1 ]; then
   RUNTIME=${RUNTIME:-1}
   RAMP=${RAMP:-1}
