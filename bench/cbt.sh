@@ -9,7 +9,8 @@
 #
 # Usage: bench/cbt.sh [DIR]   env: ROUNDS=5, BENCH_QUICK=1 (fewer mark iterations: a smoke
 #        test), BENCH_DIR (default /var/tmp/svm-bench). DIR: where the first-mark and the
-#        cold-query .ctk files live (default BENCH_DIR): the disk the tracker would really use.
+#        cold-query .ctk files live (default: a temporary directory under BENCH_DIR, removed
+#        at exit): the disk the trackers would really live on.
 #        Takes about 1 minute (plus the Release build).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
