@@ -151,6 +151,8 @@ start_server()
   bench_fail "$s did not start (its log above)"
 }
 
+server_read_bytes() { awk '/^read_bytes:/ { print $2 }' "/proc/$server_pid/io"; }
+
 # Precondition: the master's content over the whole file, durable, page-cache resident.
 precondition()
 {
@@ -204,6 +206,8 @@ run_cell()
     r0=$(bench_resident "$disk")
     [ "$r0" -le 5 ] || bench_fail "$s $name: $r0% of $disk still cached after posix_fadvise DONTNEED"
   fi
+  local rb0=0
+  [ "$cold" = cold ] && rb0=$(server_read_bytes)
   (cd "$work/fio" && fio "${job[@]}" --time_based --runtime="$RUNTIME" \
      --ramp_time="$ramp" --output-format=json --output="$out" >/dev/null) ||
     bench_fail "$s $name (round $round): fio failed ($(tail -3 "$out" 2>/dev/null))"
@@ -222,7 +226,12 @@ PY
 ) || bench_fail "$s $name (round $round): bad fio result"
   local iops p99 ios first= verified= checked resident=
   read -r iops p99 ios <<<"$fields"
-  [ "$cold" = cold ] && resident=", $(bench_resident "$disk")% of the file cached at the end"
+  if [ "$cold" = cold ]; then
+    # what the server read from the disk (its threads' and io_uring workers' read_bytes):
+    # readahead shows here, and in how much of the file is cached at the end
+    first=$(awk -v a="$rb0" -v b="$(server_read_bytes)" 'BEGIN { printf "%.1f", (b - a) / 1048576 }')
+    resident=", $first MiB read from disk, $(bench_resident "$disk")% of the file cached at the end"
+  fi
   if [[ $rw == *write* ]]; then
     # read back through the server; fio-check verifies and restores the master's content
     checked=$(nbdcopy "$uri" - | "$work/fio-check" "$master" "$work/fio/w.log" "$disk" \
@@ -237,7 +246,11 @@ import json, sys; j = json.load(sys.stdin); print(j["changed-bytes"] // j["granu
     first=$(awk -v f="$first" -v n="$ios" 'BEGIN { printf "%.3f", f / n }')
   fi
   bench_record "$name" "$s" "$iops" "$p99" ${first:+"$first"}
-  bench_log "round $round: $s $name: $iops IOPS, p99 $p99 us${first:+, $first first marks per write}$verified$resident"
+  if [ -n "$id" ]; then
+    bench_log "round $round: $s $name: $iops IOPS, p99 $p99 us, $first first marks per write$verified"
+  else
+    bench_log "round $round: $s $name: $iops IOPS, p99 $p99 us$verified$resident"
+  fi
 }
 bench_log "disk $disk: $SIZE_MB MiB; cells ${RAMP}s ramp + ${RUNTIME}s; servers: $SERVERS; $ROUNDS rounds"
 for round in $(seq 1 "$ROUNDS"); do
@@ -267,6 +280,8 @@ for cell in "${cells[@]}"; do
   echo
   bench_summary --higher IOPS "$OURS" "$name"
   bench_summary --lower "p99 latency, us" "$OURS" "$name" 4
+  [ "$name" = randread-4k-qd32-cold ] &&
+    bench_summary --lower "MiB the server read from disk; readahead shows here" "$OURS" "$name" 5
 done
 echo
 echo "CBT cost (4 KiB random writes; svmd = CBT on, svm-nbd-serve = the same export without it):"
