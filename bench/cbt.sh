@@ -11,7 +11,7 @@
 #        test), BENCH_DIR (default /var/tmp/svm-bench). DIR: where the first-mark and the
 #        cold-query .ctk files live (default: a temporary directory under BENCH_DIR, removed
 #        at exit): the disk the trackers would really live on.
-#        Takes about 1 minute (plus the Release build).
+#        A full run takes about 10-20 s (plus the Release build the first time).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_help "$@"
