@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh: the conventions every svmotion benchmark follows (see bench/README.md).
 # Source it from a bench script that runs with `set -euo pipefail`:
 #

@@ -179,7 +179,7 @@ cell_name() { echo "$1-$2-qd$3${4:+-$4}"; }
 # run_cell SERVER RW BS QD [cold]: one timed fio run (+ its verify), recorded.
 run_cell()
 {
-  local s=$1 rw=$2 bs=$3 qd=$4 cold=${5:-} ramp=$RAMP id= name uri out
+  local s=$1 rw=$2 bs=$3 qd=$4 cold=${5:-} ramp=$RAMP id='' name uri out
   name=$(cell_name "$rw" "$bs" "$qd" "$cold")
   uri=$(uri_of "$s")
   out=$work/fio/out.json
@@ -224,7 +224,7 @@ p99 = d["lat_ns"]["percentile"]["99.000000"] / 1000
 print(f"{d['iops']:.0f} {p99:.1f} {d['total_ios']}")
 PY
 ) || bench_fail "$s $name (round $round): bad fio result"
-  local iops p99 ios first= verified= checked resident=
+  local iops p99 ios first='' verified='' checked resident=''
   read -r iops p99 ios <<<"$fields"
   if [ "$cold" = cold ]; then
     # what the server read from the disk (its threads' and io_uring workers' read_bytes):
