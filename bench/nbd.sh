@@ -278,6 +278,10 @@ for cell in "${cells[@]}"; do
   # shellcheck disable=SC2086
   name=$(cell_name $cell)
   echo
+  case $name in
+    *-cold) echo "== $name: COLD cache (file evicted before the run, no ramp) ==" ;;
+    *) echo "== $name: page-cache resident (${SIZE_MB} MiB file cached) ==" ;;
+  esac
   bench_summary --higher IOPS "$OURS" "$name"
   bench_summary --lower "p99 latency, us" "$OURS" "$name" 4
   [ "$name" = randread-4k-qd32-cold ] &&
