@@ -1,126 +1,148 @@
 #!/usr/bin/env bash
-# Benchmark: svm-convert against its peers on the same raw disk, side by side.
+# Benchmark: svm-convert against the tools people use to copy a raw disk, on the same source,
+# each tuned the way its own documentation tunes it for a local raw-to-raw copy. Conventions
+# (rounds, shuffle, verification, eviction, min/median/max, ratio vs best peer): bench/README.md.
 #
-# Source: a 4 GiB raw disk, 50% allocated in scattered 1 MiB extents of random data, plus 10%
-# allocated zeros (1 MiB extents written with zeros), the rest holes. Made once and kept in
-# $BENCH_DIR (default /var/tmp/svm-bench-convert) for later runs.
+# Source disk (made once, kept in $BENCH_DIR, default /var/tmp/svm-bench): SIZE_MB (4096) of
+# 1 MiB slots; even slots allocated, odd slots holes (50% allocated). Of the allocated slots,
+# every 5th (allocated index % 5 == 2) is written with zeros (allocated zeros: 10% of the disk,
+# which a thin copy must not allocate); the others hold random bytes from os.urandom (40%:
+# nothing compresses, no zero block inside). Expected thin result: the random slots only.
 #
-# Each tool copies it to a new raw file in the same directory: svm-convert (thin and thick),
-# qemu-img convert -O raw -S 4k, cp --sparse=always and nbdcopy. Before each run the page cache
-# is dropped (sync; echo 3 > /proc/sys/vm/drop_caches: needs root). Each run is timed from
-# start to a following `sync`, so that every tool pays for getting its data to disk (svm-convert
-# fsyncs by itself; cp and nbdcopy do not). RUNS runs each (default 3); the table shows the
-# median time, the ratio of svm-convert thin to each tool, and the allocated size of the result.
+# Peers (each writes a new DST beside the source; `bench/README.md` says why these flags):
+#   svm-convert thin          svm-convert --force SRC DST          (default provisioning: thin)
+#   svm-convert thick         svm-convert --force --provisioning thick SRC DST   (reference row)
+#   qemu-img -m16 -W          qemu-img convert -f raw -O raw -m 16 -W SRC DST
+#   qemu-img default          qemu-img convert -f raw -O raw SRC DST
+#   qemu-img -T none -t none  qemu-img convert -f raw -O raw -T none -t none SRC DST
+#   nbdcopy                   nbdcopy --target-is-zero --request-size=2097152 SRC DST
+#   cp --sparse=always        cp --sparse=always SRC DST
 #
-# Usage: bench/convert.sh            (env: SIZE_MB=4096 RUNS=3 BENCH_DIR=... SVM_BIN=...)
+# Each run: DST removed and the removal synced, SRC evicted from the page cache
+# (posix_fadvise DONTNEED of SRC only), then timed from the start of the tool to the end of a
+# `sync -f` on the bench file system, so every tool pays for its data reaching the disk.
+# Every timed run is verified: `qemu-img compare` against SRC, same size, and the allocation
+# (thin rows: no more than the random data + 1% + 1 MiB; thick: the whole size). A failed
+# verification fails the benchmark.
+#
+# Usage: bench/convert.sh   env: ROUNDS=5 SIZE_MB=4096 BENCH_DIR=/var/tmp/svm-bench SVM_BIN=build/bin
+#        BENCH_QUICK=1      smoke test: SIZE_MB=256 (not a result)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-top=$PWD
-SVM_BIN=${SVM_BIN:-$top/build/bin}
+. "$(dirname "$0")/lib.sh"
+bench_help "$@"
+if [ "$BENCH_QUICK" = 1 ]; then
+  SIZE_MB=${SIZE_MB:-256}
+fi
 SIZE_MB=${SIZE_MB:-4096}
-RUNS=${RUNS:-3}
-BENCH_DIR=${BENCH_DIR:-/var/tmp/svm-bench-convert}
-conv=$SVM_BIN/svm-convert
+bench_init convert
+bench_need qemu-img qemu-utils
+bench_need nbdcopy libnbd-bin
+bench_need cp coreutils
+bench_need python3 python3
+bench_need_bin svm-convert
+[ "$SIZE_MB" -ge 10 ] || bench_fail "SIZE_MB=$SIZE_MB: at least 10"
 
-for p in qemu-img nbdcopy cp python3; do
-  command -v $p >/dev/null || { echo "bench: $p is not installed (tools/install-deps.sh)" >&2; exit 1; }
-done
-[ -x "$conv" ] || { echo "bench: $conv not built (cmake -S . -B build && cmake --build build)" >&2; exit 1; }
-[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (it drops the page cache)" >&2; exit 1; }
-
-mkdir -p "$BENCH_DIR"
-src=$BENCH_DIR/src-${SIZE_MB}M.raw
+# ---- the source disk (layout version 2) ----
+src=$BENCH_DIR/convert-src-v2-${SIZE_MB}M.raw
 if [ ! -f "$src" ]; then
-  echo "bench: making $src (${SIZE_MB} MiB: 50% random data, 10% allocated zeros)" >&2
+  bench_log "making $src (${SIZE_MB} MiB: 1 MiB slots, even ones allocated, 1 in 5 of them zeros)"
   python3 - "$src" "$SIZE_MB" <<'PY'
-import os, random, sys
+import os, sys
 path, n = sys.argv[1], int(sys.argv[2])
 MiB = 1 << 20
-rng = random.Random(20261123)
-slots = list(range(n))
-rng.shuffle(slots)
-data = sorted(slots[: n // 2])
-zeros = sorted(slots[n // 2 : n // 2 + n // 10])
 fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 os.ftruncate(fd, n * MiB)
 zero = bytes(MiB)
-for s in data:
-    os.pwrite(fd, os.urandom(MiB), s * MiB)
-for s in zeros:
-    os.pwrite(fd, zero, s * MiB)
+for k, slot in enumerate(range(0, n, 2)):
+    os.pwrite(fd, zero if k % 5 == 2 else os.urandom(MiB), slot * MiB)
 os.fsync(fd)
 os.close(fd)
 os.rename(path + ".tmp", path)
 PY
 fi
+size=$((SIZE_MB * 1048576))
+[ "$(stat -c %s "$src")" -eq "$size" ] || bench_fail "$src has the wrong size: remove it"
+alloc_slots=$(((SIZE_MB + 1) / 2))
+data_bytes=$(((alloc_slots - (alloc_slots + 2) / 5) * 1048576))
+thin_max=$((data_bytes + data_bytes / 100 + 1048576))
+src_alloc=$(($(stat -c %b "$src") * 512))
+[ "$src_alloc" -ge $((alloc_slots * 1048576)) ] || bench_fail "$src is not 50% allocated: remove it"
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
+dst=$BENCH_WORK/dst.raw
+peers=("svm-convert thin" "svm-convert thick" "qemu-img -m16 -W" "qemu-img default"
+       "qemu-img -T none -t none" "nbdcopy" "cp --sparse=always")
+run_peer()
+{
+  case $1 in
+    "svm-convert thin") "$BIN/svm-convert" --force "$src" "$dst" >/dev/null ;;
+    "svm-convert thick") "$BIN/svm-convert" --force --provisioning thick "$src" "$dst" >/dev/null ;;
+    "qemu-img -m16 -W") qemu-img convert -f raw -O raw -m 16 -W "$src" "$dst" ;;
+    "qemu-img default") qemu-img convert -f raw -O raw "$src" "$dst" ;;
+    "qemu-img -T none -t none") qemu-img convert -f raw -O raw -T none -t none "$src" "$dst" ;;
+    "nbdcopy") nbdcopy --target-is-zero --request-size=2097152 "$src" "$dst" ;;
+    "cp --sparse=always") cp --sparse=always "$src" "$dst" ;;
+    *) bench_fail "unknown peer $1" ;;
+  esac
+}
 
-# name|command (DST is replaced by the output path)
-tools=(
-  "svm-convert thin|$conv --force SRC DST"
-  "svm-convert thick|$conv --force --provisioning thick SRC DST"
-  "qemu-img convert -S 4k|qemu-img convert -f raw -O raw -S 4k SRC DST"
-  "cp --sparse=always|cp --sparse=always SRC DST"
-  "nbdcopy|nbdcopy SRC DST"
-)
+verify_run()
+{
+  local peer=$1 round=$2 got alloc
+  got=$(stat -c %s "$dst")
+  [ "$got" -eq "$size" ] || bench_fail "$peer (round $round): $dst has $got bytes, want $size"
+  qemu-img compare -q -f raw -F raw "$src" "$dst" ||
+    bench_fail "$peer (round $round): the copy differs from $src (qemu-img compare)"
+  alloc=$(($(stat -c %b "$dst") * 512))
+  if [ "$peer" = "svm-convert thick" ]; then
+    [ "$alloc" -ge "$size" ] ||
+      bench_fail "$peer (round $round): $alloc bytes allocated, a thick disk needs $size"
+  else
+    [ "$alloc" -le "$thin_max" ] ||
+      bench_fail "$peer (round $round): $alloc bytes allocated, more than the $data_bytes bytes of data (+1% +1 MiB): not thin"
+    [ "$alloc" -ge "$data_bytes" ] ||
+      bench_fail "$peer (round $round): $alloc bytes allocated, less than the $data_bytes bytes of data"
+  fi
+  echo "$alloc"
+}
 
-declare -A times alloc median
-dst=$BENCH_DIR/dst.raw
-# Round-robin (run 1 of every tool, then run 2...), so that load from other work on the machine
-# falls on all tools alike rather than on whichever ran during it.
-for ((i = 1; i <= RUNS; i++)); do
-  for t in "${tools[@]}"; do
-    name=${t%%|*}
-    cmd=${t#*|}
-    cmd=${cmd//SRC/$src}
-    cmd=${cmd//DST/$dst}
+bench_log "source $src: $SIZE_MB MiB, $((src_alloc / 1048576)) MiB allocated, $((data_bytes / 1048576)) MiB random data; $ROUNDS rounds"
+for round in $(seq 1 "$ROUNDS"); do
+  mapfile -t order < <(bench_shuffle "${peers[@]}")
+  for peer in "${order[@]}"; do
     rm -f "$dst"
-    # nbdcopy writes into an existing file of the right size
-    [ "$name" = nbdcopy ] && truncate -s "${SIZE_MB}M" "$dst"
-    drop_caches
-    t0=$(now)
-    $cmd
-    sync
-    t1=$(now)
-    times[$name]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') "
-    if [ "$i" -eq 1 ]; then
-      qemu-img compare -q -f raw -F raw "$src" "$dst" ||
-        { echo "bench: $name produced a different disk" >&2; exit 1; }
-      alloc[$name]=$(($(stat -c %b "$dst") * 512))
-    fi
+    sync -f "$BENCH_WORK"
+    bench_evict "$src"
+    t0=$(bench_now)
+    run_peer "$peer" || bench_fail "$peer (round $round) failed: exit status $?"
+    sync -f "$BENCH_WORK"
+    t1=$(bench_now)
+    secs=$(bench_elapsed "$t0" "$t1")
+    alloc=$(verify_run "$peer" "$round")
+    bench_record convert "$peer" "$secs" "$(awk -v a="$alloc" 'BEGIN { printf "%.1f", a / 1048576 }')"
+    bench_log "round $round: $peer: $secs s, $((alloc / 1048576)) MiB allocated, verified"
   done
-done
-for t in "${tools[@]}"; do
-  name=${t%%|*}
-  median[$name]=$(printf '%s\n' ${times[$name]} | sort -g | sed -n "$(((RUNS + 1) / 2))p")
-  echo "bench: $name: ${times[$name]}s" >&2
 done
 rm -f "$dst"
 
 echo
-echo "svm-convert benchmark: ${SIZE_MB} MiB raw disk, 50% data in 1 MiB extents + 10% allocated"
-echo "zeros; page cache dropped before each run; time includes a final sync; median of $RUNS"
-echo "runs, tools interleaved round-robin. Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
-echo "Host: $(nproc) CPUs, $(uname -r), $(df --output=fstype "$BENCH_DIR" | tail -1) on $(df --output=source "$BENCH_DIR" | tail -1)"
+echo "svm-convert vs peers: $SIZE_MB MiB raw disk, 1 MiB slots: 50% holes, 40% random data, 10% allocated zeros"
+echo "on $(df --output=fstype "$BENCH_DIR" | tail -1) ($(df --output=source "$BENCH_DIR" | tail -1)); SRC evicted (posix_fadvise) before each run;"
+echo "time = tool start to the end of sync -f on the bench file system."
 echo
-printf '| %-24s | %10s | %18s | %14s |\n' tool "median s" "svm thin / tool" "allocated MiB"
-printf '|%s|%s|%s|%s|\n' "--------------------------" "------------" "--------------------" "----------------"
-thin=${median["svm-convert thin"]}
-for t in "${tools[@]}"; do
-  name=${t%%|*}
-  printf '| %-24s | %10.3f | %18.2f | %14.1f |\n' "$name" "${median[$name]}" \
-    "$(awk -v a="$thin" -v b="${median[$name]}" 'BEGIN { print a / b }')" \
-    "$(awk -v a="${alloc[$name]}" 'BEGIN { print a / 1048576 }')"
-done
+bench_summary --lower "seconds" "svm-convert thin,svm-convert thick" convert
 echo
-q=${median["qemu-img convert -S 4k"]}
-fastest=$(printf '%s\n' "${median["qemu-img convert -S 4k"]}" "${median["cp --sparse=always"]}" \
-  "${median[nbdcopy]}" | sort -g | head -1)
-awk -v t="$thin" -v q="$q" -v f="$fastest" -v a="${alloc["svm-convert thin"]}" \
-    -v qa="${alloc["qemu-img convert -S 4k"]}" 'BEGIN {
-  printf "target: svm-convert thin <= 0.9 x qemu-img convert: %.2f x  %s\n", t / q, (t <= 0.9 * q) ? "met" : "NOT met"
-  printf "target: svm-convert thin <= fastest peer (%.3f s): %.2f x  %s\n", f, t / f, (t <= f) ? "met" : "NOT met"
-  printf "target: thin result <= qemu-img result (%.0f <= %.0f bytes): %s\n", a, qa, (a <= qa) ? "met" : "NOT met"
-}'
+bench_summary --lower "MiB allocated in the result" "svm-convert thin,svm-convert thick" convert 4
+echo
+python3 - "$BENCH_RESULTS" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    cell, peer, secs, _ = line.rstrip("\n").split("\t")
+    runs.setdefault(peer, []).append(float(secs))
+med = {p: statistics.median(v) for p, v in runs.items()}
+peers = {p: m for p, m in med.items() if not p.startswith("svm-convert")}
+best = min(peers, key=peers.get)
+print(f"svm-convert thin median / best peer median ({best}): "
+      f"{med['svm-convert thin']:.3f} / {peers[best]:.3f} s = {med['svm-convert thin'] / peers[best]:.2f}")
+PY
+bench_footer

@@ -1,209 +1,313 @@
 #!/usr/bin/env bash
-# NBD server benchmark: fio's nbd engine against svmotion's export and its peers, all serving
-# the same raw file over unix sockets with buffered I/O (writeback cache, flush = fdatasync):
+# NBD server benchmark: fio's nbd engine (--ioengine=nbd, libnbd) against svmotion's export
+# and its peers, all on unix sockets, all serving the same raw file, each tuned the way its
+# own documentation tunes it (bench/README.md says why). Conventions: bench/README.md.
 #
-#   svm          svm-nbd-serve FILE                      (the export, no write hook)
-#   svm-engine   the same with SVM_NBD_INLINE=0          (every request on io_uring)
-#   svm+cbt      svm-nbd-serve --ctk FILE.ctk FILE       (real CBT, cbt_mark before each ack;
-#                                                         every block already marked once in
-#                                                         the epoch: the steady state)
-#   svm+cbt-cold the same with a new .ctk for each cell  (every first write to a 64 KiB block
-#                                                         waits for a durable mark: worst case)
-#   svmd         svmd exporting the disk of a VM         (the agent, CBT on, warm like svm+cbt)
-#   nbdkit       nbdkit file FILE
-#   qemu-nbd     qemu-nbd -f raw --cache=writeback
+#   svm-nbd-serve   $BIN/svm-nbd-serve --socket S --name disk FILE
+#                   (svmotion's export, no write hook: the baseline of the CBT cells)
+#   svmd            svmd exporting the file as VM bench disk 0, CBT on, WARM: every block
+#                   written through the export (so marked) in the current epoch beforehand
+#   svmd-cold       the same, COLD: `svmctl cbt changeid bench 0` right before each cell, so
+#                   every first write to a 64 KiB block waits for a durable mark (only the
+#                   4 KiB random-write cells, which are the CBT cells; no ramp: the ramp would
+#                   mark blocks before the measurement)
+#   qemu-nbd-uring  qemu-nbd --format=raw --aio=io_uring --cache=writeback --persistent
+#                   --export-name=disk --socket=S FILE
+#   qemu-nbd-threads  the same with --aio=threads
+#   nbdkit          nbdkit --foreground --threads=32 --unix=S --exportname=disk file FILE
 #
-# Cells: 4 KiB random write and read at iodepth 1 and 32, 1 MiB sequential write and read at
-# iodepth 8. Each server is started afresh for each cell. Prints IOPS, p50/p99 completion
-# latency, and the ratios svm/nbdkit, svm/qemu-nbd and the cost of CBT.
+# The file: SIZE_MB (1024) raw, fully allocated (svmd creates it eager-zeroed-thick), then
+# preconditioned identically before each server in each round: the same random content
+# (a master copy made once per run) written over it in place and fdatasync'ed, so it is
+# fully allocated, clean and PAGE-CACHE RESIDENT (checked with mincore) for every server.
+# svm-nbd-serve, qemu-nbd and nbdkit get it with dd from the master; svmd with nbdcopy
+# through its export after a change ID (that is what makes its CBT warm).
 #
-# Usage: bench/nbd.sh [--runtime SECONDS] [--size MIB] [--repeat N] [--servers "svm nbdkit ..."]
-#        (SVM_BIN: the programs, default build/bin). Medians over the repeats.
+# Cells (fio, one job, time-based: RAMP s ramp + RUNTIME s measured, --norandommap,
+# fixed seed): randwrite 4k qd1, randwrite 4k qd32, randread 4k qd1, randread 4k qd32,
+# write 1M qd8, read 1M qd8 (all page-cache resident), and randread 4k qd32 COLD (the file
+# evicted with posix_fadvise DONTNEED right before, no ramp: it starts with nothing cached and
+# warms as it reads; the log says how much was cached at the end). Every cell starts from the master's
+# content. Write cells write fio's crc32c-headed blocks (--verify=crc32c --do_verify=0) and log
+# every write (--write_iolog, ramp included): fio's own verify phase never runs after a
+# time-based write ("write phase uses all of runtime"). After each write cell the disk is read
+# back THROUGH THE SERVER (nbdcopy URI -) into bench/nbd/fio-check, which checks that every
+# offset fio wrote holds a fio block of that offset with a good crc32c and every other byte is
+# still the master's, then copies the written blocks back from the master. A failed check fails the
+# benchmark. The server's order is shuffled per round, the cells' order per server.
+#
+# Prints IOPS and p99 latency (fio's total latency, --lat_percentiles=1) min/median/max per server per cell, each against the
+# best peer (qemu-nbd-uring, qemu-nbd-threads, nbdkit), and the CBT table (svmd warm and cold
+# against svm-nbd-serve on the same file).
+#
+# Usage: bench/nbd.sh   env: ROUNDS=5 RUNTIME=5 RAMP=2 SIZE_MB=1024 SERVERS="..." SVM_BIN=build/bin
+#        BENCH_QUICK=1  smoke test: RUNTIME=1 RAMP=1 SIZE_MB=256 (not a result)
+# A full run (5 rounds, 5 s + 2 s per cell) takes about 35 minutes.
 set -euo pipefail
-export PATH=/usr/bin:/bin:$PATH
-
-runtime=10
-size_mib=1024
-repeat=1
-servers="svm svm-engine svm+cbt svm+cbt-cold svmd nbdkit qemu-nbd"
-while [ $# -gt 0 ]; do
-  case $1 in
-    --runtime) runtime=$2; shift 2 ;;
-    --size) size_mib=$2; shift 2 ;;
-    --repeat) repeat=$2; shift 2 ;;
-    --servers) servers=$2; shift 2 ;;
-    --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bench/nbd.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
-  esac
-done
-here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${SVM_BIN:-$here/build/bin}
-for p in fio nbdkit qemu-nbd python3; do
-  command -v "$p" >/dev/null || { echo "bench/nbd.sh: $p is not installed" >&2; exit 1; }
-done
-[ -x "$bin/svm-nbd-serve" ] || { echo "bench/nbd.sh: build first ($bin/svm-nbd-serve)" >&2; exit 1; }
-
-work=$(mktemp -d "${TMPDIR:-/var/tmp}/svm-nbd-bench.XXXXXX")
-server_pid=
-cleanup()
-{
-  [ -n "$server_pid" ] && { kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; }
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-sock=$work/nbd.sock
-
-# The disk: a VM's disk made by svmd when svmd is built (so that all five serve the same
-# file), else a plain file; fully allocated and written.
-mkdir -p ds state
-disk=$work/disk.raw
-if [ -x "$bin/svmd" ] && [ -x "$bin/svmctl" ]; then
-  "$bin/svmd" --name bench --state "$work/state" --datastore "ds=$work/ds" 2>"$work/svmd.log" &
-  server_pid=$!
-  for _ in $(seq 1 100); do [ -S "$work/state/control.sock" ] && break; sleep 0.05; done
-  SVM_STATE=$work/state "$bin/svmctl" vm create bench --datastore ds \
-    --disk "${size_mib}M:eager-zeroed-thick" >/dev/null
-  disk=$(SVM_STATE=$work/state "$bin/svmctl" vm list --json | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-vms = d.get("vms", d) if isinstance(d, dict) else d
-vm = [v for v in vms if v["name"] == "bench"][0]
-print(vm["disks"][0]["file"])')
-  kill "$server_pid"; wait "$server_pid" || true; server_pid=
-else
-  servers=${servers//svmd/}
+. "$(dirname "$0")/lib.sh"
+bench_help "$@"
+if [ "$BENCH_QUICK" = 1 ]; then
+  RUNTIME=${RUNTIME:-1}
+  RAMP=${RAMP:-1}
+  SIZE_MB=${SIZE_MB:-256}
 fi
-[ -f "$disk" ] || { echo "bench/nbd.sh: no disk at $disk" >&2; exit 1; }
+RUNTIME=${RUNTIME:-5}
+RAMP=${RAMP:-2}
+SIZE_MB=${SIZE_MB:-1024}
+SERVERS=${SERVERS:-svm-nbd-serve svmd svmd-cold qemu-nbd-uring qemu-nbd-threads nbdkit}
+PEERS="qemu-nbd-uring qemu-nbd-threads nbdkit"
+OURS=svm-nbd-serve,svmd,svmd-cold
+bench_init nbd
+bench_need fio fio
+bench_need nbdkit nbdkit
+bench_need qemu-nbd qemu-utils
+bench_need nbdinfo libnbd-bin
+bench_need nbdcopy libnbd-bin
+bench_need python3 python3
+fio --enghelp=nbd >/dev/null 2>&1 || bench_fail "fio has no nbd engine (Debian's fio has it; fio >= 3.19 built with libnbd)"
+bench_need gcc gcc
+for b in svm-nbd-serve svmd svmctl; do bench_need_bin "$b"; done
 
-start_server()
-{
-  local s=$1
-  rm -f "$sock" "$work/cold.ctk"
-  case $s in
-    svm) "$bin/svm-nbd-serve" --socket "$sock" --name disk "$disk" >/dev/null 2>>"$work/svm.log" & ;;
-    svm-engine) SVM_NBD_INLINE=0 "$bin/svm-nbd-serve" --socket "$sock" --name disk "$disk" \
-                  >/dev/null 2>>"$work/svm.log" & ;;
-    svm+cbt) "$bin/svm-nbd-serve" --socket "$sock" --name disk --ctk "$work/bench.ctk" "$disk" \
-               >/dev/null 2>>"$work/svm.log" & ;;
-    svm+cbt-cold) "$bin/svm-nbd-serve" --socket "$sock" --name disk --ctk "$work/cold.ctk" \
-                    "$disk" >/dev/null 2>>"$work/svm.log" & ;;
-    svmd) "$bin/svmd" --name bench --state "$work/state" --datastore "ds=$work/ds" \
-            2>>"$work/svmd.log" & ;;
-    nbdkit) nbdkit -f -U "$sock" -e disk file "$disk" & ;;
-    qemu-nbd) qemu-nbd -f raw --cache=writeback --aio=threads -t -x disk -k "$sock" "$disk" & ;;
-  esac
-  server_pid=$!
-  local want=$sock
-  [ "$s" = svmd ] && want=$work/state/nbd/bench-disk0.sock
-  for _ in $(seq 1 200); do
-    if [ -S "$want" ] && nbdinfo --size "nbd+unix:///$(uri_name "$s")?socket=$want" >/dev/null 2>&1; then
-      uri="nbd+unix:///$(uri_name "$s")?socket=$want"
-      return 0
-    fi
-    sleep 0.05
-  done
-  echo "bench/nbd.sh: $s did not start" >&2
-  exit 1
-}
-uri_name() { [ "$1" = svmd ] && echo bench/disk0 || echo disk; }
-
+work=$BENCH_WORK
+sock=$work/nbd.sock
+state=$work/state
+export SVM_STATE=$state
+mkdir -p "$work/ds" "$state" "$work/fio"
+gcc -O2 -std=c11 -Wall -Wextra -o "$work/fio-check" "$BENCH_TOP/bench/nbd/fio-check.c" ||
+  bench_fail "cannot build bench/nbd/fio-check.c"
+server_pid=
 stop_server()
 {
+  [ -n "$server_pid" ] || return 0
   kill "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
   server_pid=
 }
+bench_on_exit stop_server
 
-# Fill the disk with data through svmd and through svm+cbt: every block allocated and in the
-# page cache, every block marked once in both trackers' current epoch.
-filled=0
-for s in $servers; do
-  case $s in svmd|svm+cbt) ;; *) continue ;; esac
-  filled=1
-  start_server "$s"
-  fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=8 \
-    --size="${size_mib}M" --refill_buffers=1 --output=/dev/null
-  stop_server
-done
-[ "$filled" = 1 ] ||
-  dd if=/dev/urandom of="$disk" bs=1M count="$size_mib" conv=notrunc status=none
-sync "$disk"
+start_svmd()
+{
+  "$BIN/svmd" --name bench --state "$state" --datastore "ds=$work/ds" 2>>"$work/svmd.log" &
+  server_pid=$!
+  for _ in $(seq 1 200); do
+    [ -S "$state/control.sock" ] && "$BIN/svmctl" vm list >/dev/null 2>&1 && return 0
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  cat "$work/svmd.log" >&2
+  bench_fail "svmd did not start"
+}
 
-cells=("randwrite 4k 1" "randwrite 4k 32" "randread 4k 1" "randread 4k 32"
-       "write 1M 8" "read 1M 8")
-results=$work/results.txt
-: >"$results"
-for r in $(seq 1 "$repeat"); do
-  for cell in "${cells[@]}"; do
-    read -r rw bs qd <<<"$cell"
-    for s in $servers; do
-      sync "$disk"              # no writeback of the last cell's data in this one
-      start_server "$s"
-      fio --name=bench --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$qd" \
-        --size="${size_mib}M" --runtime="$runtime" --time_based=1 --norandommap=1 \
-        --randrepeat=0 --output-format=json --output="$work/fio.json" >/dev/null
-      # the server's CPU time (all threads; utime + stime in clock ticks)
-      ticks=$(awk '{print $14 + $15}' /proc/"$server_pid"/stat)
-      stop_server
-      python3 - "$work/fio.json" "$s" "$rw" "$bs" "$qd" "$ticks" "$(getconf CLK_TCK)" \
-        >>"$results" <<'PY'
-import json, sys
-path, s, rw, bs, qd, ticks, hz = sys.argv[1:]
-j = json.load(open(path))["jobs"][0]
-d = j["write" if "write" in rw else "read"]
-p = d["clat_ns"].get("percentile", {})
-cpu_us = int(ticks) / int(hz) * 1e6 / max(d["total_ios"], 1)
-print(s, f"{rw}-{bs}-qd{qd}", round(d["iops"]), p.get("50.000000", 0) / 1000,
-      p.get("99.000000", 0) / 1000, round(cpu_us, 2), j["error"])
+# ---- the disk: VM bench's disk 0, made by svmd, served by everybody ----
+start_svmd
+"$BIN/svmctl" vm create bench --datastore ds --disk "${SIZE_MB}M:eager-zeroed-thick" >/dev/null ||
+  bench_fail "svmctl vm create failed (log: $work/svmd.log)"
+disk=$("$BIN/svmctl" vm show bench --json | python3 -c '
+import json, sys; print(json.load(sys.stdin)["disks"][0]["file"])')
+stop_server
+[ -f "$disk" ] || bench_fail "no disk file at $disk"
+case $disk in /*) ;; *) disk=$work/ds/bench/$disk ;; esac
+master=$work/master.raw
+python3 - "$master" "$SIZE_MB" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+for _ in range(int(sys.argv[2])):
+    os.write(fd, os.urandom(1 << 20))
+os.fsync(fd)
+os.close(fd)
 PY
-      echo "  $(tail -1 "$results")" >&2
+
+uri_of()
+{
+  case $1 in
+    svmd|svmd-cold) echo "nbd+unix:///bench/disk0?socket=$state/nbd/bench-disk0.sock" ;;
+    *) echo "nbd+unix:///disk?socket=$sock" ;;
+  esac
+}
+
+start_server()
+{
+  local s=$1 uri
+  rm -f "$sock"
+  case $s in
+    svm-nbd-serve) "$BIN/svm-nbd-serve" --socket "$sock" --name disk "$disk" >/dev/null 2>>"$work/svm.log" & ;;
+    svmd|svmd-cold) start_svmd ;;
+    qemu-nbd-uring) qemu-nbd --format=raw --aio=io_uring --cache=writeback --persistent \
+                      --export-name=disk --socket="$sock" "$disk" 2>>"$work/qemu-nbd.log" & ;;
+    qemu-nbd-threads) qemu-nbd --format=raw --aio=threads --cache=writeback --persistent \
+                      --export-name=disk --socket="$sock" "$disk" 2>>"$work/qemu-nbd.log" & ;;
+    nbdkit) nbdkit --foreground --threads=32 --unix="$sock" --exportname=disk file "$disk" \
+              2>>"$work/nbdkit.log" & ;;
+    *) bench_fail "unknown server $s" ;;
+  esac
+  case $s in svmd|svmd-cold) ;; *) server_pid=$! ;; esac
+  uri=$(uri_of "$s")
+  for _ in $(seq 1 200); do
+    nbdinfo --size "$uri" >/dev/null 2>&1 && return 0
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  tail -n 5 "$work"/*.log >&2 2>/dev/null || true
+  bench_fail "$s did not start (its log above)"
+}
+
+server_read_bytes() { awk '/^read_bytes:/ { print $2 }' "/proc/$server_pid/io"; }
+
+# Precondition: the master's content over the whole file, durable, page-cache resident.
+precondition()
+{
+  local s=$1
+  case $s in
+    svmd|svmd-cold)
+      # svmd is running: a change ID, then every block written through the export, so every
+      # block is marked in the current epoch (warm CBT); svmd-cold takes another ID per cell.
+      "$BIN/svmctl" cbt changeid bench 0 >/dev/null
+      nbdcopy --flush "$master" "$(uri_of "$s")" ;;
+    *)
+      dd if="$master" of="$disk" bs=1M conv=notrunc,fdatasync status=none ;;
+  esac
+  sync -f "$disk"
+  local res
+  res=$(bench_resident "$disk")
+  [ "$res" -ge 90 ] || bench_fail "$s: after preconditioning only $res% of $disk is in the page cache"
+}
+
+cells=("randwrite 4k 1" "randwrite 4k 32" "randread 4k 1" "randread 4k 32" "write 1M 8"
+       "read 1M 8" "randread 4k 32 cold")
+cell_name() { echo "$1-$2-qd$3${4:+-$4}"; }
+
+# run_cell SERVER RW BS QD [cold]: one timed fio run (+ its verify), recorded.
+run_cell()
+{
+  local s=$1 rw=$2 bs=$3 qd=$4 cold=${5:-} ramp=$RAMP id='' name uri out
+  name=$(cell_name "$rw" "$bs" "$qd" "$cold")
+  uri=$(uri_of "$s")
+  out=$work/fio/out.json
+  local job=(--name=bench --ioengine=nbd "--uri=$uri" "--rw=$rw" "--bs=$bs" "--iodepth=$qd"
+             "--size=${SIZE_MB}M" --norandommap --randrepeat=1 --randseed=20261129
+             --lat_percentiles=1)
+  if [[ $rw == *write* ]]; then
+    # crc32c-headed blocks and a log of every write, ramp included, for fio-check (the log is
+    # appended to, never truncated, by fio: remove it first)
+    rm -f "$work/fio/w.log"
+    job+=(--verify=crc32c --do_verify=0 "--write_iolog=$work/fio/w.log")
+  fi
+  # no ramp where it would defeat the cell: it would mark the blocks of a cold CBT cell and
+  # read the file back into the page cache in the cold-cache cell
+  [ "$cold" = cold ] && ramp=0
+  if [ "$s" = svmd-cold ]; then
+    ramp=0
+    id=$("$BIN/svmctl" cbt changeid bench 0)
+  fi
+  sync -f "$disk"                 # no writeback of the previous cell's data in this one
+  if [ "$cold" = cold ]; then
+    bench_evict "$disk"
+    local r0
+    r0=$(bench_resident "$disk")
+    [ "$r0" -le 5 ] || bench_fail "$s $name: $r0% of $disk still cached after posix_fadvise DONTNEED"
+  fi
+  local rb0=0
+  [ "$cold" = cold ] && rb0=$(server_read_bytes)
+  (cd "$work/fio" && fio "${job[@]}" --time_based --runtime="$RUNTIME" \
+     --ramp_time="$ramp" --output-format=json --output="$out" >/dev/null) ||
+    bench_fail "$s $name (round $round): fio failed ($(tail -3 "$out" 2>/dev/null))"
+  local fields
+  fields=$(python3 - "$out" "$rw" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+d = j["write" if "write" in sys.argv[2] else "read"]
+if j["error"] or d["total_ios"] == 0:
+    sys.exit(f"fio error {j['error']}, {d['total_ios']} I/Os")
+# total latency (submission to completion): the nbd engine may complete a request inside its
+# queue call, so completion latency (clat) alone can miss the round trip
+p99 = d["lat_ns"]["percentile"]["99.000000"] / 1000
+print(f"{d['iops']:.0f} {p99:.1f} {d['total_ios']}")
+PY
+) || bench_fail "$s $name (round $round): bad fio result"
+  local iops p99 ios first='' verified='' checked resident=''
+  read -r iops p99 ios <<<"$fields"
+  if [ "$cold" = cold ]; then
+    # what the server read from the disk (its threads' and io_uring workers' read_bytes):
+    # readahead shows here, and in how much of the file is cached at the end
+    first=$(awk -v a="$rb0" -v b="$(server_read_bytes)" 'BEGIN { printf "%.1f", (b - a) / 1048576 }')
+    resident=", $first MiB read from disk, $(bench_resident "$disk")% of the file cached at the end"
+  fi
+  if [[ $rw == *write* ]]; then
+    # read back through the server; fio-check verifies and restores the master's content
+    checked=$(nbdcopy "$uri" - | "$work/fio-check" "$master" "$work/fio/w.log" "$disk" \
+                2>"$work/fio/check.err") ||
+      bench_fail "$s $name (round $round): VERIFY FAILED: $(head -12 "$work/fio/check.err")"
+    verified=", verified ($checked fio blocks)"
+  fi
+  if [ -n "$id" ]; then
+    # first marks: the blocks marked since the change ID, per write of the run
+    first=$("$BIN/svmctl" cbt query bench 0 --since "$id" --json | python3 -c '
+import json, sys; j = json.load(sys.stdin); print(j["changed-bytes"] // j["granularity"])')
+    first=$(awk -v f="$first" -v n="$ios" 'BEGIN { printf "%.3f", f / n }')
+  fi
+  bench_record "$name" "$s" "$iops" "$p99" ${first:+"$first"}
+  if [ -n "$id" ]; then
+    bench_log "round $round: $s $name: $iops IOPS, p99 $p99 us, $first first marks per write$verified"
+  else
+    bench_log "round $round: $s $name: $iops IOPS, p99 $p99 us$verified$resident"
+  fi
+}
+bench_log "disk $disk: $SIZE_MB MiB; cells ${RAMP}s ramp + ${RUNTIME}s; servers: $SERVERS; $ROUNDS rounds"
+for round in $(seq 1 "$ROUNDS"); do
+  for s in $(bench_shuffle $SERVERS); do
+    [ "$s" = svmd-cold ] || [ "$s" = svmd ] || precondition "$s"
+    start_server "$s"
+    case $s in svmd|svmd-cold) precondition "$s" ;; esac
+    mapfile -t order < <(bench_shuffle "${cells[@]}")
+    for cell in "${order[@]}"; do
+      # shellcheck disable=SC2086
+      set -- $cell
+      [ "$s" = svmd-cold ] && { [ "$1 $2" = "randwrite 4k" ] || continue; }
+      run_cell "$s" "$@"
     done
+    stop_server
   done
 done
 
-python3 - "$results" "$servers" "$repeat" "$runtime" <<'PY'
+echo
+echo "NBD servers: fio $(fio --version | sed 's/fio-//') nbd engine, one connection, ${RAMP} s ramp + ${RUNTIME} s per cell;"
+echo "same ${SIZE_MB} MiB raw file on $(df --output=fstype "$work" | tail -1), page-cache resident except the cold cell"
+echo "(evicted before it, no ramp); svmd-cold: no ramp, a change ID before each cell;"
+echo "p99 = fio total latency (submission to completion, --lat_percentiles=1); x best peer = median / best median of $PEERS."
+for cell in "${cells[@]}"; do
+  # shellcheck disable=SC2086
+  name=$(cell_name $cell)
+  echo
+  case $name in
+    *-cold) echo "== $name: COLD cache (file evicted before the run, no ramp) ==" ;;
+    *) echo "== $name: page-cache resident (${SIZE_MB} MiB file cached) ==" ;;
+  esac
+  bench_summary --higher IOPS "$OURS" "$name"
+  bench_summary --lower "p99 latency, us" "$OURS" "$name" 4
+  [ "$name" = randread-4k-qd32-cold ] &&
+    bench_summary --lower "MiB the server read from disk; readahead shows here" "$OURS" "$name" 5
+done
+echo
+echo "CBT cost (4 KiB random writes; svmd = CBT on, svm-nbd-serve = the same export without it):"
+python3 - "$BENCH_RESULTS" <<'PY'
 import statistics, sys
-path, servers, repeat, runtime = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4]
-rows = {}
-for line in open(path):
-    s, cell, iops, p50, p99, cpu, err = line.split()
-    if int(err):
-        print(f"warning: {s} {cell}: fio error {err}")
-    rows.setdefault((cell, s), []).append((int(iops), float(p50), float(p99), float(cpu)))
-cells = []
-for (cell, s) in rows:
-    if cell not in cells:
-        cells.append(cell)
-med = {k: tuple(statistics.median(x[i] for x in v) for i in range(4)) for k, v in rows.items()}
-print(f"\nfio nbd engine, {runtime} s per cell, median of {repeat}; latency = completion (clat);")
-print("cpu = the server's CPU time (all its threads) per request\n")
-print("| cell | " + " | ".join(servers) + " |")
-print("|---|" + "---|" * len(servers))
-for cell in cells:
-    out = []
-    for s in servers:
-        if (cell, s) in med:
-            i, p50, p99, cpu = med[(cell, s)]
-            out.append(f"{i:,.0f} IOPS, p50 {p50:.0f} / p99 {p99:.0f} us, cpu {cpu:.1f} us")
-        else:
-            out.append("-")
-    print(f"| {cell} | " + " | ".join(out) + " |")
-print("\n| cell | svm/nbdkit IOPS | svm/qemu-nbd IOPS | p99 svm/nbdkit | p99 svm/qemu-nbd | cpu/req svm/nbdkit | cpu/req svm/qemu-nbd | CBT cost, warm | CBT cost, cold | svmd/svm IOPS | svm/svm-engine IOPS |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
-def ratio(a, b, i):
-    if a in med and b in med and med[b][i]:
-        return f"{med[a][i] / med[b][i]:.2f}"
-    return "-"
-for cell in cells:
-    a = (cell, "svm")
-    def cost(s):
-        if a in med and (cell, s) in med:
-            return f"{(1 - med[(cell, s)][0] / med[a][0]) * 100:+.1f}%"
-        return "-"
-    print(f"| {cell} | {ratio(a, (cell, 'nbdkit'), 0)} | {ratio(a, (cell, 'qemu-nbd'), 0)} | "
-          f"{ratio(a, (cell, 'nbdkit'), 2)} | {ratio(a, (cell, 'qemu-nbd'), 2)} | "
-          f"{ratio(a, (cell, 'nbdkit'), 3)} | {ratio(a, (cell, 'qemu-nbd'), 3)} | "
-          f"{cost('svm+cbt')} | {cost('svm+cbt-cold')} | {ratio((cell, 'svmd'), a, 0)} | "
-          f"{ratio(a, (cell, 'svm-engine'), 0)} |")
+runs = {}
+for line in open(sys.argv[1]):
+    f = line.rstrip("\n").split("\t")
+    runs.setdefault((f[0], f[1]), []).append([float(x) for x in f[2:]])
+def med(cell, s, i):
+    v = runs.get((cell, s))
+    return statistics.median(x[i] for x in v) if v and len(v[0]) > i else None
+print(f"  {'cell':20} {'server':14} {'IOPS':>9} {'p99 us':>9} {'IOPS cost':>10} {'first marks/write':>18}")
+for cell in ("randwrite-4k-qd1", "randwrite-4k-qd32"):
+    base = med(cell, "svm-nbd-serve", 0)
+    for s in ("svm-nbd-serve", "svmd", "svmd-cold"):
+        i = med(cell, s, 0)
+        if i is None:
+            continue
+        cost = f"{(1 - i / base) * 100:+.1f}%" if base and s != "svm-nbd-serve" else ""
+        fm = med(cell, s, 2)
+        print(f"  {cell:20} {s:14} {i:9.0f} {med(cell, s, 1):9.1f} {cost:>10} "
+              f"{'' if fm is None else f'{fm:.3f}':>18}")
 PY
+bench_footer
