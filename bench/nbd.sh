@@ -42,7 +42,7 @@
 #
 # Usage: bench/nbd.sh   env: ROUNDS=5 RUNTIME=5 RAMP=2 SIZE_MB=1024 SERVERS="..." SVM_BIN=build/bin
 #        BENCH_QUICK=1  smoke test: RUNTIME=1 RAMP=1 SIZE_MB=256 (not a result)
-# A full run (5 rounds, 5 s + 2 s per cell) takes about 35 minutes.
+# A full run (5 rounds, 5 s + 2 s per cell) takes about 30 minutes (30 min 15 s measured).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_help "$@"
