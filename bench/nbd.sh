@@ -4,7 +4,7 @@
 # own documentation tunes it (bench/README.md says why). Conventions: bench/README.md.
 #
 #   svm-nbd-serve   $BIN/svm-nbd-serve --socket S --name disk FILE
-#                   (svmotion's export, no write hook: the baseline of the CBT cells)
+#                   (svmotion's export, no tracking layer: the baseline of the CBT cells)
 #   svmd            svmd exporting the file as VM bench disk 0, CBT on, WARM: every block
 #                   written through the export (so marked) in the current epoch beforehand
 #   svmd-cold       the same, COLD: `svmctl cbt changeid bench 0` right before each cell, so
