@@ -480,6 +480,24 @@ int svm_export_listen_tcp(struct svm_export *e, const char *addr, const char *po
 
 /* ---- life cycle ---- */
 
+/* How long an I/O thread keeps polling after activity before it sleeps (worker.c says why):
+ * SVM_NBD_BUSY_POLL_US microseconds, 0 to sleep at once; 50 by default, about two wake-ups of a
+ * virtual CPU, so an idle export costs nothing and a guest at depth 1 rarely waits for one. */
+static uint64_t busy_poll_ns(void)
+{
+  const char *v = getenv("SVM_NBD_BUSY_POLL_US");
+  char *end;
+  unsigned long us;
+
+  if (v == NULL || *v == '\0')
+    return 50 * 1000;
+  errno = 0;
+  us = strtoul(v, &end, 10);
+  if (errno || *end || us > 1000000)
+    return 50 * 1000;
+  return (uint64_t)us * 1000;
+}
+
 int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
                    struct svm_export **out)
 {
@@ -498,6 +516,7 @@ int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
     return svm_error(ENOMEM, "out of memory");
   }
   e->nthreads = o && o->threads ? o->threads : NBD_DEFAULT_THREADS;
+  e->busy_poll_ns = busy_poll_ns();
   e->depth = o && o->queue_depth ? o->queue_depth : NBD_DEFAULT_DEPTH;
   if (e->nthreads > 64)
     e->nthreads = 64;

@@ -95,11 +95,14 @@ struct nbds_worker {
   unsigned active, max_active;      /* requests started and not yet answered */
   struct pollfd *pfd;
   unsigned pfd_cap;
+  uint64_t busy_poll_ns;            /* how long to keep polling without sleeping (0: never) */
+  uint64_t busy_until;              /* CLOCK_MONOTONIC ns: poll without sleeping until then */
 };
 
 struct svm_export {
   char *name;
   unsigned nthreads, depth;
+  uint64_t busy_poll_ns;        /* see worker.c: SVM_NBD_BUSY_POLL_US, default 50 us */
   _Atomic(struct svm_layer *) top;
   uint64_t size;
 
