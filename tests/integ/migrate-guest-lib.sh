@@ -9,6 +9,19 @@
 #   check_moved VM DS OLDFILE    the VM's disk 0 is now a file of DS, OLDFILE is gone
 #   wait_file_grows FILE BYTES [SECONDS]   wait until FILE is BYTES larger than now (a writer's
 #                                log: proof that it went on writing)
+#   mg_on_exit CMD               run CMD at exit before agent-lib's cleanup (guests, writers)
+#   qemu_io_check, fio_fill, fio_writer_start/stop, fio_verify_range: below
+
+_mg_exit_cmds=()
+mg_on_exit() { _mg_exit_cmds+=("$1"); }
+_mg_exit() {
+  local rc=$? c
+  set +e
+  for c in "${_mg_exit_cmds[@]}"; do eval "$c" >/dev/null 2>&1; done
+  (exit "$rc")
+  cleanup
+}
+trap _mg_exit EXIT
 
 disk_file() { svmctl vm show "$1" --json | json_get "d['disks'][$2]['file']"; }
 
@@ -65,4 +78,64 @@ qemu_io_check() {
     fail "qemu-io on $target: $(grep -m3 -iE 'fail|error' "$T/qio-check.out")"
   ! grep -qi 'verification failed' "$T/qio-check.out" ||
     fail "qemu-io on $target: $(grep -m3 -i 'verification failed' "$T/qio-check.out")"
+}
+
+# fio_writer_start URI OFFSET SIZE [FIO ARGS...]: fio's nbd engine writing 4 KiB random
+# crc32c-headed blocks over [OFFSET, OFFSET+SIZE) at depth 16 in the background, reading each
+# 256 writes back (verify_backlog) and the whole range after each loop over it, until
+# fio_writer_stop; its write log ($T/fio-w.log) shows that it goes on writing. Returns once
+# fio has written 64 KiB of log. The range should hold fio blocks already (fio_fill) for
+# fio_verify_range to read it all back later.
+FIO_PID=
+fio_writer_start() {
+  local u=$1 off=$2 size=$3
+  shift 3
+  rm -f "$T/fio-stop" "$T/fio-w.log"
+  fio --name=writer --ioengine=nbd --uri="$u" --rw=randwrite --bs=4k --offset="$off" \
+    --size="$size" --iodepth=16 --verify=crc32c --verify_backlog=256 --do_verify=1 \
+    --verify_fatal=1 --loops=1000000 --trigger-file="$T/fio-stop" --write_iolog="$T/fio-w.log" \
+    --output-format=json --output="$T/fio-writer.json" "$@" 2>"$T/fio-writer.err" &
+  FIO_PID=$!
+  for _ in $(seq 1 200); do [ -f "$T/fio-w.log" ] && break; sleep 0.05; done
+  [ -f "$T/fio-w.log" ] || fail "fio did not start writing to $u"
+  wait_file_grows "$T/fio-w.log" 65536
+}
+
+# fio_writer_stop: stop the writer (trigger file) and check that it wrote and verified
+# without an error; FIO_WRITES and FIO_READS get its counts.
+fio_writer_stop() {
+  local rc=0
+  touch "$T/fio-stop"
+  wait "$FIO_PID" || rc=$?
+  FIO_PID=
+  [ "$rc" -eq 0 ] || { cat "$T/fio-writer.err" >&2; fail "fio writer exited $rc (a verify failed?)"; }
+  ! grep -qs 'verify:' "$T/fio-writer.err" "$T/fio-writer.json" ||
+    fail "fio reported verify errors: $(grep -h verify: "$T/fio-writer.err" "$T/fio-writer.json" | head -3)"
+  python3 - "$T/fio-writer.json" >"$T/fio-writer.counts" <<'PY' || fail "fio writer: errors or no I/O"
+import json, sys
+j = json.load(open(sys.argv[1]))["jobs"][0]
+assert j["error"] == 0, j["error"]
+w, r = j["write"]["total_ios"], j["read"]["total_ios"]
+assert w > 0 and r > 0, (w, r)
+print(w, r)
+PY
+  read -r FIO_WRITES FIO_READS <"$T/fio-writer.counts"
+}
+mg_on_exit '[ -z "$FIO_PID" ] || { kill "$FIO_PID"; wait "$FIO_PID"; }'
+
+# fio_fill URI OFFSET SIZE: every 4 KiB block of the range a fio block (verified)
+fio_fill() {
+  fio --name=fill --ioengine=nbd --uri="$1" --rw=randwrite --bs=4k --offset="$2" --size="$3" \
+    --iodepth=16 --verify=crc32c --do_verify=1 --verify_fatal=1 --output="$T/fio-fill.txt" ||
+    { cat "$T/fio-fill.txt" >&2; fail "fio fill of $1"; }
+}
+
+# fio_verify_range URI|FILE OFFSET SIZE: read the range back, every block a fio block for its
+# offset with a good crc32c (through an NBD URI, or from a file directly)
+fio_verify_range() {
+  local target=(--ioengine=nbd "--uri=$1")
+  [ -f "$1" ] && target=("--filename=$1")
+  fio --name=check "${target[@]}" --rw=read --bs=4k --offset="$2" --size="$3" --iodepth=16 \
+    --verify=crc32c --verify_fatal=1 --output="$T/fio-check.txt" ||
+    { grep -m3 verify "$T/fio-check.txt" >&2; fail "read-verify of $1 [$2 +$3]"; }
 }

@@ -12,7 +12,7 @@ source "$(dirname "$0")/agent-lib.sh"
 source "$(dirname "$0")/migrate-guest-lib.sh"
 source "$(dirname "$0")/../guest/guest-lib.sh"
 requires qemu-system-x86_64 qemu-io apt-get dpkg cpio
-trap 'rc=$?; _guest_stop_qemu; (exit $rc); cleanup' EXIT
+mg_on_exit _guest_stop_qemu
 
 guest_build
 start_svmd
