@@ -34,7 +34,7 @@ void agent_log(const char *fmt, ...)
   fprintf(stderr, "svmd %s.%03ld: %s\n", ts, now.tv_nsec / 1000000, msg);
 }
 
-static int mkdir_p(const char *path)
+int agent_mkdir_p(const char *path, mode_t mode)
 {
   CLEANUP_FREE char *p = strdup(path);
 
@@ -44,7 +44,7 @@ static int mkdir_p(const char *path)
     if (*s == '/' || *s == '\0') {
       char c = *s;
       *s = '\0';
-      if (mkdir(p, 0755) < 0 && errno != EEXIST)
+      if (mkdir(p, mode) < 0 && errno != EEXIST)
         return svm_error(errno, "%s: %s", p, strerror(errno));
       *s = c;
       if (!c)
@@ -113,8 +113,19 @@ static void scan_one(void *opaque, const struct svm_datastore *ds, const char *d
   agent_log("VM %s (datastore %s): %u disk(s) exported", vm->desc->name, ds->name, vm->ndisks);
 }
 
+void agent_vm_ref(struct agent_vm *vm)
+{
+  vm->refs++;
+}
+
+void agent_vm_unref(struct agent_vm *vm)
+{
+  vm->refs--;
+}
+
 static void free_agent(struct svm_agent *a)
 {
+  agent_moves_stop(a);             /* cancels and joins moves before their VMs go */
   while (a->vms) {
     struct agent_vm *vm = a->vms;
     a->vms = vm->next;
@@ -134,6 +145,12 @@ static void free_agent(struct svm_agent *a)
   free(a->mgmt);
   free(a->migration);
   free(a->tls_dir);
+  while (a->creating) {
+    struct agent_name *n = a->creating;
+    a->creating = n->next;
+    free(n);
+  }
+  pthread_mutex_destroy(&a->mu);
   free(a);
 }
 
@@ -196,7 +213,7 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
   a->tls_dir = dup_opt(cfg->tls_dir);
   a->insecure = cfg->insecure;
   a->ds = calloc(cfg->ndatastores, sizeof *a->ds);
-  r = mkdir_p(cfg->state_dir);
+  r = agent_mkdir_p(cfg->state_dir, 0755);
   if (r < 0)
     return r;
   a->state_dir = realpath(cfg->state_dir, NULL);
@@ -223,11 +240,14 @@ int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
   if (!a)
     return svm_error(ENOMEM, "out of memory");
   a->lock_fd = -1;
+  pthread_mutex_init(&a->mu, NULL);
   r = setup_state(a, cfg);
   if (!r)
     r = open_datastores(a, cfg);
   if (!r)
-    r = mkdir_p(a->nbds_dir);
+    r = agent_mkdir_p(a->nbds_dir, 0755);
+  if (!r)
+    r = agent_moves_init(a);     /* a move cut by a crash is resolved before the scan */
   if (!r)
     r = scan_datastores(a);
   if (!r)
@@ -345,13 +365,19 @@ static int do_vm_show(struct svm_agent *a, const struct svm_ctl_request *r, bool
   return ret < 0 ? ret : agent_out_vm(a, vm, json, payload);
 }
 
+/* Runs outside a->mu: an eager-zeroed create writes every byte of its disks. */
 static int do_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                         char **payload)
 {
   struct agent_vm *vm;
   int ret = agent_vm_create(a, r, &vm);
 
-  return ret < 0 ? ret : agent_out_vm(a, vm, json, payload);
+  if (ret < 0)
+    return ret;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&a->mu);
+  ret = agent_out_vm(a, vm, json, payload);
+  agent_vm_unref(vm);
+  return ret;
 }
 
 static int do_vm_delete(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
@@ -364,6 +390,11 @@ static int do_vm_delete(struct svm_agent *a, const struct svm_ctl_request *r, bo
 
   if (ret < 0)
     return ret;
+  if (vm->move)
+    return svm_error(EBUSY, "VM %s is being moved (svmctl status); wait for the move or cancel "
+                     "it with svmctl migrate --cancel %s", vm->desc->name, vm->desc->name);
+  if (vm->refs)
+    return svm_error(EBUSY, "VM %s is busy with another request; try again", vm->desc->name);
   name = strdup(vm->desc->name);
   if (!name)
     return svm_error(ENOMEM, "out of memory");
@@ -386,13 +417,51 @@ static int do_vm_delete(struct svm_agent *a, const struct svm_ctl_request *r, bo
   return 0;
 }
 
+/* Runs outside a->mu: it drains the disk's export (up to 30 s when a request hangs). */
 static int do_cbt_changeid(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                            char **payload)
 {
   struct agent_disk *d;
-  int ret = need_disk(a, r, &d);
+  struct agent_vm *vm;
+  int ret;
 
-  return ret < 0 ? ret : agent_cbt_changeid(d, json, payload);
+  pthread_mutex_lock(&a->mu);
+  ret = need_disk(a, r, &d);
+  vm = ret < 0 ? NULL : d->vm;
+  if (vm)
+    agent_vm_ref(vm);
+  pthread_mutex_unlock(&a->mu);
+  if (ret < 0)
+    return ret;
+  pthread_mutex_lock(&vm->op_mu);
+  ret = agent_cbt_changeid(d, json, payload);
+  pthread_mutex_unlock(&vm->op_mu);
+  pthread_mutex_lock(&a->mu);
+  agent_vm_unref(vm);
+  pthread_mutex_unlock(&a->mu);
+  return ret;
+}
+
+static int do_migrate(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                      char **payload)
+{
+  return agent_move_start(a, r, json, payload);
+}
+
+static int do_migrate_cancel(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                             char **payload)
+{
+  const char *vm = svm_ctl_arg(r, "vm");
+
+  if (!vm)
+    return svm_error(EINVAL, "migrate-cancel: missing argument 'vm'");
+  return agent_move_cancel(a, vm, json, payload);
+}
+
+static int do_status(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                     char **payload)
+{
+  return agent_move_status(a, svm_ctl_arg(r, "id"), json, payload);
 }
 
 static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
@@ -409,19 +478,24 @@ static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bo
   return agent_cbt_query(d, since, json, payload);
 }
 
-/* The protocol's commands and the arguments each takes (besides format). */
+/* The protocol's commands and the arguments each takes (besides format). `unlocked` commands
+ * take a->mu themselves (they do long work outside it); the others run under it. */
 static const struct command {
   const char *verb;
-  const char *const args[5];   /* NULL-terminated */
+  const char *const args[6];   /* NULL-terminated */
   int (*fn)(struct svm_agent *a, const struct svm_ctl_request *r, bool json, char **payload);
+  bool unlocked;
 } commands[] = {
-  { "ping", { NULL }, do_ping },
-  { "vm-list", { NULL }, do_vm_list },
-  { "vm-show", { "vm", NULL }, do_vm_show },
-  { "vm-create", { "vm", "datastore", "disk", "tcp", NULL }, do_vm_create },
-  { "vm-delete", { "vm", NULL }, do_vm_delete },
-  { "cbt-changeid", { "vm", "disk", NULL }, do_cbt_changeid },
-  { "cbt-query", { "vm", "disk", "since", NULL }, do_cbt_query },
+  { "ping", { NULL }, do_ping, false },
+  { "vm-list", { NULL }, do_vm_list, false },
+  { "vm-show", { "vm", NULL }, do_vm_show, false },
+  { "vm-create", { "vm", "datastore", "disk", "tcp", NULL }, do_vm_create, true },
+  { "vm-delete", { "vm", NULL }, do_vm_delete, false },
+  { "cbt-changeid", { "vm", "disk", NULL }, do_cbt_changeid, true },
+  { "cbt-query", { "vm", "disk", "since", NULL }, do_cbt_query, false },
+  { "migrate", { "vm", "datastore", "provisioning", "rate", NULL }, do_migrate, false },
+  { "migrate-cancel", { "vm", NULL }, do_migrate_cancel, false },
+  { "status", { "id", NULL }, do_status, false },
 };
 
 static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
@@ -430,12 +504,18 @@ static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
     const struct command *c = &commands[i];
     if (strcmp(r->verb, c->verb) != 0)
       continue;
+    struct svm_agent *a = opaque;
     int ret = check_args(r, c->args);
-    return ret < 0 ? ret : c->fn(opaque, r, want_json(r), payload);
+    if (ret < 0)
+      return ret;
+    if (c->unlocked)
+      return c->fn(a, r, want_json(r), payload);
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&a->mu);
+    return c->fn(a, r, want_json(r), payload);
   }
   return svm_error(EOPNOTSUPP, "unknown command '%s' (this svmd %s knows ping, vm-list, "
-                   "vm-show, vm-create, vm-delete, cbt-changeid, cbt-query)", r->verb,
-                   SVM_VERSION);
+                   "vm-show, vm-create, vm-delete, cbt-changeid, cbt-query, migrate, "
+                   "migrate-cancel, status)", r->verb, SVM_VERSION);
 }
 
 int svm_agent_run(struct svm_agent *a, int stop_fd)

@@ -1,16 +1,26 @@
 /* Internal to the agent (svm/agent*.c).
  *
- * Threads: the VM list and every field below are changed only by the thread running
- * svm_agent_run (control requests are served one at a time). Export I/O threads reach a disk
- * only through the tracking layer (the tracker) and the meta context provider (the agent_disk);
- * a disk is freed only after its export has been freed (which joins those threads). */
+ * Threads: control requests are served concurrently, one thread each (svm/control/server.h),
+ * and moves run on job threads (move.c). `a->mu` guards the VM list, every field of every VM
+ * and disk below, and the move table: short commands (vm list, status, cbt query) run
+ * entirely under it. Long work runs outside it: a command takes a reference on its VM
+ * (vm->refs) under the lock, drops the lock, works, and gives the reference back; a VM with
+ * references or a move is never deleted (vm delete answers EBUSY). vm->op_mu serializes what
+ * drains a VM's exports and acts on its trackers (a change ID, a move's switchover), so a
+ * change ID never lands between a tracker's copy and its switch. Fields a switchover changes
+ * (paths, dir, datastore, tracker) change with both op_mu and a->mu held.
+ * Export I/O threads reach a disk only through the tracking layer (the tracker) and the meta
+ * context provider (the agent_disk); a disk is freed only after its export has been freed
+ * (which joins those threads). */
 #ifndef SVM_AGENT_INTERNAL_H
 #define SVM_AGENT_INTERNAL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include <svmotion/agent.h>
 
@@ -37,8 +47,13 @@ struct agent_disk {
   struct svm_export *export;
 };
 
+struct agent_move;
+
 struct agent_vm {
   struct agent_vm *next;
+  unsigned refs;          /* long operations using the VM outside a->mu */
+  struct agent_move *move;   /* its move, queued or running, else NULL */
+  pthread_mutex_t op_mu;  /* see the top */
   const struct svm_datastore *ds;
   char *dir;              /* DS/VM */
   char *desc_path;        /* DS/VM/VM.svm */
@@ -58,9 +73,22 @@ struct svm_agent {
   struct agent_vm *vms;
   int lock_fd;
   struct svm_control *control;
+  pthread_mutex_t mu;     /* see the top */
+  struct agent_name *creating;   /* names of VMs being created (outside the lock) */
+  struct agent_moves *moves;     /* move.c */
+};
+
+struct agent_name {
+  struct agent_name *next;
+  char name[72];
 };
 
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* agent.c: a reference on a VM for work outside a->mu (called with a->mu held) */
+void agent_vm_ref(struct agent_vm *vm);
+void agent_vm_unref(struct agent_vm *vm);
+int agent_mkdir_p(const char *path, mode_t mode);
 
 /* vm.c */
 struct agent_vm *agent_find_vm(struct svm_agent *a, const char *name);
@@ -70,8 +98,11 @@ const struct svm_datastore *agent_find_ds(struct svm_agent *a, const char *name)
 int agent_vm_open(struct svm_agent *a, const struct svm_datastore *ds, const char *dir,
                   const char *desc_path, struct svm_desc *desc, struct agent_vm **out);
 void agent_vm_close(struct agent_vm *vm);
+/* Takes a->mu itself (the files are made outside it); on success *out carries a reference. */
 int agent_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, struct agent_vm **out);
 int agent_vm_delete(struct svm_agent *a, const char *name);
+/* Unlink the VM from the agent's list (a->mu held); it stays allocated. */
+void agent_vm_unlink(struct svm_agent *a, struct agent_vm *vm);
 
 /* disk.c: the disk's tracker and export */
 int agent_disk_start(struct svm_agent *a, struct agent_disk *d);
@@ -80,6 +111,14 @@ int agent_cbt_changeid(struct agent_disk *d, bool json, char **out);
 int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **out);
 /* The disk's CBT state for vm list/show: writes JSON members ("granularity": ..., ...) */
 void agent_disk_cbt_json(struct agent_disk *d, FILE *f);
+
+/* move.c: live moves between datastores (svm/migrate), their queue and the crash journal */
+int agent_moves_init(struct svm_agent *a);       /* before the scan: resolves crashed moves */
+void agent_moves_stop(struct svm_agent *a);      /* cancels and joins every move */
+int agent_move_start(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                     char **out);                 /* a->mu held */
+int agent_move_cancel(struct svm_agent *a, const char *vm, bool json, char **out);
+int agent_move_status(struct svm_agent *a, const char *id, bool json, char **out);
 
 /* json.c: answers as JSON or text */
 int agent_out_vm_list(struct svm_agent *a, bool json, char **out);

@@ -31,6 +31,10 @@ static void usage_main(FILE *f)
         "  cbt changeid VM DISK [--json]   closes the current epoch, prints <uuid>/<seq>\n"
         "  cbt query VM DISK --since CHANGEID|* [--json]   extents changed since CHANGEID\n"
         "  cbt info FILE.ctk [--json]  reads a tracking file directly (no agent needed)\n"
+        "  migrate VM --datastore DS [--provisioning same|thin|thick|eager-zeroed-thick]\n"
+        "             [--rate RATE] [--json]   moves VM live to datastore DS, waits for the end\n"
+        "  migrate --cancel VM [--json]        aborts VM's move: it stays where it was\n"
+        "  status [--json]             moves running, queued and the last ones done\n"
         "\n"
         "SIZE takes K, M, G, T (powers of 1024); PROVISIONING is thin (default), thick or\n"
         "eager-zeroed-thick. DISK is the disk's index (0, 1, ...). --json prints one JSON object\n"
@@ -312,6 +316,10 @@ static int run(const char *state, int argc, char **argv)
   struct request rq = { .n = 0 };
   int maxpos, r;
 
+  if (strcmp(argv[0], "migrate") == 0)
+    return svmctl_migrate(state, argc - 1, argv + 1);
+  if (strcmp(argv[0], "status") == 0)
+    return svmctl_status(state, argc - 1, argv + 1);
   r = find_command(&c, argc, argv);
   if (r)
     return r;

@@ -10,4 +10,9 @@ enum { SVMCTL_MAX_OPTS = 64 };
  * the agent. 0, or -EINVAL with a message in err. */
 int svmctl_disk_spec(const char *spec, char *out, size_t len, char *err, size_t errlen);
 
+/* migrate.c: `svmctl migrate ...` and `svmctl status ...` (argv after the command word);
+ * the exit status. */
+int svmctl_migrate(const char *state, int argc, char **argv);
+int svmctl_status(const char *state, int argc, char **argv);
+
 #endif
