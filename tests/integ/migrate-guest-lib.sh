@@ -63,6 +63,9 @@ wait_file_grows() {
   start=$(stat -c %s "$f")
   for ((i = 0; i < secs * 20; i++)); do
     [ "$(stat -c %s "$f")" -ge $((start + by)) ] && return 0
+    if [ -n "${FIO_PID:-}" ] && ! kill -0 "$FIO_PID" 2>/dev/null; then
+      fail "fio stopped writing: $(grep -h -m3 -E 'verify|err' "$T/fio-writer.err" "$T/fio-writer.json" 2>/dev/null)"
+    fi
     sleep 0.05
   done
   fail "$f did not grow by $by bytes in ${secs}s: the writer stopped"
@@ -81,11 +84,12 @@ qemu_io_check() {
 }
 
 # fio_writer_start URI OFFSET SIZE [FIO ARGS...]: fio's nbd engine writing 4 KiB random
-# crc32c-headed blocks over [OFFSET, OFFSET+SIZE) at depth 16 in the background, reading each
-# 256 writes back (verify_backlog) and the whole range after each loop over it, until
-# fio_writer_stop; its write log ($T/fio-w.log) shows that it goes on writing. Returns once
-# fio has written 64 KiB of log. The range should hold fio blocks already (fio_fill) for
-# fio_verify_range to read it all back later.
+# crc32c-headed blocks over [OFFSET, OFFSET+SIZE) at depth 16 in the background, one pass in
+# which every block is written once (fio's random map), each 256 writes read back and verified
+# while it writes (verify_backlog), until fio_writer_stop (or the end of the pass). Its write log
+# ($T/fio-w.log, in issue order) shows that it goes on writing, and tells fio_check_last which
+# write each block must hold. Returns once fio has written 64 KiB of log. Make the pass outlast
+# what the test waits for (a large range, or --rate_iops).
 FIO_PID=
 fio_writer_start() {
   local u=$1 off=$2 size=$3
@@ -93,7 +97,7 @@ fio_writer_start() {
   rm -f "$T/fio-stop" "$T/fio-w.log"
   fio --name=writer --ioengine=nbd --uri="$u" --rw=randwrite --bs=4k --offset="$off" \
     --size="$size" --iodepth=16 --verify=crc32c --verify_backlog=256 --do_verify=1 \
-    --verify_fatal=1 --loops=1000000 --trigger-file="$T/fio-stop" --write_iolog="$T/fio-w.log" \
+    --verify_fatal=1 --trigger-file="$T/fio-stop" --write_iolog="$T/fio-w.log" \
     --output-format=json --output="$T/fio-writer.json" "$@" 2>"$T/fio-writer.err" &
   FIO_PID=$!
   for _ in $(seq 1 200); do [ -f "$T/fio-w.log" ] && break; sleep 0.05; done
@@ -123,9 +127,12 @@ PY
 }
 mg_on_exit '[ -z "$FIO_PID" ] || { kill "$FIO_PID"; wait "$FIO_PID"; }'
 
-# fio_fill URI OFFSET SIZE: every 4 KiB block of the range a fio block (verified)
+# fio_fill URI OFFSET SIZE: every 4 KiB block of the range a fio block (verified), written in
+# order: block j is the fill's write j, where the writer's k-th write goes to a random block, so
+# a block that the writer's write did not reach tells itself apart (fio's random offsets do
+# not change with --randseed: a random fill would number its blocks as the writer does)
 fio_fill() {
-  fio --name=fill --ioengine=nbd --uri="$1" --rw=randwrite --bs=4k --offset="$2" --size="$3" \
+  fio --name=fill --ioengine=nbd --uri="$1" --rw=write --bs=4k --offset="$2" --size="$3" \
     --iodepth=16 --verify=crc32c --do_verify=1 --verify_fatal=1 --output="$T/fio-fill.txt" ||
     { cat "$T/fio-fill.txt" >&2; fail "fio fill of $1"; }
 }
@@ -138,4 +145,30 @@ fio_verify_range() {
   fio --name=check "${target[@]}" --rw=read --bs=4k --offset="$2" --size="$3" --iodepth=16 \
     --verify=crc32c --verify_fatal=1 --output="$T/fio-check.txt" ||
     { grep -m3 verify "$T/fio-check.txt" >&2; fail "read-verify of $1 [$2 +$3]"; }
+}
+
+# fio_check_last FILE: every block the writer wrote holds that write, not an older block:
+# fio numbers a job's writes in issue order (the header's numberio, 16 bits), the order of its
+# write log, and the writer's one pass writes each block once. fio's own verify cannot see a
+# lost write whose block still holds an older valid fio block (it checks offset and crc32c).
+# Checks the headers only; fio_verify_range checks the crc32c of every block.
+fio_check_last() {
+  python3 - "$1" "$T/fio-w.log" <<'PY' || fail "$1 does not hold the writer's last writes"
+import struct, sys
+path, log = sys.argv[1], sys.argv[2]
+writes = [int(l.split()[3]) for l in open(log) if l.split()[2:3] == ["write"]]
+if len(set(writes)) != len(writes):
+    sys.exit("the writer wrote a block twice: the check needs one pass")
+bad = []
+with open(path, "rb") as f:
+    for k, off in enumerate(writes):
+        f.seek(off)
+        magic, _, _, _, hoff, _, _, _, nio, _ = struct.unpack("<HHIQQIIHHI", f.read(40))
+        if magic != 0xacca or hoff != off or nio != k & 0xffff:
+            bad.append(f"offset {off}: write {k} of the writer missing (magic {magic:#x}, "
+                       f"offset {hoff}, numberio {nio})")
+if bad:
+    sys.exit(f"{path}: {len(bad)} of {len(writes)} writes lost: " + "; ".join(bad[:3]))
+print(f"fio_check_last: {path} holds all {len(writes)} writes")
+PY
 }
