@@ -64,7 +64,7 @@ wait_file_grows() {
   for ((i = 0; i < secs * 20; i++)); do
     [ "$(stat -c %s "$f")" -ge $((start + by)) ] && return 0
     if [ -n "${FIO_PID:-}" ] && ! kill -0 "$FIO_PID" 2>/dev/null; then
-      fail "fio stopped writing: $(grep -h -m3 -E 'verify|err' "$T/fio-writer.err" "$T/fio-writer.json" 2>/dev/null)"
+      fail "fio ended (its one pass over the range is over, or a verify failed): $(grep -h -m3 -E 'verify|err' "$T/fio-writer.err" "$T/fio-writer.json" 2>/dev/null)"
     fi
     sleep 0.05
   done
@@ -127,22 +127,22 @@ PY
 }
 mg_on_exit '[ -z "$FIO_PID" ] || { kill "$FIO_PID"; wait "$FIO_PID"; }'
 
-# fio_fill URI OFFSET SIZE: every 4 KiB block of the range a fio block (verified), written in
+# fio_fill URI OFFSET SIZE [BS]: every 4 KiB (BS) block of the range a fio block (verified), written in
 # order: block j is the fill's write j, where the writer's k-th write goes to a random block, so
 # a block that the writer's write did not reach tells itself apart (fio's random offsets do
 # not change with --randseed: a random fill would number its blocks as the writer does)
 fio_fill() {
-  fio --name=fill --ioengine=nbd --uri="$1" --rw=write --bs=4k --offset="$2" --size="$3" \
+  fio --name=fill --ioengine=nbd --uri="$1" --rw=write --bs="${4:-4k}" --offset="$2" --size="$3" \
     --iodepth=16 --verify=crc32c --do_verify=1 --verify_fatal=1 --output="$T/fio-fill.txt" ||
     { cat "$T/fio-fill.txt" >&2; fail "fio fill of $1"; }
 }
 
-# fio_verify_range URI|FILE OFFSET SIZE: read the range back, every block a fio block for its
+# fio_verify_range URI|FILE OFFSET SIZE [BS]: read the range back, every block a fio block for its
 # offset with a good crc32c (through an NBD URI, or from a file directly)
 fio_verify_range() {
   local target=(--ioengine=nbd "--uri=$1")
   [ -f "$1" ] && target=("--filename=$1")
-  fio --name=check "${target[@]}" --rw=read --bs=4k --offset="$2" --size="$3" --iodepth=16 \
+  fio --name=check "${target[@]}" --rw=read --bs="${4:-4k}" --offset="$2" --size="$3" --iodepth=16 \
     --verify=crc32c --verify_fatal=1 --output="$T/fio-check.txt" ||
     { grep -m3 verify "$T/fio-check.txt" >&2; fail "read-verify of $1 [$2 +$3]"; }
 }
