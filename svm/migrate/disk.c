@@ -137,7 +137,7 @@ int svm_move_disk_copy(struct svm_move_disk *m)
   if (r == -ECANCELED || atomic_load(&m->cancelled))
     return svm_error(ECANCELED, "%s: move cancelled", m->name);
   if (r < 0)
-    return svm_error_prefix("%s: copying to %s", m->name, m->dst_path);
+    return svm_error_prefix("%s: bulk copy", m->name);
   return 0;
 }
 
