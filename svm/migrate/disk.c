@@ -185,6 +185,13 @@ void svm_move_disk_snapshot(struct svm_move_disk *m)
   }
 }
 
+int svm_move_disk_preflush(struct svm_move_disk *m)
+{
+  int r = svm_layer_flush_sync(m->raw_dst);
+
+  return r < 0 ? svm_error_prefix("%s: flushing the destination %s", m->name, m->dst_path) : 0;
+}
+
 int svm_move_disk_switch(struct svm_move_disk *m)
 {
   struct svm_layer *raw = NULL, *top = NULL, *old = NULL;

@@ -67,6 +67,9 @@ void svm_move_disk_cancel(struct svm_move_disk *m);
  * caller knows it is alive: between prepare and the snapshot), else the last snapshot. */
 void svm_move_disk_progress(struct svm_move_disk *m, bool live, uint64_t *done, uint64_t *total,
                             uint64_t *copied, uint64_t *mirrored);
+/* Before the pause: flush what the destination holds so far, so that the flush inside the
+ * pause (the guest's downtime) has little left to write. */
+int svm_move_disk_preflush(struct svm_move_disk *m);
 int svm_move_disk_switch(struct svm_move_disk *m);
 void svm_move_disk_finish(struct svm_move_disk *m);
 void svm_move_disk_abort(struct svm_move_disk *m);
