@@ -13,14 +13,15 @@ LOOP=
 FUSE_PID=
 teardown() {
   rm -f "$T/inject"
-  if [ -n "$SVMD_PID" ]; then kill "$SVMD_PID" 2>/dev/null; wait "$SVMD_PID" 2>/dev/null; SVMD_PID=; fi
+  if [ -n "$SVMD_PID" ]; then kill "$SVMD_PID" 2>/dev/null; wait "$SVMD_PID" 2>/dev/null; fi
+  SVMD_PID=
   mountpoint -q "$T/ds3" && umount -l "$T/ds3"
   [ -z "$LOOP" ] || losetup -d "$LOOP" 2>/dev/null
   mountpoint -q "$T/fuse" && umount "$T/fuse"
   [ -z "$FUSE_PID" ] || wait "$FUSE_PID" 2>/dev/null
   true
 }
-trap 'rc=$?; teardown; (exit $rc); cleanup' EXIT
+trap 'rc=$?; set +e; teardown; (exit $rc); cleanup' EXIT
 
 nbdfuse "$T/fuse/disk" --command nbdkit -s --filter=error memory 128M error=EIO \
   error-rate=100% error-file="$T/inject" 2>"$T/nbdkit.log" &

@@ -8,7 +8,13 @@ source "$(dirname "$0")/migrate-lib.sh"
 
 mkdir -p "$T/ds3"
 mount -t tmpfs -o size=24M,mode=0755 tmpfs "$T/ds3" 2>/dev/null || { echo "SKIP: cannot mount a tmpfs"; exit 77; }
-trap 'rc=$?; [ -z "$SVMD_PID" ] || { kill "$SVMD_PID"; wait "$SVMD_PID"; SVMD_PID=; } 2>/dev/null; umount -l "$T/ds3"; (exit $rc); cleanup' EXIT
+teardown() {
+  if [ -n "$SVMD_PID" ]; then kill "$SVMD_PID" 2>/dev/null; wait "$SVMD_PID" 2>/dev/null; fi
+  SVMD_PID=
+  umount -l "$T/ds3" 2>/dev/null
+  true
+}
+trap 'rc=$?; set +e; teardown; (exit $rc); cleanup' EXIT
 
 start_svmd --datastore "ds3=$T/ds3"
 svmctl vm create vm1 --datastore ds1 --disk 64M >/dev/null
