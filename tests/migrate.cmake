@@ -8,3 +8,5 @@ svm_integ_test(migrate-crash migrate-crash.sh TIMEOUT 180)
 svm_integ_test(migrate-cbt migrate-cbt.sh TIMEOUT 180)
 svm_integ_test(migrate-control migrate-control.sh TIMEOUT 120)
 svm_integ_test(migrate-queue migrate-queue.sh TIMEOUT 180)
+# the journal parser (a file read back after a crash) and the limits
+svm_unit_test(test-migrate SOURCES unit/test-migrate.c LIBS svmotion)
