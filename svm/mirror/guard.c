@@ -124,6 +124,7 @@ static void abandoned(void *opaque, int64_t res)
   gop_unref(op);
 }
 
+__attribute__((format(printf, 3, 0)))
 static void drop_v(struct mirror_guard *g, int err, const char *fmt, va_list ap)
 {
   struct gop *list = NULL, *op;
