@@ -25,7 +25,8 @@ enum kind { KIND_WRITE, KIND_ZERO, KIND_TRIM, KIND_FLUSH };
 struct mreq {
   struct svm_mirror *m;
   struct svm_region reg;
-  struct svm_io_posted node;    /* back to our thread after parking */
+  struct svm_io_posted node;    /* back to our thread after parking; dst side retries */
+  struct svm_io_posted src_node;  /* source side retries */
   struct svm_io *io;
   enum kind kind;
   const void *buf;
@@ -138,23 +139,69 @@ static int pass_dst(struct svm_mirror *m, struct mreq *q)
   return pass(g, q, flags, dst_done);
 }
 
+static void dst_retry(void *opaque, int64_t res);
+
+/* Send the destination's side. A full engine (-EAGAIN) is retried from the engine's next
+ * turn; any other failure to queue it drops the destination (a copied range must never be
+ * written to the source alone while the destination stays in the mirror). */
+static void send_dst(struct mreq *q)
+{
+  struct svm_mirror *m = q->m;
+  int r = pass_dst(m, q);
+
+  if (r == -EAGAIN) {
+    svm_io_post_node(q->io, &q->node, dst_retry, q, 0);
+    return;
+  }
+  if (r < 0) {
+    if (mirror_guard_err(m->g) == 0)
+      mirror_guard_drop(m->g, r, "mirror to %s: cannot send a %s at offset %llu: %s",
+                        svm_layer_path(m->dst), q->kind == KIND_FLUSH ? "flush" : "write",
+                        (unsigned long long)q->off, strerror(-r));
+    q->dst_ok = false;
+    side_done(q);
+  }
+}
+
+static void dst_retry(void *opaque, int64_t res)
+{
+  (void)res;
+  send_dst(opaque);
+}
+
+static void src_retry(void *opaque, int64_t res);
+
+/* Send the source's side; the mirror adds requests to the caller's engine, so a full engine
+ * is its business: tried again on the engine's next turn, not failed. */
+static void send_src(struct mreq *q)
+{
+  int r = pass(q->m->layer->below, q, q->flags, src_done);
+
+  if (r == -EAGAIN) {
+    svm_io_post_node(q->io, &q->src_node, src_retry, q, 0);
+  } else if (r < 0) {
+    q->src_res = r;
+    side_done(q);
+  }
+}
+
+static void src_retry(void *opaque, int64_t res)
+{
+  (void)res;
+  send_src(opaque);
+}
+
 /* Holding the range (or a flush): go to one side or both. */
 static void start(struct mreq *q)
 {
   struct svm_mirror *m = q->m;
-  int r;
 
   q->mirrored = mirror_guard_err(m->g) == 0 &&
                 (q->kind == KIND_FLUSH || any_copied(m, q->off, q->len));
   q->pending = 1 + 1 + q->mirrored;       /* +1: not done before both are issued */
-  if (q->mirrored && pass_dst(m, q) < 0) {
-    q->dst_ok = false;                    /* dropped meanwhile: the source alone */
-    q->pending--;
-  }
-  if ((r = pass(m->layer->below, q, q->flags, src_done)) < 0) {
-    q->src_res = r;
-    q->pending--;
-  }
+  if (q->mirrored)
+    send_dst(q);
+  send_src(q);
   side_done(q);
 }
 

@@ -278,6 +278,32 @@ static void test_hang_guest(void **state)
   free(x.dst_path);
 }
 
+/* An engine with room for one request: the mirror's second side waits for the engine's next
+ * turn instead of failing the guest or dropping the destination. */
+static void test_engine_full(void **state)
+{
+  struct svm_mirror_opts o = { .request_size = CHUNK, .requests = 2, .dst_reads_zero = true };
+  struct fixture x;
+  struct svm_io *small;
+  char w[4096];
+
+  (void)state;
+  make(&x, &o, false);
+  assert_int_equal(svm_mirror_run(x.m), 0);
+  assert_int_equal(svm_io_new(SVM_IO_AUTO, 1, &small), 0);
+  memset(w, 'G', sizeof w);
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(sync_write(x.top, small, w, sizeof w, (uint64_t)i << 20, SVM_LAYER_FUA),
+                     (int64_t)sizeof w);
+    assert_int_equal(sync_flush(x.top, small), 0);
+  }
+  assert_int_equal(svm_mirror_status(x.m), 0);
+  assert_int_equal(atomic_load(&x.f->fuas), 4);
+  assert_same(&x);
+  svm_io_free(small);
+  unmake(&x);
+}
+
 static void test_cancel(void **state)
 {
   struct svm_mirror_opts o = { .request_size = CHUNK };
@@ -323,6 +349,7 @@ int main(void)
     cmocka_unit_test(test_guest_write_dst_fails),
     cmocka_unit_test(test_hang),
     cmocka_unit_test(test_hang_guest),
+    cmocka_unit_test(test_engine_full),
     cmocka_unit_test(test_cancel),
     cmocka_unit_test(test_bad_sizes),
   };
