@@ -53,7 +53,7 @@ struct mirror_guard {
   atomic_int err;
   pthread_mutex_t mu;
   struct gop *head, *tail;
-  uint64_t budget, used;
+  uint64_t budget, used, peak;
   char msg[512];
   uint64_t timeout_ns;
   pthread_cond_t cv;
@@ -206,6 +206,7 @@ static struct gop *grant_locked(struct mirror_guard *g)
     w->state = ST_ISSUED;
     w->held = w->len;
     g->used += w->len;
+    g->peak = g->used > g->peak ? g->used : g->peak;
     w->alink = NULL;
     *tail = w;
     tail = &w->alink;
@@ -350,6 +351,7 @@ static int submit(struct svm_layer *l, enum kind kind, struct svm_io *io, const 
     } else {
       op->held = len;
       g->used += len;
+      g->peak = g->used > g->peak ? g->used : g->peak;
     }
   }
   append_locked(g, op);
@@ -498,12 +500,12 @@ int mirror_guard_status(struct mirror_guard *g, char *msg, size_t len)
   return err;
 }
 
-uint64_t mirror_guard_bytes_held(struct mirror_guard *g)
+uint64_t mirror_guard_peak(struct mirror_guard *g)
 {
   uint64_t n;
 
   pthread_mutex_lock(&g->mu);
-  n = g->used;
+  n = g->peak;
   pthread_mutex_unlock(&g->mu);
   return n;
 }

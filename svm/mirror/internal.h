@@ -28,8 +28,8 @@ int mirror_guard_status(struct mirror_guard *g, char *msg, size_t len);
 /* Drop the destination with err (-errno) and a message, unless it was dropped already. */
 void mirror_guard_drop(struct mirror_guard *g, int err, const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
-/* Bytes of data copies alive now (tests check the bound). */
-uint64_t mirror_guard_bytes_held(struct mirror_guard *g);
+/* Bytes of data copies alive at most so far. */
+uint64_t mirror_guard_peak(struct mirror_guard *g);
 void mirror_guard_close(struct mirror_guard *g);
 
 /* ---- mirror.c ---- */

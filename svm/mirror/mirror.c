@@ -323,6 +323,8 @@ int svm_mirror_new(struct svm_layer *src, struct svm_layer *dst, const struct sv
   budget = (m->o.request_size ? m->o.request_size : 2u << 20) *
            (m->o.requests ? m->o.requests : 32u);
   budget = budget < (64u << 20) ? (64u << 20) + budget : 2 * budget;
+  if (m->o.buffer_budget)
+    budget = m->o.buffer_budget;
   timeout = m->o.dst_timeout_ns ? m->o.dst_timeout_ns : UINT64_C(30000000000);
   if ((r = mirror_guard_new(dst, timeout, budget, &m->g)) < 0) {
     free(m->copied);
@@ -365,5 +367,6 @@ void svm_mirror_get_counters(struct svm_mirror *m, struct svm_mirror_counters *c
     .bytes_copied = atomic_load_explicit(&m->bytes_copied, memory_order_relaxed),
     .bytes_mirrored = atomic_load_explicit(&m->bytes_mirrored, memory_order_relaxed),
     .writes_parked = atomic_load_explicit(&m->parked, memory_order_relaxed),
+    .buffer_peak = mirror_guard_peak(m->g),
   };
 }

@@ -274,6 +274,7 @@ static void check_same(struct model *x, const char *src, const char *dst)
 
 struct totals {
   uint64_t seeds, ops, during, parked, mirrored, copied, failures_injected, hangs;
+  uint64_t budget_seeds, peak_max;
 };
 
 static void run_seed(unsigned seed, struct totals *t)
@@ -315,6 +316,8 @@ static void run_seed(unsigned seed, struct totals *t)
   o.zero_allocates = rand_r(&rs) % 4 == 0;
   o.request_size = sizes[rand_r(&rs) % 4];
   o.requests = 1 + (unsigned)(rand_r(&rs) % 8);
+  if (rand_r(&rs) % 2)                /* small: writes wait for copies to come back */
+    o.buffer_budget = (uint64_t)(1 + rand_r(&rs) % 8) * 32768;
   assert_int_equal(svm_layer_open_raw(src_path, false, &raw), 0);
   x->dst = fault_layer(dst_path, &x->f);
   if (seed % 4 == 1) {
@@ -348,6 +351,14 @@ static void run_seed(unsigned seed, struct totals *t)
   svm_mirror_get_counters(m, &c);
 
   assert_int_equal(atomic_load(&x->failures), 0);   /* no guest request failed, ever */
+  if (o.buffer_budget) {
+    uint64_t big = o.request_size > MAXLEN ? o.request_size : MAXLEN;
+    if (c.buffer_peak > (o.buffer_budget > big ? o.buffer_budget : big))
+      fail_msg("seed %u: %" PRIu64 " bytes of copies at once, over the budget of %" PRIu64,
+               seed, c.buffer_peak, o.buffer_budget);
+    t->budget_seeds++;
+    t->peak_max = c.buffer_peak > t->peak_max ? c.buffer_peak : t->peak_max;
+  }
   if (inject || hang) {
     int want = hang ? -ETIMEDOUT : -inject;
     bool hit = atomic_load(&x->f->requests) >= (hang ? x->f->hang_at : x->f->fail_at);
@@ -403,8 +414,9 @@ static void test_model(void **state)
   print_message("mirror model: %" PRIu64 " seeds, %" PRIu64 " guest requests (%" PRIu64
                 " completed while copying), %" PRIu64 " parked, %" PRIu64 " bytes mirrored, "
                 "%" PRIu64 " copied; destination failed in %" PRIu64 " seeds, hung in %"
-                PRIu64 "\n", t.seeds, t.ops, t.during, t.parked, t.mirrored, t.copied,
-                t.failures_injected, t.hangs);
+                PRIu64 "; %" PRIu64 " seeds with a budget of 32-256 KiB for copies (peak %"
+                PRIu64 ")\n", t.seeds, t.ops, t.during, t.parked, t.mirrored, t.copied,
+                t.failures_injected, t.hangs, t.budget_seeds, t.peak_max);
   assert_true(t.during > 0);
   assert_true(t.parked > 0);
 }
