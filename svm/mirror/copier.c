@@ -91,7 +91,10 @@ static void release_all(struct svm_mirror *m)
 static void on_progress(void *opaque, uint64_t done, uint64_t total)
 {
   struct svm_mirror *m = opaque;
+  struct svm_copy_counters n;
 
+  svm_copy_get_counters(m->copy, &n);
+  atomic_store_explicit(&m->bytes_copied, n.bytes_written, memory_order_relaxed);
   atomic_store_explicit(&m->done, done, memory_order_relaxed);
   if (m->o.progress)
     m->o.progress(m->o.progress_opaque, done, total);
@@ -137,7 +140,9 @@ int svm_mirror_run(struct svm_mirror *m)
                                   &de)) < 0 ||
       (r = svm_copy_new(se, de, &co, &c)) < 0)
     goto out;
+  m->copy = c;
   r = svm_copy_run(c, &map);
+  m->copy = NULL;
   svm_copy_get_counters(c, &n);
   atomic_store(&m->bytes_copied, n.bytes_written);
 

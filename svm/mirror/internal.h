@@ -36,6 +36,7 @@ void mirror_guard_close(struct mirror_guard *g);
 enum { MIRROR_GRANULE_SHIFT = 16 };     /* the copied map's granule: 64 KiB */
 
 struct mirror_chunk;                    /* copier.c */
+struct svm_copy;
 
 struct svm_mirror {
   struct svm_layer *layer;              /* the filter; layer->below is the source */
@@ -53,6 +54,7 @@ struct svm_mirror {
   /* The copier's chunks in flight (copier.c, its thread only). */
   struct mirror_chunk *chunks;
   unsigned nchunks;
+  struct svm_copy *copy;
 };
 
 void mirror_mark_copied(struct svm_mirror *m, uint64_t off, uint64_t len);
