@@ -88,6 +88,18 @@ static void release_all(struct svm_mirror *m)
   }
 }
 
+/* Every granule passed: from now on every guest write goes to both sides. A gap would be a
+ * range the destination may lack while the move reports success: refuse it loudly. */
+static int check_all_copied(struct svm_mirror *m)
+{
+  for (uint64_t i = 0; i < m->ngranules; i++)
+    if (!(atomic_load(&m->copied[i / 64]) & (UINT64_C(1) << (i % 64))))
+      return svm_error(EIO, "mirror of %s: internal error: the copy ended with the range at "
+                       "%llu not copied", svm_layer_path(m->layer->below),
+                       (unsigned long long)(i << MIRROR_GRANULE_SHIFT));
+  return 0;
+}
+
 static void on_progress(void *opaque, uint64_t done, uint64_t total)
 {
   struct svm_mirror *m = opaque;
@@ -158,6 +170,8 @@ out:
   free(m->chunks);
   m->chunks = NULL;
   m->nchunks = 0;
+  if (r == 0 && (r = check_all_copied(m)) < 0)
+    snprintf(msg, sizeof msg, "%s", svm_last_error());
   if (r < 0)
     mirror_guard_drop(m->g, r, "%s", msg);      /* the copy failed: the move cannot finish */
   /* The first cause, not what the engine saw of it (a dropped destination fails its

@@ -44,9 +44,12 @@ struct svm_mirror {
   struct mirror_guard *g;
   struct svm_mirror_opts o;
   struct svm_region_table rt;
-  /* Granules the copier has passed (any part): a guest write touching one is mirrored.
-   * Marked by the copier before it releases the chunk's region, read by a write after it
-   * acquired its own; the table's mutex orders the two. */
+  /* Granules the copier has passed, or a mirrored request has touched (any part): a guest
+   * request touching one is mirrored. Marked before the chunk's (request's) region is
+   * released, read by a request after it acquired its own; the table's mutex orders the two
+   * for overlapping ranges. Marks only grow: once any byte went to the destination, every
+   * later request on it does too, so a copier that skips zeros (dst_reads_zero) never leaves
+   * stale data there. */
   _Atomic uint64_t *copied;
   size_t ngranules;
   atomic_uint_fast64_t done, bytes_copied, bytes_mirrored, parked;

@@ -2,8 +2,9 @@
  *
  * A write, zero or trim takes its range in the region table first (parking, if a copier chunk
  * or an overlapping write holds it, until the release posts it back to its own thread), then
- * looks at the copied map: touched by the copier already, it goes to the source and, through
- * the guard, to the destination side by side; not yet, to the source only. It completes, with
+ * looks at the copied map: touched by the copier already (or by a mirrored request), it goes
+ * to the source and, through the guard, to the destination side by side; not yet, to the
+ * source only. It completes, with
  * the source's result, when both are done, and only then gives the range back - so the copier
  * never reads a range a write is still changing, and overlapping writes reach both sides one at
  * a time, in order. A destination failure has dropped the destination in the guard (which
@@ -199,6 +200,13 @@ static void start(struct mreq *q)
   q->mirrored = mirror_guard_err(m->g) == 0 &&
                 (q->kind == KIND_FLUSH || any_copied(m, q->off, q->len));
   q->pending = 1 + 1 + q->mirrored;       /* +1: not done before both are issued */
+  /* Once a byte has been written to the destination, every later request on it must be
+   * too: a request mirrored because part of it was copied marks all of it (later requests
+   * on it acquire after this one releases, so they see the mark). Otherwise a zero reaching
+   * the source alone there would leave this write's data on a destination that the copier
+   * then skips as "reads as zeros". */
+  if (q->mirrored && q->kind != KIND_FLUSH)
+    mirror_mark_copied(m, q->off, q->len);
   if (q->mirrored)
     send_dst(q);
   send_src(q);
