@@ -38,6 +38,7 @@ struct mreq {
   unsigned pending;             /* sides still out (+1 while issuing); this thread only */
   int64_t src_res;
   bool mirrored, dst_ok;
+  bool dst_after;               /* a fast zero: the destination only once the source did it */
 };
 
 static struct svm_mirror *M(struct svm_layer *l)
@@ -93,11 +94,20 @@ static void side_done(struct mreq *q)
   cb(opaque, res);
 }
 
+static void send_dst(struct mreq *q);
+
 static void src_done(void *opaque, int64_t res)
 {
   struct mreq *q = opaque;
 
   q->src_res = res;
+  if (q->dst_after) {           /* the destination's turn, if the source could do it fast */
+    q->dst_after = false;
+    if (res >= 0)
+      send_dst(q);
+    else
+      side_done(q);             /* nothing changed anywhere: the guest falls back */
+  }
   side_done(q);
 }
 
@@ -207,7 +217,10 @@ static void start(struct mreq *q)
    * then skips as "reads as zeros". */
   if (q->mirrored && q->kind != KIND_FLUSH)
     mirror_mark_copied(m, q->off, q->len);
-  if (q->mirrored)
+  /* A fast zero may fail on the source with ENOTSUP, and must then change nothing: the
+   * destination (where it is never fast: that could fail there alone) follows the source. */
+  q->dst_after = q->mirrored && q->kind == KIND_ZERO && (q->flags & SVM_LAYER_FAST);
+  if (q->mirrored && !q->dst_after)
     send_dst(q);
   send_src(q);
   side_done(q);

@@ -278,6 +278,34 @@ static void test_hang_guest(void **state)
   free(x.dst_path);
 }
 
+/* A fast zero the source cannot do fails for the guest and changes nothing, on either side. */
+static void test_fast_zero(void **state)
+{
+  struct svm_mirror_opts o = { .request_size = CHUNK, .requests = 2, .dst_reads_zero = true };
+  struct svm_layer *src, *top;
+  struct svm_mirror *m;
+  struct fault *fs;
+  struct fixture x;
+
+  (void)state;
+  make(&x, &o, false);
+  svm_layer_free(x.top);                                 /* again, with a source that ... */
+  src = fault_layer(x.src_path, &fs);
+  fs->no_fast_zero = true;                               /* ... cannot zero fast */
+  assert_int_equal(svm_mirror_new(src, x.dst, &o, &top, &m), 0);
+  assert_int_equal(svm_mirror_run(m), 0);
+  int before = atomic_load(&x.f->requests);
+  assert_int_equal(sync_zero(top, x.io, 1 << 20, 64 << 10, SVM_LAYER_FAST), -ENOTSUP);
+  assert_int_equal(atomic_load(&x.f->requests), before); /* dst untouched */
+  assert_int_equal(sync_zero(top, x.io, 1 << 20, 64 << 10, 0), 0);
+  assert_int_equal(atomic_load(&x.f->requests), before + 1);
+  assert_int_equal(svm_mirror_status(m), 0);
+  x.top = top;
+  x.m = m;
+  assert_same(&x);
+  unmake(&x);
+}
+
 /* An engine with room for one request: the mirror's second side waits for the engine's next
  * turn instead of failing the guest or dropping the destination. */
 static void test_engine_full(void **state)
@@ -349,6 +377,7 @@ int main(void)
     cmocka_unit_test(test_guest_write_dst_fails),
     cmocka_unit_test(test_hang),
     cmocka_unit_test(test_hang_guest),
+    cmocka_unit_test(test_fast_zero),
     cmocka_unit_test(test_engine_full),
     cmocka_unit_test(test_cancel),
     cmocka_unit_test(test_bad_sizes),
