@@ -2,7 +2,8 @@
 # migrate --cancel in the middle of the bulk copy (a rate cap makes the move last; the test
 # waits for the copy to be under way, it never sleeps for it): the VM stays on its source,
 # the destination folder is removed, the guest's open connection never sees an error, and
-# every write it made is on the source. The VM can be moved afterwards.
+# every write it made is on the source. The same for svmd stopped by SIGTERM during a move.
+# The VM can be moved afterwards.
 source "$(dirname "$0")/agent-lib.sh"
 source "$(dirname "$0")/migrate-lib.sh"
 
@@ -36,6 +37,19 @@ qemu-io -f raw -c "read -P 3 0 16M" "$U" | grep -q "^read 16777216" || fail "sou
 verify_writer w "$U"
 grep -q "vm1: move to datastore ds2 cancelled" "$LOG" || fail "log line"
 expect_fail 1 "is not being moved" svmctl migrate --cancel vm1
+
+# svmd stopped (SIGTERM) in the middle of a move: the move is cancelled like the above, svmd
+# exits cleanly, and a restart finds the VM on its source with nothing else left
+svmctl migrate vm1 --datastore ds2 --rate 2M >/dev/null 2>&1 &
+MPID=$!
+wait_copied vm1 $((1 << 20))
+stop_svmd
+wait "$MPID" && fail "svmctl migrate exited 0 though svmd stopped"
+[ ! -e "$T/ds2/vm1" ] || fail "the destination is still there after SIGTERM"
+[ ! -e "$SVM_STATE/moves/vm1.move" ] || fail "the journal is still there after SIGTERM"
+start_svmd
+! grep -q "was cut short" "$LOG" || fail "a clean stop left a move to resolve"
+svmctl vm show vm1 --json | json_get 'd["datastore"]' | grep -qx ds1 || fail "the VM left ds1"
 
 # nothing is left in the way of the next move
 svmctl migrate vm1 --datastore ds2 --json | json_get 'd["state"]' | grep -qx done || fail "second move"
