@@ -388,11 +388,19 @@ static int switchover(struct agent_move *m, const char *dst_dir)
     r = svm_desc_save(desc, desc_path);            /* the commit point */
   if (r < 0) {
     int e = svm_error_prefix("switchover");
+    CLEANUP_FREE char *why = strdup(svm_last_error());
     for (unsigned i = 0; i < m->ndisks; i++)
       svm_move_disk_abort(&m->disks[i]);           /* swaps back inside our pause */
+    {
+      /* a switch closes the source tracker: the disks take the one abort left them (the
+       * meta context provider reads it as soon as the export runs again) */
+      ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&m->a->mu);
+      for (unsigned i = 0; i < m->ndisks; i++)
+        vm->disks[i].cbt = m->disks[i].cbt;
+    }
     m->downtime_ms = resume_all(m);
     pthread_mutex_unlock(&vm->op_mu);
-    return e;
+    return svm_error(-e, "%s", why ? why : "switchover failed");
   }
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&m->a->mu);
