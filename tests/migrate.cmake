@@ -10,3 +10,4 @@ svm_integ_test(migrate-control migrate-control.sh TIMEOUT 120)
 svm_integ_test(migrate-queue migrate-queue.sh TIMEOUT 180)
 # the journal parser (a file read back after a crash) and the limits
 svm_unit_test(test-migrate SOURCES unit/test-migrate.c LIBS svmotion)
+svm_integ_test(migrate-switch-fail migrate-switch-fail.sh TIMEOUT 120)
