@@ -5,3 +5,8 @@ svm_unit_test(test-mirror SOURCES unit/test-mirror.c LIBS svmotion)
 set_tests_properties(test-mirror-region test-mirror PROPERTIES LABELS threads)
 svm_unit_test(test-mirror-model SOURCES unit/test-mirror-model.c LIBS svmotion)
 set_tests_properties(test-mirror-model PROPERTIES LABELS threads TIMEOUT 300)
+# the same with every request of the raw layers on the I/O engine (no inline fast path)
+add_test(NAME test-mirror-model-engine COMMAND test-mirror-model)
+set_tests_properties(test-mirror-model-engine PROPERTIES LABELS threads TIMEOUT 300
+                     ENVIRONMENT "${SVM_TEST_ENV};SVM_NBD_INLINE=0;SVM_MIRROR_SEEDS=24"
+                     SKIP_RETURN_CODE 77)

@@ -325,6 +325,9 @@ static int need_disk(struct svm_agent *a, const struct svm_ctl_request *r,
     return svm_error(ENOENT, "VM %s has no disk %s (it has %u: 0%s)", vm->desc->name, s,
                      vm->ndisks, vm->ndisks > 1 ? " ..." : "");
   *d = &vm->disks[i];
+  if (!(*d)->cbt)
+    return svm_error(EIO, "VM %s disk %s has no change tracking now (a move could not reopen "
+                     "it; see the log); restart svmd to reopen it", vm->desc->name, s);
   return 0;
 }
 

@@ -71,7 +71,7 @@ struct agent_move {
 
 struct agent_moves {
   char *dir;                        /* STATE/moves */
-  struct agent_move *list;          /* newest first */
+  struct agent_move *list;          /* in the order asked for */
   unsigned next_id;
   unsigned threads;                 /* job threads running */
   pthread_cond_t cv;                /* signalled when one ends */
@@ -372,6 +372,8 @@ static int switchover(struct agent_move *m, const char *dst_dir)
       return svm_error(ECANCELED, "move of %s cancelled", m->vm);
   }
   r = dst_descriptor(m, desc_path, &desc);
+  for (unsigned i = 0; r == 0 && i < m->ndisks; i++)
+    r = svm_move_disk_preflush(&m->disks[i]);
   if (r < 0)
     return r;
   pthread_mutex_lock(&vm->op_mu);
@@ -386,11 +388,19 @@ static int switchover(struct agent_move *m, const char *dst_dir)
     r = svm_desc_save(desc, desc_path);            /* the commit point */
   if (r < 0) {
     int e = svm_error_prefix("switchover");
+    CLEANUP_FREE char *why = strdup(svm_last_error());
     for (unsigned i = 0; i < m->ndisks; i++)
       svm_move_disk_abort(&m->disks[i]);           /* swaps back inside our pause */
+    {
+      /* a switch closes the source tracker: the disks take the one abort left them (the
+       * meta context provider reads it as soon as the export runs again) */
+      ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&m->a->mu);
+      for (unsigned i = 0; i < m->ndisks; i++)
+        vm->disks[i].cbt = m->disks[i].cbt;
+    }
     m->downtime_ms = resume_all(m);
     pthread_mutex_unlock(&vm->op_mu);
-    return e;
+    return svm_error(-e, "%s", why ? why : "switchover failed");
   }
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&m->a->mu);
@@ -532,29 +542,24 @@ static void *move_thread(void *opaque)
 
 /* ---- the table ---- */
 
-/* Start what the limits allow, oldest first (a->mu held). */
+/* Start what the limits allow, oldest first (a->mu held). The list is in the order the moves
+ * were asked for. */
 static void schedule_locked(struct svm_agent *a)
 {
   struct agent_moves *ms = a->moves;
   struct svm_move_slot running[SVM_MOVES_PER_HOST + 1];
-  struct agent_move *queue[64];
-  unsigned n = 0, nq = 0;
+  unsigned n = 0, nfinished = 0;
 
   if (ms->stopping)
     return;
-  for (struct agent_move *m = ms->list; m; m = m->next) {
+  for (struct agent_move *m = ms->list; m; m = m->next)
     if (m->state == MOVE_RUNNING && n < SVM_MOVES_PER_HOST + 1)
       running[n++] = (struct svm_move_slot){ m->src_ds->name, m->dst_ds->name };
-    else if (m->state == MOVE_QUEUED && nq < 64)
-      queue[nq++] = m;
-  }
-  /* the list is newest first: the queue runs from its end */
-  while (nq) {
-    struct agent_move *m = queue[--nq];
+  for (struct agent_move *m = ms->list; m; m = m->next) {
     struct svm_move_slot s = { m->src_ds->name, m->dst_ds->name };
     pthread_attr_t attr;
     pthread_t t;
-    if (!svm_move_may_start(running, n, &s))
+    if (m->state != MOVE_QUEUED || !svm_move_may_start(running, n, &s))
       continue;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -577,12 +582,14 @@ static void schedule_locked(struct svm_agent *a)
     pthread_attr_destroy(&attr);
   }
   /* forget the oldest finished moves past MOVES_KEPT */
-  unsigned kept = 0;
-  for (struct agent_move **pp = &ms->list; *pp;) {
+  for (struct agent_move *m = ms->list; m; m = m->next)
+    nfinished += finished(m);
+  for (struct agent_move **pp = &ms->list; *pp && nfinished > MOVES_KEPT;) {
     struct agent_move *m = *pp;
-    if (finished(m) && ++kept > MOVES_KEPT) {
+    if (finished(m)) {
       *pp = m->next;
       free_move(m);
+      nfinished--;
     } else {
       pp = &m->next;
     }
@@ -844,8 +851,10 @@ int agent_move_start(struct svm_agent *a, const struct svm_ctl_request *r, bool 
   m->vmp = vm;
   vm->move = m;
   agent_vm_ref(vm);
-  m->next = a->moves->list;
-  a->moves->list = m;
+  struct agent_move **tail = &a->moves->list;
+  while (*tail)
+    tail = &(*tail)->next;
+  *tail = m;
   schedule_locked(a);
   if (m->state == MOVE_QUEUED)
     agent_log("%s: move #%u to datastore %s queued (at most %d moves per host and %d per "
@@ -908,7 +917,7 @@ int agent_move_status(struct svm_agent *a, const char *id, bool json, char **out
     for (unsigned k = 0; k < 2; k++) {
       bool first = true;
       fprintf(f, ", \"%s\": [", keys[k]);
-      /* queued ones oldest first, the order they will run in */
+      /* oldest first: the queue in the order it will run */
       for (struct agent_move *m = ms->list; m; m = m->next)
         if (m->state == order[k]) {
           fputs(first ? "" : ", ", f);

@@ -137,7 +137,7 @@ int svm_move_disk_copy(struct svm_move_disk *m)
   if (r == -ECANCELED || atomic_load(&m->cancelled))
     return svm_error(ECANCELED, "%s: move cancelled", m->name);
   if (r < 0)
-    return svm_error_prefix("%s: copying to %s", m->name, m->dst_path);
+    return svm_error_prefix("%s: bulk copy", m->name);
   return 0;
 }
 
@@ -185,6 +185,55 @@ void svm_move_disk_snapshot(struct svm_move_disk *m)
   }
 }
 
+int svm_move_disk_preflush(struct svm_move_disk *m)
+{
+  int r = svm_layer_flush_sync(m->raw_dst);
+
+  return r < 0 ? svm_error_prefix("%s: flushing the destination %s", m->name, m->dst_path) : 0;
+}
+
+/* The source tracker again, after a switch closed it and could not finish. NULL when even
+ * that fails (the disk is then served without tracking, and the caller says so). */
+static void reopen_source_tracker(struct svm_move_disk *m)
+{
+  if (m->cbt)
+    return;
+  if (cbt_open(m->src_ctk, m->disk_id, m->size, 0, &m->cbt) < 0) {
+    fprintf(stderr, "svmd: %s: could not reopen the change tracking %s: %s; the disk is "
+            "served without it until svmd restarts\n", m->name, m->src_ctk, svm_last_error());
+    m->cbt = NULL;
+  }
+}
+
+/* The tracker moves with the disk. A clean close leaves the .ctk exactly the tracker (every
+ * page written, nothing left to a log), and with the export drained no mark is in flight; so
+ * the copy beside the destination, opened, is the same tracker: change IDs answer exactly. */
+static int move_tracker(struct svm_move_disk *m, struct cbt **out)
+{
+  struct cbt *t = NULL;
+  int r;
+
+  cbt_close(m->cbt);
+  m->cbt = NULL;
+  r = svm_move_copy_file(m->src_ctk, m->dst_ctk);
+  if (r == 0)
+    m->ctk_created = true;
+  if (r == 0)
+    r = cbt_open(m->dst_ctk, m->disk_id, m->size, 0, &t);
+  if (r == 0 && cbt_reset_reason(t)) {
+    r = svm_error(EIO, "the copy %s does not read back as the original (%s)", m->dst_ctk,
+                  cbt_reset_reason(t));
+    cbt_close(t);
+  }
+  if (r < 0) {
+    r = svm_error_prefix("%s: moving the change tracking to %s", m->name, m->dst_ctk);
+    reopen_source_tracker(m);
+    return r;
+  }
+  *out = t;
+  return 0;
+}
+
 int svm_move_disk_switch(struct svm_move_disk *m)
 {
   struct svm_layer *raw = NULL, *top = NULL, *old = NULL;
@@ -199,92 +248,81 @@ int svm_move_disk_switch(struct svm_move_disk *m)
   r = svm_layer_flush_sync(m->raw_dst);
   if (r < 0)
     return svm_error_prefix("%s: flushing the destination %s", m->name, m->dst_path);
-  /* the tracker moves with the disk: with the export drained no mark is in flight, and every
-   * mark is durable in the .ctk, so its copy is the tracker as it is */
-  r = svm_move_copy_file(m->src_ctk, m->dst_ctk);
-  if (r == 0)
-    m->ctk_created = true;
-  if (r == 0)
-    r = cbt_open(m->dst_ctk, m->disk_id, m->size, 0, &t);
-  if (r < 0)
-    return svm_error_prefix("%s: moving the change tracking to %s", m->name, m->dst_ctk);
-  if (cbt_reset_reason(t)) {
-    r = svm_error(EIO, "%s: the copy %s of the change tracking does not read back as the "
-                  "original (%s)", m->name, m->dst_ctk, cbt_reset_reason(t));
-    cbt_close(t);
-    return r;
-  }
   /* a second descriptor on the destination: raw_dst stays the mirror's until finish */
   r = svm_layer_open_raw(m->dst_path, false, &raw);
+  if (r < 0)
+    return svm_error_prefix("%s: opening %s", m->name, m->dst_path);
+  r = move_tracker(m, &t);
   if (r == 0) {
     r = svm_layer_open_track(t, raw, &top);
-    if (r < 0)
-      svm_layer_free(raw);
+    if (r == 0) {
+      raw = NULL;
+      r = svm_export_swap(m->export, top, &old, NULL);   /* nested in the caller's pause */
+      if (r < 0)
+        svm_layer_free(top);
+    }
+    if (r < 0) {
+      r = svm_error_prefix("%s: switching to %s", m->name, m->dst_path);
+      cbt_close(t);
+      reopen_source_tracker(m);
+    }
   }
-  if (r == 0) {
-    r = svm_export_swap(m->export, top, &old, NULL);   /* nested in the caller's pause */
-    if (r < 0)
-      svm_layer_free(top);
-  }
-  if (r < 0) {
-    cbt_close(t);
-    return svm_error_prefix("%s: switching to %s", m->name, m->dst_path);
-  }
-  m->old_top = old;
-  m->old_cbt = m->cbt;
+  svm_layer_free(raw);
+  if (r < 0)
+    return r;
+  m->old_top = old;               /* its tracking layer points at the closed tracker */
   m->cbt = t;
+  m->switched = true;
   return 0;
 }
 
 void svm_move_disk_finish(struct svm_move_disk *m)
 {
-  svm_layer_free(m->old_top);     /* track(old) -> mirror -> raw_src */
+  svm_layer_free(m->old_top);     /* track(closed) -> mirror -> raw_src */
   m->old_top = NULL;
   m->mirror = NULL;
   svm_layer_free(m->raw_dst);
   m->raw_dst = NULL;
-  cbt_close(m->old_cbt);
-  m->old_cbt = NULL;
 }
 
-/* Back to raw_src -> track(tracker) when the mirror stack is in, then the destination goes. */
+/* The export back on raw_src -> track(source tracker), a fresh stack (the mirror's, or the
+ * switched one, goes), then the destination's files. */
 void svm_move_disk_abort(struct svm_move_disk *m)
 {
-  if (m->old_top) {
-    /* switched but not committed: the source stack is whole, put it back */
-    struct svm_layer *cur = NULL;
-    if (svm_export_swap(m->export, m->old_top, &cur, NULL) == 0) {
-      m->old_top = NULL;
-      svm_layer_free(cur);        /* raw_dst (second fd) -> track(new) */
-      cbt_close(m->cbt);
-      m->cbt = m->old_cbt;
-      m->old_cbt = NULL;
-    }
+  if (m->switched) {
+    cbt_close(m->cbt);            /* the destination's copy; the export is paused */
+    m->cbt = NULL;
+    m->switched = false;
   }
   if (m->mirror) {
     struct svm_layer *raw = NULL, *top = NULL, *old = NULL;
-    int r = svm_layer_open_raw(m->src_path, false, &raw);
-    if (r == 0) {
+    int r;
+    reopen_source_tracker(m);
+    r = svm_layer_open_raw(m->src_path, false, &raw);
+    if (r == 0 && m->cbt) {
       r = svm_layer_open_track(m->cbt, raw, &top);
       if (r < 0)
         svm_layer_free(raw);
+    } else if (r == 0) {
+      top = raw;                  /* no tracker: the data path must go on all the same */
     }
     if (r == 0) {
       r = svm_export_swap(m->export, top, &old, NULL);
       if (r < 0)
         svm_layer_free(top);
     }
-    if (r == 0) {
-      svm_layer_free(old);        /* track -> mirror -> raw_src */
-      m->mirror = NULL;
-    } else {
-      /* the mirror stays in the stack: it serves the source alone once the destination is
-       * dropped, so the guest is served; the destination file must stay open under it */
+    if (r < 0) {
+      /* the stack in the export stays: the mirror serves the source alone once the
+       * destination is dropped, so the guest is served; its files must stay too */
       fprintf(stderr, "svmd: %s: could not take the mirror out (%s); it stays, serving the "
               "source\n", m->name, svm_last_error());
       svm_mirror_cancel(m->mirror);
       return;
     }
+    svm_layer_free(old);          /* track -> mirror -> raw_src, or raw_dst -> track(copy) */
+    svm_layer_free(m->old_top);   /* after a switch: the mirror's stack */
+    m->old_top = NULL;
+    m->mirror = NULL;
   }
   svm_layer_free(m->raw_dst);
   m->raw_dst = NULL;

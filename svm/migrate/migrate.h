@@ -9,13 +9,16 @@
  *   -- switchover, with every disk's export paused by the caller (svm_export_pause with a
  *      deadline): no request in flight, so no mark or write happens --
  *   svm_move_disk_switch    the mirror still in sync, the destination flushed (durable), the
- *                           .ctk copied beside the destination and opened as the disk's new
- *                           tracker, the export swapped to raw_dst -> track(new tracker)
+ *                           source tracker closed cleanly (its .ctk then holds all of it),
+ *                           copied beside the destination and opened as the disk's tracker,
+ *                           the export swapped to raw_dst -> track(that tracker)
  *   -- the caller commits (the descriptor in the destination) and resumes --
- *   svm_move_disk_finish    frees the source stack and closes the old tracker
+ *   svm_move_disk_finish    frees the source stack
  *
  * svm_move_disk_abort undoes whatever was done, at any step before the commit: the export goes
- * back to raw_src -> track(old tracker), and the destination's files are removed. No guest
+ * back to raw_src -> track(source tracker), and the destination's files are removed. After a
+ * switch (or a switch that failed) it must run inside the caller's pause, and the caller then
+ * takes m->cbt as the disk's tracker again before resuming: the one it had may be closed. No guest
  * request fails because of a move: the mirror drops a failing destination and completes
  * guest writes on the source.
  *
@@ -38,7 +41,9 @@ struct svm_mirror;
 struct svm_move_disk {
   /* set by the caller */
   struct svm_export *export;
-  struct cbt *cbt;                /* the disk's tracker; after switch: the new one */
+  struct cbt *cbt;                /* the disk's tracker: the source's, after switch the
+                                     destination's, after abort the source's again (reopened
+                                     when a switch had closed it; NULL if that failed) */
   char *src_path, *dst_path;      /* raw files */
   char *src_ctk, *dst_ctk;
   const char *name;               /* "VM/diskN", for messages */
@@ -49,8 +54,8 @@ struct svm_move_disk {
   /* the move's own */
   struct svm_layer *raw_dst;      /* ours until the switch hands it to the export */
   struct svm_mirror *mirror;      /* lives in the export's stack from prepare to finish */
-  struct cbt *old_cbt;            /* after switch: the source tracker, closed by finish */
   struct svm_layer *old_top;      /* after switch: the source stack, freed by finish */
+  bool switched;
   bool dst_created;               /* the destination file exists (abort removes it) */
   bool ctk_created;
   atomic_bool cancelled;
@@ -67,6 +72,9 @@ void svm_move_disk_cancel(struct svm_move_disk *m);
  * caller knows it is alive: between prepare and the snapshot), else the last snapshot. */
 void svm_move_disk_progress(struct svm_move_disk *m, bool live, uint64_t *done, uint64_t *total,
                             uint64_t *copied, uint64_t *mirrored);
+/* Before the pause: flush what the destination holds so far, so that the flush inside the
+ * pause (the guest's downtime) has little left to write. */
+int svm_move_disk_preflush(struct svm_move_disk *m);
 int svm_move_disk_switch(struct svm_move_disk *m);
 void svm_move_disk_finish(struct svm_move_disk *m);
 void svm_move_disk_abort(struct svm_move_disk *m);

@@ -88,10 +88,25 @@ static void release_all(struct svm_mirror *m)
   }
 }
 
+/* Every granule passed: from now on every guest write goes to both sides. A gap would be a
+ * range the destination may lack while the move reports success: refuse it loudly. */
+static int check_all_copied(struct svm_mirror *m)
+{
+  for (uint64_t i = 0; i < m->ngranules; i++)
+    if (!(atomic_load(&m->copied[i / 64]) & (UINT64_C(1) << (i % 64))))
+      return svm_error(EIO, "mirror of %s: internal error: the copy ended with the range at "
+                       "%llu not copied", svm_layer_path(m->layer->below),
+                       (unsigned long long)(i << MIRROR_GRANULE_SHIFT));
+  return 0;
+}
+
 static void on_progress(void *opaque, uint64_t done, uint64_t total)
 {
   struct svm_mirror *m = opaque;
+  struct svm_copy_counters n;
 
+  svm_copy_get_counters(m->copy, &n);
+  atomic_store_explicit(&m->bytes_copied, n.bytes_written, memory_order_relaxed);
   atomic_store_explicit(&m->done, done, memory_order_relaxed);
   if (m->o.progress)
     m->o.progress(m->o.progress_opaque, done, total);
@@ -137,7 +152,9 @@ int svm_mirror_run(struct svm_mirror *m)
                                   &de)) < 0 ||
       (r = svm_copy_new(se, de, &co, &c)) < 0)
     goto out;
+  m->copy = c;
   r = svm_copy_run(c, &map);
+  m->copy = NULL;
   svm_copy_get_counters(c, &n);
   atomic_store(&m->bytes_copied, n.bytes_written);
 
@@ -153,6 +170,8 @@ out:
   free(m->chunks);
   m->chunks = NULL;
   m->nchunks = 0;
+  if (r == 0 && (r = check_all_copied(m)) < 0)
+    snprintf(msg, sizeof msg, "%s", svm_last_error());
   if (r < 0)
     mirror_guard_drop(m->g, r, "%s", msg);      /* the copy failed: the move cannot finish */
   /* The first cause, not what the engine saw of it (a dropped destination fails its

@@ -53,7 +53,7 @@ struct mirror_guard {
   atomic_int err;
   pthread_mutex_t mu;
   struct gop *head, *tail;
-  uint64_t budget, used;
+  uint64_t budget, used, peak;
   char msg[512];
   uint64_t timeout_ns;
   pthread_cond_t cv;
@@ -124,6 +124,7 @@ static void abandoned(void *opaque, int64_t res)
   gop_unref(op);
 }
 
+__attribute__((format(printf, 3, 0)))
 static void drop_v(struct mirror_guard *g, int err, const char *fmt, va_list ap)
 {
   struct gop *list = NULL, *op;
@@ -188,24 +189,16 @@ static const char *fix_for(int err)
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
-static int issue(struct gop *op);
+static int issue(struct gop *op, bool retry);
 static void issue_posted(void *opaque, int64_t res);
 
-/* The layer below completed the request (on op->io's thread). */
-static void gop_done(void *opaque, int64_t res)
+/* Under g->mu: the waiting writes that fit in the budget now, in order, taken off the wait
+ * (chained by alink) for the caller to post once unlocked. */
+static struct gop *grant_locked(struct mirror_guard *g)
 {
-  struct gop *op = opaque, *go = NULL, *w;
-  struct mirror_guard *g = op->g;
-  bool gone;
+  struct gop *go = NULL, **tail = &go;
 
-  pthread_mutex_lock(&g->mu);
-  g->used -= op->held;
-  op->held = 0;
-  gone = op->state == ST_ABANDONED;
-  if (!gone)
-    unlink_locked(g, op);
-  /* Issue the waiting writes that fit now, in order. */
-  for (w = g->head; w && !gone; w = w->next) {
+  for (struct gop *w = g->head; w; w = w->next) {
     if (w->state != ST_WAITING)
       continue;
     if (g->used > 0 && g->used + w->len > g->budget)
@@ -213,16 +206,43 @@ static void gop_done(void *opaque, int64_t res)
     w->state = ST_ISSUED;
     w->held = w->len;
     g->used += w->len;
-    w->alink = go;
-    go = w;
+    g->peak = g->used > g->peak ? g->used : g->peak;
+    w->alink = NULL;
+    *tail = w;
+    tail = &w->alink;
   }
-  pthread_mutex_unlock(&g->mu);
-  free(op->copy);
-  op->copy = NULL;
+  return go;
+}
+
+static void post_granted(struct gop *go)
+{
+  struct gop *w;
+
   while ((w = go) != NULL) {
     go = w->alink;
     svm_io_post_node(w->io, &w->issue_node, issue_posted, w, 0);
   }
+}
+
+/* The layer below completed the request (on op->io's thread). */
+static void gop_done(void *opaque, int64_t res)
+{
+  struct gop *op = opaque, *go = NULL;
+  struct mirror_guard *g = op->g;
+  bool gone;
+
+  pthread_mutex_lock(&g->mu);
+  g->used -= op->held;
+  op->held = 0;
+  gone = op->state == ST_ABANDONED;
+  if (!gone) {
+    unlink_locked(g, op);
+    go = grant_locked(g);
+  }
+  pthread_mutex_unlock(&g->mu);
+  free(op->copy);
+  op->copy = NULL;
+  post_granted(go);
   if (gone) {
     gop_unref(op);
     return;
@@ -253,10 +273,13 @@ static void issue_posted(void *opaque, int64_t res)
   if (gone)
     gop_unref(op);
   else
-    issue(op);
+    issue(op, true);
 }
 
-static int issue(struct gop *op)
+/* Send the request down. -EAGAIN (the caller's engine is full) goes back to the caller when
+ * the request is new (submit() undoes it), else it is tried again on the engine's next turn.
+ * Any other failure is the request's result. */
+static int issue(struct gop *op, bool retry)
 {
   struct mirror_guard *g = op->g;
   struct svm_layer *d = g->dst;
@@ -282,8 +305,15 @@ static int issue(struct gop *op)
     r = svm_layer_flush(d, op->io, gop_done, op);
     break;
   }
-  if (r < 0)
+  if (r == -EAGAIN) {
+    free(op->copy);
+    op->copy = NULL;
+    if (!retry)
+      return r;
+    svm_io_post_node(op->io, &op->issue_node, issue_posted, op, 0);
+  } else if (r < 0) {
     gop_done(op, r);            /* never reached the layer: fail it the same way */
+  }
   return 0;
 }
 
@@ -321,12 +351,27 @@ static int submit(struct svm_layer *l, enum kind kind, struct svm_io *io, const 
     } else {
       op->held = len;
       g->used += len;
+      g->peak = g->used > g->peak ? g->used : g->peak;
     }
   }
   append_locked(g, op);
   pthread_mutex_unlock(&g->mu);
-  if (now)
-    issue(op);
+  if (now && issue(op, false) == -EAGAIN) {
+    struct gop *go;
+    bool gone;
+
+    pthread_mutex_lock(&g->mu);
+    gone = op->state == ST_ABANDONED;
+    if (!gone) {
+      unlink_locked(g, op);
+      g->used -= op->held;
+    }
+    go = grant_locked(g);
+    pthread_mutex_unlock(&g->mu);
+    post_granted(go);
+    gop_unref(op);              /* abandoned meanwhile: its abandonment answers the caller */
+    return gone ? 0 : -EAGAIN;
+  }
   return 0;
 }
 
@@ -455,12 +500,12 @@ int mirror_guard_status(struct mirror_guard *g, char *msg, size_t len)
   return err;
 }
 
-uint64_t mirror_guard_bytes_held(struct mirror_guard *g)
+uint64_t mirror_guard_peak(struct mirror_guard *g)
 {
   uint64_t n;
 
   pthread_mutex_lock(&g->mu);
-  n = g->used;
+  n = g->peak;
   pthread_mutex_unlock(&g->mu);
   return n;
 }

@@ -28,14 +28,15 @@ int mirror_guard_status(struct mirror_guard *g, char *msg, size_t len);
 /* Drop the destination with err (-errno) and a message, unless it was dropped already. */
 void mirror_guard_drop(struct mirror_guard *g, int err, const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
-/* Bytes of data copies alive now (tests check the bound). */
-uint64_t mirror_guard_bytes_held(struct mirror_guard *g);
+/* Bytes of data copies alive at most so far. */
+uint64_t mirror_guard_peak(struct mirror_guard *g);
 void mirror_guard_close(struct mirror_guard *g);
 
 /* ---- mirror.c ---- */
 enum { MIRROR_GRANULE_SHIFT = 16 };     /* the copied map's granule: 64 KiB */
 
 struct mirror_chunk;                    /* copier.c */
+struct svm_copy;
 
 struct svm_mirror {
   struct svm_layer *layer;              /* the filter; layer->below is the source */
@@ -43,9 +44,12 @@ struct svm_mirror {
   struct mirror_guard *g;
   struct svm_mirror_opts o;
   struct svm_region_table rt;
-  /* Granules the copier has passed (any part): a guest write touching one is mirrored.
-   * Marked by the copier before it releases the chunk's region, read by a write after it
-   * acquired its own; the table's mutex orders the two. */
+  /* Granules the copier has passed, or a mirrored request has touched (any part): a guest
+   * request touching one is mirrored. Marked before the chunk's (request's) region is
+   * released, read by a request after it acquired its own; the table's mutex orders the two
+   * for overlapping ranges. Marks only grow: once any byte went to the destination, every
+   * later request on it does too, so a copier that skips zeros (dst_reads_zero) never leaves
+   * stale data there. */
   _Atomic uint64_t *copied;
   size_t ngranules;
   atomic_uint_fast64_t done, bytes_copied, bytes_mirrored, parked;
@@ -53,6 +57,7 @@ struct svm_mirror {
   /* The copier's chunks in flight (copier.c, its thread only). */
   struct mirror_chunk *chunks;
   unsigned nchunks;
+  struct svm_copy *copy;
 };
 
 void mirror_mark_copied(struct svm_mirror *m, uint64_t off, uint64_t len);

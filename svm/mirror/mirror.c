@@ -2,8 +2,9 @@
  *
  * A write, zero or trim takes its range in the region table first (parking, if a copier chunk
  * or an overlapping write holds it, until the release posts it back to its own thread), then
- * looks at the copied map: touched by the copier already, it goes to the source and, through
- * the guard, to the destination side by side; not yet, to the source only. It completes, with
+ * looks at the copied map: touched by the copier already (or by a mirrored request), it goes
+ * to the source and, through the guard, to the destination side by side; not yet, to the
+ * source only. It completes, with
  * the source's result, when both are done, and only then gives the range back - so the copier
  * never reads a range a write is still changing, and overlapping writes reach both sides one at
  * a time, in order. A destination failure has dropped the destination in the guard (which
@@ -25,7 +26,8 @@ enum kind { KIND_WRITE, KIND_ZERO, KIND_TRIM, KIND_FLUSH };
 struct mreq {
   struct svm_mirror *m;
   struct svm_region reg;
-  struct svm_io_posted node;    /* back to our thread after parking */
+  struct svm_io_posted node;    /* back to our thread after parking; dst side retries */
+  struct svm_io_posted src_node;  /* source side retries */
   struct svm_io *io;
   enum kind kind;
   const void *buf;
@@ -36,6 +38,7 @@ struct mreq {
   unsigned pending;             /* sides still out (+1 while issuing); this thread only */
   int64_t src_res;
   bool mirrored, dst_ok;
+  bool dst_after;               /* a fast zero: the destination only once the source did it */
 };
 
 static struct svm_mirror *M(struct svm_layer *l)
@@ -91,11 +94,20 @@ static void side_done(struct mreq *q)
   cb(opaque, res);
 }
 
+static void send_dst(struct mreq *q);
+
 static void src_done(void *opaque, int64_t res)
 {
   struct mreq *q = opaque;
 
   q->src_res = res;
+  if (q->dst_after) {           /* the destination's turn, if the source could do it fast */
+    q->dst_after = false;
+    if (res >= 0)
+      send_dst(q);
+    else
+      side_done(q);             /* nothing changed anywhere: the guest falls back */
+  }
   side_done(q);
 }
 
@@ -138,23 +150,79 @@ static int pass_dst(struct svm_mirror *m, struct mreq *q)
   return pass(g, q, flags, dst_done);
 }
 
+static void dst_retry(void *opaque, int64_t res);
+
+/* Send the destination's side. A full engine (-EAGAIN) is retried from the engine's next
+ * turn; any other failure to queue it drops the destination (a copied range must never be
+ * written to the source alone while the destination stays in the mirror). */
+static void send_dst(struct mreq *q)
+{
+  struct svm_mirror *m = q->m;
+  int r = pass_dst(m, q);
+
+  if (r == -EAGAIN) {
+    svm_io_post_node(q->io, &q->node, dst_retry, q, 0);
+    return;
+  }
+  if (r < 0) {
+    if (mirror_guard_err(m->g) == 0)
+      mirror_guard_drop(m->g, r, "mirror to %s: cannot send a %s at offset %llu: %s",
+                        svm_layer_path(m->dst), q->kind == KIND_FLUSH ? "flush" : "write",
+                        (unsigned long long)q->off, strerror(-r));
+    q->dst_ok = false;
+    side_done(q);
+  }
+}
+
+static void dst_retry(void *opaque, int64_t res)
+{
+  (void)res;
+  send_dst(opaque);
+}
+
+static void src_retry(void *opaque, int64_t res);
+
+/* Send the source's side; the mirror adds requests to the caller's engine, so a full engine
+ * is its business: tried again on the engine's next turn, not failed. */
+static void send_src(struct mreq *q)
+{
+  int r = pass(q->m->layer->below, q, q->flags, src_done);
+
+  if (r == -EAGAIN) {
+    svm_io_post_node(q->io, &q->src_node, src_retry, q, 0);
+  } else if (r < 0) {
+    q->src_res = r;
+    side_done(q);
+  }
+}
+
+static void src_retry(void *opaque, int64_t res)
+{
+  (void)res;
+  send_src(opaque);
+}
+
 /* Holding the range (or a flush): go to one side or both. */
 static void start(struct mreq *q)
 {
   struct svm_mirror *m = q->m;
-  int r;
 
   q->mirrored = mirror_guard_err(m->g) == 0 &&
                 (q->kind == KIND_FLUSH || any_copied(m, q->off, q->len));
   q->pending = 1 + 1 + q->mirrored;       /* +1: not done before both are issued */
-  if (q->mirrored && pass_dst(m, q) < 0) {
-    q->dst_ok = false;                    /* dropped meanwhile: the source alone */
-    q->pending--;
-  }
-  if ((r = pass(m->layer->below, q, q->flags, src_done)) < 0) {
-    q->src_res = r;
-    q->pending--;
-  }
+  /* Once a byte has been written to the destination, every later request on it must be
+   * too: a request mirrored because part of it was copied marks all of it (later requests
+   * on it acquire after this one releases, so they see the mark). Otherwise a zero reaching
+   * the source alone there would leave this write's data on a destination that the copier
+   * then skips as "reads as zeros". */
+  if (q->mirrored && q->kind != KIND_FLUSH)
+    mirror_mark_copied(m, q->off, q->len);
+  /* A fast zero may fail on the source with ENOTSUP, and must then change nothing: the
+   * destination (where it is never fast: that could fail there alone) follows the source. */
+  q->dst_after = q->mirrored && q->kind == KIND_ZERO && (q->flags & SVM_LAYER_FAST);
+  if (q->mirrored && !q->dst_after)
+    send_dst(q);
+  send_src(q);
   side_done(q);
 }
 
@@ -276,6 +344,8 @@ int svm_mirror_new(struct svm_layer *src, struct svm_layer *dst, const struct sv
   budget = (m->o.request_size ? m->o.request_size : 2u << 20) *
            (m->o.requests ? m->o.requests : 32u);
   budget = budget < (64u << 20) ? (64u << 20) + budget : 2 * budget;
+  if (m->o.buffer_budget)
+    budget = m->o.buffer_budget;
   timeout = m->o.dst_timeout_ns ? m->o.dst_timeout_ns : UINT64_C(30000000000);
   if ((r = mirror_guard_new(dst, timeout, budget, &m->g)) < 0) {
     free(m->copied);
@@ -318,5 +388,6 @@ void svm_mirror_get_counters(struct svm_mirror *m, struct svm_mirror_counters *c
     .bytes_copied = atomic_load_explicit(&m->bytes_copied, memory_order_relaxed),
     .bytes_mirrored = atomic_load_explicit(&m->bytes_mirrored, memory_order_relaxed),
     .writes_parked = atomic_load_explicit(&m->parked, memory_order_relaxed),
+    .buffer_peak = mirror_guard_peak(m->g),
   };
 }

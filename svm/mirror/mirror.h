@@ -35,6 +35,11 @@ struct svm_mirror_opts {
   bool zero_allocates;        /* dst provisioning is thick / eager-zeroed: zero runs stay
                                  allocated (zeros and trims to dst keep the range allocated) */
   uint64_t dst_timeout_ns;    /* a dst request slower than this drops the destination (0: 30 s) */
+  /* Bytes of data copies in flight to dst (writes to dst are made from the mirror's own
+   * copies, so that a late completion after a drop never touches a guest's buffer). A write
+   * past the budget waits for earlier ones (one larger than it goes alone). 0: twice the
+   * copier's chunks in flight, at least 64 MiB more than them. */
+  uint64_t buffer_budget;
   void (*progress)(void *opaque, uint64_t done, uint64_t total);   /* from run()'s thread */
   void *progress_opaque;
 };
@@ -45,6 +50,8 @@ struct svm_mirror_counters {
   uint64_t bytes_copied;      /* data the copier wrote to dst (zeros it skipped excluded) */
   uint64_t bytes_mirrored;    /* guest writes and zeroes sent to dst as well */
   uint64_t writes_parked;     /* guest requests that waited in the region table */
+  uint64_t buffer_peak;       /* most bytes of data copies alive at once (<= buffer_budget,
+                                 or one request larger than it) */
 };
 
 /* A filter over `src` (owned, like any filter) that also writes to `dst` (a layer the caller

@@ -64,6 +64,7 @@ struct fault {
   atomic_int requests;          /* write/zero/trim/flush seen */
   int fail_at, fail_errno;      /* from the fail_at-th request on: fail with -fail_errno */
   int hang_at;                  /* from the hang_at-th request on: never complete */
+  bool no_fast_zero;            /* fast zeros fail with -ENOTSUP (and change nothing) */
   atomic_int flushes, fuas, zeros_no_hole, trims, fast_zeros;
   pthread_mutex_t mu;
   struct held *held;
@@ -115,6 +116,10 @@ static inline int fault_zero(struct svm_layer *l, struct svm_io *io, uint64_t of
     atomic_fetch_add(&f->zeros_no_hole, 1);
   if (flags & SVM_LAYER_FAST)
     atomic_fetch_add(&f->fast_zeros, 1);
+  if ((flags & SVM_LAYER_FAST) && f->no_fast_zero) {
+    cb(opaque, -ENOTSUP);
+    return 0;
+  }
   if (fault_check(l, cb, opaque))
     return 0;
   return svm_layer_zero(l->below, io, off, len, flags, cb, opaque);

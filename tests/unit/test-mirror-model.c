@@ -1,6 +1,7 @@
 /* A model of the mirror under racing guests: over many seeds, GUESTS threads (as the export's
  * I/O threads: each with its own I/O engine and up to QD requests in flight) send random
- * writes (512 B to 64 KiB, some FUA), zeroes, trims and flushes through the mirror layer while
+ * writes (512 B to 64 KiB, some FUA), zeroes (some NO_HOLE, some FAST), trims and flushes
+ * through the mirror layer while
  * the bulk copy runs, and go on after it finished. The source starts sparse (random data
  * extents, holes elsewhere); the destination is fresh (reads as zeros) or full of old data,
  * thin or thick; chunk size and chunks in flight vary per seed.
@@ -50,6 +51,7 @@ struct op {
   uint64_t off, len;
   uint64_t issued, completed;   /* logical clock */
   int64_t res;
+  bool fast;
 };
 
 struct model {
@@ -96,7 +98,9 @@ static void greq_done(void *opaque, int64_t res)
 
   o->completed = atomic_fetch_add(&x->clock, 1) + 1;
   o->res = res;
-  if (res < 0 || (o->kind == K_WRITE && res != (int64_t)o->len))
+  /* a fast zero the file system cannot do fails with ENOTSUP, changing nothing: legitimate */
+  if ((res < 0 && !(res == -ENOTSUP && o->fast)) ||
+      (o->kind == K_WRITE && res != (int64_t)o->len))
     atomic_fetch_add(&x->failures, 1);
   if (atomic_load(&x->copying))
     atomic_fetch_add(&x->during, 1);
@@ -135,6 +139,10 @@ static void guest_issue(struct guest *g)
   }
   if (o->kind == K_ZERO && rand_r(&g->seed) % 3 == 0)
     flags |= SVM_LAYER_NO_HOLE;
+  if (o->kind == K_ZERO && rand_r(&g->seed) % 3 == 0) {
+    flags |= SVM_LAYER_FAST;
+    o->fast = true;
+  }
   g->inflight++;
   o->issued = atomic_fetch_add(&x->clock, 1) + 1;
   switch (o->kind) {
@@ -208,7 +216,7 @@ static void check_source(struct model *x, const char *src)
   assert_true(by && cnt && cap);
   for (uint32_t id = 1; id < nops; id++) {
     const struct op *o = &x->ops[id];
-    if (o->kind == K_FLUSH)
+    if (o->kind == K_FLUSH || o->res < 0)      /* a failed fast zero changed nothing */
       continue;
     for (uint64_t s = o->off / SECTOR; s < (o->off + o->len) / SECTOR; s++) {
       if (cnt[s] == cap[s]) {
@@ -274,6 +282,7 @@ static void check_same(struct model *x, const char *src, const char *dst)
 
 struct totals {
   uint64_t seeds, ops, during, parked, mirrored, copied, failures_injected, hangs;
+  uint64_t budget_seeds, peak_max;
 };
 
 static void run_seed(unsigned seed, struct totals *t)
@@ -315,6 +324,8 @@ static void run_seed(unsigned seed, struct totals *t)
   o.zero_allocates = rand_r(&rs) % 4 == 0;
   o.request_size = sizes[rand_r(&rs) % 4];
   o.requests = 1 + (unsigned)(rand_r(&rs) % 8);
+  if (rand_r(&rs) % 2)                /* small: writes wait for copies to come back */
+    o.buffer_budget = (uint64_t)(1 + rand_r(&rs) % 8) * 32768;
   assert_int_equal(svm_layer_open_raw(src_path, false, &raw), 0);
   x->dst = fault_layer(dst_path, &x->f);
   if (seed % 4 == 1) {
@@ -348,6 +359,14 @@ static void run_seed(unsigned seed, struct totals *t)
   svm_mirror_get_counters(m, &c);
 
   assert_int_equal(atomic_load(&x->failures), 0);   /* no guest request failed, ever */
+  if (o.buffer_budget) {
+    uint64_t big = o.request_size > MAXLEN ? o.request_size : MAXLEN;
+    if (c.buffer_peak > (o.buffer_budget > big ? o.buffer_budget : big))
+      fail_msg("seed %u: %" PRIu64 " bytes of copies at once, over the budget of %" PRIu64,
+               seed, c.buffer_peak, o.buffer_budget);
+    t->budget_seeds++;
+    t->peak_max = c.buffer_peak > t->peak_max ? c.buffer_peak : t->peak_max;
+  }
   if (inject || hang) {
     int want = hang ? -ETIMEDOUT : -inject;
     bool hit = atomic_load(&x->f->requests) >= (hang ? x->f->hang_at : x->f->fail_at);
@@ -355,7 +374,8 @@ static void run_seed(unsigned seed, struct totals *t)
       fail_msg("seed %u: run() returned %d, the destination failed with %d", seed, r, want);
     if (hit && status != want)
       fail_msg("seed %u: status %d after the destination failed with %d", seed, status, want);
-    if (!hit && (r != 0 || status != 0))
+    /* 50 ms is short on a loaded machine: a healthy request may be timed out too */
+    if (!hit && (r != 0 || status != 0) && !(hang && status == want))
       fail_msg("seed %u: run() %d, status %d without a failure", seed, r, status);
   } else if (r != 0 || status != 0) {
     fail_msg("seed %u: run() %d, status %d: %s", seed, r, status, svm_last_error());
@@ -403,8 +423,9 @@ static void test_model(void **state)
   print_message("mirror model: %" PRIu64 " seeds, %" PRIu64 " guest requests (%" PRIu64
                 " completed while copying), %" PRIu64 " parked, %" PRIu64 " bytes mirrored, "
                 "%" PRIu64 " copied; destination failed in %" PRIu64 " seeds, hung in %"
-                PRIu64 "\n", t.seeds, t.ops, t.during, t.parked, t.mirrored, t.copied,
-                t.failures_injected, t.hangs);
+                PRIu64 "; %" PRIu64 " seeds with a budget of 32-256 KiB for copies (peak %"
+                PRIu64 ")\n", t.seeds, t.ops, t.during, t.parked, t.mirrored, t.copied,
+                t.failures_injected, t.hangs, t.budget_seeds, t.peak_max);
   assert_true(t.during > 0);
   assert_true(t.parked > 0);
 }

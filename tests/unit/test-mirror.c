@@ -278,6 +278,60 @@ static void test_hang_guest(void **state)
   free(x.dst_path);
 }
 
+/* A fast zero the source cannot do fails for the guest and changes nothing, on either side. */
+static void test_fast_zero(void **state)
+{
+  struct svm_mirror_opts o = { .request_size = CHUNK, .requests = 2, .dst_reads_zero = true };
+  struct svm_layer *src, *top;
+  struct svm_mirror *m;
+  struct fault *fs;
+  struct fixture x;
+
+  (void)state;
+  make(&x, &o, false);
+  svm_layer_free(x.top);                                 /* again, with a source that ... */
+  src = fault_layer(x.src_path, &fs);
+  fs->no_fast_zero = true;                               /* ... cannot zero fast */
+  assert_int_equal(svm_mirror_new(src, x.dst, &o, &top, &m), 0);
+  assert_int_equal(svm_mirror_run(m), 0);
+  int before = atomic_load(&x.f->requests);
+  assert_int_equal(sync_zero(top, x.io, 1 << 20, 64 << 10, SVM_LAYER_FAST), -ENOTSUP);
+  assert_int_equal(atomic_load(&x.f->requests), before); /* dst untouched */
+  assert_int_equal(sync_zero(top, x.io, 1 << 20, 64 << 10, 0), 0);
+  assert_int_equal(atomic_load(&x.f->requests), before + 1);
+  assert_int_equal(svm_mirror_status(m), 0);
+  x.top = top;
+  x.m = m;
+  assert_same(&x);
+  unmake(&x);
+}
+
+/* An engine with room for one request: the mirror's second side waits for the engine's next
+ * turn instead of failing the guest or dropping the destination. */
+static void test_engine_full(void **state)
+{
+  struct svm_mirror_opts o = { .request_size = CHUNK, .requests = 2, .dst_reads_zero = true };
+  struct fixture x;
+  struct svm_io *small;
+  char w[4096];
+
+  (void)state;
+  make(&x, &o, false);
+  assert_int_equal(svm_mirror_run(x.m), 0);
+  assert_int_equal(svm_io_new(SVM_IO_AUTO, 1, &small), 0);
+  memset(w, 'G', sizeof w);
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(sync_write(x.top, small, w, sizeof w, (uint64_t)i << 20, SVM_LAYER_FUA),
+                     (int64_t)sizeof w);
+    assert_int_equal(sync_flush(x.top, small), 0);
+  }
+  assert_int_equal(svm_mirror_status(x.m), 0);
+  assert_int_equal(atomic_load(&x.f->fuas), 4);
+  assert_same(&x);
+  svm_io_free(small);
+  unmake(&x);
+}
+
 static void test_cancel(void **state)
 {
   struct svm_mirror_opts o = { .request_size = CHUNK };
@@ -323,6 +377,8 @@ int main(void)
     cmocka_unit_test(test_guest_write_dst_fails),
     cmocka_unit_test(test_hang),
     cmocka_unit_test(test_hang_guest),
+    cmocka_unit_test(test_fast_zero),
+    cmocka_unit_test(test_engine_full),
     cmocka_unit_test(test_cancel),
     cmocka_unit_test(test_bad_sizes),
   };
