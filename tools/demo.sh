@@ -125,8 +125,9 @@ echo "   at 2000 IOPS over 64 MiB, every 256 writes read back and verified (crc3
 qemu-io -f raw -c 'write -P 0x5a 256M 384M' "$uri" >/dev/null
 fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=4k --offset=128M --size=64M \
   --iodepth=16 --verify=crc32c --do_verify=0 --output=fill.txt    # fio blocks everywhere first
+# --eta=never: fio's own status line would overwrite svmctl's progress bar on the terminal
 fio --name=guest --ioengine=nbd --uri="$uri" --rw=randwrite --bs=4k --offset=128M --size=64M \
-  --iodepth=8 --rate_iops=2000 --verify=crc32c --verify_backlog=256 --do_verify=1 \
+  --eta=never --iodepth=8 --rate_iops=2000 --verify=crc32c --verify_backlog=256 --do_verify=1 \
   --verify_fatal=1 --trigger-file="$work/fio-stop" --write_iolog="$work/fio.log" \
   --output="$work/fio.txt" &
 fio_pid=$!
