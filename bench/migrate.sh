@@ -124,7 +124,7 @@ svmd_pid=
 start_svmd() {
   "$BIN/svmd" --name bench --state "$state" --datastore "a=$work/a" --datastore "b=$work/b" \
     2>>"$work/svmd.log" &
-  svmd_pid=$!
+  svmd_pid=$!   # stopped by the exit handler (bench_on_exit below)
   for _ in $(seq 1 200); do
     [ -S "$state/control.sock" ] && "$BIN/svmctl" --state "$state" vm list >/dev/null 2>&1 &&
       return 0
@@ -251,7 +251,7 @@ run_idle() {
 
 # run_load ROW: the guest at RATE_IOPS, PHASE_S s, the move, PHASE_S s, stop; verify; record
 run_load() {
-  local row=$1 uri name fio_pid t m a0 a1 b0 b1 fields
+  local row=$1 uri name fio_pid t a0 a1 b0 b1 fields
   case $row in
   svmd) svmd_fresh; uri=$svmd_uri; name="svmd migrate" ;;
   qemu) fresh "$work/qemu-src.raw"; qsd_start "$work/qemu-src.raw"; uri=$qsd_uri; name="qemu mirror" ;;

@@ -59,7 +59,6 @@ guest_start() {
     </dev/null > >(while IFS= read -r l; do printf '%s %s\n' "$EPOCHREALTIME" "$l"; done \
                      >>"$GUEST_LOG") 2>&1 &
   GUEST_PID=$!
-  GUEST_T0=$EPOCHREALTIME
 }
 
 guest_passes() { grep -c ' GUEST-PASS ' "$GUEST_LOG" || true; }
