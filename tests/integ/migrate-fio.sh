@@ -25,6 +25,7 @@ fio_writer_start "$U" 0 128M --rate_iops=3000
 before=$(stat -c %s "$T/fio-w.log")
 move vm1 ds2
 during=$(($(stat -c %s "$T/fio-w.log") - before))
+[ "$during" -gt 0 ] || fail "fio wrote nothing while the move ran"
 wait_file_grows "$T/fio-w.log" 98304        # thousands of writes issued after the move
 fio_writer_stop
 

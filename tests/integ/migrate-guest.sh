@@ -4,8 +4,9 @@
 # virtio disk on svmd's NBD export. The guest writes its pattern with O_DIRECT slot after slot,
 # reads every pass back and compares, and keeps doing so while `svmctl migrate` moves the disk
 # from ds1 to ds2 and after the switchover, until the test writes STOP on its control disk.
-# Checked: the guest's own verdict (GUEST-OK, every pass verified by the guest), passes on both
-# sides of the switchover on the same connection, the destination file holding the last pass
+# Checked: the guest's own verdict (GUEST-OK, every pass verified by the guest), passes before,
+# during (the copier is capped so that the move lasts several passes) and after the move on
+# the same connection, the destination file holding the last pass
 # of every slot (from the host, after the guest stopped), the data written before the guest
 # booted, and the source folder gone.
 source "$(dirname "$0")/agent-lib.sh"
@@ -26,9 +27,12 @@ qemu_io_check "$U" "write -P 0x5a $((gb + 1048576)) 24M" "write -P 0xa5 $((80 <<
 guest_start "$SVM_STATE/nbd/vm1-disk0.sock" vm1/disk0
 guest_wait_pass 2 120
 before=$(guest_passes)
-move vm1 ds2
+# the copier capped at 8 MiB/s: 40 MiB of data take 5 s, so the guest completes passes while
+# the move runs, not only before and after it
+move vm1 ds2 --rate 8M
 during=$(($(guest_passes) - before))
 after_move=$(guest_passes)
+[ "$during" -ge 1 ] || fail "the guest completed no pass during the move"
 # the guest goes on after the switchover on the same connection: three more verified passes
 guest_wait_pass $((after_move + 3)) 120
 guest_stop

@@ -80,6 +80,7 @@ wait "$QIO_PID" || rc=$?
 QIO_PID=
 [ "$rc" -eq 0 ] || { cat "$T/driver.out"; fail "the qemu-io driver failed (exit $rc)"; }
 cat "$T/driver.out"
+[ "$(json_get 'd["counts"]["during"]' <"$T/map.json")" -ge 1 ] || fail "no write while the move ran"
 
 check_moved vm1 ds2 "$src"
 dst=$(disk_file vm1 0)
