@@ -4,7 +4,7 @@
  * that a crash cut short.
  *
  * A move, on its job thread:
- *   preparing   journal (STATE/moves/VM.move), destination folder DS2/VM, the folder's other
+ *   preparing   destination folder DS2/VM, journal (STATE/moves/VM.move), the folder's other
  *               files, and per disk the destination file and the mirror in the export's stack
  *   copying     the bulk pass of every disk, each on a thread of its own
  *   switching   every export paused (with a deadline: a drain that misses it aborts the move
@@ -489,17 +489,21 @@ static int run_move(struct agent_move *m, char **src_out, char **dst_out)
   *dst_out = strdup(j.dst_dir);
   if (!*src_out || !*dst_out)
     return svm_error(ENOMEM, "out of memory");
-  r = svm_journal_write(m->a->moves->dir, &j);
-  if (r < 0)
-    return svm_error_prefix("recording the move");
+  /* the folder first: a journal must never name a folder that is not the move's own (a
+   * crash between the two leaves an empty folder, which the next move to it names) */
   if (mkdir(j.dst_dir, 0700) < 0) {
     r = svm_error(errno, "%s: %s%s", j.dst_dir, strerror(errno),
                   errno == EEXIST ? " (a folder of that name is in the destination datastore; "
                                     "remove it or choose another datastore)" : "");
     free(*dst_out);              /* not ours: the abort must not remove it */
     *dst_out = NULL;
+    free(*src_out);              /* no journal to remove either */
+    *src_out = NULL;
     return r;
   }
+  r = svm_journal_write(m->a->moves->dir, &j);
+  if (r < 0)
+    return svm_error_prefix("recording the move");
   r = prepare(m, j.dst_dir);
   if (r == 0)
     r = copy(m);

@@ -104,14 +104,19 @@ static int set_field(struct svm_journal *j, const char *key, const char *val, un
   return 0;        /* unknown keys are for later versions */
 }
 
-static int parse(const char *text, struct svm_journal *j)
+int svm_journal_parse(const char *text, size_t len, struct svm_journal *j)
 {
+  const char *end = text + len;
   unsigned seen = 0;
 
   memset(j, 0, sizeof *j);
-  for (const char *line = text; *line;) {
-    const char *nl = strchr(line, '\n');
-    size_t n = nl ? (size_t)(nl - line) : strlen(line);
+  if (len > JOURNAL_MAX)
+    return svm_error(EFBIG, "larger than %d bytes", JOURNAL_MAX);
+  if (memchr(text, '\0', len))
+    return svm_error(EINVAL, "holds a NUL byte");
+  for (const char *line = text; line < end;) {
+    const char *nl = memchr(line, '\n', (size_t)(end - line));
+    size_t n = nl ? (size_t)(nl - line) : (size_t)(end - line);
     char buf[4200], *eq;
     if (n >= sizeof buf)
       return svm_error(EINVAL, "line too long");
@@ -151,12 +156,7 @@ static int load(const char *path, struct svm_journal *j)
   n = read(fd, buf, JOURNAL_MAX + 1);
   if (n < 0)
     return svm_error(errno, "%s", strerror(errno));
-  if (n > JOURNAL_MAX)
-    return svm_error(EFBIG, "larger than %d bytes", JOURNAL_MAX);
-  buf[n] = '\0';
-  if (strlen(buf) != (size_t)n)
-    return svm_error(EINVAL, "holds a NUL byte");
-  return parse(buf, j);
+  return svm_journal_parse(buf, (size_t)n, j);
 }
 
 int svm_journal_scan(const char *moves_dir,

@@ -105,6 +105,8 @@ struct svm_journal {
   char src_ds[72], dst_ds[72];
 };
 int svm_journal_write(const char *moves_dir, const struct svm_journal *j);
+/* Parse a journal's text (bounded, checked: exposed for the fuzzer). */
+int svm_journal_parse(const char *buf, size_t len, struct svm_journal *j);
 int svm_journal_remove(const char *moves_dir, const char *vm);
 /* fn for each journal found (files that do not parse are reported with j == NULL). */
 int svm_journal_scan(const char *moves_dir,
