@@ -29,7 +29,8 @@ for t in apt-get apt-cache dpkg cpio gzip python3 flock sha256sum; do
 done
 bb=/bin/busybox
 # a dynamic busybox would need the host's libc inside the initramfs
-[ -x "$bb" ] && "$bb" --list | grep -qx insmod && ! ldd "$bb" >/dev/null 2>&1 ||
+# (grep reads all of the list: with -q it could stop early and fail the pipe with SIGPIPE)
+[ -x "$bb" ] && "$bb" --list | grep -x insmod >/dev/null && ! ldd "$bb" >/dev/null 2>&1 ||
   die "$bb is not busybox-static: apt-get install busybox-static"
 
 mkdir -p "$out"
@@ -46,7 +47,7 @@ trap 'rm -rf "$work"' EXIT
 
 # 1. The kernel package: the one the meta-package linux-image-amd64 depends on today.
 kpkg_of() { apt-cache depends linux-image-amd64 2>/dev/null |
-              awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'; }
+              awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ && !k { k = $2 } END { print k }'; }
 kpkg=$(kpkg_of)
 if [ -z "$kpkg" ] && [ "$(id -u)" -eq 0 ]; then
   apt-get update -qq >/dev/null 2>&1 || true
