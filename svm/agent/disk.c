@@ -79,20 +79,6 @@ static int meta_extents(void *opaque, const char *name, uint64_t offset, uint64_
   return 0;
 }
 
-/* The disk's stack: its raw file under a tracking layer for its tracker. */
-static int open_stack(struct agent_disk *d, struct svm_layer **top)
-{
-  struct svm_layer *raw = NULL;
-  int r = svm_layer_open_raw(d->path, false, &raw);
-
-  if (r < 0)
-    return r;
-  r = svm_layer_open_track(d->cbt, raw, top);
-  if (r < 0)
-    svm_layer_free(raw);
-  return r;
-}
-
 int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
 {
   const struct svm_desc_disk *dd = &d->vm->desc->disks[d->index];
@@ -100,18 +86,28 @@ int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
   struct svm_meta_provider prov = {
     .prefix = cbt_prefix, .resolve = meta_resolve, .extents = meta_extents, .opaque = d,
   };
-  struct svm_layer *top = NULL;
+  struct svm_layer *raw = NULL, *top = NULL;
   int r;
 
-  r = cbt_open(d->ctk_path, dd->uuid, dd->size, 0, &d->cbt);
+  /* The disk first: its lock (svm/disk/lock.h) refuses a disk that another svmd or
+   * svm-convert has open before anything touches its .ctk. The stack is the raw file under a
+   * tracking layer for the disk's tracker. */
+  r = svm_layer_open_raw(d->path, false, &raw);
   if (r < 0)
     return r;
+  r = cbt_open(d->ctk_path, dd->uuid, dd->size, 0, &d->cbt);
+  if (r < 0) {
+    svm_layer_free(raw);
+    return r;
+  }
   const char *why = cbt_reset_reason(d->cbt);
   if (why)
     agent_log("%s: changed-block tracking was reset: %s", d->export_name, why);
-  r = open_stack(d, &top);
-  if (r < 0)
+  r = svm_layer_open_track(d->cbt, raw, &top);
+  if (r < 0) {
+    svm_layer_free(raw);
     goto fail;
+  }
   r = svm_export_new(&opts, top, &d->export);
   if (r < 0) {
     svm_layer_free(top);

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <svmotion/convert.h>
 
@@ -41,6 +42,8 @@ struct svm_conv {
   struct svm_copy_end *src, *dst;
   struct svm_conv_file src_file, dst_file;
   char *tmp;                /* a file destination's temporary name; unlinked unless renamed */
+  mode_t src_mode;          /* permission bits the destination gets (a file source's own) */
+  int dst_lock_fd;          /* an existing DST (--force), write-locked until it is replaced */
   bool dst_reads_zero;      /* the destination reads as zeros wherever it is not written */
   struct svm_extent_list map;
   struct svm_copy *copy;

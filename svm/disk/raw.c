@@ -25,7 +25,9 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/filekind.h"
 #include "svm/disk/layer.h"
+#include "svm/disk/lock.h"
 
 enum step { STEP_DATA, STEP_ZERO_RANGE, STEP_WRITE_ZEROES, STEP_SYNC };
 
@@ -344,13 +346,21 @@ int svm_layer_open_raw(const char *path, bool readonly, struct svm_layer **out)
   struct stat st;
 
   *out = NULL;
-  fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO named as a disk must be refused, not wait for a writer forever */
+  fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     return svm_error(errno, "%s: cannot open disk image: %s", path, strerror(errno));
   if (fstat(fd, &st) < 0)
     return svm_error(errno, "%s: stat: %s", path, strerror(errno));
   if (!S_ISREG(st.st_mode))
-    return svm_error(EINVAL, "%s: not a regular file (a raw disk image is a plain file)", path);
+    return svm_error(EINVAL, "%s: is %s, not a regular file (a raw disk image is a plain file)",
+                     path, svm_file_kind(st.st_mode));
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+    return svm_error(errno, "%s: fcntl: %s", path, strerror(errno));
+  /* exclusive for a writer, shared for a reader: no second writer behind the export's back */
+  int r = svm_disk_lock(fd, path, !readonly);
+  if (r < 0)
+    return r;
   l = calloc(1, sizeof *l);
   raw = calloc(1, sizeof *raw);
   p = strdup(path);

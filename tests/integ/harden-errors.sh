@@ -13,9 +13,9 @@ expect_fail 1 "--disk 8E: larger than the largest disk svmd can make (4 EiB" \
 mkfifo "$T/fifo"
 mkdir "$T/dir"
 head -c 1M /dev/zero >"$T/src.raw"
-expect_fail 1 "$T/fifo: is a FIFO, not a disk image" "$CONV" "$T/fifo" "$T/out.raw"
+expect_fail 1 "$T/fifo: the source is a FIFO, not a disk image" "$CONV" "$T/fifo" "$T/out.raw"
 expect_fail 1 "$T/fifo: is a FIFO, not a disk image" "$CONV" --punch-zeroes "$T/fifo"
-expect_fail 1 "$T/dir: is a directory, not a disk image" "$CONV" "$T/dir" "$T/out.raw"
+expect_fail 1 "$T/dir: the source is a directory, not a disk image" "$CONV" "$T/dir" "$T/out.raw"
 expect_fail 1 "/proc/self/out.raw: is on /proc" "$CONV" "$T/src.raw" /proc/self/out.raw
 expect_err "give a destination on a disk file system"
 

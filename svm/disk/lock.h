@@ -1,0 +1,20 @@
+/* Image locking: every disk file is locked while it is open, shared for readers, exclusive
+ * for writers, with open file description locks (F_OFD_SETLK), as QEMU's image locking does.
+ * OFD locks belong to the open file, not the process: they survive fork, are released when the
+ * last descriptor of that open file closes (also after kill -9), and two opens in one process
+ * conflict like two processes do. svmd, svm-convert and every tool built on svm/ take them; a
+ * conflicting holder is refused with a message naming the file and what to do.
+ *
+ * On a file system without OFD locks (the fcntl says EINVAL, ENOLCK or EOPNOTSUPP) the file
+ * is used unlocked, as QEMU does. */
+#ifndef SVM_DISK_LOCK_H
+#define SVM_DISK_LOCK_H
+
+#include <stdbool.h>
+
+/* Lock the whole of fd's file: exclusive (fd open for writing) or shared. 0, or -EBUSY with
+ * svm_error set ("PATH: another process (svmd or svm-convert) holds a write lock on it: ..."),
+ * or another -errno. Released when fd's open file is closed. */
+int svm_disk_lock(int fd, const char *path, bool exclusive);
+
+#endif
