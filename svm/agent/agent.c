@@ -104,8 +104,12 @@ static void scan_one(void *opaque, const struct svm_datastore *ds, const char *d
     svm_desc_free(desc);
     return;
   }
+  CLEANUP_FREE char *name = strdup(desc->name);   /* agent_vm_open frees desc on failure */
   if (agent_vm_open(a, ds, dir, path, desc, &vm) < 0) {
-    agent_log("skipping VM in %s: %s", dir, svm_last_error());
+    agent_log("VM %s in %s is degraded, not served: %s", name ? name : "?", dir,
+              svm_last_error());
+    if (name)
+      agent_degraded_add(a, ds, dir, name, svm_last_error());
     return;
   }
   vm->next = a->vms;
@@ -120,6 +124,7 @@ static void free_agent(struct svm_agent *a)
     a->vms = vm->next;
     agent_vm_close(vm);
   }
+  agent_degraded_free_all(a);
   svm_control_close(a->control);
   for (size_t i = 0; i < a->nds; i++)
     svm_datastore_clear(&a->ds[i]);
@@ -279,6 +284,10 @@ static int need_vm(struct svm_agent *a, const struct svm_ctl_request *r, struct 
   if (!name)
     return svm_error(EINVAL, "%s: missing argument 'vm'", r->verb);
   *vm = agent_find_vm(a, name);
+  struct agent_degraded *g = *vm ? NULL : agent_degraded_find(a, name);
+  if (g)
+    return svm_error(EIO, "VM %s is degraded and not served: %s (fix that and restart svmd; "
+                     "svmd never changes a degraded VM's files)", name, g->reason);
   if (!*vm)
     return svm_error(ENOENT, "no such VM '%s' on host %s (svmctl vm list shows the VMs)", name,
                      a->name);
@@ -340,8 +349,12 @@ static int do_vm_show(struct svm_agent *a, const struct svm_ctl_request *r, bool
                       char **payload)
 {
   struct agent_vm *vm;
-  int ret = need_vm(a, r, &vm);
+  const char *name = svm_ctl_arg(r, "vm");
+  struct agent_degraded *g = name ? agent_degraded_find(a, name) : NULL;
 
+  if (g)
+    return agent_out_degraded(g, json, payload);
+  int ret = need_vm(a, r, &vm);
   return ret < 0 ? ret : agent_out_vm(a, vm, json, payload);
 }
 

@@ -116,9 +116,11 @@ static int init_disk(struct svm_agent *a, struct agent_vm *vm, unsigned i, const
       !(d->export_name = strf("%s/disk%u", name, i)) ||
       !(d->sock_path = strf("%s/%s-disk%u.sock", a->nbds_dir, name, i)))
     return svm_error(ENOMEM, "out of memory");
-  if (stat(d->path, &st) < 0)
-    return svm_error(errno, "%s: disk%u: %s: %s", vm->desc_path, i, d->path, strerror(errno));
-  if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != dd->size)
+  /* both files inside the folder, plain files (the .ctk is made when missing) */
+  if (agent_check_file(vm->dir, dd->file, false, &st) < 0 ||
+      agent_check_file(vm->dir, dd->ctk, true, NULL) < 0)
+    return svm_error_prefix("%s: disk%u", vm->desc_path, i);
+  if ((uint64_t)st.st_size != dd->size)
     return svm_error(EINVAL, "%s: disk%u: %s is %jd bytes, the descriptor says %" PRIu64,
                      vm->desc_path, i, d->path, (intmax_t)st.st_size, dd->size);
   if (tcp_addr[0]) {
@@ -303,6 +305,10 @@ static int validate_create(struct svm_agent *a, const struct svm_ctl_request *r,
   if (other)
     return svm_error(EEXIST, "VM %s exists already (datastore %s, %s)", spec->name,
                      other->ds->name, other->dir);
+  const struct agent_degraded *g = agent_degraded_find(a, spec->name);
+  if (g)
+    return svm_error(EEXIST, "VM %s exists already (datastore %s, %s; degraded: %s)",
+                     spec->name, g->ds->name, g->dir, g->reason);
   if (spec->tcp) {
     char h[64], p[16];
     if (split_hostport(spec->tcp, h, sizeof h, p, sizeof p) < 0)

@@ -33,8 +33,11 @@ mv "$T/ds1/symdesc/symdesc.svm" "$T/symdesc.svm"
 ln -s "$T/symdesc.svm" "$T/ds1/symdesc/symdesc.svm"
 
 start_svmd
-svmctl vm list --json | json_get 'sorted(x["name"] for x in d["vms"] if not x.get("degraded"))' \
-  | grep -qxF '["good", "other"]' || fail "served VMs: $(svmctl vm list --json)"
+svmctl vm list --json >"$T/list.json"
+json_get 'sorted(x["name"] for x in d["vms"])' <"$T/list.json" | grep -qxF '["good", "other"]' \
+  || fail "served VMs: $(cat "$T/list.json")"
+json_get 'sorted(x["name"] for x in d["degraded"])' <"$T/list.json" \
+  | grep -qxF '["dirdisk", "fifoctk", "fifodisk", "sym"]' || fail "degraded VMs: $(cat "$T/list.json")"
 grep -qF "$T/ds1/sym/disk0.raw: is a symbolic link" "$LOG" || fail "symlinked disk not refused"
 grep -qF "$T/ds1/alias/alias.svm: disk0.ctk names disk1.raw, which is disk1's file" "$LOG" \
   || fail "aliased ctk not refused"

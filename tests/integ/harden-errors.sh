@@ -36,9 +36,9 @@ rm "$T/ds1/vm1/disk0.ctk"
 mkdir "$T/ds1/vm1/disk0.ctk"
 start_svmd
 svmctl vm list --json >"$T/list.json"
-[ "$(json_get '[x for x in d["vms"] if x["name"] == "vm1"][0]["degraded"]' <"$T/list.json")" = True ] \
+[ "$(json_get '[x for x in d["degraded"] if x["name"] == "vm1"][0]["degraded"]' <"$T/list.json")" = True ] \
   || fail "vm1 not degraded: $(cat "$T/list.json")"
-json_get '[x for x in d["vms"] if x["name"] == "vm1"][0]["reason"]' <"$T/list.json" \
+json_get '[x for x in d["degraded"] if x["name"] == "vm1"][0]["reason"]' <"$T/list.json" \
   | grep -qF "$T/ds1/vm1/disk0.ctk: is a directory, not a regular file" || fail "reason: $(cat "$T/list.json")"
 svmctl vm show vm1 >"$T/show.txt"
 grep -qF "degraded: $T/ds1/vm1/vm1.svm: disk0: $T/ds1/vm1/disk0.ctk: is a directory" "$T/show.txt" \
