@@ -3,6 +3,7 @@
  * json.c. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/agent/internal.h"
+#include "svm/control/peercred.h"
 #include "svm/control/server.h"
 
 void agent_log(const char *fmt, ...)
@@ -32,6 +34,19 @@ void agent_log(const char *fmt, ...)
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   fprintf(stderr, "svmd %s.%03ld: %s\n", ts, now.tv_nsec / 1000000, msg);
+}
+
+int agent_set_access(struct svm_agent *a, const char *path, bool dir)
+{
+  bool g = a->group != SVM_NO_GROUP;
+  mode_t mode = dir ? (g ? 0710 : 0700) : (g ? 0660 : 0600);
+
+  if (g && chown(path, (uid_t)-1, a->group) < 0)
+    return svm_error(errno, "%s: cannot give it to --group %u: %s", path, (unsigned)a->group,
+                     strerror(errno));
+  if (chmod(path, mode) < 0)
+    return svm_error(errno, "%s: chmod %o: %s", path, (unsigned)mode, strerror(errno));
+  return 0;
 }
 
 static int mkdir_p(const char *path)
@@ -66,7 +81,7 @@ static int lock_state(struct svm_agent *a)
     path = NULL;
     return svm_error(ENOMEM, "out of memory");
   }
-  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0)
     return svm_error(errno, "%s: %s", path, strerror(errno));
   if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -185,9 +200,37 @@ static int open_control(struct svm_agent *a)
     return svm_error(ENOMEM, "out of memory");
   }
   r = svm_control_open(sock, &a->control);
+  if (r < 0)
+    return r;
+  svm_control_set_group(a->control, a->group);
+  r = agent_set_access(a, sock, false);
   if (r == 0)
     agent_log("control socket %s", sock);
   return r;
+}
+
+/* --group NAME (or a numeric gid) */
+static int resolve_group(struct svm_agent *a, const char *name)
+{
+  struct group *gr;
+  char *end;
+
+  a->group = SVM_NO_GROUP;
+  if (!name)
+    return 0;
+  gr = getgrnam(name);
+  if (gr) {
+    a->group = gr->gr_gid;
+    return 0;
+  }
+  errno = 0;
+  unsigned long v = strtoul(name, &end, 10);
+  if (*name && !*end && !errno && v < (unsigned long)SVM_NO_GROUP) {
+    a->group = (gid_t)v;
+    return 0;
+  }
+  return svm_error(ENOENT, "--group %s: no such group (give a group name from /etc/group or "
+                   "a gid)", name);
 }
 
 /* The state directory (made if missing, then locked) and the agent's own copies of cfg. */
@@ -201,6 +244,9 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
   a->tls_dir = dup_opt(cfg->tls_dir);
   a->insecure = cfg->insecure;
   a->ds = calloc(cfg->ndatastores, sizeof *a->ds);
+  r = resolve_group(a, cfg->group);
+  if (r < 0)
+    return r;
   r = mkdir_p(cfg->state_dir);
   if (r < 0)
     return r;
@@ -211,7 +257,11 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
     a->nbds_dir = NULL;
     return svm_error(ENOMEM, "out of memory");
   }
-  return lock_state(a);
+  r = lock_state(a);
+  if (r < 0)
+    return r;
+  /* svmd's own directory: only its user (and --group, to reach the sockets) get in */
+  return agent_set_access(a, a->state_dir, true);
 }
 
 int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
@@ -233,6 +283,8 @@ int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
     r = open_datastores(a, cfg);
   if (!r)
     r = mkdir_p(a->nbds_dir);
+  if (!r)
+    r = agent_set_access(a, a->nbds_dir, true);
   if (!r)
     r = scan_datastores(a);
   if (!r)

@@ -593,11 +593,13 @@ static int write_all(int fd, const char *name, const char *buf, size_t len)
 /* The text in a new file tmp, durable before it is renamed over anything. */
 static int write_tmp(const char *tmp, const char *buf, size_t len)
 {
-  CLEANUP_CLOSE int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  CLEANUP_CLOSE int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   int r;
 
   if (fd < 0)
     return svm_error(errno, "%s: %s", tmp, strerror(errno));
+  if (fchmod(fd, 0600) < 0)          /* private whatever the umask */
+    return svm_error(errno, "%s: chmod: %s", tmp, strerror(errno));
   r = write_all(fd, tmp, buf, len);
   if (r < 0)
     return r;

@@ -116,6 +116,8 @@ int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
   r = svm_export_add_meta_provider(d->export, &prov);
   if (r == 0)
     r = svm_export_listen_unix(d->export, d->sock_path);
+  if (r == 0)
+    r = agent_set_access(a, d->sock_path, false);   /* 0600, or 0660 for --group */
   if (r == 0 && d->tcp_addr[0]) {
     char port[16];
     r = svm_export_listen_tcp(d->export, d->tcp_addr, d->tcp_port, port, sizeof port);

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include <svmotion/agent.h>
 
@@ -61,6 +62,7 @@ struct svm_agent {
   char *nbds_dir;
   char *mgmt, *migration, *tls_dir;
   bool insecure;
+  gid_t group;            /* --group, or SVM_NO_GROUP */
   size_t nds;
   struct svm_datastore *ds;
   struct agent_vm *vms;
@@ -70,6 +72,10 @@ struct svm_agent {
 };
 
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Explicit modes whatever the umask: a directory on the way to a socket 0700, a socket 0600;
+ * with --group 0710 and 0660, group G. */
+int agent_set_access(struct svm_agent *a, const char *path, bool dir);
 
 /* vm.c */
 struct agent_vm *agent_find_vm(struct svm_agent *a, const char *name);

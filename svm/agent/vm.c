@@ -191,11 +191,13 @@ static int create_disk_file(const char *path, uint64_t size, enum svm_desc_prov 
   enum svm_provisioning kind = p == SVM_DESC_THICK   ? SVM_PROVISIONING_THICK
                                : p == SVM_DESC_EAGER ? SVM_PROVISIONING_EAGER
                                                      : SVM_PROVISIONING_THIN;
-  CLEANUP_CLOSE int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  CLEANUP_CLOSE int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   int r;
 
   if (fd < 0)
     return svm_error(errno, "%s: %s", path, strerror(errno));
+  if (fchmod(fd, 0600) < 0)          /* private whatever the umask */
+    return svm_error(errno, "%s: chmod: %s", path, strerror(errno));
   r = svm_provision_prepare(fd, path, size, kind);
   if (r == 0)
     r = svm_provision_finish(fd, path, size, kind, NULL);
@@ -317,10 +319,16 @@ static int validate_create(struct svm_agent *a, const struct svm_ctl_request *r,
   return parse_disk_args(r, spec);
 }
 
+/* 0700 whatever the umask: the VM's files are svmd's alone (guests reach them over NBD). */
 static int make_vm_dir(const char *dir)
 {
-  if (mkdir(dir, 0755) == 0)
-    return 0;
+  if (mkdir(dir, 0700) == 0) {
+    if (chmod(dir, 0700) == 0)
+      return 0;
+    int e = errno;
+    rmdir(dir);
+    return svm_error(e, "%s: chmod: %s", dir, strerror(e));
+  }
   return svm_error(errno, "%s: %s%s", dir, strerror(errno),
                    errno == EEXIST ? " (a folder of that name is in the datastore already; "
                                      "remove it or pick another name)" : "");
