@@ -219,7 +219,10 @@ static int parse_disk_arg(const char *s, uint64_t *size, enum svm_desc_prov *p)
       return svm_error(EINVAL, "disk '%s': the size must be a number of bytes", s);
     v = v * 10 + (uint64_t)(s[i] - '0');
   }
-  if (v == 0 || v % 512 || v > (UINT64_C(1) << 62))
+  if (v > (UINT64_C(1) << 62))
+    return svm_error(EINVAL, "disk '%s': larger than the largest disk svmd can make (4 EiB, "
+                     "%" PRIu64 " bytes)", s, UINT64_C(1) << 62);
+  if (v == 0 || v % 512)
     return svm_error(EINVAL, "disk '%s': the size must be a non-zero multiple of 512 bytes", s);
   *size = v;
   *p = SVM_DESC_THIN;
@@ -272,7 +275,8 @@ static int parse_disk_args(const struct svm_ctl_request *r, struct vm_spec *spec
     if (strcmp(r->args[i].key, "disk") != 0)
       continue;
     if (spec->ndisks == SVM_DESC_MAX_DISKS)
-      return svm_error(E2BIG, "at most %d disks", SVM_DESC_MAX_DISKS);
+      return svm_error(E2BIG, "a VM has at most %d disks (--disk was given more often)",
+                       SVM_DESC_MAX_DISKS);
     int ret = parse_disk_arg(r->args[i].value, &spec->sizes[spec->ndisks],
                              &spec->provs[spec->ndisks]);
     if (ret < 0)

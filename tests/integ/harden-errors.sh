@@ -6,7 +6,7 @@ source "$(dirname "$0")/agent-lib.sh"
 CONV=$SVM_BIN/svm-convert
 
 start_svmd
-expect_fail 1 "--disk 8E: larger than the largest disk svmd can make (4 EiB" \
+expect_fail 2 "--disk 8E: larger than the largest disk svmd can make (4 EiB" \
   svmctl vm create big --datastore ds1 --disk 8E
 
 # svm-convert: FIFO / directory as source or --punch-zeroes disk, /proc as destination

@@ -4,7 +4,9 @@
 
 #include <stddef.h>
 
-enum { SVMCTL_MAX_OPTS = 64 };
+/* Options of one command: room for a VM's 64 --disk (SVM_DESC_MAX_DISKS) and the others
+ * beside them; svmd says "at most 64 disks" past that. */
+enum { SVMCTL_MAX_OPTS = 80 };
 
 /* "SIZE[:PROVISIONING]" (SIZE: bytes, or with K/M/G/T = powers of 1024) -> "BYTES:PROV" for
  * the agent. 0, or -EINVAL with a message in err. */
