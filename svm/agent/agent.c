@@ -460,6 +460,22 @@ static int do_cbt_changeid(struct svm_agent *a, const struct svm_ctl_request *r,
   return ret < 0 ? ret : agent_cbt_changeid(d, json, payload);
 }
 
+/* An optional numeric argument: *v is left alone when it is absent. */
+static int parse_num(const struct svm_ctl_request *r, const char *key, uint64_t *v)
+{
+  const char *s = svm_ctl_arg(r, key);
+  char *end;
+
+  if (!s)
+    return 0;
+  errno = 0;
+  unsigned long long x = strtoull(s, &end, 10);
+  if (!*s || *end || errno || s[0] < '0' || s[0] > '9')
+    return svm_error(EINVAL, "%s: %s '%s' is not a number", r->verb, key, s);
+  *v = x;
+  return 0;
+}
+
 static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                         char **payload)
 {
@@ -471,13 +487,18 @@ static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bo
     return ret;
   if (!since)
     return svm_error(EINVAL, "cbt-query: missing argument 'since' (a change ID or '*')");
-  return agent_cbt_query(d, since, json, payload);
+  uint64_t cursor = 0, limit = SVM_CTL_QUERY_PAGE;
+  if (parse_num(r, "cursor", &cursor) < 0 || parse_num(r, "limit", &limit) < 0)
+    return -EINVAL;
+  if (limit == 0 || limit > SVM_CTL_QUERY_PAGE)
+    return svm_error(EINVAL, "cbt-query: limit must be 1-%d extents", SVM_CTL_QUERY_PAGE);
+  return agent_cbt_query(d, since, cursor, (size_t)limit, json, payload);
 }
 
 /* The protocol's commands and the arguments each takes (besides format). */
 static const struct command {
   const char *verb;
-  const char *const args[5];   /* NULL-terminated */
+  const char *const args[6];   /* NULL-terminated */
   int (*fn)(struct svm_agent *a, const struct svm_ctl_request *r, bool json, char **payload);
 } commands[] = {
   { "ping", { NULL }, do_ping },
@@ -486,7 +507,7 @@ static const struct command {
   { "vm-create", { "vm", "datastore", "disk", "tcp", NULL }, do_vm_create },
   { "vm-delete", { "vm", NULL }, do_vm_delete },
   { "cbt-changeid", { "vm", "disk", NULL }, do_cbt_changeid },
-  { "cbt-query", { "vm", "disk", "since", NULL }, do_cbt_query },
+  { "cbt-query", { "vm", "disk", "since", "cursor", "limit", NULL }, do_cbt_query },
 };
 
 static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)

@@ -185,14 +185,20 @@ int agent_cbt_changeid(struct agent_disk *d, bool json, char **out)
   return 0;
 }
 
-int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **out)
+int agent_cbt_query(struct agent_disk *d, const char *since, uint64_t cursor, size_t limit,
+                    bool json, char **out)
 {
   struct cbt_extent *e = NULL;
   struct cbt_info info;
-  uint64_t total = 0;
+  uint64_t total = 0, next = 0;
   size_t n = 0, len;
   FILE *f;
-  int r = cbt_query(d->cbt, since, 0, 0, &e, &n);
+  int r;
+
+  if (cursor >= d->vm->desc->disks[d->index].size)
+    return svm_error(EINVAL, "cbt-query: cursor %" PRIu64 " is past the end of %s disk%u",
+                     cursor, d->vm->desc->name, d->index);
+  r = cbt_query(d->cbt, since, cursor, 0, &e, &n);
 
   if (r < 0)
     return svm_error_prefix("%s disk%u", d->vm->desc->name, d->index);
@@ -208,6 +214,13 @@ int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **o
   }
   for (size_t i = 0; i < n; i++)
     total += e[i].length;
+  /* One page (svm/control/proto.h): the extents from the cursor on, at most `limit` of them;
+   * the next page starts where the last one ends (merged extents never touch, so no extent is
+   * cut in two by a page boundary). */
+  if (n > limit) {
+    next = e[limit - 1].offset + e[limit - 1].length;
+    n = limit;
+  }
   if (json) {
     fprintf(f, "{\"vm\": ");
     agent_json_str(f, d->vm->desc->name);
@@ -219,7 +232,10 @@ int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **o
     for (size_t i = 0; i < n; i++)
       fprintf(f, "%s{\"offset\": %" PRIu64 ", \"length\": %" PRIu64 "}", i ? ", " : "",
               e[i].offset, e[i].length);
-    fprintf(f, "]}");
+    if (next)
+      fprintf(f, "], \"next-cursor\": %" PRIu64 "}", next);
+    else
+      fprintf(f, "], \"next-cursor\": null}");
   } else {
     for (size_t i = 0; i < n; i++)
       fprintf(f, "%" PRIu64 " %" PRIu64 "\n", e[i].offset, e[i].length);

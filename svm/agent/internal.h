@@ -107,7 +107,9 @@ void agent_degraded_text(FILE *f, const struct agent_degraded *g);
 int agent_disk_start(struct svm_agent *a, struct agent_disk *d);
 void agent_disk_stop(struct agent_disk *d);
 int agent_cbt_changeid(struct agent_disk *d, bool json, char **out);
-int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **out);
+/* One page of the answer: at most `limit` extents from byte `cursor` on (proto.h). */
+int agent_cbt_query(struct agent_disk *d, const char *since, uint64_t cursor, size_t limit,
+                    bool json, char **out);
 /* The disk's CBT state for vm list/show: writes JSON members ("granularity": ..., ...) */
 void agent_disk_cbt_json(struct agent_disk *d, FILE *f);
 
