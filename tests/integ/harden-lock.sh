@@ -20,6 +20,10 @@ expect_err "stop the VM's svmd"
 expect_fail 1 "$DISK: another process (svmd or svm-convert) holds a write lock on it" \
   "$CONV" "$DISK" "$T/copy.raw"
 [ ! -e "$T/copy.raw" ] || fail "a refused convert left its destination"
+# a served disk as the destination of convert --force: refused, not renamed over
+head -c 4M /dev/zero >"$T/zero.raw"
+expect_fail 1 "$DISK: another process (svmd or svm-convert) holds a write lock on it" \
+  "$CONV" --force "$T/zero.raw" "$DISK"
 qemu-io -f raw -c 'read -P 0x5a 0 1M' "$U" >/dev/null || fail "the guest's data changed"
 
 # a second svmd (its own state dir) on the same datastore: the VM is refused, not served twice
