@@ -21,7 +21,7 @@ expect_err "give a destination on a disk file system"
 
 # 64 disks: the most a descriptor holds, accepted
 args=()
-for i in $(seq 0 63); do args+=(--disk 64K); done
+for _ in $(seq 0 63); do args+=(--disk 64K); done
 svmctl vm create many --datastore ds1 "${args[@]}" --json >"$T/many.json" \
   || fail "64 disks refused: $(cat "$T/many.json")"
 [ "$(json_get 'len(d["disks"])' <"$T/many.json")" = 64 ] || fail "64 disks: $(cat "$T/many.json")"
@@ -44,4 +44,9 @@ svmctl vm show vm1 >"$T/show.txt"
 grep -qF "degraded: $T/ds1/vm1/vm1.svm: disk0: $T/ds1/vm1/disk0.ctk: is a directory" "$T/show.txt" \
   || fail "vm show text: $(cat "$T/show.txt")"
 svmctl vm list | grep -qF "vm1 (degraded" || fail "vm list text: $(svmctl vm list)"
+# a degraded VM is never changed: no delete, no tracking commands, its files stay
+expect_fail 1 "VM vm1 is degraded and not served: $T/ds1/vm1/vm1.svm: disk0" svmctl vm delete vm1
+expect_fail 1 "VM vm1 is degraded and not served" svmctl cbt query vm1 0 --since '*'
+expect_fail 1 "VM vm1 exists already" svmctl vm create vm1 --datastore ds2 --disk 1M
+[ -f "$T/ds1/vm1/disk0.raw" ] && [ -f "$T/ds1/vm1/vm1.svm" ] || fail "degraded VM's files touched"
 echo "harden-errors: ok"

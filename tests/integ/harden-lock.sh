@@ -45,7 +45,6 @@ qemu-io -f raw -c 'read -P 0x5a 0 1M' "$U" >/dev/null || fail "first svmd stoppe
 
 # a reader holds the shared lock: a writer is refused, another reader is not
 stop_svmd
-exec 7<"$DISK"
 python3 - "$DISK" <<'PYEOF' &
 import fcntl, os, struct, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY)
@@ -55,13 +54,13 @@ open(sys.argv[1] + ".locked", "w").close()
 time.sleep(30)
 PYEOF
 RDR=$!
+trap 'rc=$?; kill "$RDR" 2>/dev/null; (exit $rc); cleanup' EXIT
 for _ in $(seq 1 200); do [ -e "$DISK.locked" ] && break; sleep 0.05; done
 rm -f "$DISK.locked"
 expect_fail 1 "$DISK: another process (svmd or svm-convert) is reading it" \
   "$CONV" --punch-zeroes "$DISK"
 "$CONV" "$DISK" "$T/copy.raw" >/dev/null 2>"$T/err" || fail "a second reader was refused: $(cat "$T/err")"
 kill "$RDR"; wait "$RDR" 2>/dev/null || true
-exec 7<&-
 
 # nobody holds it now
 "$CONV" --punch-zeroes "$DISK" >/dev/null || fail "punch after svmd stopped"
