@@ -48,5 +48,7 @@ svmctl vm list | grep -qF "vm1 (degraded" || fail "vm list text: $(svmctl vm lis
 expect_fail 1 "VM vm1 is degraded and not served: $T/ds1/vm1/vm1.svm: disk0" svmctl vm delete vm1
 expect_fail 1 "VM vm1 is degraded and not served" svmctl cbt query vm1 0 --since '*'
 expect_fail 1 "VM vm1 exists already" svmctl vm create vm1 --datastore ds2 --disk 1M
-[ -f "$T/ds1/vm1/disk0.raw" ] && [ -f "$T/ds1/vm1/vm1.svm" ] || fail "degraded VM's files touched"
+for f in disk0.raw vm1.svm; do
+  [ -f "$T/ds1/vm1/$f" ] || fail "degraded VM's $f removed"
+done
 echo "harden-errors: ok"

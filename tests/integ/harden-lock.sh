@@ -54,7 +54,15 @@ open(sys.argv[1] + ".locked", "w").close()
 time.sleep(30)
 PYEOF
 RDR=$!
-trap 'rc=$?; kill "$RDR" 2>/dev/null; (exit $rc); cleanup' EXIT
+stop_reader() {          # then agent-lib's cleanup, which reads the exit status from $?
+  local rc=$?
+  set +e
+  kill "$RDR" 2>/dev/null
+  wait "$RDR" 2>/dev/null
+  (exit "$rc")
+  cleanup
+}
+trap stop_reader EXIT
 for _ in $(seq 1 200); do [ -e "$DISK.locked" ] && break; sleep 0.05; done
 rm -f "$DISK.locked"
 expect_fail 1 "$DISK: another process (svmd or svm-convert) is reading it" \

@@ -4,7 +4,7 @@
 # of them, as JSON and as text (the control protocol pages the answer with a cursor; see
 # svm/control/proto.h).
 export TMPDIR=/dev/shm      # the .ctk marks are a million small syncs: on tmpfs they are free
-[ -d /dev/shm ] && [ -w /dev/shm ] || { echo "SKIP: no /dev/shm"; exit 77; }
+if [ ! -d /dev/shm ] || [ ! -w /dev/shm ]; then echo "SKIP: no /dev/shm"; exit 77; fi
 source "$(dirname "$0")/agent-lib.sh"
 
 GRAN=65536
