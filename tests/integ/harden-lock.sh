@@ -17,6 +17,7 @@ qemu-io -f raw -c 'write -P 0x5a 0 1M' "$U" >/dev/null || fail "guest write"
 expect_fail 1 "$DISK: another process (svmd or svm-convert) holds a write lock on it" \
   "$CONV" --punch-zeroes "$DISK"
 expect_err "stop the VM's svmd"
+expect_err "holds a write lock on it (svmd, pid $SVMD_PID)"     # the holder, found in /proc
 expect_fail 1 "$DISK: another process (svmd or svm-convert) holds a write lock on it" \
   "$CONV" "$DISK" "$T/copy.raw"
 [ ! -e "$T/copy.raw" ] || fail "a refused convert left its destination"
