@@ -13,8 +13,9 @@
 #include <stdbool.h>
 
 /* Lock the whole of fd's file: exclusive (fd open for writing) or shared. 0, or -EBUSY with
- * svm_error set ("PATH: another process (svmd or svm-convert) holds a write lock on it: ..."),
- * or another -errno. Released when fd's open file is closed. */
+ * svm_error set ("PATH: another process (svmd or svm-convert) holds a write lock on it (svmd,
+ * pid 1234): stop ..."; the holder is named when /proc shows it), or another -errno. Released
+ * when fd's open file is closed. */
 int svm_disk_lock(int fd, const char *path, bool exclusive);
 
 #endif
