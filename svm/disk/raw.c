@@ -346,8 +346,12 @@ int svm_layer_open_raw(const char *path, bool readonly, struct svm_layer **out)
   struct stat st;
 
   *out = NULL;
-  /* O_NONBLOCK: a FIFO named as a disk must be refused, not wait for a writer forever */
-  fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
+  /* O_NONBLOCK: a FIFO named as a disk must be refused, not wait for a writer forever;
+   * O_NOFOLLOW: a disk is the file named, never where a link (swapped in since) points */
+  fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+  if (fd < 0 && errno == ELOOP)
+    return svm_error(ELOOP, "%s: is a symbolic link; a disk image is opened only as the file "
+                     "itself (give the link's target)", path);
   if (fd < 0)
     return svm_error(errno, "%s: cannot open disk image: %s", path, strerror(errno));
   if (fstat(fd, &st) < 0)
