@@ -27,4 +27,8 @@ chmod 777 "$SVM_STATE/control.sock"
 expect_fail 1 "not allowed to control svmd" as_nobody "$SVM_BIN/svmctl" vm list
 expect_err "uid $(id -u nobody)"
 svmctl vm list >/dev/null || fail "root refused"
+# the NBD socket's own mode (0600) holds with its directories opened up
+chmod 755 "$SVM_STATE/nbd"
+as_nobody qemu-io -f raw -c 'read 0 4k' "$U" >/dev/null 2>&1 && fail "nobody read the disk over the 0600 NBD socket"
+qemu-io -f raw -c 'read 0 4k' "$U" >/dev/null || fail "root refused by the NBD socket"
 echo "harden-access: ok"
