@@ -146,6 +146,7 @@ static int create_temp(struct svm_conv *c, const char *path)
     return svm_error(errno, "%s: chmod: %s", c->tmp, strerror(errno));
   if ((r = svm_disk_lock(f->fd, c->tmp, true)) < 0)
     return r;
+  f->lock_fd = f->fd;
   if ((r = svm_io_open_file(c->tmp, O_RDWR, 0, false, NULL)) < 0)
     return svm_error(-r, "%s: %s", c->tmp, strerror(-r));
   f->fd_buffered = r;
@@ -243,6 +244,9 @@ int svm_conv_finish_dest(struct svm_conv *c)
 
 static void close_file(struct svm_conv_file *f)
 {
+  if (f->lock_fd >= 0)
+    svm_disk_unlock(f->lock_fd);
+  f->lock_fd = -1;
   if (f->fd >= 0)
     close(f->fd);
   if (f->fd_buffered >= 0)
@@ -262,6 +266,7 @@ void svm_conv_close(struct svm_conv *c)
   close_file(&c->src_file);
   close_file(&c->dst_file);
   if (c->dst_lock_fd >= 0) {
+    svm_disk_unlock(c->dst_lock_fd);
     close(c->dst_lock_fd);
     c->dst_lock_fd = -1;
   }

@@ -32,6 +32,7 @@ void svm_conv_options_defaults(struct svm_convert_options *o);
 struct svm_conv_file {
   int fd;                   /* O_DIRECT where the file system allows it, else buffered */
   int fd_buffered;          /* for requests that are not 4 KiB aligned, fsync, provisioning */
+  int lock_fd;              /* the one of the two that holds the image lock, or -1 */
   bool direct;
 };
 

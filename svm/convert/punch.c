@@ -58,6 +58,7 @@ static int punch(const char *disk, struct svm_convert_stats *st)
   st->bytes_skipped_zero = st->bytes_punched;
   if (r == 0 && fsync(fd) < 0)
     r = svm_error(errno, "%s: fsync: %s", disk, strerror(errno));
+  svm_disk_unlock(fd);
   return r;
 }
 

@@ -60,7 +60,10 @@ static int open_file(struct svm_conv_file *f, const char *path, uint64_t *size, 
   if ((r = file_size(path, f->fd, size)) < 0)
     return r;
   /* a shared lock: a writer (a running VM's svmd, --punch-zeroes) would change it under us */
-  return svm_disk_lock(f->fd_buffered, path, false);
+  if ((r = svm_disk_lock(f->fd_buffered, path, false)) < 0)
+    return r;
+  f->lock_fd = f->fd_buffered;
+  return 0;
 }
 
 static int open_end(struct svm_conv *c)

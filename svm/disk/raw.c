@@ -320,6 +320,7 @@ static int raw_block_status(struct svm_layer *l, uint64_t off, uint64_t len,
 
 static void raw_close(struct svm_layer *l)
 {
+  svm_disk_unlock(raw_of(l)->fd);
   close(raw_of(l)->fd);
   free(l->priv);
 }
@@ -368,8 +369,10 @@ int svm_layer_open_raw(const char *path, bool readonly, struct svm_layer **out)
   l = calloc(1, sizeof *l);
   raw = calloc(1, sizeof *raw);
   p = strdup(path);
-  if (l == NULL || raw == NULL || p == NULL)
+  if (l == NULL || raw == NULL || p == NULL) {
+    svm_disk_unlock(fd);
     return svm_error(ENOMEM, "%s: out of memory", path);
+  }
   raw->fd = TAKE_FD(fd);
   raw->nowait_writes = -1;
   raw->inline_io = !(env && strcmp(env, "0") == 0);
