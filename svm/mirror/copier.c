@@ -159,12 +159,14 @@ int svm_mirror_run(struct svm_mirror *m)
   atomic_store(&m->bytes_copied, n.bytes_written);
 
 out:
-  /* The ends first (end.h: no buffer of the engine is used after), then the chunk ranges. */
+  /* The ranges of chunks the engine never finished first (once withdrawn, no release can
+   * grant one and post to the source end's engine), then the ends (end.h: no buffer of the
+   * engine is used after), then the engine. */
   if (r < 0)
     snprintf(msg, sizeof msg, "%s", svm_last_error());
+  release_all(m);
   svm_copy_end_free(se);
   svm_copy_end_free(de);
-  release_all(m);
   svm_copy_free(c);
   svm_extent_list_free(&map);
   free(m->chunks);

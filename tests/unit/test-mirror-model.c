@@ -183,6 +183,10 @@ static void *guest_main(void *arg)
     if (rand_r(&g->seed) % 4 == 0)
       sched_yield();            /* let the copier in between */
   }
+  /* Requests of the mirror's own still in the engine (a destination write given up at a
+   * drop, still being written): run them out, as an export's I/O thread would. */
+  while (svm_io_in_flight(g->io) > 0 && svm_io_reap(g->io, 1) >= 0)
+    ;
   return NULL;
 }
 
