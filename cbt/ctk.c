@@ -609,11 +609,12 @@ int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *
                   "and retry)" : "");
     goto out;
   }
-  ctk_encode_header(h, buf);
-  if ((r = write_all(fd, buf, CTK_PAGE, (h->gen & 1) * CTK_PAGE)) < 0)
-    goto io_err;
-  ctk_encode_al(h, 1, al, al_n, buf);
-  if ((r = write_all(fd, buf, CTK_PAGE, CTK_AL_OFF + CTK_PAGE)) < 0)
+  /* Header and log slots: the one in use, and zeros (unused) in the others, so that even a
+   * file system without fallocate has every block allocated. */
+  memset(buf, 0, (2 + CTK_AL_SLOTS) * CTK_PAGE);
+  ctk_encode_header(h, buf + (h->gen & 1) * CTK_PAGE);
+  ctk_encode_al(h, 1, al, al_n, buf + CTK_AL_OFF + CTK_PAGE);
+  if ((r = write_all(fd, buf, (2 + CTK_AL_SLOTS) * CTK_PAGE, 0)) < 0)
     goto io_err;
   uint64_t npages = ctk_npages(h->nblocks);
   for (uint64_t p0 = 0; p0 < npages; p0 += CHUNK) {

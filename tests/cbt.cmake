@@ -1,5 +1,7 @@
 # Changed-block tracking: unit tests, the model-based test, the .ctk fuzzer, the benchmark.
 svm_unit_test(test-cbt SOURCES unit/test-cbt.c LIBS svmcbt)
+# tests/unit/data/ctk-v1.ctk: a version-1 .ctk written by the build before the activity log.
+target_compile_definitions(test-cbt PRIVATE CBT_TEST_DATA="${CMAKE_SOURCE_DIR}/tests/unit/data")
 svm_unit_test(test-cbt-model SOURCES unit/test-cbt-model.c LIBS svmcbt)
 set_tests_properties(test-cbt-model PROPERTIES TIMEOUT 300)
 # Under TSan (tools/test.sh: ctest -L threads in build-tsan): test-cbt marks from several
@@ -39,3 +41,6 @@ if(SVM_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
     $<TARGET_FILE:fuzz-ctk-seeds> $<TARGET_FILE:fuzz-ctk>)
   set_tests_properties(fuzz-ctk PROPERTIES TIMEOUT 120 ENVIRONMENT "${SVM_TEST_ENV}")
 endif()
+
+# A full datastore (a small tmpfs) and recovery, through svmd (root: mounts a tmpfs).
+svm_integ_test(cbt-enospc cbt-enospc.sh TIMEOUT 120)

@@ -444,6 +444,92 @@ static void test_damaged_page(void **state)
   }
 }
 
+/* A .ctk of version 1 (made by the build before the activity log: tests/unit/data/ctk-v1.ctk,
+ * a 3 MiB disk at 4 KiB, blocks 0-1 written in epoch 1, 10-12 in epoch 2, 700 in the open
+ * epoch 3) is upgraded in place at its first open: same uuid, same change IDs, same answers. */
+static void test_upgrade_v1(void **state)
+{
+  struct fx *f = *state;
+  static const char id1[] = "af12406a-cdbc-4635-96a1-4faf51ce0059/1";
+  static const char id2[] = "af12406a-cdbc-4635-96a1-4faf51ce0059/2";
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "cp '%s/ctk-v1.ctk' '%s'", CBT_TEST_DATA, f->path);
+  assert_int_equal(system(cmd), 0);
+  struct cbt_info info;
+  assert_int_equal(cbt_info_read(f->path, &info), 0);
+  assert_int_equal(info.version, 1);
+  assert_int_equal(info.blocks_marked, 6);
+
+  for (int round = 0; round < 2; round++) {
+    struct cbt *t = open_ok(f->path, "fixture-disk", 3 * MiB, 0);
+    assert_null(cbt_reset_reason(t));
+    assert_null(cbt_open_note(t));
+    assert_string_equal(q(t, "*", 0, 0), "0+8192,40960+12288,2867200+4096");
+    assert_string_equal(q(t, id1, 0, 0), "40960+12288,2867200+4096");
+    assert_string_equal(q(t, id2, 0, 0), "2867200+4096");
+    assert_int_equal(cbt_get_info(t, &info), 0);
+    assert_int_equal(info.version, 2);
+    assert_int_equal(info.epoch, 3);
+    assert_memory_equal(info.uuid, id1, 36);
+    if (round == 0)
+      assert_int_equal(cbt_mark(t, 100 * 4096, 1), 0);
+    else
+      assert_string_equal(q(t, id2, 0, 0), "2867200+4096");
+    cbt_close(t);
+    assert_int_equal(cbt_info_read(f->path, &info), 0);
+    assert_int_equal(info.version, 2);
+    if (round == 0) {
+      /* The mark after the upgrade is there too. */
+      t = open_ok(f->path, "fixture-disk", 3 * MiB, 0);
+      assert_string_equal(q(t, id2, 0, 0), "409600+4096,2867200+4096");
+      cbt_close(t);
+      assert_int_equal(system(cmd), 0);       /* again from the old file, second round */
+    }
+  }
+}
+
+static int enospc_left;
+static ssize_t enospc_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+  if (enospc_left > 0) {
+    enospc_left--;
+    errno = ENOSPC;
+    return -1;
+  }
+  return pwrite(fd, buf, n, off);
+}
+
+/* A .ctk write that fails for lack of space (a file system that cannot honour the
+ * preallocation) fails the marks waiting for it with ENOSPC, not a broken tracker: the next
+ * mark tries again and succeeds once there is room. Nothing acknowledged is lost. */
+static void test_enospc_recovers(void **state)
+{
+  struct fx *f = *state;
+  char id[CBT_CHANGEID_MAX];
+  struct cbt *t = open_ok(f->path, "d", 64 * MiB, 4096);
+  assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
+  cbt_io.pwrite = enospc_pwrite;
+  enospc_left = 1;
+  assert_int_equal(cbt_mark(t, 5 * MiB, 4096), -ENOSPC);   /* cold extent: log entry fails */
+  assert_non_null(strstr(svm_last_error(), f->path));
+  assert_non_null(strstr(svm_last_error(), "datastore is full"));
+  assert_int_equal(cbt_mark(t, 5 * MiB, 4096), 0);         /* space is back */
+  assert_int_equal(cbt_mark(t, 5 * MiB + 8192, 4096), 0);  /* hot now: no I/O at all */
+  enospc_left = 1;                                          /* a lazy write-back fails ... */
+  assert_int_equal(cbt_internal_flush(t, 0), -ENOSPC);
+  assert_int_equal(cbt_internal_flush(t, 0), 0);            /* ... and is simply retried */
+  enospc_left = 1;                                          /* a wide mark writes its pages */
+  assert_int_equal(cbt_mark(t, 20 * MiB, 40 * MiB), -ENOSPC);
+  assert_int_equal(cbt_mark(t, 20 * MiB, 40 * MiB), 0);
+  cbt_io.pwrite = pwrite;
+  assert_string_equal(q(t, id, 0, 0), "5242880+4096,5251072+4096,20971520+41943040");
+  cbt_close(t);
+  t = open_ok(f->path, "d", 64 * MiB, 0);
+  assert_null(cbt_open_note(t));
+  assert_string_equal(q(t, id, 0, 0), "5242880+4096,5251072+4096,20971520+41943040");
+  cbt_close(t);
+}
+
 /* A crash in the middle of a compaction/resize/reset leaves "X.ctk.tmp.XXXXXX" behind: the
  * next open removes it and keeps the real file. */
 static void test_stale_tmp(void **state)
@@ -711,6 +797,8 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_query_errors, setup, teardown),
     cmocka_unit_test_setup_teardown(test_damage, setup, teardown),
     cmocka_unit_test_setup_teardown(test_damaged_page, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_upgrade_v1, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_enospc_recovers, setup, teardown),
     cmocka_unit_test_setup_teardown(test_stale_tmp, setup, teardown),
     cmocka_unit_test_setup_teardown(test_discard, setup, teardown),
     cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
