@@ -37,8 +37,8 @@ if(SVM_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
   set_target_properties(fuzz-ctk-seeds PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
 
   add_test(NAME fuzz-ctk COMMAND sh -c
-    "d=$(mktemp -d) && trap 'rm -rf \"$d\"' EXIT && \"$0\" \"$d/seeds\" && mkdir \"$d/corpus\" && \"$1\" -max_total_time=20 -rss_limit_mb=1024 -max_len=65536 \"$d/corpus\" \"$d/seeds\""
-    $<TARGET_FILE:fuzz-ctk-seeds> $<TARGET_FILE:fuzz-ctk>)
+    "d=$(mktemp -d) && trap 'rm -rf \"$d\"' EXIT && \"$0\" \"$d/seeds\" && cp \"$2\" \"$d/seeds/\" && mkdir \"$d/corpus\" && \"$1\" -max_total_time=20 -rss_limit_mb=1024 -max_len=65536 \"$d/corpus\" \"$d/seeds\""
+    $<TARGET_FILE:fuzz-ctk-seeds> $<TARGET_FILE:fuzz-ctk> ${CMAKE_SOURCE_DIR}/tests/unit/data/ctk-v1.ctk)
   set_tests_properties(fuzz-ctk PROPERTIES TIMEOUT 120 ENVIRONMENT "${SVM_TEST_ENV}")
 endif()
 

@@ -317,7 +317,7 @@ static void damage_future_epoch(const char *path)
   ctk_encode_page(&img.h, 0, 1000, vals, 16, page);
   assert_int_equal(pwrite(fd, page, CTK_PAGE, CTK_DATA_OFF), CTK_PAGE);
   close(fd);
-  munmap(img.ep, (size_t)img.h.nblocks * 2);
+  ctk_image_free(&img);
 }
 
 static void damage_none(const char *path)
