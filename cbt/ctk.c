@@ -489,6 +489,9 @@ int ctk_load(const struct ctk_src *src, struct ctk_image *img)
       uint64_t cnt = h->nblocks - b0 < CTK_BPP ? h->nblocks - b0 : CTK_BPP;
       if (v1 && v0 == 0 && v1c == 0)
         continue;                             /* version 1: never written */
+      if (v1 && v0 >= 0 && v1c >= 0 && v0 + v1c == 1)
+        v0 = v1c = 1;                         /* version 1: written once, its twin a hole
+                                               * (sequence 0, so the written one is picked) */
       if (v0 <= 0 || v1c <= 0) {
         /* A torn lazy write or damage at rest: the file cannot tell which copy was newer. */
         if (first_bad == UINT64_MAX)
