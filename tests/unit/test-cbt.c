@@ -809,6 +809,84 @@ static void test_concurrent(void **state)
   cbt_close(t);
 }
 
+/* The activity log under contention: 4 threads mark random blocks of a 256 MiB disk (64
+ * extents) through a hot set of 4 extents, so that evictions run all the time, with a few
+ * wide marks (written directly), while the background writer runs every millisecond and the
+ * main thread takes change IDs and forces write-backs. Then the file is copied as it stands,
+ * the tracker still open (what kill -9 would leave), and the copy must report every mark. */
+struct lworker {
+  struct cbt *t;
+  unsigned seed;
+  uint64_t off[600], len[600];
+};
+
+static void *log_worker(void *arg)
+{
+  struct lworker *w = arg;
+  for (int i = 0; i < 600; i++) {
+    bool wide = rand_r(&w->seed) % 50 == 0;
+    w->len[i] = wide ? 40 * MiB : 4096;
+    w->off[i] = (rand_r(&w->seed) % (wide ? 200 : 65536)) * (wide ? MiB : 4096);
+    if (cbt_mark(w->t, w->off[i], w->len[i]) < 0)
+      return (void *)1;
+  }
+  return NULL;
+}
+
+static void test_concurrent_log(void **state)
+{
+  struct fx *f = *state;
+  enum { T = 4 };
+  unsigned saved = cbt_io.flush_ms;
+  cbt_io.flush_ms = 1;
+  struct cbt *t = open_ok(f->path, "d", 256 * MiB, 4096);
+  cbt_io.flush_ms = saved;
+  cbt_internal_set_al_limit(t, 4);
+  static struct lworker w[T];
+  pthread_t th[T];
+  for (int i = 0; i < T; i++) {
+    w[i].t = t;
+    w[i].seed = 99 + (unsigned)i;
+    pthread_create(&th[i], NULL, log_worker, &w[i]);
+  }
+  char id[CBT_CHANGEID_MAX];
+  for (int i = 0; i < 20; i++) {
+    assert_int_equal(cbt_internal_flush(t, 1), 0);
+    if (i % 4 == 0)
+      assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
+  }
+  for (int i = 0; i < T; i++) {
+    void *r;
+    pthread_join(th[i], &r);
+    assert_null(r);
+  }
+  char copy[160], cmd[400];
+  snprintf(copy, sizeof copy, "%s/crashed.ctk", f->dir);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", f->path, copy);
+  assert_int_equal(system(cmd), 0);
+  cbt_close(t);
+  for (int pass = 0; pass < 2; pass++) {      /* the crashed copy, then the clean file */
+    t = open_ok(pass ? f->path : copy, "d", 256 * MiB, 0);
+    assert_null(cbt_reset_reason(t));
+    struct cbt_extent *e;
+    size_t n;
+    assert_int_equal(cbt_query(t, "*", 0, 0, &e, &n), 0);
+    static uint8_t seen[65536];
+    memset(seen, 0, sizeof seen);
+    for (size_t i = 0; i < n; i++)
+      for (uint64_t b = e[i].offset / 4096; b < (e[i].offset + e[i].length) / 4096; b++)
+        seen[b] = 1;
+    free(e);
+    for (int i = 0; i < T; i++)
+      for (int k = 0; k < 600; k++)
+        for (uint64_t b = w[i].off[k] / 4096; b <= (w[i].off[k] + w[i].len[k] - 1) / 4096; b++)
+          if (!seen[b])
+            fail_msg("%s: block %" PRIu64 " (thread %d, mark %d) not reported",
+                     pass ? "clean" : "crashed", b, i, k);
+    cbt_close(t);
+  }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -827,6 +905,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_info_print, setup, teardown),
     cmocka_unit_test_setup_teardown(test_info_read_errors, setup, teardown),
     cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_concurrent_log, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
