@@ -63,12 +63,15 @@
  * Compaction, resize and reset write a complete new file and rename it over the old one.
  *
  * COST MODEL (1 TiB disk, 64 KiB granularity = 16 Mi blocks):
- *   memory: 2 bytes per block = 32 MiB per TiB, nothing per epoch or per page (anonymous
- *           mapping: regions never written, when loaded from a file, cost no RSS).
+ *   memory: 2 bytes per block = 32 MiB per TiB, nothing per epoch (anonymous mapping:
+ *           regions never written, when loaded from a file, cost no RSS); the log's index
+ *           2 bytes per 4 MiB extent (0.5 MiB per TiB), 1 dirty byte per page (8 KiB per TiB).
  *   mark, block already in the open epoch: one atomic load and compare per block, no lock.
  *   mark, first in the epoch, extent in the log (the usual case): a mutex, a store, a
  *           dirty bit; no I/O. Extent not in the log: one 4 KiB log write + fdatasync,
- *           shared by concurrent callers (group commit), beside the data write (track.c).
+ *           shared by concurrent callers (group commit), beside the data write (track.c);
+ *           when the log is full, the least recently used extents (up to 4 per entry) leave
+ *           it first: their dirty pages written + one fdatasync before the entry.
  *   lazy writer: dirty pages re-encoded and written in batches of 8 + one fdatasync.
  *   changeid: one 4 KiB header write + fdatasync (a full rewrite every 32767 change IDs).
  *   query: a SIMD scan of the epoch array, 8 blocks per compare (32 MiB per TiB, a few ms).
