@@ -130,6 +130,7 @@ struct cbt {
   /* Data pages whose memory is newer than the file (written lazily). */
   uint8_t *dirty;                             /* per page */
   uint64_t npages, ndirty;
+  uint64_t flush_pos;                         /* the lazy writer's round-robin cursor */
 
   /* The activity log: the hot set, a subset of the newest durable log entry. */
   unsigned al_shift;
