@@ -58,7 +58,8 @@
  *
  * Threads: cbt_mark(), cbt_discard(), cbt_changeid(), cbt_query() and cbt_get_info() may run
  * concurrently. cbt_resize() and cbt_close() must not run concurrently with any other call
- * on the same tracker (drain the disk's I/O first, as a resize needs anyway).
+ * on the same tracker (drain the disk's I/O first, as a resize needs anyway). Each tracker
+ * has one background thread, the lazy page writer (a bounded round per second).
  *
  * Errors: functions return 0 or a negative errno and leave a message in svm_last_error().
  */
