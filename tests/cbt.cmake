@@ -44,3 +44,5 @@ endif()
 
 # A full datastore (a small tmpfs) and recovery, through svmd (root: mounts a tmpfs).
 svm_integ_test(cbt-enospc cbt-enospc.sh TIMEOUT 120)
+# A damaged .ctk page through svmd: its blocks reported, the log says so.
+svm_integ_test(cbt-damage cbt-damage.sh TIMEOUT 120)
