@@ -418,14 +418,21 @@ static int load_al(const struct ctk_src *src, struct ctk_image *img, uint8_t *bu
   int best = -1, r = src_read(src, CTK_AL_OFF, buf, CTK_AL_SLOTS * CTK_PAGE);
   if (r < 0)
     return r;
+  unsigned bad = 0;
   for (unsigned i = 0; i < CTK_AL_SLOTS; i++) {
     int v = check_al(h, buf + i * CTK_PAGE, nextents, &seq, &n);
+    bad += v < 0;
     if (v > 0 && seq > best_seq) {
       best = (int)i;
       best_seq = seq;
       best_n = n;
     }
   }
+  /* An invalid slot is a torn entry (its write never completed, so no write waited on it
+   * was acknowledged) or damage at rest: the file cannot tell; say so. */
+  if (bad)
+    add_note(img, "%u activity-log slot%s invalid (a torn entry write, or damage): entry %"
+             PRIu64 " used", bad, bad > 1 ? "s" : "", best_seq);
   if (best < 0)
     return svm_error(EIO, "no valid activity-log entry (all %u slots damaged)", CTK_AL_SLOTS);
   img->al = malloc((best_n ? best_n : 1) * sizeof *img->al);
