@@ -30,23 +30,29 @@
  * one, with sequence + 1. Pages are written LAZILY (tracker.c): the epochs in memory are
  * exact, the file catches up in the background, and the activity log covers the difference.
  *
- * Activity-log entry (4 KiB, slot = sequence % 4): u32 CRC-32C of bytes 4..4095, u32 magic
- * "CTKL", u64 sequence, u64 first 8 bytes of the uuid, u32 count (<= 1016), u32 the open
- * epoch when written (informative), then count u32 extent numbers (extent = 4 MiB of disk).
+ * Activity-log entry (4 KiB, slot = sequence % 4): 8 sectors of 512 bytes, each checked on
+ * its own: u32 CRC-32C of the sector's bytes 4..511, u32 magic "CTKL", u64 sequence, u64
+ * first 8 bytes of the uuid, u8 sector index, u16 count (<= 960, the entry's), u8 zero, u32
+ * the open epoch when written (informative), then 120 u32 extent numbers (extent = 4 MiB of
+ * disk): entry extent i is in sector i / 120.
  * The newest valid entry lists every extent in which a block may be marked in memory but not
  * yet in its data page. An extent enters the log (entry written and fdatasync'd) before a
  * write into it is acknowledged, and leaves it only after its data pages are durable. A torn
- * entry is one whose write never completed: the previous one in the ring holds.
+ * entry (every sector whole or zero, but of two entries: a write that never completed, so no
+ * write waited on it was acknowledged) is skipped and the previous one in the ring holds. A
+ * damaged slot (a sector neither whole nor zero) that may have held the newest entry means the
+ * hot set is unknown, so every block of the disk counts as changed (never a miss); a damaged
+ * slot of an older entry is only logged.
  *
  * RECOVERY (every open): the newest copy of each page is loaded; then every block of every
  * logged extent is put in the open epoch, so every acknowledged write since any change ID is
- * reported; the over-report is what the log holds, at most 1016 extents of 4 MiB. Untrusted
+ * reported; the over-report is what the log holds, at most 960 extents of 4 MiB. Untrusted
  * pages: a copy that is invalid or all zero while its twin is valid may be a torn lazy write
  * or damage at rest, and the file cannot tell which copy was the newest, so every block the
  * page covers counts as changed in the open epoch (and the open says so); the same when both
  * copies are bad. At most CTK_PAGES_INFLIGHT (8) pages are written between two fdatasyncs, so a
  * crash tears at most 8 pages: the whole bound after a crash is
- *     1016 x 4 MiB  +  8 x 2032 x granularity     (3.97 GiB + 0.99 GiB at 64 KiB).
+ *     960 x 4 MiB  +  8 x 2032 x granularity     (3.75 GiB + 0.99 GiB at 64 KiB).
  * A clean close writes every dirty page and an empty log entry: nothing is over-reported.
  *
  * VERSION 1 (before the activity log: marks were written synchronously, no log ring, data at
@@ -306,31 +312,54 @@ void ctk_encode_al(const struct ctk_header *h, uint64_t seq, const uint32_t *al,
                    uint8_t page[CTK_PAGE])
 {
   memset(page, 0, CTK_PAGE);
-  put32(page + 4, AL_MAGIC);
-  put64(page + 8, seq);
-  memcpy(page + 16, h->uuid, 8);
-  put32(page + 24, (uint32_t)n);
-  put32(page + 28, h->cur);
-  for (size_t i = 0; i < n; i++)
-    put32(page + CTK_PAGE_HDR + 4 * i, al[i]);
-  put32(page, cbt_crc32c(0, page + 4, CTK_PAGE - 4));
+  for (unsigned k = 0; k < CTK_PAGE / CTK_AL_SECTOR; k++) {
+    uint8_t *sec = page + k * CTK_AL_SECTOR;
+    put32(sec + 4, AL_MAGIC);
+    put64(sec + 8, seq);
+    memcpy(sec + 16, h->uuid, 8);
+    sec[24] = (uint8_t)k;
+    sec[25] = (uint8_t)(n & 0xff);
+    sec[26] = (uint8_t)(n >> 8);
+    put32(sec + 28, h->cur);
+    for (size_t i = 0; i < CTK_AL_PER_SECTOR && k * CTK_AL_PER_SECTOR + i < n; i++)
+      put32(sec + CTK_AL_SECTOR_HDR + 4 * i, al[k * CTK_AL_PER_SECTOR + i]);
+    put32(sec, cbt_crc32c(0, sec + 4, CTK_AL_SECTOR - 4));
+  }
 }
 
-/* 1: valid entry (seq and count out), 0: all zero (slot never used), -1: invalid. */
+/* One log slot: 1 a whole entry (seq, count out), 0 unused or torn (every sector zero or
+ * whole, of different entries: a write that never completed), -1 damaged (a sector neither
+ * whole nor zero: not what a torn write leaves). */
 static int check_al(const struct ctk_header *h, const uint8_t *page, uint64_t nextents,
                     uint64_t *seq, size_t *n)
 {
-  if (get32(page + 4) == AL_MAGIC && memcmp(page + 16, h->uuid, 8) == 0 &&
-      get32(page) == cbt_crc32c(0, page + 4, CTK_PAGE - 4) && get64(page + 8) > 0 &&
-      get32(page + 24) <= CTK_AL_MAX) {
-    *seq = get64(page + 8);
-    *n = get32(page + 24);
-    for (size_t i = 0; i < *n; i++)
-      if (get32(page + CTK_PAGE_HDR + 4 * i) >= nextents)
-        return -1;
-    return 1;
+  enum { NSEC = CTK_PAGE / CTK_AL_SECTOR };
+  uint64_t sq[NSEC];
+  size_t cnt[NSEC];
+  bool entry = true;
+  for (unsigned k = 0; k < NSEC; k++) {
+    const uint8_t *sec = page + k * CTK_AL_SECTOR;
+    cnt[k] = (size_t)sec[25] | (size_t)sec[26] << 8;
+    sq[k] = get64(sec + 8);
+    if (get32(sec + 4) == AL_MAGIC && memcmp(sec + 16, h->uuid, 8) == 0 && sec[24] == k &&
+        cnt[k] <= CTK_AL_MAX && sq[k] > 0 &&
+        get32(sec) == cbt_crc32c(0, sec + 4, CTK_AL_SECTOR - 4)) {
+      entry &= sq[k] == sq[0] && cnt[k] == cnt[0];
+      continue;
+    }
+    if (!all_zero(sec, CTK_AL_SECTOR))
+      return -1;
+    entry = false;
   }
-  return all_zero(page, CTK_PAGE) ? 0 : -1;
+  if (!entry)
+    return 0;
+  for (size_t i = 0; i < cnt[0]; i++)
+    if (get32(page + (i / CTK_AL_PER_SECTOR) * CTK_AL_SECTOR + CTK_AL_SECTOR_HDR +
+              4 * (i % CTK_AL_PER_SECTOR)) >= nextents)
+      return -1;
+  *seq = sq[0];
+  *n = cnt[0];
+  return 1;
 }
 
 static int src_read(const struct ctk_src *src, uint64_t off, void *buf, size_t len)
@@ -409,37 +438,44 @@ static void add_note(struct ctk_image *img, const char *fmt, ...)
   va_end(ap);
 }
 
-/* The newest valid activity-log entry of a version-2 file. */
+/* The newest whole activity-log entry of a version-2 file. A damaged slot that may have held
+ * the newest entry (the one after the newest whole one, or when none is whole) means the
+ * hot set is unknown: every block counts as changed (al_damaged). */
 static int load_al(const struct ctk_src *src, struct ctk_image *img, uint8_t *buf)
 {
   const struct ctk_header *h = &img->h;
-  uint64_t nextents = ((h->disk_size - 1) >> h->al_shift) + 1, seq, best_seq = 0;
-  size_t n, best_n = 0;
-  int best = -1, r = src_read(src, CTK_AL_OFF, buf, CTK_AL_SLOTS * CTK_PAGE);
+  uint64_t nextents = ((h->disk_size - 1) >> h->al_shift) + 1, seq = 0, best_seq = 0;
+  size_t n = 0, best_n = 0;
+  int best = -1, v[CTK_AL_SLOTS], r = src_read(src, CTK_AL_OFF, buf, CTK_AL_SLOTS * CTK_PAGE);
   if (r < 0)
     return r;
-  unsigned bad = 0;
+  unsigned bad = 0, torn = 0;
   for (unsigned i = 0; i < CTK_AL_SLOTS; i++) {
-    int v = check_al(h, buf + i * CTK_PAGE, nextents, &seq, &n);
-    bad += v < 0;
-    if (v > 0 && seq > best_seq) {
+    v[i] = check_al(h, buf + i * CTK_PAGE, nextents, &seq, &n);
+    bad += v[i] < 0;
+    if (v[i] > 0 && seq > best_seq) {
       best = (int)i;
       best_seq = seq;
       best_n = n;
     }
   }
-  /* An invalid slot is a torn entry (its write never completed, so no write waited on it
-   * was acknowledged) or damage at rest: the file cannot tell; say so. */
+  for (unsigned i = 0; i < CTK_AL_SLOTS; i++)
+    torn += v[i] == 0 && !all_zero(buf + i * CTK_PAGE, CTK_PAGE);
+  if (bad && (best < 0 || v[(best + 1) % CTK_AL_SLOTS] < 0))
+    img->al_damaged = true;
   if (bad)
-    add_note(img, "%u activity-log slot%s invalid (a torn entry write, or damage): entry %"
-             PRIu64 " used", bad, bad > 1 ? "s" : "", best_seq);
-  if (best < 0)
-    return svm_error(EIO, "no valid activity-log entry (all %u slots damaged)", CTK_AL_SLOTS);
+    add_note(img, "%u activity-log slot%s damaged%s", bad, bad > 1 ? "s" : "",
+             img->al_damaged ? ", maybe the newest entry: every block counted as changed"
+                             : " (older entries only)");
+  else if (torn)
+    add_note(img, "a torn activity-log entry (its write never completed): entry %" PRIu64
+             " used", best_seq);
   img->al = malloc((best_n ? best_n : 1) * sizeof *img->al);
   if (!img->al)
     return svm_error(ENOMEM, "no memory");
   for (size_t i = 0; i < best_n; i++)
-    img->al[i] = get32(buf + best * CTK_PAGE + CTK_PAGE_HDR + 4 * i);
+    img->al[i] = get32(buf + best * CTK_PAGE + (i / CTK_AL_PER_SECTOR) * CTK_AL_SECTOR +
+                       CTK_AL_SECTOR_HDR + 4 * (i % CTK_AL_PER_SECTOR));
   img->al_n = best_n;
   img->al_seq = best_seq;
   return 0;
@@ -539,6 +575,14 @@ int ctk_load(const struct ctk_src *src, struct ctk_image *img)
              (first_bad + 1) * CTK_BPP - 1 < h->nblocks ? (first_bad + 1) * CTK_BPP - 1
                                                           : h->nblocks - 1,
              img->bad_pages > 1 ? "they" : "it", img->bad_pages > 1 ? "" : "s");
+  if (img->al_damaged) {
+    for (uint64_t b = 0; b < h->nblocks; b++)
+      if (ep[b] != h->cur) {
+        ep[b] = (uint16_t)h->cur;
+        img->al_marked++;
+        img->dirty[b / CTK_BPP] = 1;
+      }
+  }
   /* The activity log: its extents' blocks may be newer in the last process's memory. */
   unsigned per = h->al_shift - (unsigned)__builtin_ctz(h->granularity);
   for (size_t i = 0; i < img->al_n; i++) {

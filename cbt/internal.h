@@ -20,9 +20,14 @@
 #define CTK_DATA_OFF ((2u + CTK_AL_SLOTS) * CTK_PAGE)  /* version 2 */
 #define CTK_DATA_OFF_V1 (2u * CTK_PAGE)
 #define CTK_REASON_MAX 192
-/* Activity log: at most CTK_AL_MAX hot extents (what one 4 KiB log page holds as u32), of
- * 2^al_shift bytes each: 4 MiB, larger only for disks over 16 PiB (extent numbers are u32). */
-#define CTK_AL_MAX ((CTK_PAGE - CTK_PAGE_HDR) / 4u)   /* 1016 */
+/* Activity log: an entry is one 4 KiB page of 8 self-checking 512-byte sectors (32-byte
+ * header + 120 u32 extent numbers each), so a torn entry (sectors of two entries, each whole)
+ * is told apart from damage (a sector that fails its check). At most CTK_AL_MAX hot extents
+ * of 2^al_shift bytes each: 4 MiB, larger only for disks over 16 PiB (u32 extent numbers). */
+#define CTK_AL_SECTOR 512u
+#define CTK_AL_SECTOR_HDR 32u
+#define CTK_AL_PER_SECTOR ((CTK_AL_SECTOR - CTK_AL_SECTOR_HDR) / 4u)         /* 120 */
+#define CTK_AL_MAX (CTK_AL_PER_SECTOR * (CTK_PAGE / CTK_AL_SECTOR))         /* 960 */
 #define CTK_AL_SHIFT_MIN 22u
 /* Data pages written in place between two fdatasyncs: a crash tears at most this many. */
 #define CTK_PAGES_INFLIGHT 8u
@@ -68,6 +73,7 @@ struct ctk_image {
   uint32_t *al;                               /* extents of the newest log entry (malloc'd) */
   size_t al_n;
   uint64_t al_seq;                            /* its sequence (0: none) */
+  bool al_damaged;                            /* the newest entry may be lost: all changed */
   uint64_t al_marked;                         /* blocks the log put in the open epoch */
   char note[512];                             /* what was not trusted, for the log */
 };

@@ -551,6 +551,53 @@ static void test_enospc_recovers(void **state)
   cbt_close(t);
 }
 
+/* The activity log as a crash leaves it (the tracker still open), then one slot damaged:
+ * the slot that may hold the newest entry -> every block changed (the hot set is unknown);
+ * an older slot -> only logged; a torn entry (sectors of two entries, each whole) -> the
+ * previous entry holds, no damage. */
+static void test_al_damage(void **state)
+{
+  struct fx *f = *state;
+  char id[CBT_CHANGEID_MAX], copy[160], cmd[400];
+  snprintf(copy, sizeof copy, "%s/crashed.ctk", f->dir);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", f->path, copy);
+  for (int k = 0; k < 3; k++) {
+    unlink(f->path);
+    struct cbt *t = open_ok(f->path, "d", 64 * MiB, 4096);  /* log entry 1 in slot 1 */
+    assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
+    assert_int_equal(cbt_mark(t, 5 * MiB, 4096), 0);       /* entry 2 in slot 2: extent 1 */
+    assert_int_equal(system(cmd), 0);
+    cbt_close(t);
+    uint8_t junk[16];
+    memset(junk, 0xa5, sizeof junk);
+    if (k == 0)                                /* the newest entry's slot, one sector hit */
+      patch(copy, CTK_AL_OFF + 2 * CTK_PAGE + 3 * CTK_AL_SECTOR + 40, junk, sizeof junk);
+    else if (k == 1)                           /* an older entry's slot */
+      patch(copy, CTK_AL_OFF + 1 * CTK_PAGE + 100, junk, sizeof junk);
+    else {                                     /* entry 2 torn: its last sectors never written */
+      uint8_t *z = calloc(1, CTK_PAGE / 2);
+      patch(copy, CTK_AL_OFF + 2 * CTK_PAGE + CTK_PAGE / 2, z, CTK_PAGE / 2);
+      free(z);
+    }
+    t = open_ok(copy, "d", 64 * MiB, 0);
+    assert_null(cbt_reset_reason(t));
+    const char *note = cbt_open_note(t);
+    assert_non_null(note);
+    if (k == 0) {
+      assert_string_equal(q(t, id, 0, 0), "0+67108864");
+      assert_non_null(strstr(note, "every block counted as changed"));
+    } else if (k == 1) {
+      assert_string_equal(q(t, id, 0, 0), "4194304+4194304");    /* extent 1, the log's */
+      assert_non_null(strstr(note, "older entries only"));
+    } else {
+      assert_string_equal(q(t, id, 0, 0), "");                   /* entry 1: empty */
+      assert_non_null(strstr(note, "torn activity-log entry"));
+    }
+    cbt_close(t);
+    unlink(copy);
+  }
+}
+
 /* A crash in the middle of a compaction/resize/reset leaves "X.ctk.tmp.XXXXXX" behind: the
  * next open removes it and keeps the real file. */
 static void test_stale_tmp(void **state)
@@ -896,6 +943,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_query_errors, setup, teardown),
     cmocka_unit_test_setup_teardown(test_damage, setup, teardown),
     cmocka_unit_test_setup_teardown(test_damaged_page, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_al_damage, setup, teardown),
     cmocka_unit_test_setup_teardown(test_upgrade_v1, setup, teardown),
     cmocka_unit_test_setup_teardown(test_enospc_recovers, setup, teardown),
     cmocka_unit_test_setup_teardown(test_stale_tmp, setup, teardown),
