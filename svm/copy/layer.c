@@ -56,7 +56,13 @@ static int layer_start(struct svm_copy_end *e, unsigned requests)
 
   if (le->io != NULL)
     return 0;
-  if (svm_io_new(SVM_IO_AUTO, depth < 64 ? 64 : depth, &le->io) < 0)
+  depth = depth < 64 ? 64 : depth;
+  /* Writes through libaio where there is one, as the file end does (file.c): io_submit()
+   * allocates O_DIRECT blocks in the order issued, a compact extent tree. */
+  if (e->writable && svm_io_new(SVM_IO_AIO, depth, &le->io) == 0)
+    return 0;
+  svm_error_clear();
+  if (svm_io_new(SVM_IO_AUTO, depth, &le->io) < 0)
     return svm_error_prefix("%s", e->name);
   return 0;
 }
