@@ -18,6 +18,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "svm/control/peercred.h"
 #include "svm/control/server.h"
 
 enum {
@@ -32,7 +33,13 @@ struct svm_control {
   pthread_mutex_t mu;
   pthread_cond_t cv;                 /* signalled when a client thread ends */
   unsigned nclients;                 /* client threads running, under mu */
+  gid_t group;              /* may connect besides root and our user; SVM_NO_GROUP: none */
 };
+
+void svm_control_set_group(struct svm_control *c, gid_t group)
+{
+  c->group = group;
+}
 
 int svm_control_open(const char *path, struct svm_control **out)
 {
@@ -59,6 +66,7 @@ int svm_control_open(const char *path, struct svm_control **out)
   c->fd = TAKE_FD(fd);
   pthread_mutex_init(&c->mu, NULL);
   pthread_cond_init(&c->cv, NULL);
+  c->group = SVM_NO_GROUP;
   *out = c;
   return 0;
 }
@@ -215,7 +223,10 @@ static void *client_thread(void *arg)
   char *buf = malloc(SVM_CTL_MAX_REQUEST + 1);
 
   if (buf) {
-    serve_one(cl->fd, buf, cl->h, cl->opaque);
+    if (svm_control_peer_check(cl->fd, c->group) == 0)
+      serve_one(cl->fd, buf, cl->h, cl->opaque);
+    else
+      reply_err(cl->fd, EACCES, svm_last_error());
     drain(cl->fd, buf);
   } else {
     reply_err(cl->fd, ENOMEM, "out of memory");

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,6 +41,8 @@ static int create_dst(struct svm_move_disk *m)
   if (fd < 0)
     return svm_error(errno, "%s: %s", m->dst_path, strerror(errno));
   m->dst_created = true;
+  if (fchmod(fd, 0600) < 0)                       /* whatever the umask */
+    return svm_error(errno, "%s: chmod: %s", m->dst_path, strerror(errno));
   r = svm_provision_prepare(fd, m->dst_path, m->size, m->prov);
   if (r == 0)
     r = svm_provision_finish(fd, m->dst_path, m->size, m->prov, NULL);

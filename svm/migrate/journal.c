@@ -49,7 +49,8 @@ int svm_journal_write(const char *moves_dir, const struct svm_journal *j)
   if (n < 0)
     return svm_error(ENOMEM, "out of memory");
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0 || write(fd, text, (size_t)n) != n || fsync(fd) < 0 || rename(tmp, path) < 0)
+  if (fd < 0 || fchmod(fd, 0600) < 0 || write(fd, text, (size_t)n) != n || fsync(fd) < 0 ||
+      rename(tmp, path) < 0)
     r = svm_error(errno ? errno : EIO, "%s: %s", path, strerror(errno ? errno : EIO));
   free(text);
   if (r < 0) {

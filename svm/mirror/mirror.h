@@ -61,7 +61,7 @@ int svm_mirror_new(struct svm_layer *src, struct svm_layer *dst, const struct sv
                    struct svm_layer **layer_out, struct svm_mirror **m);
 
 /* The bulk copy: one pass of the copy engine over src on the calling thread (with its own I/O
- * engines). Returns 0 when every region is copied (from then on every guest write goes to both,
+ * engines), then a flush of dst. Returns 0 when every region is copied and durable (from then on every guest write goes to both,
  * so src and dst stay identical), -ECANCELED after svm_mirror_cancel(), or the dst failure's
  * -errno (ENOSPC, EIO, ETIMEDOUT...) with svm_error set naming dst, the offset and the fix.
  * Runs once. */

@@ -15,10 +15,12 @@ teardown() {
   rm -f "$T/inject"
   if [ -n "$SVMD_PID" ]; then kill "$SVMD_PID" 2>/dev/null; wait "$SVMD_PID" 2>/dev/null; fi
   SVMD_PID=
-  mountpoint -q "$T/ds3" && umount -l "$T/ds3"
+  # ext4 first (svmd is gone, nothing holds it), then the loop device, then the FUSE file;
+  # a failing device can make a plain umount slow, so each step falls back to a lazy one
+  if mountpoint -q "$T/ds3"; then umount "$T/ds3" 2>/dev/null || umount -l "$T/ds3"; fi
   [ -z "$LOOP" ] || losetup -d "$LOOP" 2>/dev/null
-  mountpoint -q "$T/fuse" && umount "$T/fuse"
-  [ -z "$FUSE_PID" ] || wait "$FUSE_PID" 2>/dev/null
+  if mountpoint -q "$T/fuse"; then umount "$T/fuse" 2>/dev/null || umount -l "$T/fuse"; fi
+  [ -z "$FUSE_PID" ] || { kill "$FUSE_PID" 2>/dev/null; wait "$FUSE_PID" 2>/dev/null; }
   true
 }
 trap 'rc=$?; set +e; teardown; (exit $rc); cleanup' EXIT
