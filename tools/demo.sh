@@ -113,7 +113,10 @@ run nbdinfo --map="svm-cbt:$id" "$uri"
 got=$(svmctl cbt query vm1 0 --since "$id" | tr '\n' ' ')
 [ "$got" = "104857600 65536 734003200 262144 " ] ||
   { echo "demo: cbt query reported '$got'" >&2; exit 1; }
-qemu-io -f raw -c 'read -P 0xdd 700M 200k' "$work/ds1/vm1/disk0.raw" >/dev/null ||
+# the file itself, read-only and without QEMU's image locking: svmd holds it locked
+file_opts() { echo "driver=raw,file.driver=file,file.filename=$1,file.locking=off"; }
+qemu-io -r -c 'read -P 0xdd 700M 200k' --image-opts "$(file_opts "$work/ds1/vm1/disk0.raw")" \
+  >/dev/null ||
   { echo "demo: the guest's data is not in the disk file" >&2; exit 1; }
 echo "   the data is in $work/ds1/vm1/disk0.raw; the descriptor ds1/vm1/vm1.svm:"
 sed 's/^/     /' ds1/vm1/vm1.svm
@@ -154,8 +157,8 @@ fio --name=check --ioengine=nbd --uri="$uri" --rw=read --bs=4k --offset=128M --s
   --verify=crc32c --verify_fatal=1 --output=check.txt ||
   { echo "demo: read-verify after the move failed" >&2; cat check.txt >&2; exit 1; }
 echo "   all 64 MiB of the guest's blocks read back and verified through the same export"
-qemu-io -f raw -c 'read -P 0xdd 700M 200k' -c 'read -P 0x5a 256M 384M' "$work/ds2/vm1/disk0.raw" \
-  >read.txt || { cat read.txt >&2; exit 1; }
+qemu-io -r -c 'read -P 0xdd 700M 200k' -c 'read -P 0x5a 256M 384M' \
+  --image-opts "$(file_opts "$work/ds2/vm1/disk0.raw")" >read.txt || { cat read.txt >&2; exit 1; }
 ! grep -q 'verification failed' read.txt || { echo "demo: the data did not move" >&2; exit 1; }
 [ ! -e ds1/vm1 ] || { echo "demo: ds1/vm1 is still there after the move" >&2; exit 1; }
 echo "   the data is now in $work/ds2/vm1/disk0.raw (ds1/vm1 is gone):"

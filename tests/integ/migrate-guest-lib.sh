@@ -71,13 +71,19 @@ wait_file_grows() {
   fail "$f did not grow by $by bytes in ${secs}s: the writer stopped"
 }
 
-# qemu_io_check TARGET CMD...: qemu-io -f raw -c CMD ... on TARGET (a file or an NBD URI);
-# fails when qemu-io fails or any `read -P` finds other data.
+# qemu_io_check TARGET CMD...: qemu-io -c CMD ... on TARGET (an NBD URI, or a file: read-only
+# and without QEMU's image locking, since svmd holds the file it serves locked); fails when
+# qemu-io fails or any `read -P` finds other data.
 qemu_io_check() {
   local target=$1 c args=()
   shift
   for c in "$@"; do args+=(-c "$c"); done
-  qemu-io -f raw "${args[@]}" "$target" >"$T/qio-check.out" 2>&1 ||
+  if [ -f "$target" ]; then
+    args+=(-r --image-opts "driver=raw,file.driver=file,file.filename=$target,file.locking=off")
+  else
+    args+=(-f raw "$target")
+  fi
+  qemu-io "${args[@]}" >"$T/qio-check.out" 2>&1 ||
     fail "qemu-io on $target: $(grep -m3 -iE 'fail|error' "$T/qio-check.out")"
   ! grep -qi 'verification failed' "$T/qio-check.out" ||
     fail "qemu-io on $target: $(grep -m3 -i 'verification failed' "$T/qio-check.out")"
