@@ -53,7 +53,7 @@ int mirror_direct_open(struct svm_layer *dst, struct svm_layer **out)
   *out = NULL;
   if (dst->below != NULL || dst->path == NULL)
     return 0;                   /* a stack, not a raw file: no shortcut past its layers */
-  fd = svm_io_open_file(path, O_WRONLY, 0, true, &direct);
+  fd = svm_io_open_file(path, O_WRONLY | O_NOFOLLOW, 0, true, &direct);   /* as raw.c */
   if (fd < 0) {
     svm_error_clear();
     return 0;
