@@ -16,6 +16,14 @@
  * Usage (svm/migrate): the stack raw_src -> track becomes raw_src -> mirror(dst) -> track and is
  * swapped into the export; svm_mirror_run() on a job thread; then pause the export, check
  * svm_mirror_status() == 0, flush dst, swap to raw_dst -> track, resume. Abort: swap back.
+ *
+ * Memory: each guest request costs a small record; writes to dst are made from the mirror's
+ * own copies of the data, at most buffer_budget bytes at once. The copier holds `requests`
+ * chunk buffers. Raw files are read and written by the copier with O_DIRECT (direct.c).
+ * Limits: a destination request stuck in the kernel is given up at the timeout (the guest goes
+ * on), but the engine that issued it still waits for it when it is freed (svm_io_free), so
+ * run() returns only once it came back; layers of the destination freed after the mirror must
+ * not be freed while such a request is out (it only touches the mirror's own memory).
  */
 #ifndef SVM_MIRROR_H
 #define SVM_MIRROR_H
