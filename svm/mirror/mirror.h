@@ -20,10 +20,11 @@
  * Memory: each guest request costs a small record; writes to dst are made from the mirror's
  * own copies of the data, at most buffer_budget bytes at once. The copier holds `requests`
  * chunk buffers. Raw files are read and written by the copier with O_DIRECT (direct.c).
- * Limits: a destination request stuck in the kernel is given up at the timeout (the guest goes
- * on), but the engine that issued it still waits for it when it is freed (svm_io_free), so
- * run() returns only once it came back; layers of the destination freed after the mirror must
- * not be freed while such a request is out (it only touches the mirror's own memory).
+ * Limit: a destination request stuck in the kernel is given up at the timeout (the guest goes
+ * on, run() fails), but the I/O engine that issued it still waits for it when it is freed
+ * (svm_io_free): for the copier's own engines, that is when run() returns. When such a
+ * request finally completes it touches only the mirror's own memory, which outlives the layer
+ * until then.
  */
 #ifndef SVM_MIRROR_H
 #define SVM_MIRROR_H
