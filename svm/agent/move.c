@@ -446,13 +446,22 @@ static int run_move(struct agent_move *m, char **src_out, char **dst_out)
     return svm_error(ENOMEM, "out of memory");
   /* the folder first: a journal must never name a folder that is not the move's own (a
    * crash between the two leaves an empty folder, which the next move to it names) */
-  if (mkdir(j.dst_dir, 0700) < 0 || chmod(j.dst_dir, 0700) < 0) {   /* whatever the umask */
+  if (mkdir(j.dst_dir, 0700) < 0) {
     r = svm_error(errno, "%s: %s%s", j.dst_dir, strerror(errno),
                   errno == EEXIST ? " (a folder of that name is in the destination datastore; "
                                     "remove it or choose another datastore)" : "");
     free(*dst_out);              /* not ours: the abort must not remove it */
     *dst_out = NULL;
     free(*src_out);              /* no journal to remove either */
+    *src_out = NULL;
+    return r;
+  }
+  if (chmod(j.dst_dir, 0700) < 0) {                 /* whatever the umask */
+    r = svm_error(errno, "%s: chmod: %s", j.dst_dir, strerror(errno));
+    rmdir(j.dst_dir);
+    free(*dst_out);
+    *dst_out = NULL;
+    free(*src_out);
     *src_out = NULL;
     return r;
   }

@@ -159,6 +159,7 @@ int svm_mirror_run(struct svm_mirror *m)
 {
   struct svm_layer *src = m->layer->below;
   struct svm_copy_end *se = NULL, *de = NULL;
+  struct svm_layer *direct_src = NULL;
   struct svm_copy *c = NULL;
   struct svm_extent_list map;
   struct svm_copy_gate gate = { .enter = gate_enter, .opaque = m };
@@ -190,7 +191,10 @@ int svm_mirror_run(struct svm_mirror *m)
     r = svm_error(-r, "mirror of %s: out of memory", svm_layer_path(src));
     goto out;
   }
-  if ((r = svm_copy_layer_end_new(svm_layer_path(src), src, false, &gate, &se)) < 0 ||
+  if ((r = mirror_direct_open(src, false, &direct_src)) < 0)
+    goto out;
+  if ((r = svm_copy_layer_end_new(svm_layer_path(src), direct_src ? direct_src : src, false,
+                                  &gate, &se)) < 0 ||
       (r = svm_copy_layer_end_new(svm_layer_path(m->dst), mirror_guard_copier_layer(m->g),
                                   true, NULL, &de)) < 0 ||
       (r = svm_copy_new(se, de, &co, &c)) < 0)
@@ -212,6 +216,7 @@ out:
   release_all(m);
   svm_copy_end_free(se);
   svm_copy_end_free(de);
+  mirror_direct_close(direct_src);
   svm_copy_free(c);
   svm_extent_list_free(&map);
   free(m->chunks);

@@ -1,11 +1,13 @@
-/* The copier's way to the destination file: O_DIRECT writes.
+/* The copier's way to the files: O_DIRECT writes to the destination, O_DIRECT reads of the
+ * source.
  *
  * The raw layer writes through the page cache (svm/disk/raw.c), which suits guests; for the
  * bulk copy it means every byte copied twice and, worse, all of it written back by a flush
  * (measured here: 256 MiB buffered plus fdatasync 4.8 s, O_DIRECT 0.7 s). So the copier's
  * aligned writes go to a second descriptor of the destination file opened with O_DIRECT, on
  * the caller's engine; everything else (unaligned pieces, zeros, flushes, reads) goes to the
- * destination layer below. Mixing the two on one file is safe here because no two requests
+ * destination layer below. The source's chunks are read the same way (an O_DIRECT read
+ * writes back what guests left in the page cache for its range first). Mixing the two on one file is safe here because no two requests
  * to the same page are ever in flight at once (the region table; copier chunks are 4 KiB
  * aligned), and the kernel writes back and drops cached pages of a range around an O_DIRECT
  * write to it.
@@ -35,14 +37,31 @@ static int direct_write(struct svm_layer *l, struct svm_io *io, const void *buf,
   return svm_layer_write(l->below, io, buf, len, off, flags, cb, opaque);
 }
 
-static const struct svm_layer_ops direct_ops = {
+static int direct_read(struct svm_layer *l, struct svm_io *io, void *buf, size_t len,
+                       uint64_t off, svm_io_cb cb, void *opaque)
+{
+  struct direct *d = l->priv;
+
+  if (off % SVM_IO_ALIGN == 0 && len % SVM_IO_ALIGN == 0 && (uintptr_t)buf % SVM_IO_ALIGN == 0)
+    return svm_io_pread(io, d->fd, buf, len, off, cb, opaque);
+  return svm_layer_read(l->below, io, buf, len, off, cb, opaque);
+}
+
+static const struct svm_layer_ops direct_write_ops = {
   .kind = "mirror-direct",
   .write = direct_write,
 };
 
-/* NULL (*out) when the file system refuses O_DIRECT or dst is not a file: the copier then
- * writes through dst itself. */
-int mirror_direct_open(struct svm_layer *dst, struct svm_layer **out)
+static const struct svm_layer_ops direct_read_ops = {
+  .kind = "mirror-direct",
+  .read = direct_read,
+};
+
+/* NULL (*out) when the file system refuses O_DIRECT or the layer is not a raw file: the
+ * copier then goes through the layer itself. writable: the destination's way (writes);
+ * else the source's (reads: the copier never reads the page cache's copy, nor leaves the
+ * whole disk in it). */
+int mirror_direct_open(struct svm_layer *dst, bool writable, struct svm_layer **out)
 {
   const char *path = svm_layer_path(dst);
   struct svm_layer *l;
@@ -53,7 +72,8 @@ int mirror_direct_open(struct svm_layer *dst, struct svm_layer **out)
   *out = NULL;
   if (dst->below != NULL || dst->path == NULL)
     return 0;                   /* a stack, not a raw file: no shortcut past its layers */
-  fd = svm_io_open_file(path, O_WRONLY, 0, true, &direct);
+  fd = svm_io_open_file(path, (writable ? O_WRONLY : O_RDONLY) | O_NOFOLLOW, 0, true,
+                        &direct);                                   /* O_NOFOLLOW: as raw.c */
   if (fd < 0) {
     svm_error_clear();
     return 0;
@@ -71,7 +91,8 @@ int mirror_direct_open(struct svm_layer *dst, struct svm_layer **out)
     return svm_error(ENOMEM, "mirror to %s: out of memory", path);
   }
   d->fd = fd;
-  *l = (struct svm_layer){ .ops = &direct_ops, .below = dst, .priv = d, .size = dst->size };
+  *l = (struct svm_layer){ .ops = writable ? &direct_write_ops : &direct_read_ops, .below = dst,
+                           .priv = d, .size = dst->size, .readonly = !writable };
   *out = l;
   return 0;
 }

@@ -464,7 +464,7 @@ int mirror_guard_new(struct svm_layer *dst, uint64_t timeout_ns, uint64_t budget
   g->layer = (struct svm_layer){ .ops = &guard_ops, .below = dst, .priv = g,
                                  .size = dst->size, .readonly = dst->readonly };
   g->dst = dst;
-  if ((r = mirror_direct_open(dst, &g->direct)) < 0) {
+  if ((r = mirror_direct_open(dst, true, &g->direct)) < 0) {
     free(g);
     return r;
   }

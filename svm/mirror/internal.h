@@ -35,7 +35,7 @@ uint64_t mirror_guard_peak(struct mirror_guard *g);
 void mirror_guard_close(struct mirror_guard *g);
 
 /* ---- direct.c: O_DIRECT writes to dst's file for the copier, the rest to dst ---- */
-int mirror_direct_open(struct svm_layer *dst, struct svm_layer **out);   /* *out NULL: none */
+int mirror_direct_open(struct svm_layer *l, bool writable, struct svm_layer **out);  /* NULL: none */
 void mirror_direct_close(struct svm_layer *l);
 
 /* ---- mirror.c ---- */

@@ -16,6 +16,15 @@
  * Usage (svm/migrate): the stack raw_src -> track becomes raw_src -> mirror(dst) -> track and is
  * swapped into the export; svm_mirror_run() on a job thread; then pause the export, check
  * svm_mirror_status() == 0, flush dst, swap to raw_dst -> track, resume. Abort: swap back.
+ *
+ * Memory: each guest request costs a small record; writes to dst are made from the mirror's
+ * own copies of the data, at most buffer_budget bytes at once. The copier holds `requests`
+ * chunk buffers. Raw files are read and written by the copier with O_DIRECT (direct.c).
+ * Limit: a destination request stuck in the kernel is given up at the timeout (the guest goes
+ * on, run() fails), but the I/O engine that issued it still waits for it when it is freed
+ * (svm_io_free): for the copier's own engines, that is when run() returns. When such a
+ * request finally completes it touches only the mirror's own memory, which outlives the layer
+ * until then.
  */
 #ifndef SVM_MIRROR_H
 #define SVM_MIRROR_H

@@ -7,6 +7,7 @@
 source "$(dirname "$0")/agent-lib.sh"
 source "$(dirname "$0")/migrate-lib.sh"
 
+umask 0                         # the modes of what a move makes must not depend on it
 start_svmd
 svmctl vm create vm1 --datastore ds1 --disk 64M --disk 32M:thick >/dev/null
 U0=$(uri vm1 0)
@@ -53,6 +54,11 @@ done
 [ "$(cat "$T/ds2/vm1/vm1.notes")" = "annotation = kept" ] || fail "vm1.notes content"
 [ "$(stat -c %a "$T/ds2/vm1/vm1.notes")" = 640 ] || fail "vm1.notes mode"
 [ "$(stat -c %s "$T/ds2/vm1/disk0.raw")" = $((64 << 20)) ] || fail "disk0 size"
+[ "$(stat -c %a "$T/ds2/vm1")" = 700 ] || fail "the folder's mode: $(stat -c %a "$T/ds2/vm1")"
+for f in vm1.svm disk0.raw disk1.raw disk0.ctk disk1.ctk; do
+  [ "$(stat -c %a "$T/ds2/vm1/$f")" = 600 ] || fail "$f's mode: $(stat -c %a "$T/ds2/vm1/$f")"
+done
+[ "$(stat -c %a "$SVM_STATE/moves")" = 700 ] || fail "moves/ mode"
 ls "$T/ds2/vm1" | grep -q tmp && fail "temporary files left: $(ls "$T/ds2/vm1")"
 svmctl vm show vm1 --json >"$T/show.json"
 [ "$(json_get 'd["datastore"]' <"$T/show.json")" = ds2 ] || fail "vm show: $(cat "$T/show.json")"
