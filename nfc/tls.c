@@ -49,6 +49,7 @@ struct nfc_tls_config {
 
 struct nfc_tls {
   SSL *ssl;                 /* NULL: plaintext */
+  const char *kind;         /* nfc_tls_config_kind */
   int fd;
   short want;               /* POLLIN / POLLOUT after -EAGAIN */
   bool peeked;              /* server: plaintext check done */
@@ -469,6 +470,7 @@ int nfc_tls_new(struct nfc_tls_config *cfg, int fd, const char *peer, const char
   if (!t)
     return svm_error(ENOMEM, "tls %s: out of memory", peer);
   t->fd = fd;
+  t->kind = nfc_tls_config_kind(cfg);
   snprintf(t->peer, sizeof t->peer, "%s", peer ? peer : "peer");
   flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
@@ -731,6 +733,11 @@ const char *nfc_tls_peer(const struct nfc_tls *t)
 int nfc_tls_fd(const struct nfc_tls *t)
 {
   return t->fd;
+}
+
+const char *nfc_tls_kind(const struct nfc_tls *t)
+{
+  return t->kind;
 }
 
 bool nfc_tls_is_plaintext(const struct nfc_tls *t)

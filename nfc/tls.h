@@ -109,6 +109,8 @@ const char *nfc_tls_peer_identity(const struct nfc_tls *t);
 const char *nfc_tls_peer(const struct nfc_tls *t);
 int nfc_tls_fd(const struct nfc_tls *t);
 bool nfc_tls_is_plaintext(const struct nfc_tls *t);
+/* "x509", "psk" or "plaintext": what authenticated the session. */
+const char *nfc_tls_kind(const struct nfc_tls *t);
 
 /* nfc_tls_make_credentials (svmctl tls init) is public: <svmotion/tls.h>. */
 
