@@ -145,10 +145,10 @@ static int copy_range(struct put *p, struct stream *s)
       (r = svm_copy_nfc_end_new(s->o.name, s->conn, p->size, &dst)) < 0 ||
       (r = svm_copy_new(src, dst, &co, &c)) < 0)
     goto out;
-  if ((r = svm_copy_run(c, &l)) < 0)
-    goto out;
+  r = svm_copy_run(c, &l);
   svm_copy_get_counters(c, &s->cc);
-  r = svm_copy_end_finish(dst);
+  if (r == 0)
+    r = svm_copy_end_finish(dst);
 out:
   svm_copy_end_free(src);     /* ends first: see svm_copy_free() */
   svm_copy_end_free(dst);
