@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -61,6 +62,7 @@ struct agent_hostmove {
   double start, end;
   volatile int cancel;
   pthread_t thread;
+  struct nfc_tls *control;        /* the control connection, while prepared */
 };
 
 struct agent_hostmoves {
@@ -96,6 +98,16 @@ static bool retryable(int err)
   }
 }
 
+/* The destination never speaks unasked on the control connection: readable means it ended
+ * (its agent stopped, was killed, or dropped the transfer), and so did the transfer there. A
+ * link that is only cut is not readable: that case resumes. */
+static bool control_gone(struct agent_hostmove *hm)
+{
+  struct pollfd p = { .fd = nfc_tls_fd(hm->control), .events = POLLIN };
+
+  return nfc_tls_pending(hm->control) > 0 || (poll(&p, 1, 0) == 1 && p.revents);
+}
+
 /* Sleep up to ms, waking early on cancel. */
 static void nap(struct agent_hostmove *hm, int ms)
 {
@@ -125,6 +137,12 @@ static int put_file(struct agent_hostmove *hm, struct svm_nfc_put_options *o, co
       return svm_error(ECANCELED, "cancelled");
     if (!retryable(-r))
       return r;
+    if (control_gone(hm)) {
+      char why[512];
+      snprintf(why, sizeof why, "%s", svm_last_error());
+      return svm_error(ECONNRESET, "%s: host %s ended the transfer (its agent stopped or "
+                       "restarted?): %s", name, hm->peer_host, why);
+    }
     if (atomic_load(&hm->done_file) > best) {
       best = atomic_load(&hm->done_file);
       last_progress = now_s();
@@ -338,6 +356,7 @@ static int run(struct agent_hostmove *hm, const char *dir, const char *desc_path
     goto out;
   }
   prepared = true;
+  hm->control = t;
   snprintf(dest.token, sizeof dest.token, "%s", token);
 
   set_step(hm, "copying");
