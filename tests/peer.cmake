@@ -1,6 +1,7 @@
 # The peer link and the cold host move (svm/peer, svm/agent/peer.c, svm/agent/hostmove.c):
 # real agents on loopback and in network namespaces.
 svm_integ_test(peer-refuse peer-refuse.sh TIMEOUT 120)
+svm_integ_test(hostmove-loopback hostmove-loopback.sh TIMEOUT 180)
 
 # libFuzzer target for the peer link's message parser (headers, payloads, the requests the
 # server reads). clang only, SVM_FUZZ=ON.
