@@ -136,7 +136,7 @@ int svm_peer_msg_add(struct svm_peer_msg *m, const char *key, const char *fmt, .
   va_end(ap);
   vlen = strlen(value);
   for (size_t i = 0; i < vlen; i++)
-    if (value[i] == '\n' || value[i] == '\r')
+    if (value[i] == '\n')
       value[i] = ' ';
   /* key=value\n as the payload will hold it: klen + 1 + vlen + 1 */
   if (klen == 0 || klen > SVM_PEER_MAX_KEY || m->nfields == SVM_PEER_MAX_FIELDS ||
