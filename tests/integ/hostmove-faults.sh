@@ -46,6 +46,7 @@ ok "too big: refused at PREPARE ($(grep -o 'datastore ds1 on host.*' "$TMP/stder
 on hostA vm create vm1 --datastore ds1 --disk 32M:thin >/dev/null
 qemu-io -f raw -c 'write -P 0x5a 0 20M' "$(uri hostA vm1 0)" >/dev/null
 SUM=$(checksum "$SRC/vm1/disk0.raw")
+cp --sparse=always "$SRC/vm1/disk0.raw" "$TMP/vm1.ref"
 on hostA migrate vm1 --datastore ds1 --host "$DEST" >/dev/null 2>"$TMP/mig.err" &
 MIG=$!
 for _ in $(seq 1 100); do on hostA status --json | grep -q '"vm": "vm1"' && break; sleep 0.1; done
@@ -85,6 +86,6 @@ ok "destination killed mid-copy: source untouched, partial folder removed on res
 
 # and the same move then works
 on hostA migrate vm1 --datastore ds1 --host "$DEST" >/dev/null
-qemu-img compare -q -f raw -F raw "$(uri hostB vm1 0)" "$DST/vm1/disk0.raw" || fail "vm1 on hostB"
+qemu-img compare -q -f raw -F raw "$TMP/vm1.ref" "$(uri hostB vm1 0)" || fail "vm1 on hostB"
 [ "$(checksum "$DST/vm1/disk0.raw")" = "$SUM" ] || fail "vm1 differs on hostB"
 ok "the move then succeeds"
