@@ -2,14 +2,14 @@
 # NFC --nfc-rate: a copy capped at 16 MiB/s over about 10 s runs at the cap within 10%.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/nfc-lib.sh"
-require python3
+require openssl python3
 MiB=$((1024 * 1024))
 
 src=$TMP/src.raw
 dd if=/dev/urandom of="$src" bs=1M count=160 status=none
 mkdir "$TMP/dst"
 start_nfc_recv "$TMP/dst"
-"$NFC" send --json --streams 2 --rate 16M "$NFC_ADDR" "$src" capped.raw >"$TMP/out.json"
+"$NFC" send "${NFC_TLS[@]}" --json --streams 2 --rate 16M "$NFC_ADDR" "$src" capped.raw >"$TMP/out.json"
 cmp "$src" "$TMP/dst/capped.raw" || fail "contents differ"
 python3 - "$TMP/out.json" <<'PY'
 import json, sys
