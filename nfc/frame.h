@@ -35,7 +35,9 @@ enum nfc_type {
   NFC_COMMIT,       /* sender: every range is durable; finish the file; payload nfc_open */
   NFC_DONE,         /* receiver: END or COMMIT done, durable */
   NFC_ERROR,        /* either: payload a message, off an errno */
-  NFC_TYPE_MAX = NFC_ERROR,
+  NFC_GET,          /* client: send me this file (payload nfc_open: name, provisioning); the
+                       roles turn for one file: the server sends OPEN ... COMMIT */
+  NFC_TYPE_MAX = NFC_GET,
 };
 
 enum {

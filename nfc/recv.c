@@ -295,9 +295,28 @@ static int do_commit(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *s
   return nfc_conn_send(c, &done, NULL);
 }
 
-int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink,
-                   void *opaque, const struct nfc_recv_options *opts,
-                   struct nfc_recv_counters *n)
+/* GET: the roles turn for one file. */
+static int do_get(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink, void *opaque,
+                  const struct nfc_hdr *h, const uint8_t *payload)
+{
+  struct nfc_open o;
+  int r = nfc_open_decode(payload, h->len, &o);
+
+  if (r == -EACCES)
+    return svm_error(EACCES, "%s: refused a GET of a name that would leave the folder",
+                     nfc_conn_peer(c));
+  if (r < 0)
+    return svm_error(EPROTO, "%s: protocol error: bad GET", nfc_conn_peer(c));
+  if (sink->get == NULL)
+    return svm_error(EPERM, "%s: GET of %s: this receiver does not send files",
+                     nfc_conn_peer(c), o.name);
+  return sink->get(opaque, dirfd, &o, c);
+}
+
+/* The receiver's loop; one_file: return after the first COMMIT (the client side of a GET). */
+static int serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink, void *opaque,
+                 const struct nfc_recv_options *opts, struct nfc_recv_counters *n,
+                 bool one_file)
 {
   struct nfc_recv_options o = opts ? *opts : (struct nfc_recv_options){ 0 };
   struct nfc_recv_counters dummy;
@@ -314,8 +333,9 @@ int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
     n = &dummy;
   memset(n, 0, sizeof *n);
   for (;;) {
+    h = (struct nfc_hdr){ 0 };
     r = nfc_conn_recv_hdr(c, &h);
-    if (r == -ENODATA && st.file == NULL) {
+    if (r == -ENODATA && st.file == NULL && !one_file) {
       r = 0;                    /* the sender is done with this connection */
       break;
     }
@@ -329,7 +349,7 @@ int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
     }
     if (h.type == NFC_DATA || h.type == NFC_ZERO) {
       r = do_data(c, sink, &o, &h, &st, n);
-    } else if (h.type == NFC_OPEN || h.type == NFC_COMMIT) {
+    } else if (h.type == NFC_OPEN || h.type == NFC_COMMIT || (h.type == NFC_GET && !one_file)) {
       if ((r = nfc_conn_recv_payload(c, &h, ctrl)) < 0) {
         r = svm_error(-r, "%s: %s", nfc_conn_peer(c),
                       r == -EBADMSG ? "a control frame failed its CRC-32C check"
@@ -338,8 +358,11 @@ int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
         r = svm_error(EPROTO, "%s: protocol error: %s while %s is open", nfc_conn_peer(c),
                       h.type == NFC_OPEN ? "OPEN" : "COMMIT", st.o.name);
       } else {
-        r = h.type == NFC_OPEN ? do_open(c, dirfd, sink, opaque, &h, ctrl, &st)
-                               : do_commit(c, dirfd, sink, opaque, &h, ctrl, n);
+        r = h.type == NFC_OPEN   ? do_open(c, dirfd, sink, opaque, &h, ctrl, &st)
+            : h.type == NFC_GET  ? do_get(c, dirfd, sink, opaque, &h, ctrl)
+                                 : do_commit(c, dirfd, sink, opaque, &h, ctrl, n);
+        if (r == 0 && one_file && h.type == NFC_COMMIT)
+          break;
       }
     } else if (h.type == NFC_END) {
       r = do_end(c, sink, &st);
@@ -347,7 +370,8 @@ int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
       char msg[NFC_MAX_MSG + 1];
       if (nfc_conn_recv_payload(c, &h, msg) == 0) {
         msg[h.len] = '\0';
-        r = svm_error(ECONNABORTED, "%s gave up: %s", nfc_conn_peer(c), msg);
+        r = svm_error(h.off > 0 && h.off < 4096 ? (int)h.off : ECONNABORTED, "%s: %s",
+                      nfc_conn_peer(c), msg);
       } else {
         r = svm_error(ECONNABORTED, "%s gave up", nfc_conn_peer(c));
       }
@@ -356,7 +380,13 @@ int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
                     h.type);
     }
     if (r < 0) {
-      nfc_conn_send_error(c, -r, "%s", svm_last_error());
+      /* Tell the peer why (a failed GET's put names the file), unless it is the one that
+       * gave up; the message stays ours whatever the send meets. */
+      char why[NFC_MAX_MSG];
+      snprintf(why, sizeof why, "%s", svm_last_error());
+      if (h.type != NFC_ERROR)
+        nfc_conn_send_error(c, -r, "%s", why);
+      svm_error(-r, "%s", why);
       break;
     }
   }
@@ -365,4 +395,30 @@ int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
     write_record(st.recfd, &st.o, st.pos);
   range_close(sink, &st);
   return r;
+}
+
+int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink,
+                   void *opaque, const struct nfc_recv_options *o,
+                   struct nfc_recv_counters *n)
+{
+  return serve(c, dirfd, sink, opaque, o, n, false);
+}
+
+int nfc_recv_get(struct nfc_conn *c, const char *name, uint32_t provisioning, int dirfd,
+                 const struct nfc_sink_ops *sink, void *opaque,
+                 const struct nfc_recv_options *o, struct nfc_recv_counters *n)
+{
+  struct nfc_open req = { .provisioning = provisioning };
+  uint8_t buf[NFC_MAX_CTRL];
+  int len, r;
+
+  if (!nfc_name_ok(name))
+    return svm_error(EINVAL, "'%s': not a plain file name (no '/', not '..')", name);
+  snprintf(req.name, sizeof req.name, "%s", name);
+  if ((len = nfc_open_encode(&req, buf, sizeof buf)) < 0)
+    return svm_error(EINVAL, "'%s': name too long", name);
+  struct nfc_hdr h = { .type = NFC_GET, .len = (uint32_t)len };
+  if ((r = nfc_conn_send(c, &h, buf)) < 0)
+    return svm_error(-r, "%s: sending GET %s: %s", nfc_conn_peer(c), name, strerror(-r));
+  return serve(c, dirfd, sink, opaque, o, n, true);
 }

@@ -66,6 +66,16 @@ qemu-img compare -q -f raw -F raw "$vm/disk1.raw" "$TMP/dst-vm/disk1.raw" || fai
 [ ! -e "$TMP/dst-vm/passwd" ] || fail "folder: a symbolic link was followed and sent"
 ok "VM folder: 3 files, the link skipped"
 
+# Get: the other direction, from the receiver's folder.
+mkdir "$TMP/got"
+"$NFC" get "${NFC_TLS[@]}" --json --provisioning thin "$NFC_ADDR" disk0.raw "$TMP/got" \
+  >"$TMP/get.json"
+qemu-img compare -q -f raw -F raw "$vm/disk0.raw" "$TMP/got/disk0.raw" || fail "get: differs"
+[ "$(json_get "$TMP/get.json" bytes_data)" -eq $DATA ] || fail "get: $(cat "$TMP/get.json")"
+expect_exit 1 "no such file|No such file" "$NFC" get "${NFC_TLS[@]}" "$NFC_ADDR" missing.raw "$TMP/got"
+expect_exit 1 "not a plain file name" "$NFC" get "${NFC_TLS[@]}" "$NFC_ADDR" ../x "$TMP/got"
+ok "get: disk0.raw back from the receiver's folder; a missing file and '..' refused"
+
 # x509 credentials in QEMU's layout; a peer without them, or with another CA, is refused and
 # no file is created; plaintext needs --insecure on both ends.
 "$NFC" creds "$TMP/tls-a" localhost

@@ -390,6 +390,59 @@ static void test_resume_four_streams(void **state)
   put_cut_resume(4);
 }
 
+/* Get: the other direction on one connection; the server only sends files of its folder. */
+static void test_get(void **state)
+{
+  char src[300], local[] = "/tmp/test-nfc-get.XXXXXX", cmd[300];
+  struct server s = { 0 };
+  struct nfc_conn *c;
+  struct nfc_recv_counters n;
+  (void)state;
+
+  snprintf(src, sizeof src, "%s/served.raw", dir);
+  make_source(src, 8 << 20, 3);
+  assert_non_null(mkdtemp(local));
+  int lfd = open(local, O_RDONLY | O_DIRECTORY);
+  assert_true(lfd >= 0);
+
+  int fd = start_server(&s);
+  assert_int_equal(nfc_conn_new_fd(fd, "test-server", &c), 0);
+  assert_int_equal(svm_nfc_get(c, "served.raw", SVM_PROVISIONING_THIN, lfd, NULL, &n), 0);
+  assert_true(n.bytes_data > 0 && n.files == 1);
+  /* a second file on the same connection; names that leave the folder are refused here */
+  assert_int_equal(svm_nfc_get(c, "../served.raw", SVM_PROVISIONING_THIN, lfd, NULL, &n),
+                   -EINVAL);
+  nfc_conn_free(c);
+  pthread_join(s.th, NULL);
+  assert_int_equal(s.r, 0);
+  int tmp = dirfd;
+  dirfd = lfd;
+  assert_same(src, "served.raw");
+  dirfd = tmp;
+
+  /* A hostile client: GET of names that leave the folder, or of a link, refused. */
+  assert_int_equal(symlinkat("served.raw", dirfd, "link-to-served"), 0);
+  const char *bad[] = { "..", "../test-nfc-x", "a/b", "link-to-served", "missing.raw" };
+  int want[] = { -EACCES, -EACCES, -EACCES, -ELOOP, -ENOENT };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    struct server s2 = { 0 };
+    struct nfc_open o = { .provisioning = 0 };
+    uint8_t buf[NFC_MAX_CTRL];
+    snprintf(o.name, sizeof o.name, "%s", bad[i]);
+    /* encode by hand: the encoder would not check, the decoder must */
+    int len = nfc_open_encode(&o, buf, sizeof buf);
+    assert_true(len > 0);
+    int f = start_server(&s2);
+    put_frame(f, NFC_GET, 0, 0, 0, buf, (uint32_t)len, (uint32_t)len, false);
+    assert_int_equal(stop_server(&s2, f), want[i]);
+  }
+  unlinkat(dirfd, "link-to-served", 0);
+  close(lfd);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", local);
+  assert_int_equal(system(cmd), 0);
+  unlink(src);
+}
+
 /* The cap: 8 MiB through a 32 MiB/s bucket cannot take less than about 0.25 s (the bucket's
  * 50 ms burst aside). Only a lower bound: a slow machine cannot make it fail. */
 static void test_rate(void **state)
@@ -435,6 +488,7 @@ int main(void)
     cmocka_unit_test(test_bad_frames),
     cmocka_unit_test(test_resume_one_stream),
     cmocka_unit_test(test_resume_four_streams),
+    cmocka_unit_test(test_get),
     cmocka_unit_test(test_rate),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

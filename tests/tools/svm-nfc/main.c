@@ -64,6 +64,7 @@ static int tls_option(int c, enum nfc_tls_role role, bool *chosen)
 static const char usage_text[] =
   "Usage: svm-nfc recv [OPTIONS] ADDR:PORT DIR\n"
   "       svm-nfc send [OPTIONS] ADDR:PORT SRC [NAME]\n"
+  "       svm-nfc get [OPTIONS] ADDR:PORT NAME DIR   fetch NAME from a receiver's folder\n"
   "       svm-nfc creds DIR HOST      test CA and certificates in DIR (x509 layout)\n"
   "Send files over svmotion's NFC channel, or receive them into DIR.\n"
   "\n"
@@ -74,6 +75,7 @@ static const char usage_text[] =
   "recv:\n"
   "  --port-file FILE     write the port listened on (PORT 0 = any free port)\n"
   "  --sync-mb N          make data durable every N MiB (default 64)\n"
+  "get: --provisioning P, --json, and the TLS options\n"
   "send: SRC is a file (sent as NAME, default its base name) or a folder (every file)\n"
   "  --streams N          TCP streams per file (default 1, at most 16)\n"
   "  --rate RATE          bandwidth cap, bytes per second with a suffix (200M)\n"
@@ -330,7 +332,7 @@ static double now_s(void)
   return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int do_send(int argc, char **argv)
+static int do_send(int argc, char **argv, bool get)
 {
   static struct target t;
   struct svm_nfc_put_options o = { .connect = connect_tcp, .connect_opaque = &t };
@@ -384,6 +386,34 @@ static int do_send(int argc, char **argv)
                     "--insecure for plaintext\n");
     return 2;
   }
+  if (get) {
+    struct nfc_conn *conn;
+    struct nfc_recv_counters rn = { 0 };
+    if (argc - optind != 3) {
+      nfc_tls_config_free(tls_cfg);
+      return usage(2);
+    }
+    int dfd = open(argv[optind + 2], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+      fprintf(stderr, "svm-nfc get: %s: %s\n", argv[optind + 2], strerror(errno));
+      return 1;
+    }
+    double t0 = now_s();
+    r = connect_tcp(&t, 0, &conn);
+    if (r == 0) {
+      r = svm_nfc_get(conn, argv[optind + 1], o.provisioning, dfd, NULL, &rn);
+      nfc_conn_free(conn);
+    }
+    if (r < 0)
+      fprintf(stderr, "svm-nfc get: %s\n", svm_last_error());
+    if (json)
+      printf("{\"ok\": %s, \"bytes_data\": %" PRIu64 ", \"bytes_zero\": %" PRIu64
+             ", \"files\": %" PRIu64 ", \"seconds\": %.3f}\n", r < 0 ? "false" : "true",
+             rn.bytes_data, rn.bytes_zero, rn.files, now_s() - t0);
+    close(dfd);
+    nfc_tls_config_free(tls_cfg);
+    return r < 0 ? 1 : 0;
+  }
   const char *src = argv[optind + 1];
   struct stat st;
   if (stat(src, &st) < 0) {
@@ -423,7 +453,9 @@ int main(int argc, char **argv)
   if (argc >= 2 && strcmp(argv[1], "recv") == 0)
     return do_recv(argc - 1, argv + 1);
   if (argc >= 2 && strcmp(argv[1], "send") == 0)
-    return do_send(argc - 1, argv + 1);
+    return do_send(argc - 1, argv + 1, false);
+  if (argc >= 2 && strcmp(argv[1], "get") == 0)
+    return do_send(argc - 1, argv + 1, true);
   if (argc == 4 && strcmp(argv[1], "creds") == 0) {   /* test credentials, as svmctl tls init */
     if (nfc_tls_make_credentials(argv[2], argv[3], NULL, 30) < 0) {
       fprintf(stderr, "svm-nfc creds: %s\n", svm_last_error());
