@@ -21,7 +21,7 @@ enum {
   NFC_HDR_SIZE = 32,
   NFC_MAX_DATA = 8 << 20,         /* payload of one DATA frame */
   NFC_MAX_CTRL = 16 << 10,        /* payload of any other frame */
-  NFC_MAX_NAME = 255,             /* a file name, as NAME_MAX */
+  NFC_MAX_NAME = 230,             /* a file name: NAME_MAX less room for ".NAME.nfc-START" */
   NFC_MAX_RANGES = 64,            /* ranges (streams) of one file */
   NFC_MAX_MSG = 1024,             /* text of an ERROR frame */
 };

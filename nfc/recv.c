@@ -8,6 +8,7 @@
  * Written after the data below the mark was made durable; a torn or foreign record is void
  * and the range starts over. Data arrives in file order per range, so everything below the
  * mark is there. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -255,6 +256,27 @@ static int do_end(struct nfc_conn *c, const struct nfc_sink_ops *sink, struct ra
   return nfc_conn_send(c, &done, NULL);
 }
 
+/* Every record of the file goes, also those an earlier attempt with another number of
+ * streams left. */
+static void remove_records(int dirfd, const char *name)
+{
+  char prefix[NFC_MAX_NAME + 8];
+  int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+  struct dirent *e;
+
+  if (d == NULL) {
+    if (fd >= 0)
+      close(fd);
+    return;
+  }
+  snprintf(prefix, sizeof prefix, ".%s.nfc-", name);
+  while ((e = readdir(d)) != NULL)
+    if (strncmp(e->d_name, prefix, strlen(prefix)) == 0)
+      unlinkat(dirfd, e->d_name, 0);
+  closedir(d);
+}
+
 /* COMMIT: every range must be durable to its end; then the records go. */
 static int do_commit(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink,
                      void *opaque, const struct nfc_hdr *h, const uint8_t *payload,
@@ -283,11 +305,7 @@ static int do_commit(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *s
   }
   if ((r = sink->commit(opaque, dirfd, &o)) < 0)
     return r;
-  for (uint32_t i = 0; i < o.nranges; i++) {
-    char rec[NFC_MAX_NAME + 32];
-    if (nfc_record_name(o.name, o.ranges[i][0], rec, sizeof rec) == 0)
-      unlinkat(dirfd, rec, 0);
-  }
+  remove_records(dirfd, o.name);
   if (fsync(dirfd) < 0)
     return svm_error(errno, "%s: fsync of its folder: %s", o.name, strerror(errno));
   n->files++;
