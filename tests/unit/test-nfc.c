@@ -282,8 +282,11 @@ static const struct nfc_transport_ops cut_ops = { "test", cut_read, cut_write, c
 static int connect_pair(void *opaque, unsigned stream, struct nfc_conn **out)
 {
   struct link *l = opaque;
-  struct server *s = &l->s[l->n++];
   struct cut_fd *c = malloc(sizeof *c);
+
+  pthread_mutex_lock(&l->mu);     /* streams connect from their own threads */
+  struct server *s = &l->s[l->n++];
+  pthread_mutex_unlock(&l->mu);
 
   (void)stream;
   assert_non_null(c);
