@@ -101,8 +101,17 @@ static int f_commit(void *opaque, int dirfd, const struct nfc_open *o)
   return 0;
 }
 
+/* A GET must only ever name a file of the folder. */
+static int f_get(void *opaque, int dirfd, const struct nfc_open *o, struct nfc_conn *c)
+{
+  (void)opaque, (void)dirfd, (void)c;
+  if (!nfc_name_ok(o->name))
+    abort();
+  return 0;
+}
+
 static const struct nfc_sink_ops sink = { f_open, f_buffer, f_write, f_discard, f_sync,
-                                          f_close, f_commit };
+                                          f_close, f_commit, f_get };
 
 static int dirfd = -1;
 static char dir[] = "/tmp/fuzz-nfc.XXXXXX";
