@@ -134,8 +134,13 @@ static int copy_range(struct put *p, struct stream *s)
       goto out;
   }
   /* The engine copies [0, size) of its map: its ends say the file's size, the map says what. */
+  /* The default depth is shared by the streams: N streams keep about as much in flight (and
+   * as many buffers to fault in) as one. */
+  unsigned requests = p->opt->requests;
+  if (requests == 0)
+    requests = SVM_COPY_DEFAULT_REQUESTS / p->n < 8 ? 8 : SVM_COPY_DEFAULT_REQUESTS / p->n;
   struct svm_copy_options co = { .request_size = p->opt->request_size,
-                                 .requests = p->opt->requests,
+                                 .requests = requests,
                                  .dst_reads_zero = false,   /* zero ranges travel as frames */
                                  .progress = on_progress, .progress_opaque = s,
                                  .cancel = p->opt->cancel };

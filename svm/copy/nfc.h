@@ -44,7 +44,8 @@ struct svm_nfc_put_options {
   enum svm_provisioning provisioning; /* what the receiver makes of the file */
   struct nfc_rate *rate;              /* shared cap (--nfc-rate), or NULL */
   uint64_t request_size;              /* the engine's chunk (0: 2 MiB) */
-  unsigned requests;                  /* chunks in flight per stream (0: 32) */
+  unsigned requests;                  /* chunks in flight per stream (0: 32 shared by the
+                                         streams, at least 8 each) */
   svm_copy_progress_fn progress;      /* done/total over all streams; any stream's thread */
   void *progress_opaque;
   volatile int *cancel;
