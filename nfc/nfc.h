@@ -70,6 +70,10 @@ struct nfc_sink_ops {
 struct nfc_recv_options {
   uint64_t sync_bytes;      /* make data durable at least every this many bytes (0: 64 MiB) */
   unsigned sync_ms;         /* ... and every this many milliseconds (0: 1000) */
+  /* How long an OPEN waits for the connection that held its range before (a resume that
+   * overtakes the dropped connection's last checkpoint); 0: 30 s. Keep the transport's
+   * timeout below it, so that a connection cut without a reset lets go in time. */
+  unsigned lock_wait_ms;
 };
 
 struct nfc_recv_counters {

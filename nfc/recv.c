@@ -22,7 +22,7 @@
 #include "common/error.h"
 #include "nfc/nfc.h"
 
-enum { REC_SIZE = 56, LOCK_WAIT_MS = 30000 };
+enum { REC_SIZE = 56 };
 static const char REC_MAGIC[8] = "NFCPROG1";
 
 struct range_state {
@@ -138,14 +138,14 @@ static void range_close(const struct nfc_sink_ops *sink, struct range_state *st)
  * before the dropped connection's thread has made its last data durable and moved the mark.
  * The lock (on the record, per open file description) is held until the range is closed. A
  * connection that went silent (a cut link without a reset) holds it until the transport's
- * timeout ends it; after LOCK_WAIT_MS the new one gives up and the sender may try again. */
-static int lock_range(struct nfc_conn *c, struct range_state *st)
+ * timeout ends it; after lock_wait_ms the new one gives up and the sender may try again. */
+static int lock_range(struct nfc_conn *c, struct range_state *st, unsigned wait_ms)
 {
   for (unsigned waited = 0; flock(st->recfd, LOCK_EX | LOCK_NB) < 0; waited += 10) {
     if (errno != EWOULDBLOCK)
       return svm_error(errno, "%s: cannot lock its progress record: %s", st->o.name,
                        strerror(errno));
-    if (waited >= LOCK_WAIT_MS)
+    if (waited >= wait_ms)
       return svm_error(EBUSY, "%s: %s: another connection still receives this range: try "
                        "again once it has timed out", nfc_conn_peer(c), st->o.name);
     struct timespec ts = { 0, 10 * 1000 * 1000 };
@@ -156,7 +156,8 @@ static int lock_range(struct nfc_conn *c, struct range_state *st)
 
 /* OPEN: the range's durable mark from its record; a fresh first stream starts the file. */
 static int do_open(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink, void *opaque,
-                   const struct nfc_hdr *h, const uint8_t *payload, struct range_state *st)
+                   const struct nfc_hdr *h, const uint8_t *payload, struct range_state *st,
+                   unsigned lock_wait_ms)
 {
   bool create = h->flags & NFC_OPEN_CREATE;
   int r = nfc_open_decode(payload, h->len, &st->o);
@@ -169,7 +170,7 @@ static int do_open(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
   if ((st->recfd = open_record(dirfd, &st->o, st->o.start, O_RDWR | O_CREAT)) < 0)
     return svm_error(-st->recfd, "%s: cannot open its progress record: %s", st->o.name,
                      strerror(-st->recfd));
-  if ((r = lock_range(c, st)) < 0)
+  if ((r = lock_range(c, st, lock_wait_ms)) < 0)
     return r;
   st->durable = read_record(st->recfd, &st->o);
   /* A first stream with nothing durable starts the file anew; anything else resumes it. */
@@ -347,6 +348,8 @@ static int serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink,
     o.sync_bytes = 64 << 20;
   if (o.sync_ms == 0)
     o.sync_ms = 1000;
+  if (o.lock_wait_ms == 0)
+    o.lock_wait_ms = 30000;
   if (n == NULL)
     n = &dummy;
   memset(n, 0, sizeof *n);
@@ -376,9 +379,12 @@ static int serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink,
         r = svm_error(EPROTO, "%s: protocol error: %s while %s is open", nfc_conn_peer(c),
                       h.type == NFC_OPEN ? "OPEN" : "COMMIT", st.o.name);
       } else {
-        r = h.type == NFC_OPEN   ? do_open(c, dirfd, sink, opaque, &h, ctrl, &st)
-            : h.type == NFC_GET  ? do_get(c, dirfd, sink, opaque, &h, ctrl)
-                                 : do_commit(c, dirfd, sink, opaque, &h, ctrl, n);
+        if (h.type == NFC_OPEN)
+          r = do_open(c, dirfd, sink, opaque, &h, ctrl, &st, o.lock_wait_ms);
+        else if (h.type == NFC_GET)
+          r = do_get(c, dirfd, sink, opaque, &h, ctrl);
+        else
+          r = do_commit(c, dirfd, sink, opaque, &h, ctrl, n);
         if (r == 0 && one_file && h.type == NFC_COMMIT)
           break;
       }
