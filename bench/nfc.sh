@@ -102,7 +102,7 @@ ssh-keygen -q -t ed25519 -N '' -f "$ssh_dir/host_key"
 ssh-keygen -q -t ed25519 -N '' -f "$ssh_dir/user_key"
 cp "$ssh_dir/user_key.pub" "$ssh_dir/authorized_keys"
 # sshd refuses to start without its privilege separation directory (made by the service unit)
-[ -d /run/sshd ] || [ "$(id -u)" -ne 0 ] || mkdir -p -m 0755 /run/sshd
+[ -d /run/sshd ] || [ "$(id -u)" -ne 0 ] || mkdir -m 0755 /run/sshd
 chmod 600 "$ssh_dir/authorized_keys"
 
 free_port()

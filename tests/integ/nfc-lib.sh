@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Helpers for the NFC integration tests (source after lib.sh):
 #   NFC_TLS                        the TLS options of both ends: a fresh pre-shared key
 #   start_nfc_recv DIR [ARGS...]   start `svm-nfc recv` on a free loopback port into DIR

@@ -3,7 +3,6 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/nfc-lib.sh"
 require openssl python3
-MiB=$((1024 * 1024))
 
 src=$TMP/src.raw
 dd if=/dev/urandom of="$src" bs=1M count=160 status=none

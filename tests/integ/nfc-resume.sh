@@ -25,7 +25,7 @@ for streams in 1 4; do
     >"$TMP/cut.json" 2>"$TMP/cut.err" || rc=$?
   [ $rc -eq 1 ] || fail "$name: the cut copy exited $rc"
   grep -q "connection closed" "$TMP/cut.err" || fail "$name: $(cat "$TMP/cut.err")"
-  ls -a "$TMP/dst" | grep -q "^\.$name\.nfc-" || fail "$name: no progress record after the cut"
+  compgen -G "$TMP/dst/.$name.nfc-*" >/dev/null || fail "$name: no progress record after the cut"
   # streams racing to the cut may each pass it by a little: what the sender counted went out
   cut=$(json_get "$TMP/cut.json" bytes_wire)
   "$NFC" send "${NFC_TLS[@]}" --json --streams $streams "$NFC_ADDR" "$src" $name >"$TMP/again.json"
@@ -35,7 +35,7 @@ for streams in 1 4; do
   rest=$((full - cut))
   [ "$again" -ge $((rest * 9 / 10)) ] && [ "$again" -le $((rest + streams * 8 * MiB)) ] ||
     fail "$name: $again bytes sent again after a cut at $cut of $full (rest $rest)"
-  ls -a "$TMP/dst" | grep -q "^\.$name\.nfc-" && fail "$name: progress records left behind"
+  compgen -G "$TMP/dst/.$name.nfc-*" >/dev/null && fail "$name: progress records left behind"
   ok "$streams stream(s): full copy $full bytes on the wire; cut at $cut; resumed with" \
      "$again ($((again * 100 / full))% of the full copy)"
 done
