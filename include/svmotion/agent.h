@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <svmotion/error.h>
 
@@ -26,10 +27,13 @@ struct svm_agent_config {
   const char *state_dir;          /* --state: control.sock, nbd/, svmd.lock */
   size_t ndatastores;
   const char *const *datastores;  /* "NAME=DIR" each */
-  const char *mgmt;               /* --mgmt ADDR:PORT (stored; used by later features) */
+  const char *mgmt;               /* --mgmt ADDR:PORT: the peer link's listener */
   const char *migration;          /* --migration ADDR:PORT (stored; migration not implemented) */
-  const char *tls_dir;            /* --tls-dir DIR (stored) */
-  bool insecure;                  /* --insecure (stored) */
+  const char *tls_dir;            /* --tls-dir DIR: x509 credentials, QEMU layout */
+  const char *tls_psk;            /* --tls-psk FILE: identity:hexkey lines */
+  bool insecure;                  /* --insecure: plaintext peer link (tests) */
+  unsigned nfc_streams;           /* --nfc-streams N: TCP streams per file (0: 1) */
+  uint64_t nfc_rate;              /* --nfc-rate: bytes/s cap of NFC copies (0: none) */
 };
 
 int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out);

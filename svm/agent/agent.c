@@ -113,8 +113,20 @@ static void scan_one(void *opaque, const struct svm_datastore *ds, const char *d
   agent_log("VM %s (datastore %s): %u disk(s) exported", vm->desc->name, ds->name, vm->ndisks);
 }
 
+void agent_vm_ref(struct agent_vm *vm)
+{
+  vm->refs++;
+}
+
+void agent_vm_unref(struct agent_vm *vm)
+{
+  vm->refs--;
+}
+
 static void free_agent(struct svm_agent *a)
 {
+  agent_hostmoves_stop(a);         /* cancels and joins moves before their VMs go */
+  agent_peer_stop(a);              /* no peer thread touches a VM after this */
   while (a->vms) {
     struct agent_vm *vm = a->vms;
     a->vms = vm->next;
@@ -134,6 +146,8 @@ static void free_agent(struct svm_agent *a)
   free(a->mgmt);
   free(a->migration);
   free(a->tls_dir);
+  free(a->tls_psk);
+  pthread_mutex_destroy(&a->mu);
   free(a);
 }
 
@@ -194,7 +208,10 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
   a->mgmt = dup_opt(cfg->mgmt);
   a->migration = dup_opt(cfg->migration);
   a->tls_dir = dup_opt(cfg->tls_dir);
+  a->tls_psk = dup_opt(cfg->tls_psk);
   a->insecure = cfg->insecure;
+  a->nfc_streams = cfg->nfc_streams ? cfg->nfc_streams : 1;
+  a->nfc_rate = cfg->nfc_rate;
   a->ds = calloc(cfg->ndatastores, sizeof *a->ds);
   r = mkdir_p(cfg->state_dir);
   if (r < 0)
@@ -223,6 +240,7 @@ int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
   if (!a)
     return svm_error(ENOMEM, "out of memory");
   a->lock_fd = -1;
+  pthread_mutex_init(&a->mu, NULL);
   r = setup_state(a, cfg);
   if (!r)
     r = open_datastores(a, cfg);
@@ -232,6 +250,8 @@ int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
     r = scan_datastores(a);
   if (!r)
     r = open_control(a);
+  if (!r)
+    r = agent_peer_start(a);     /* after the scan: a peer may ask about VMs at once */
   if (r < 0) {
     free_agent(a);   /* one teardown for whatever was set up */
     return r;
@@ -305,6 +325,9 @@ static int need_disk(struct svm_agent *a, const struct svm_ctl_request *r,
     return svm_error(ENOENT, "VM %s has no disk %s (it has %u: 0%s)", vm->desc->name, s,
                      vm->ndisks, vm->ndisks > 1 ? " ..." : "");
   *d = &vm->disks[i];
+  if (!(*d)->cbt)
+    return svm_error(EBUSY, "VM %s is being moved to another host (svmctl status): its disks "
+                     "are closed until the move ends", vm->desc->name);
   return 0;
 }
 
@@ -364,6 +387,9 @@ static int do_vm_delete(struct svm_agent *a, const struct svm_ctl_request *r, bo
 
   if (ret < 0)
     return ret;
+  if (vm->refs)
+    return svm_error(EBUSY, "VM %s is being moved (svmctl status); wait for the move or cancel "
+                     "it with svmctl migrate --cancel %s", vm->desc->name, vm->desc->name);
   name = strdup(vm->desc->name);
   if (!name)
     return svm_error(ENOMEM, "out of memory");
@@ -409,6 +435,53 @@ static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bo
   return agent_cbt_query(d, since, json, payload);
 }
 
+static int do_migrate(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                      char **payload)
+{
+  if (!svm_ctl_arg(r, "host"))
+    return svm_error(EOPNOTSUPP, "migrate: this svmd moves VMs to other hosts only (--host)");
+  return agent_hostmove_start(a, r, json, payload);
+}
+
+static int do_migrate_cancel(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                             char **payload)
+{
+  const char *vm = svm_ctl_arg(r, "vm");
+
+  if (!vm)
+    return svm_error(EINVAL, "migrate-cancel: missing argument 'vm'");
+  if (agent_hostmove_cancel(a, vm) < 0)
+    return svm_error(ENOENT, "no move of VM %s is running on host %s", vm, a->name);
+  if (asprintf(payload, json ? "{\"cancelled\": \"%s\"}" : "move of VM %s cancelled\n", vm) < 0) {
+    *payload = NULL;
+    return svm_error(ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
+static int do_status(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                     char **payload)
+{
+  const char *id = svm_ctl_arg(r, "id");
+  bool first = true;
+  FILE *f;
+
+  if (id)
+    return agent_hostmove_show(a, (unsigned)strtoul(id, NULL, 10), json, payload);
+  f = open_memstream(payload, &(size_t){ 0 });
+  if (!f)
+    return svm_error(ENOMEM, "out of memory");
+  if (json)
+    fputs("{\"host\": ", f), agent_json_str(f, a->name), fputs(", \"migrations\": [", f);
+  agent_hostmove_status(a, json, f, &first);
+  if (json)
+    fputs("]}", f);
+  else if (first)
+    fputs("no migrations\n", f);
+  fclose(f);
+  return 0;
+}
+
 /* The protocol's commands and the arguments each takes (besides format). */
 static const struct command {
   const char *verb;
@@ -422,6 +495,9 @@ static const struct command {
   { "vm-delete", { "vm", NULL }, do_vm_delete },
   { "cbt-changeid", { "vm", "disk", NULL }, do_cbt_changeid },
   { "cbt-query", { "vm", "disk", "since", NULL }, do_cbt_query },
+  { "migrate", { "vm", "datastore", "host", "provisioning", NULL }, do_migrate },
+  { "migrate-cancel", { "vm", NULL }, do_migrate_cancel },
+  { "status", { "id", NULL }, do_status },
 };
 
 static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
@@ -430,12 +506,16 @@ static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
     const struct command *c = &commands[i];
     if (strcmp(r->verb, c->verb) != 0)
       continue;
+    struct svm_agent *a = opaque;
     int ret = check_args(r, c->args);
-    return ret < 0 ? ret : c->fn(opaque, r, want_json(r), payload);
+    if (ret < 0)
+      return ret;
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&a->mu);
+    return c->fn(a, r, want_json(r), payload);
   }
   return svm_error(EOPNOTSUPP, "unknown command '%s' (this svmd %s knows ping, vm-list, "
-                   "vm-show, vm-create, vm-delete, cbt-changeid, cbt-query)", r->verb,
-                   SVM_VERSION);
+                   "vm-show, vm-create, vm-delete, cbt-changeid, cbt-query, migrate, "
+                   "migrate-cancel, status)", r->verb, SVM_VERSION);
 }
 
 int svm_agent_run(struct svm_agent *a, int stop_fd)

@@ -147,6 +147,15 @@ void agent_disk_stop(struct agent_disk *d)
   }
 }
 
+uint64_t agent_disk_clients(struct agent_disk *d)
+{
+  struct svm_export_stats st = { 0 };
+
+  if (d->export)
+    svm_export_get_stats(d->export, &st);
+  return st.clients_now;
+}
+
 void agent_disk_cbt_json(struct agent_disk *d, FILE *f)
 {
   struct cbt_info info;

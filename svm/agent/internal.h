@@ -7,6 +7,7 @@
 #ifndef SVM_AGENT_INTERNAL_H
 #define SVM_AGENT_INTERNAL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -17,6 +18,7 @@
 #include "svm/control/proto.h"
 #include "svm/agent/datastore.h"
 #include "svm/agent/descriptor.h"
+#include "svm/peer/peer.h"
 
 struct cbt;
 struct svm_export;
@@ -39,6 +41,8 @@ struct agent_disk {
 
 struct agent_vm {
   struct agent_vm *next;
+  unsigned refs;          /* long operations using the VM outside the control thread (a host
+                             move): it is not deleted while they run */
   const struct svm_datastore *ds;
   char *dir;              /* DS/VM */
   char *desc_path;        /* DS/VM/VM.svm */
@@ -51,8 +55,17 @@ struct svm_agent {
   char *name;
   char *state_dir;
   char *nbds_dir;
-  char *mgmt, *migration, *tls_dir;
+  char *mgmt, *migration, *tls_dir, *tls_psk;
   bool insecure;
+  unsigned nfc_streams;           /* --nfc-streams */
+  uint64_t nfc_rate;              /* --nfc-rate, bytes/s, 0: none */
+  /* The peer link (peer.c) and host moves (hostmove.c) run on threads of their own: they take
+   * mu to touch the VM list or a VM, and control requests run under it. */
+  pthread_mutex_t mu;
+  struct svm_peer_creds creds;
+  bool have_creds;
+  struct svm_peer_server *peer;
+  struct agent_hostmoves *hostmoves;
   size_t nds;
   struct svm_datastore *ds;
   struct agent_vm *vms;
@@ -61,6 +74,28 @@ struct svm_agent {
 };
 
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* agent.c: a reference on a VM for work outside the control thread (a->mu held) */
+void agent_vm_ref(struct agent_vm *vm);
+void agent_vm_unref(struct agent_vm *vm);
+
+/* peer.c: svmd --mgmt and the destination of host moves */
+int agent_peer_start(struct svm_agent *a);       /* credentials, stale staging folders, server */
+void agent_peer_stop(struct svm_agent *a);
+int agent_peer_clean_incoming(struct svm_agent *a);
+uint64_t agent_ds_free(const struct svm_datastore *ds);
+/* Remove a folder's regular files and the folder (ENOENT is success). */
+int agent_remove_folder(const char *dir);
+
+/* hostmove.c: cold moves to another host (the source side) */
+struct agent_hostmoves;
+int agent_hostmove_start(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                         char **out);             /* a->mu held */
+int agent_hostmove_cancel(struct svm_agent *a, const char *vm);   /* -ENOENT: none running */
+/* The moves as JSON objects (comma-separated, *first tracks the comma) or text lines. */
+void agent_hostmove_status(struct svm_agent *a, bool json, FILE *f, bool *first);
+int agent_hostmove_show(struct svm_agent *a, unsigned id, bool json, char **out);
+void agent_hostmoves_stop(struct svm_agent *a);  /* a->mu not held */
 
 /* vm.c */
 struct agent_vm *agent_find_vm(struct svm_agent *a, const char *name);
@@ -76,6 +111,8 @@ int agent_vm_delete(struct svm_agent *a, const char *name);
 /* disk.c: the disk's tracker and export */
 int agent_disk_start(struct svm_agent *a, struct agent_disk *d);
 void agent_disk_stop(struct agent_disk *d);
+/* NBD clients connected to the disk's export now (0 when it is not exported). */
+uint64_t agent_disk_clients(struct agent_disk *d);
 int agent_cbt_changeid(struct agent_disk *d, bool json, char **out);
 int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **out);
 /* The disk's CBT state for vm list/show: writes JSON members ("granularity": ..., ...) */

@@ -33,6 +33,9 @@ enum {
   SVM_PEER_HANDSHAKE_MS = 10000,      /* TLS handshake and HELLO */
   SVM_PEER_CALL_MS = 120000,          /* one request (COMMIT syncs and opens disks) */
   SVM_PEER_TOKEN_LEN = 32,            /* hex characters */
+  SVM_PEER_NFC_WRITE_MS = 15000,      /* a sender's write that cannot go on: the link is gone */
+  SVM_PEER_NFC_READ_MS = 300000,      /* a sender waits for the receiver's fsync */
+  SVM_PEER_NFC_IDLE_MS = 300000,      /* a receiver waits for the next frame */
 };
 
 struct svm_peer_creds {
@@ -99,5 +102,23 @@ int svm_peer_server_start(const char *listen, struct nfc_tls_config *tls,
 const char *svm_peer_server_addr(const struct svm_peer_server *s);
 /* Close the listener, cut every connection, abort what was prepared, join every thread. */
 void svm_peer_server_stop(struct svm_peer_server *s);
+
+/* ---- NFC streams over the link (nfc.c) -------------------------------------------------- */
+
+struct nfc_conn;
+
+/* Where a sender's streams go: the destination and the transfer PREPARE made. */
+struct svm_peer_nfc_dest {
+  const struct svm_peer_creds *creds;
+  const char *hostport;
+  const char *self;                   /* this host's name, for the peer's logs */
+  char token[SVM_PEER_TOKEN_LEN + 1];
+};
+
+/* svm_nfc_connect_fn (svm/copy/nfc.h) for svm_nfc_put_file: opaque is a svm_peer_nfc_dest. */
+int svm_peer_nfc_connect(void *opaque, unsigned stream, struct nfc_conn **out);
+
+/* Receive one NFC stream into dir (the session stays the caller's). */
+int svm_peer_nfc_serve(struct nfc_tls *t, const char *dir);
 
 #endif

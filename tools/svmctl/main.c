@@ -31,6 +31,11 @@ static void usage_main(FILE *f)
         "  cbt changeid VM DISK [--json]   closes the current epoch, prints <uuid>/<seq>\n"
         "  cbt query VM DISK --since CHANGEID|* [--json]   extents changed since CHANGEID\n"
         "  cbt info FILE.ctk [--json]  reads a tracking file directly (no agent needed)\n"
+        "  migrate VM --datastore DS --host ADDR:PORT [--provisioning P] [--json]\n"
+        "                              moves a VM without a guest to another host's agent\n"
+        "  migrate --cancel VM         stops a move; the VM stays here\n"
+        "  status [--json]             migrations in flight and done\n"
+        "  tls init --dir DIR --host NAME [--ca DIR]   test CA + host certificates (QEMU layout)\n"
         "\n"
         "SIZE takes K, M, G, T (powers of 1024); PROVISIONING is thin (default), thick or\n"
         "eager-zeroed-thick. DISK is the disk's index (0, 1, ...). --json prints one JSON object\n"
@@ -72,6 +77,7 @@ static const struct cmd_help {
   { "cbt", "info",
     "Usage: svmctl cbt info FILE.ctk [--json]\nReads a tracking file and prints its header "
     "(works without an agent, also while\nsvmd has the file open).\n" },
+  { "tls", "init", svmctl_tls_init_help },
 };
 
 static void usage_cmd(const char *group, const char *name, FILE *f)
@@ -220,7 +226,8 @@ static int find_command(struct cmdline *c, int argc, char **argv)
   bool known = false;
 
   if (argc < 2) {
-    if (argc == 1 && (strcmp(argv[0], "vm") == 0 || strcmp(argv[0], "cbt") == 0))
+    if (argc == 1 && (strcmp(argv[0], "vm") == 0 || strcmp(argv[0], "cbt") == 0 ||
+                      strcmp(argv[0], "tls") == 0))
       fprintf(stderr, "%s: %s needs a subcommand (see svmctl --help)\n", prog, argv[0]);
     else
       fprintf(stderr, "%s: unknown command '%s' (see svmctl --help)\n", prog,
@@ -233,7 +240,8 @@ static int find_command(struct cmdline *c, int argc, char **argv)
     known |= strcmp(helps[i].group, c->group) == 0 && strcmp(helps[i].name, c->name) == 0;
   if (known)
     return 0;
-  if (strcmp(c->group, "vm") == 0 || strcmp(c->group, "cbt") == 0)
+  if (strcmp(c->group, "vm") == 0 || strcmp(c->group, "cbt") == 0 ||
+      strcmp(c->group, "tls") == 0)
     fprintf(stderr, "%s: unknown command '%s %s' (see svmctl --help)\n", prog, c->group,
             c->name);
   else
@@ -251,6 +259,8 @@ static int max_positionals(const struct cmdline *c)
 {
   if (strcmp(c->group, "cbt") == 0 && strcmp(c->name, "info") != 0)
     return 2;
+  if (strcmp(c->group, "tls") == 0)
+    return 0;
   return strcmp(c->name, "list") == 0 ? 0 : 1;
 }
 
@@ -308,6 +318,7 @@ static int run(const char *state, int argc, char **argv)
   static const char *const none[] = { NULL };
   static const char *const create_opts[] = { "datastore", "disk", "tcp", NULL };
   static const char *const query_opts[] = { "since", NULL };
+  static const char *const tls_opts[] = { "dir", "host", "ca", "days", NULL };
   struct cmdline c = { 0 };
   struct request rq = { .n = 0 };
   int maxpos, r;
@@ -319,6 +330,7 @@ static int run(const char *state, int argc, char **argv)
   r = parse_cmd(&c, argc - 2, argv + 2,
                 is_cmd(&c, "vm", "create")    ? create_opts
                 : is_cmd(&c, "cbt", "query") ? query_opts
+                : is_cmd(&c, "tls", "init")  ? tls_opts
                                              : none,
                 maxpos);
   if (r)
@@ -329,6 +341,9 @@ static int run(const char *state, int argc, char **argv)
   }
   if (is_cmd(&c, "cbt", "info"))
     return cbt_info(&c);
+  if (is_cmd(&c, "tls", "init"))
+    return svmctl_tls_init(opt1(&c, "dir"), opt1(&c, "host"), opt1(&c, "ca"), opt1(&c, "days"),
+                           c.json);
   if (c.npos < maxpos)
     return usage_error(&c, "%s", maxpos == 2 ? "expects VM and DISK" : "expects a VM name");
   if (!state || !*state) {
@@ -374,5 +389,9 @@ int main(int argc, char **argv)
     fprintf(stderr, "%s: no command given (see svmctl --help)\n", prog);
     return 2;
   }
+  if (strcmp(argv[i], "migrate") == 0)
+    return svmctl_migrate(state, argc - i, argv + i);
+  if (strcmp(argv[i], "status") == 0)
+    return svmctl_status(state, argc - i, argv + i);
   return run(state, argc - i, argv + i);
 }
