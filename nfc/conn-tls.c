@@ -3,6 +3,7 @@
  * connection whose link was cut without a reset, so that the range it held can be resumed. */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -38,7 +39,14 @@ static void tls_close(void *opaque)
   free(x);
 }
 
-static const struct nfc_transport_ops tls_ops = { "tls", tls_read, tls_write, tls_close };
+static void tls_abort(void *opaque)
+{
+  struct tls_transport *x = opaque;
+  shutdown(x->fd, SHUT_RDWR);
+}
+
+static const struct nfc_transport_ops tls_ops = { "tls", tls_read, tls_write, tls_close,
+                                                  tls_abort };
 
 int nfc_conn_new_tls(struct nfc_tls *t, int fd, int timeout_ms, struct nfc_conn **out)
 {

@@ -41,7 +41,7 @@ static ssize_t mem_write(void *opaque, const void *buf, size_t len)
   return (ssize_t)len;
 }
 
-static const struct nfc_transport_ops mem_ops = { "fuzz", mem_read, mem_write, NULL };
+static const struct nfc_transport_ops mem_ops = { "fuzz", mem_read, mem_write, NULL, NULL };
 
 struct file {
   struct nfc_open o;

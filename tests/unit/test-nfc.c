@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -229,6 +230,50 @@ static void test_bad_frames(void **state)
   assert_int_equal(bad_frame("order.raw", 5), -EPROTO);
 }
 
+/* A resume that finds its range still held by a connection that went silent (a link cut
+ * without a reset) cuts that one short instead of waiting for its timeout, and goes on from
+ * what it had made durable. */
+static void test_takeover(void **state)
+{
+  char data[4096];
+  struct server a = { 0 }, b = { 0 };
+  uint8_t hdr[NFC_HDR_SIZE];
+  struct nfc_hdr h;
+  struct timespec t0, t1;
+  (void)state;
+
+  memset(data, 0x5a, sizeof data);
+  int fa = start_server(&a);
+  put_open(fa, "held.raw", 1 << 20);
+  put_frame(fa, NFC_DATA, 0, 0, 0, data, sizeof data, sizeof data, false);
+  put_frame(fa, NFC_DATA, 0, 4096, 0, data, sizeof data, sizeof data, false);
+  /* READY from a; then a's receiver waits for more, for ever: a is silent, not closed */
+  assert_int_equal(read(fa, hdr, sizeof hdr), (ssize_t)sizeof hdr);
+  assert_int_equal(nfc_hdr_decode(hdr, &h), 0);
+  assert_int_equal(h.type, NFC_READY);
+  assert_int_equal(h.off, 0);
+  /* b resumes the range once a's receiver has taken in every byte sent to it */
+  for (int i = 0, queued = 1; queued > 0; i++) {
+    struct timespec ts = { 0, 1000 * 1000 };
+    assert_true(i < 10000);
+    assert_int_equal(ioctl(a.fd, FIONREAD, &queued), 0);
+    nanosleep(&ts, NULL);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int fb = start_server(&b);
+  put_open(fb, "held.raw", 1 << 20);
+  assert_int_equal(read(fb, hdr, sizeof hdr), (ssize_t)sizeof hdr);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  assert_int_equal(nfc_hdr_decode(hdr, &h), 0);
+  assert_int_equal(h.type, NFC_READY);
+  assert_int_equal(h.off, 8192);              /* a's two chunks, made durable as it went */
+  assert_true(t1.tv_sec - t0.tv_sec < 10);    /* far from the 30 s it would have waited */
+  pthread_join(a.th, NULL);
+  assert_int_not_equal(a.r, 0);
+  close(fa);
+  stop_server(&b, fb);
+}
+
 /* ---- put, cut and resume ------------------------------------------------------------------ */
 
 struct link {
@@ -277,7 +322,8 @@ static void cut_close(void *opaque)
   free(c);
 }
 
-static const struct nfc_transport_ops cut_ops = { "test", cut_read, cut_write, cut_close };
+static const struct nfc_transport_ops cut_ops = { "test", cut_read, cut_write, cut_close,
+                                                  NULL };
 
 static int connect_pair(void *opaque, unsigned stream, struct nfc_conn **out)
 {
@@ -489,6 +535,7 @@ int main(void)
     cmocka_unit_test(test_frame_roundtrip),
     cmocka_unit_test(test_names),
     cmocka_unit_test(test_bad_frames),
+    cmocka_unit_test(test_takeover),
     cmocka_unit_test(test_resume_one_stream),
     cmocka_unit_test(test_resume_four_streams),
     cmocka_unit_test(test_get),

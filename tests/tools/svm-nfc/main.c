@@ -281,7 +281,14 @@ static void cut_close(void *opaque)
   free(c);
 }
 
-static const struct nfc_transport_ops cut_ops = { "plain", cut_read, cut_write, cut_close };
+static void cut_abort(void *opaque)
+{
+  struct cut_fd *c = opaque;
+  shutdown(c->fd, SHUT_RDWR);
+}
+
+static const struct nfc_transport_ops cut_ops = { "plain", cut_read, cut_write, cut_close,
+                                                  cut_abort };
 
 static int connect_tcp(void *opaque, unsigned stream, struct nfc_conn **out)
 {
