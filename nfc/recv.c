@@ -12,9 +12,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,7 +27,20 @@
 enum { REC_SIZE = 56 };
 static const char REC_MAGIC[8] = "NFCPROG1";
 
+/* Connections holding a range, by their record's inode: a resume that finds its range held
+ * cuts the holder short rather than waiting for its timeout. */
+struct holder {
+  dev_t dev;
+  ino_t ino;
+  struct nfc_conn *c;
+  struct holder *next;
+};
+static pthread_mutex_t holders_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct holder *holders;
+
 struct range_state {
+  struct holder h;            /* on the holders list while the range is locked */
+  bool held;
   struct nfc_open o;
   void *file;
   int recfd;
@@ -124,8 +139,24 @@ static int checkpoint(const struct nfc_sink_ops *sink, struct range_state *st)
   return 0;
 }
 
+static void unhold(struct range_state *st)
+{
+  if (!st->held)
+    return;
+  pthread_mutex_lock(&holders_mu);
+  for (struct holder **p = &holders; *p != NULL; p = &(*p)->next) {
+    if (*p == &st->h) {
+      *p = st->h.next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&holders_mu);
+  st->held = false;
+}
+
 static void range_close(const struct nfc_sink_ops *sink, struct range_state *st)
 {
+  unhold(st);
   if (st->file != NULL)
     sink->close(st->file);
   if (st->recfd >= 0)
@@ -135,22 +166,41 @@ static void range_close(const struct nfc_sink_ops *sink, struct range_state *st)
 }
 
 /* One connection per range at a time: a sender that resumes right after a cut may reach us
- * before the dropped connection's thread has made its last data durable and moved the mark.
- * The lock (on the record, per open file description) is held until the range is closed. A
- * connection that went silent (a cut link without a reset) holds it until the transport's
- * timeout ends it; after lock_wait_ms the new one gives up and the sender may try again. */
+ * before the dropped connection's thread has made its last data durable and moved the mark, or
+ * while that connection still waits on a link that was cut without a reset. The lock (on the
+ * record, per open file description) is held until the range is closed; a newcomer aborts the
+ * holder's transport (the newest sender wins), lets it checkpoint and close, then goes on. A
+ * holder that cannot be aborted keeps the range until its transport's timeout; after
+ * lock_wait_ms the newcomer gives up and the sender may try again. */
 static int lock_range(struct nfc_conn *c, struct range_state *st, unsigned wait_ms)
 {
+  struct stat sb;
+
+  if (fstat(st->recfd, &sb) < 0)
+    return svm_error(errno, "%s: progress record: %s", st->o.name, strerror(errno));
   for (unsigned waited = 0; flock(st->recfd, LOCK_EX | LOCK_NB) < 0; waited += 10) {
     if (errno != EWOULDBLOCK)
       return svm_error(errno, "%s: cannot lock its progress record: %s", st->o.name,
                        strerror(errno));
+    if (waited == 0) {          /* the holder is a connection of ours: cut it short */
+      pthread_mutex_lock(&holders_mu);
+      for (struct holder *h = holders; h != NULL; h = h->next)
+        if (h->dev == sb.st_dev && h->ino == sb.st_ino)
+          nfc_conn_abort(h->c);
+      pthread_mutex_unlock(&holders_mu);
+    }
     if (waited >= wait_ms)
       return svm_error(EBUSY, "%s: %s: another connection still receives this range: try "
                        "again once it has timed out", nfc_conn_peer(c), st->o.name);
     struct timespec ts = { 0, 10 * 1000 * 1000 };
     nanosleep(&ts, NULL);
   }
+  st->h = (struct holder){ .dev = sb.st_dev, .ino = sb.st_ino, .c = c };
+  pthread_mutex_lock(&holders_mu);
+  st->h.next = holders;
+  holders = &st->h;
+  pthread_mutex_unlock(&holders_mu);
+  st->held = true;
   return 0;
 }
 
