@@ -411,11 +411,16 @@ static int serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink,
       break;
     }
     if (r < 0) {
-      r = svm_error(-r, "%s: %s", nfc_conn_peer(c),
-                    r == -ENODATA || r == -ECONNRESET ? "connection dropped mid-file "
-                                                        "(the sender may resume)"
-                    : r == -EMSGSIZE ? "a frame longer than the protocol allows"
-                                     : "protocol error: bad frame header");
+      const char *why = r == -ENODATA || r == -ECONNRESET ? "connection dropped"
+                        : r == -EMSGSIZE ? "a frame longer than the protocol allows"
+                        : r == -EPROTO || r == -EPROTONOSUPPORT ? "protocol error: bad frame header"
+                                                                : strerror(-r);
+      if (st.file != NULL)
+        r = svm_error(-r, "%s: %s: %s at offset %" PRIu64 " (durable up to %" PRIu64 "; the "
+                      "sender may resume)", nfc_conn_peer(c), st.o.name, why, st.pos,
+                      st.durable);
+      else
+        r = svm_error(-r, "%s: %s", nfc_conn_peer(c), why);
       break;
     }
     if (h.type == NFC_DATA || h.type == NFC_ZERO) {

@@ -38,7 +38,16 @@
 #include "nfc/tls.h"
 #include "svm/copy/nfc.h"
 
-enum { IO_TIMEOUT_MS = 60000, HANDSHAKE_MS = 10000 };
+enum { HANDSHAKE_MS = 10000 };
+
+/* How long a read or write may wait for the socket: 60 s, or SVM_NFC_IO_TIMEOUT_MS (tests that
+ * cut a link make the sender give up sooner). */
+static int io_timeout_ms(void)
+{
+  const char *s = getenv("SVM_NFC_IO_TIMEOUT_MS");
+  int v = s ? atoi(s) : 0;
+  return v > 0 ? v : 60000;
+}
 
 static struct nfc_tls_config *tls_cfg;     /* NULL: --insecure */
 
@@ -124,7 +133,7 @@ static void *serve_one(void *opaque)
     free(j);
     return NULL;
   }
-  if (nfc_conn_new_tls(t, j->fd, IO_TIMEOUT_MS, &c) == 0) {
+  if (nfc_conn_new_tls(t, j->fd, io_timeout_ms(), &c) == 0) {
     if (svm_nfc_serve(c, j->dirfd, &j->o, &n) < 0)
       fprintf(stderr, "svm-nfc recv: %s\n", svm_last_error());
     nfc_conn_free(c);
@@ -248,7 +257,7 @@ struct cut_fd {
 static ssize_t cut_read(void *opaque, void *buf, size_t len)
 {
   struct cut_fd *c = opaque;
-  return nfc_tls_read_some(c->tls, buf, len, IO_TIMEOUT_MS);
+  return nfc_tls_read_some(c->tls, buf, len, io_timeout_ms());
 }
 
 /* A link cut at a known point: once the limit is passed every connection is shut down. */
@@ -265,7 +274,7 @@ static ssize_t cut_write(void *opaque, const void *buf, size_t len)
     if (len > c->t->cut_after - before)
       len = c->t->cut_after - before;
   }
-  int r = nfc_tls_write_full(c->tls, buf, len, IO_TIMEOUT_MS);
+  int r = nfc_tls_write_full(c->tls, buf, len, io_timeout_ms());
   if (r < 0)
     return r;
   atomic_fetch_add(&c->t->wire, (uint64_t)len);
