@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # NFC across a link that is cut without a reset: sender and receiver in two network namespaces
-# joined by a veth pair (192.0.2.1 and 192.0.2.2, documentation addresses; nothing changes in
-# the host's namespace). Mid-copy the link goes down (`ip link set down`): the sender's write
-# times out, the receiver's connection just goes silent. The link comes back up and the copy is
-# sent again: the receiver takes the range over from the silent connection (without waiting
-# for its 60 s timeout) and only about what was not yet durable travels again. Bytes counted.
+# joined by a veth pair (192.0.2.0/24, then 198.51.100.0/24: documentation addresses; nothing
+# in the host's namespace changes). Mid-copy the link goes down (`ip link set down`): the
+# sender's write times out; then the sender's namespace is deleted, so the receiver's connection stays silent
+# (no FIN or reset ever arrives). A new sender on a new link sends the copy again: the
+# receiver takes the range over from the silent connection (without waiting for its 60 s
+# timeout) and only about what was not yet durable travels again. Bytes counted.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/nfc-lib.sh"
 require_root
@@ -12,17 +13,28 @@ require ip openssl qemu-img python3
 MiB=$((1024 * 1024))
 
 id=nfc$$
-nsa=$id-a nsb=$id-b
-ip netns add "$nsa"
-on_exit "ip netns del $nsa"
+nsb=$id-b
 ip netns add "$nsb"
 on_exit "ip netns del $nsb"
-ip link add "${id}a" netns "$nsa" type veth peer name "${id}b" netns "$nsb"
-ip -n "$nsa" addr add 192.0.2.1/24 dev "${id}a"
-ip -n "$nsb" addr add 192.0.2.2/24 dev "${id}b"
-for ns in "$nsa" "$nsb"; do ip -n "$ns" link set lo up; done
-ip -n "$nsa" link set "${id}a" up
-ip -n "$nsb" link set "${id}b" up
+ip -n "$nsb" link set lo up
+# The sender's side: a namespace and its veth into the receiver's; made again after the cut,
+# under new names and in another documentation subnet (a deleted namespace lingers while the
+# dead sender's sockets still hold it, and with it the old link and its route).
+n=0
+link_up() {
+  local net=$1
+  n=$((n + 1))
+  nsa=$id-a$n dev=${id}a$n
+  ip netns add "$nsa"
+  on_exit "ip netns del $nsa"
+  ip link add "$dev" netns "$nsa" type veth peer name "${id}b$n" netns "$nsb"
+  ip -n "$nsa" addr add "$net.1/24" dev "$dev"
+  ip -n "$nsb" addr add "$net.2/24" dev "${id}b$n"
+  ip -n "$nsa" link set lo up
+  ip -n "$nsa" link set "$dev" up
+  ip -n "$nsb" link set "${id}b$n" up
+}
+link_up 192.0.2
 
 # 256 MiB, 128 MiB of it data in 2 MiB extents
 src=$TMP/src.raw
@@ -32,7 +44,7 @@ for ((o = 0; o < 256; o += 4)); do
 done
 mkdir "$TMP/dst"
 ip netns exec "$nsb" "$NFC" recv "${NFC_TLS[@]}" --sync-mb 4 --port-file "$TMP/port" \
-  192.0.2.2:0 "$TMP/dst" 2>>"$TMP/nfc-recv.log" &
+  0.0.0.0:0 "$TMP/dst" 2>>"$TMP/nfc-recv.log" &
 recv_pid=$!
 on_exit "stop_pid $recv_pid"
 for ((i = 0; i < 400; i++)); do [ -s "$TMP/port" ] && break; sleep 0.05; done
@@ -49,14 +61,18 @@ for ((i = 0; i < 600; i++)); do
   sleep 0.05
 done
 [ "$(allocated "$TMP/dst/x.raw")" -ge $((40 * MiB)) ] || fail "the copy did not get going"
-ip -n "$nsa" link set "${id}a" down
+ip -n "$nsa" link set "$dev" down
 rc=0
 wait "$send_pid" || rc=$?
 [ $rc -eq 1 ] || fail "the cut copy exited $rc: $(cat "$TMP/cut.err")"
 first=$(json_get "$TMP/cut.json" bytes_wire)
-ip -n "$nsa" link set "${id}a" up
+# The sender's host is gone for good (its namespace, sockets and link deleted: not even a
+# retransmitted FIN will reach the receiver); a new one comes up at the same address.
+ip netns del "$nsa"
+link_up 198.51.100
+addr=198.51.100.2:$(cat "$TMP/port")
 
-# Again, uncapped: the receiver still has the silent connection on the range.
+# Again, uncapped: the receiver still has the silent connection on the range (60 s timeout).
 t0=$(date +%s)
 ip netns exec "$nsa" "$NFC" send "${NFC_TLS[@]}" --json "$addr" "$src" x.raw >"$TMP/again.json"
 t1=$(date +%s)
@@ -69,7 +85,7 @@ full=$((128 * MiB + 64 * 1024))
   fail "$first bytes before the cut and $again after: more than the rest was sent again"
 [ "$again" -le $((full * 3 / 4)) ] || fail "$again bytes sent again of $full"
 [ $((t1 - t0)) -lt 30 ] || fail "the resume waited $((t1 - t0)) s for the silent connection"
-grep -q "x.raw: connection dropped" "$TMP/nfc-recv.log" ||
+grep -Eq "x.raw: .*connection (dropped|closed)" "$TMP/nfc-recv.log" ||
   fail "the receiver did not log the dropped connection: $(cat "$TMP/nfc-recv.log")"
 ok "link cut after $first bytes on the wire; resumed with $again ($((again * 100 / full))%" \
    "of the data) in $((t1 - t0)) s, the silent connection taken over"
