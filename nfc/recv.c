@@ -227,9 +227,9 @@ static int do_open(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
   bool fresh = create && st->durable == st->o.start;
   if ((r = sink->open(opaque, dirfd, &st->o, fresh, &st->file)) < 0)
     return r;
-  /* Whatever an earlier attempt wrote past the mark is not trusted: it reads as zeros again
-   * (zero ranges of the source are then never written). */
-  if (!fresh && st->durable < st->o.end &&
+  /* Whatever an earlier attempt (or an older file of that name) holds past the mark is not
+   * trusted: it reads as zeros again (zero ranges of the source are then never written). */
+  if (st->durable < st->o.end &&
       (r = sink->discard(st->file, st->durable, st->o.end - st->durable)) < 0)
     return r;
   if ((r = write_record(st->recfd, &st->o, st->durable)) < 0)

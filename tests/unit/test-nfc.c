@@ -427,6 +427,32 @@ static void put_cut_resume(unsigned streams)
   unlink(src);
 }
 
+/* A file of that name already there (an older copy, another disk): nothing of it survives
+ * where the new source has holes or zeros. */
+static void test_overwrite(void **state)
+{
+  char src[256];
+  struct link l = { .mu = PTHREAD_MUTEX_INITIALIZER };
+  struct svm_nfc_put_options o = { .connect = connect_pair, .connect_opaque = &l,
+                                   .streams = 2 };
+  char *junk = malloc(16 << 20);
+  (void)state;
+
+  assert_non_null(junk);
+  memset(junk, 0xee, 16 << 20);
+  int fd = openat(dirfd, "over.raw", O_RDWR | O_CREAT | O_TRUNC, 0600);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, junk, 16 << 20), 16 << 20);
+  close(fd);
+  free(junk);
+  snprintf(src, sizeof src, "%s.over", dir);
+  make_source(src, 16 << 20, 5);
+  assert_int_equal(svm_nfc_put_file(src, "over.raw", &o, NULL), 0);
+  stop_link(&l);
+  assert_same(src, "over.raw");
+  unlink(src);
+}
+
 static void test_resume_one_stream(void **state)
 {
   (void)state;
@@ -536,6 +562,7 @@ int main(void)
     cmocka_unit_test(test_names),
     cmocka_unit_test(test_bad_frames),
     cmocka_unit_test(test_takeover),
+    cmocka_unit_test(test_overwrite),
     cmocka_unit_test(test_resume_one_stream),
     cmocka_unit_test(test_resume_four_streams),
     cmocka_unit_test(test_get),
