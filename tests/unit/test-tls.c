@@ -51,7 +51,8 @@ static int setup(void **state)
   snprintf(psk_good, sizeof psk_good, "%s/good.psk", root);
   snprintf(psk_bad, sizeof psk_bad, "%s/bad.psk", root);
   snprintf(psk_other_id, sizeof psk_other_id, "%s/other.psk", root);
-  put(psk_good, "# comment\nalice:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n"
+  put(psk_good, "# comment\n"
+                "alice:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n"
                 "bob:ffeeddccbbaa99887766554433221100\n");
   put(psk_bad, "alice:10112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n");
   put(psk_other_id, "mallory:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n");
