@@ -113,6 +113,10 @@ void nbds_req_done(void *opaque, int64_t res)
   struct nbds_req *q = opaque;
   struct nbds_conn *c = q->c;
 
+  /* A read answers with all of its buffer: one that completed with fewer bytes than asked
+   * (a layer that let a short read through) would send memory it never filled. */
+  if (res >= 0 && q->r.type == NBD_CMD_READ && (uint64_t)res != q->r.length)
+    res = -EIO;
   if (res < 0)
     nbds_reply_error(c, q, nbds_errno_to_wire((int)-res));
   else
