@@ -18,12 +18,25 @@
 void nbds_conn_log(struct nbds_conn *c, const char *fmt, ...)
 {
   char msg[512];
+  unsigned suppressed;
   va_list ap;
 
+  if (!nbds_ratelimit_ok(&c->rl, &suppressed))
+    return;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  nbds_log_client(c->s.peer, "%s", msg);
+  if (suppressed)
+    nbds_log_client(c->s.peer, "%s (%u lines about this client left out before)", msg,
+                    suppressed);
+  else
+    nbds_log_client(c->s.peer, "%s", msg);
+}
+
+void nbds_conn_drop(struct nbds_conn *c)
+{
+  c->dead = true;
+  c->eof = true;
 }
 
 /* Fatal for this client only: log once, stop reading and writing, close when idle. */
@@ -117,7 +130,39 @@ static bool req_dispatch(struct nbds_conn *c, struct nbds_req *q)
   return req_start(c, q);
 }
 
+/* Room for one more request of this client (NBD_CONN_MAX_*). */
+static inline bool conn_room(const struct nbds_conn *c)
+{
+  return c->nreqs < NBD_CONN_MAX_REQUESTS && c->bytes < NBD_CONN_MAX_BYTES;
+}
+
+/* q now counts against c's caps until it is freed (nbds_req_free). */
+static void req_hold(struct nbds_conn *c, struct nbds_req *q, size_t bytes)
+{
+  q->held = bytes;
+  c->nreqs++;
+  c->bytes += bytes;
+}
+
+static bool conn_process(struct nbds_conn *c);
+
+/* A request that has begun to arrive (a partial header, or a WRITE payload) must be in by its
+ * deadline: a per-recv timeout would let a client that trickles a byte at a time hold its
+ * buffers for ever. No deadline while we are not reading it (at its caps, or paused). */
 bool nbds_conn_process(struct nbds_conn *c)
+{
+  bool r = conn_process(c);
+
+  if (!c->dead && (c->rd || c->in_end > c->in_start) && nbds_conn_wants_input(c)) {
+    if (c->deadline_ns == 0)
+      c->deadline_ns = nbds_now_ns() + c->e->request_timeout_ns;
+  } else {
+    c->deadline_ns = 0;
+  }
+  return r;
+}
+
+static bool conn_process(struct nbds_conn *c)
 {
   if (c->dead)
     return false;
@@ -126,7 +171,7 @@ bool nbds_conn_process(struct nbds_conn *c)
       return c->w->active >= c->w->max_active;
     c->ready = NULL;
   }
-  while (!c->dead && c->inflight < NBD_CONN_MAX_INFLIGHT && c->out_bytes < NBD_CONN_MAX_OUT) {
+  while (!c->dead) {
     size_t avail = c->in_end - c->in_start;
     struct nbds_request r;
     struct nbds_req *q;
@@ -144,13 +189,14 @@ bool nbds_conn_process(struct nbds_conn *c)
       if (p->got < p->r.length)
         break;
       c->rd = NULL;
+      c->deadline_ns = 0;           /* it is in: the next one has a deadline of its own */
       if (!req_dispatch(c, p)) {
         c->ready = p;
         return c->w->active >= c->w->max_active;
       }
       continue;
     }
-    if (c->eof || avail < NBD_REQUEST_SIZE)
+    if (c->eof || avail < NBD_REQUEST_SIZE || !conn_room(c))
       break;
     if (nbds_decode_request(c->in + c->in_start, avail, &r) < 0) {
       nbds_conn_kill(c, "bad request magic 0x%08x: dropping the client",
@@ -176,6 +222,10 @@ bool nbds_conn_process(struct nbds_conn *c)
     q->c = c;
     q->r = r;
     q->err = (uint32_t)err;
+    c->deadline_ns = 0;
+    /* what it will hold: its payload, or its READ buffer (BLOCK_STATUS: a little) */
+    req_hold(c, q, payload > 0 ? payload
+                   : r.type == NBD_CMD_READ && err == NBD_OK ? r.length : 4096);
     if (payload > 0) {
       if (err == NBD_OK && (q->buf = malloc(payload)) == NULL)
         q->err = NBD_ENOMEM;        /* payload still read, and dropped */
@@ -200,8 +250,8 @@ bool nbds_conn_process(struct nbds_conn *c)
 
 bool nbds_conn_wants_input(const struct nbds_conn *c)
 {
-  return !c->eof && !c->dead && c->ready == NULL && c->inflight < NBD_CONN_MAX_INFLIGHT &&
-         c->out_bytes < NBD_CONN_MAX_OUT;
+  /* a WRITE payload that has begun is always taken: it is counted already */
+  return !c->eof && !c->dead && c->ready == NULL && (c->rd != NULL || conn_room(c));
 }
 
 /* Receive what the socket has. */
@@ -261,7 +311,7 @@ void nbds_conn_free(struct nbds_conn *c)
   close(c->s.fd);
   nbds_session_clear(&c->s);
   free(c->in);
-  nbds_export_client_gone(c->e);
+  nbds_client_gone(c->s.l);
   free(c);
 }
 
@@ -283,11 +333,11 @@ struct nbds_conn *nbds_conn_new(struct nbds_worker *w, const struct nbds_session
     return NULL;
   }
   c->w = w;
-  c->e = w->e;
+  c->e = s->e;
   c->s = *s;
-  c->lim.size = w->e->size;
+  c->lim.size = s->e->size;
   c->lim.max_len = NBD_MAX_REQUEST;
-  c->lim.read_only = atomic_load(&w->e->top)->readonly;
+  c->lim.read_only = atomic_load(&s->e->top)->readonly;
   c->lim.structured = s->structured;
   c->lim.have_contexts = s->ncontexts > 0;
   return c;

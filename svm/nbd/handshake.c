@@ -1,8 +1,10 @@
-/* The fixed newstyle handshake, on a blocking socket with send/receive timeouts, on a thread of
- * its own per client (export.c). Every option is length-checked before its payload is read;
+/* The fixed newstyle handshake, on a thread of its own per client (export.c), with one
+ * deadline for the whole of it (s->deadline_ns): a client that sends a byte now and then
+ * never trips a per-recv timeout, but it does not outlive this one. Every option is length-checked before its payload is read;
  * malformed options get the protocol's error reply and the client may go on, while a broken
  * stream (bad magic, truncated data, timeout) ends the client. */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -17,20 +19,40 @@ enum { MAX_OPTIONS = 1024 };    /* a client looping forever on options is droppe
  * the handshake (ABORT); negative: drop the client. */
 enum { OPT_NEXT = 0, OPT_TRANSMIT = 1, OPT_ENDED = 2 };
 
+/* Wait until fd is ready for `events` or the handshake's deadline passes. */
+static int wait_ready(struct nbds_session *s, short events, const char *what)
+{
+  for (;;) {
+    uint64_t now = nbds_now_ns();
+    struct pollfd p = { .fd = s->fd, .events = events };
+    int n;
+
+    if (now >= s->deadline_ns)
+      return svm_error(ETIMEDOUT, "handshake timed out: not complete within %llu s (%s)",
+                       (unsigned long long)(s->e->handshake_timeout_ns / 1000000000u), what);
+    n = poll(&p, 1, (int)((s->deadline_ns - now) / 1000000) + 1);
+    if (n > 0 || (n < 0 && errno != EINTR))
+      return 0;                     /* ready, or an error the next call reports */
+  }
+}
+
 static int recv_full(struct nbds_session *s, void *buf, size_t len, const char *what)
 {
   uint8_t *p = buf;
   while (len > 0) {
-    ssize_t n = recv(s->fd, p, len, 0);
+    ssize_t n = recv(s->fd, p, len, MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno == ECONNRESET))
       return svm_error(ECONNRESET, "disconnected during the handshake (reading %s)", what);
     if (n < 0) {
+      int r;
       if (errno == EINTR)
         continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return svm_error(ETIMEDOUT, "handshake timed out after %d s (reading %s)",
-                         NBD_HANDSHAKE_TIMEOUT_S, what);
-      return svm_error(errno, "handshake: reading %s: %s", what, strerror(errno));
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        return svm_error(errno, "handshake: reading %s: %s", what, strerror(errno));
+      r = wait_ready(s, POLLIN, what);
+      if (r < 0)
+        return r;
+      continue;
     }
     p += n;
     len -= (size_t)n;
@@ -55,14 +77,17 @@ static int send_full(struct nbds_session *s, const void *buf, size_t len)
 {
   const uint8_t *p = buf;
   while (len > 0) {
-    ssize_t n = send(s->fd, p, len, MSG_NOSIGNAL);
+    ssize_t n = send(s->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
+      int r;
       if (errno == EINTR)
         continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return svm_error(ETIMEDOUT, "handshake timed out after %d s (client not reading)",
-                         NBD_HANDSHAKE_TIMEOUT_S);
-      return svm_error(errno, "handshake: send: %s", strerror(errno));
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        return svm_error(errno, "handshake: send: %s", strerror(errno));
+      r = wait_ready(s, POLLOUT, "client not reading");
+      if (r < 0)
+        return r;
+      continue;
     }
     p += n;
     len -= (size_t)n;

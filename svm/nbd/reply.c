@@ -22,6 +22,10 @@ void nbds_req_free(struct nbds_req *q)
 {
   if (q == NULL)
     return;
+  if (q->c) {
+    q->c->nreqs--;
+    q->c->bytes -= q->held;
+  }
   free(q->buf);
   free(q);
 }
@@ -39,7 +43,6 @@ static void queue_reply(struct nbds_conn *c, struct nbds_req *q)
   else
     c->out_head = q;
   c->out_tail = q;
-  c->out_bytes += q->hdrlen + q->buflen;
 }
 
 static void set_simple(struct nbds_req *q, uint32_t err)
@@ -266,7 +269,6 @@ void nbds_conn_send(struct nbds_conn *c)
         nbds_conn_kill(c, "send: %s", strerror(errno));
       return;
     }
-    c->out_bytes -= (size_t)sent;
     while (sent > 0) {
       struct nbds_req *q = c->out_head;
       size_t left = q->hdrlen + q->buflen - q->sent;
