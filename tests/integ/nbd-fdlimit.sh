@@ -8,11 +8,11 @@ source "$(dirname "$0")/agent-lib.sh"
 requires nbdinfo
 export PATH=/usr/bin:/bin:$PATH
 
-# start_limited NOFILE: svmd with that descriptor limit (soft and hard)
+# start_limited NOFILE [SOFT]: svmd with that descriptor limit (hard; soft SOFT, default the same)
 start_limited() {
   local ready_before
   ready_before=$(grep -c ': ready$' "$LOG" || true)
-  (ulimit -n "$1" && exec "$SVM_BIN/svmd" --name testhost --state "$SVM_STATE" \
+  (ulimit -Sn "${2:-$1}" && ulimit -Hn "$1" && exec "$SVM_BIN/svmd" --name testhost --state "$SVM_STATE" \
     --datastore "ds1=$T/ds1" --datastore "ds2=$T/ds2") 2>>"$LOG" &
   SVMD_PID=$!
   for _ in $(seq 1 200); do
@@ -53,6 +53,12 @@ PY
 served() {   # served VM: nbdinfo answers within 20 s
   timeout 20 nbdinfo --size "$(uri "$1" 0)" >/dev/null
 }
+
+# svmd raises its soft limit to the hard one
+start_limited 4096 1024
+grep -q '^Max open files *4096 *4096' /proc/"$SVMD_PID"/limits ||
+  fail "svmd did not raise its open files limit: $(grep 'open files' /proc/"$SVMD_PID"/limits)"
+stop_svmd
 
 start_limited 1024
 svmctl vm create vm1 --datastore ds1 --disk 16M >/dev/null

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -127,6 +128,21 @@ static int block_signals(void)
   return sfd;
 }
 
+/* Every disk's export holds descriptors for its clients, files and sockets: take all the
+ * descriptors the hard limit allows (the soft one is often 1024), as servers do. What is left
+ * when even that runs out, the NBD acceptor handles (it backs off, it does not spin). */
+static void raise_nofile(void)
+{
+  struct rlimit rl;
+
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+    return;
+  rl.rlim_cur = rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+    fprintf(stderr, "svmd: cannot raise the open files limit to %llu: %s\n",
+            (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 /* Start the agent, serve until a signal, stop: the exit status. */
 static int serve(const struct svm_agent_config *cfg, int sfd)
 {
@@ -157,6 +173,7 @@ int main(int argc, char **argv)
   cfg.datastores = ds;
   status = parse_args(argc, argv, &cfg, ds);
   if (status == SVMD_RUN) {
+    raise_nofile();
     sfd = block_signals();
     status = sfd < 0 ? 1 : serve(&cfg, sfd);
     if (sfd >= 0)
