@@ -121,9 +121,29 @@ assert dropped_within(s, 12, (b"x" for _ in range(4096))), \
     "a trickling WRITE payload was not dropped at its deadline"
 s.close()
 assert served(), "not served after the slow clients"
+
+# -- log lines: what a client sends is escaped, and many failing clients do not flood --
+s = conn(); recvn(s, 18); s.sendall(struct.pack(">I", 3))
+name = b"\x1b[2J\nsvm-nbd-serve: FORGED line\x07"
+s.sendall(struct.pack(">QII", IHAVEOPT, 1, len(name)) + name)   # EXPORT_NAME: unknown
+try:
+    s.recv(1)
+except OSError:
+    pass
+s.close()
+for _ in range(300):                      # connect and leave at once: a failed handshake each
+    conn().close()
+assert served()
 print("limits: ok")
 PY
 kill -0 "$SERVE_PID" || fail "the server died"
 grep -q "timed out" "$NBD_TMP/serve.log" || fail "no log line for the deadlines"
+! grep -q '^svm-nbd-serve: FORGED' "$NBD_TMP/serve.log" || fail "a client forged a log line"
+! grep -q $'\x1b' "$NBD_TMP/serve.log" || fail "a control character from a client reached the log"
+grep -qF "unknown export '\\x1b[2J\\x0asvm-nbd-serve: FORGED line\\x07'" "$NBD_TMP/serve.log" ||
+  fail "the unknown export's name is not in the log, escaped"
+n=$(grep -c "nbd: client unix#" "$NBD_TMP/serve.log" || true)
+echo "log lines about clients, 300 failed handshakes included: $n"
+[ "$n" -le 60 ] || fail "$n log lines: 300 failed handshakes were not rate-limited"
 stop_serve
 echo OK
