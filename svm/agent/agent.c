@@ -412,13 +412,13 @@ static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bo
 /* The protocol's commands and the arguments each takes (besides format). */
 static const struct command {
   const char *verb;
-  const char *const args[5];   /* NULL-terminated */
+  const char *const args[6];   /* NULL-terminated */
   int (*fn)(struct svm_agent *a, const struct svm_ctl_request *r, bool json, char **payload);
 } commands[] = {
   { "ping", { NULL }, do_ping },
   { "vm-list", { NULL }, do_vm_list },
   { "vm-show", { "vm", NULL }, do_vm_show },
-  { "vm-create", { "vm", "datastore", "disk", "tcp", NULL }, do_vm_create },
+  { "vm-create", { "vm", "datastore", "disk", "tcp", "tcp-any", NULL }, do_vm_create },
   { "vm-delete", { "vm", NULL }, do_vm_delete },
   { "cbt-changeid", { "vm", "disk", NULL }, do_cbt_changeid },
   { "cbt-query", { "vm", "disk", "since", NULL }, do_cbt_query },

@@ -120,6 +120,13 @@ int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
   r = svm_export_add_meta_provider(d->export, &prov);
   if (r == 0)
     r = svm_export_listen_unix(d->export, d->sock_path);
+  if (r == 0 && d->tcp_addr[0] && !a->insecure) {
+    /* plaintext NBD over TCP only when the operator said so (svmd --insecure); the local
+     * guest keeps its unix socket */
+    agent_log("%s: not exported over TCP (%s:%s): NBD over TCP is plaintext; start svmd with "
+              "--insecure to allow it", d->export_name, d->tcp_addr, d->tcp_port);
+    d->tcp_addr[0] = '\0';
+  }
   if (r == 0 && d->tcp_addr[0]) {
     char port[16];
     r = svm_export_listen_tcp(d->export, d->tcp_addr, d->tcp_port, port, sizeof port);

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# TCP exports are asked for on purpose: a wildcard address (0, 0.0.0.0, ::) only through
+# --tcp-any PORT, ports parsed strictly (1-65535, and PORT+N for N disks must fit), and
+# plaintext NBD over TCP only when svmd runs with --insecure, each refusal naming the flag.
+source "$(dirname "$0")/agent-lib.sh"
+requires nbdinfo
+export PATH=/usr/bin:/bin:$PATH
+
+start_svmd
+expect_fail 1 "start svmd with --insecure" \
+  svmctl vm create plain --datastore ds1 --disk 1M --tcp 127.0.0.1:0
+[ ! -e "$T/ds1/plain" ] || fail "a refused VM left its folder"
+stop_svmd
+
+start_svmd --insecure
+for a in 0 0.0.0.0 '[::]' '[0::0]'; do
+  expect_fail 1 "--tcp-any PORT" svmctl vm create w --datastore ds1 --disk 1M --tcp "$a:0"
+done
+for p in 65536 99999999999999999999 -1 +80 '' 8x; do
+  expect_fail 1 "--tcp" svmctl vm create w --datastore ds1 --disk 1M --tcp "127.0.0.1:$p"
+done
+expect_err "1 to 65535"
+expect_fail 1 "3 disks need ports 65534-65536" \
+  svmctl vm create w --datastore ds1 --disk 1M --disk 1M --disk 1M --tcp 127.0.0.1:65534
+expect_fail 1 "--tcp and --tcp-any exclude each other" \
+  svmctl vm create w --datastore ds1 --disk 1M --tcp 127.0.0.1:0 --tcp-any 0
+expect_fail 1 "--tcp-any" svmctl vm create w --datastore ds1 --disk 1M --tcp-any 70000
+# the ones that are fine
+svmctl vm create lo --datastore ds1 --disk 1M --disk 1M --tcp 127.0.0.1:0 >/dev/null
+svmctl vm create any --datastore ds1 --disk 1M --tcp-any 0 --json >"$T/any.json"
+port=$(json_get 'd["disks"][0]["nbd-tcp-uri"]' <"$T/any.json" | sed 's|.*:\([0-9]*\)/.*|\1|')
+[ -n "$port" ] || fail "no TCP URI for VM any: $(cat "$T/any.json")"
+nbdinfo --size "nbd://127.0.0.1:$port/any/disk0" | grep -qx 1048576 || fail "--tcp-any export"
+stop_svmd
+
+# restarted without --insecure: the VMs are served on their unix sockets, not over TCP
+start_svmd
+grep -q "lo/disk0: not exported over TCP .*--insecure" "$LOG" || fail "no log line for lo"
+nbdinfo --size "$(uri lo 1)" | grep -qx 1048576 || fail "lo not served on its unix socket"
+svmctl vm show lo --json | json_get 'd["disks"][0]["nbd-tcp-uri"]' | grep -qx None ||
+  fail "vm show still lists a TCP URI for lo"
+stop_svmd
+echo OK
