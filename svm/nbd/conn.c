@@ -5,6 +5,7 @@
  * from the moment it is started until its reply is queued; the stack pointer is read only then,
  * which is what lets svm_export_swap replace it while paused. */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "nfc/tls.h"
 #include "svm/nbd/internal.h"
 
 void nbds_conn_log(struct nbds_conn *c, const char *fmt, ...)
@@ -254,6 +256,25 @@ bool nbds_conn_wants_input(const struct nbds_conn *c)
   return !c->eof && !c->dead && c->ready == NULL && (c->rd != NULL || conn_room(c));
 }
 
+/* recv(), or a TLS read: bytes, 0 at the end of the stream, or -1 with errno (EAGAIN: wait
+ * for c->rd_events). */
+static inline ssize_t conn_recv(struct nbds_conn *c, void *buf, size_t len)
+{
+  ssize_t n;
+
+  if (c->s.tls == NULL)
+    return recv(c->s.fd, buf, len, MSG_DONTWAIT);
+  n = nfc_tls_read(c->s.tls, buf, len);
+  if (n >= 0) {
+    c->rd_events = POLLIN;
+    return n;
+  }
+  if (n == -EAGAIN)
+    c->rd_events = nfc_tls_want(c->s.tls);
+  errno = (int)-n;
+  return -1;
+}
+
 /* Receive what the socket has. */
 void nbds_conn_read(struct nbds_conn *c)
 {
@@ -263,7 +284,7 @@ void nbds_conn_read(struct nbds_conn *c)
 
     if (p && c->in_start == c->in_end && p->buf && p->r.length - p->got >= 4096) {
       /* a large payload goes straight into its buffer */
-      n = recv(c->s.fd, (uint8_t *)p->buf + p->got, p->r.length - p->got, MSG_DONTWAIT);
+      n = conn_recv(c, (uint8_t *)p->buf + p->got, p->r.length - p->got);
       if (n > 0) {
         p->got += (uint32_t)n;
         if (p->got == p->r.length)
@@ -278,7 +299,7 @@ void nbds_conn_read(struct nbds_conn *c)
         c->in_end -= c->in_start;
         c->in_start = 0;
       }
-      n = recv(c->s.fd, c->in + c->in_end, NBD_IN_SIZE - c->in_end, MSG_DONTWAIT);
+      n = conn_recv(c, c->in + c->in_end, NBD_IN_SIZE - c->in_end);
       if (n > 0) {
         c->in_end += (size_t)n;
         return;
@@ -308,6 +329,7 @@ void nbds_conn_free(struct nbds_conn *c)
   }
   nbds_req_free(c->rd);
   nbds_req_free(c->ready);
+  nbds_session_end_tls(&c->s);
   close(c->s.fd);
   nbds_session_clear(&c->s);
   free(c->in);
@@ -340,5 +362,7 @@ struct nbds_conn *nbds_conn_new(struct nbds_worker *w, const struct nbds_session
   c->lim.read_only = atomic_load(&s->e->top)->readonly;
   c->lim.structured = s->structured;
   c->lim.have_contexts = s->ncontexts > 0;
+  c->rd_events = POLLIN;
+  c->wr_events = POLLOUT;
   return c;
 }

@@ -228,6 +228,7 @@ static void *handshake_main(void *arg)
       atomic_fetch_add(&e->st_errors, 1);
     }
     nbds_session_clear(s);
+    nbds_session_end_tls(s);
     pthread_mutex_lock(&e->mu);
     e->hs_fds[a->slot] = -1;
     pthread_mutex_unlock(&e->mu);
@@ -286,6 +287,7 @@ void nbds_accept_client(struct nbds_listener *l, int fd, bool tcp)
   a->s.fd = fd;
   a->s.e = e;
   a->s.l = l;
+  a->s.tls_required = tcp && e->tls != NULL;
   peer_name(fd, tcp, n, a->s.peer, sizeof a->s.peer);
   if (tcp)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -324,6 +326,12 @@ void nbds_accept_client(struct nbds_listener *l, int fd, bool tcp)
 }
 
 /* ---- listeners ---- */
+
+void svm_export_set_tls(struct svm_export *e, struct nfc_tls_config *cfg)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&e->mu);
+  e->tls = cfg;
+}
 
 /* Takes the socket over, also on failure. */
 static int add_listener(struct svm_export *e, int fd_owned, const char *path, bool tcp)

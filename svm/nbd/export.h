@@ -37,6 +37,14 @@ int svm_export_listen_unix(struct svm_export *e, const char *path);  /* removes 
 int svm_export_listen_tcp(struct svm_export *e, const char *addr, const char *port,
                           char *bound_port, size_t len);  /* port "0" = ephemeral */
 
+/* TLS (NBD_OPT_STARTTLS) with a server config of nfc/tls.h (x509 or PSK), which must outlive
+ * the export. Clients of a TCP listener must then start TLS before anything else (other
+ * options are answered NBD_REP_ERR_TLS_REQD, plaintext transmission is refused); clients of a
+ * unix socket may. Without a config (the default) STARTTLS is unsupported. Set it before the
+ * first listener. */
+struct nfc_tls_config;
+void svm_export_set_tls(struct svm_export *e, struct nfc_tls_config *cfg);
+
 /* An extent reported by a meta context provider. */
 struct svm_meta_extent {
   uint64_t offset, length;

@@ -55,6 +55,8 @@ struct nbds_context {
 };
 
 struct nbds_listener;
+struct nfc_tls;
+struct nfc_tls_config;
 
 /* What the handshake negotiated; handed over to the transmission phase. */
 struct nbds_session {
@@ -62,6 +64,8 @@ struct nbds_session {
   struct svm_export *e;
   struct nbds_listener *l;      /* it came through this one (its connection count) */
   uint64_t deadline_ns;         /* the handshake's, CLOCK_MONOTONIC */
+  struct nfc_tls *tls;          /* after STARTTLS: all I/O goes through it (owned) */
+  bool tls_required;            /* a TCP client of an export with TLS */
   char peer[64];
   bool structured;
   unsigned ncontexts;
@@ -112,6 +116,7 @@ struct nbds_conn {
   unsigned errors_logged;
   uint64_t deadline_ns;             /* a partly received request must be in by then (0: none) */
   struct nbds_ratelimit rl;
+  short rd_events, wr_events;       /* what reading / sending waits for (TLS may swap them) */
   bool eof;                         /* read no more: DISC or end of stream */
   bool dead;                        /* drop: no more output, close when idle */
 };
@@ -197,6 +202,7 @@ struct svm_export {
   pthread_cond_t hs_cv;         /* handshaking or clients went down */
   atomic_uint clients;          /* handshaking + connected */
   uint64_t handshake_timeout_ns, request_timeout_ns;
+  struct nfc_tls_config *tls;   /* STARTTLS credentials, or NULL */
 
   atomic_ulong st_clients_total, st_requests, st_errors;
 };
@@ -216,6 +222,8 @@ void nbds_escape(const char *s, char *out, size_t len);
  * negative errno with svm_error set when the client must be dropped. */
 int nbds_handshake(struct svm_export *e, struct nbds_session *s);
 void nbds_session_clear(struct nbds_session *s);
+/* End a session's TLS, if any (close_notify, best effort), and free it. */
+void nbds_session_end_tls(struct nbds_session *s);
 /* Transmission flags the export advertises to this session. */
 uint16_t nbds_export_tflags(const struct svm_export *e, bool structured);
 

@@ -18,6 +18,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "nfc/tls.h"
 #include "svm/nbd/internal.h"
 
 static bool take_incoming(struct nbds_worker *w)
@@ -39,6 +40,7 @@ static bool take_incoming(struct nbds_worker *w)
       c = nbds_conn_new(w, s);
     if (c == NULL) {
       nbds_log_client(s->peer, "out of memory: dropping the client");
+      nbds_session_end_tls(s);
       close(s->fd);
       nbds_session_clear(s);
       nbds_client_gone(s->l);
@@ -113,6 +115,7 @@ static void worker_poll(struct nbds_worker *w, bool spin)
 {
   unsigned np = 0;
   uint64_t deadline = 0;            /* the earliest of the clients' request deadlines */
+  bool tls_pending = false;         /* a TLS client has decrypted bytes waiting: no sleep */
   int timeout;
 
   if (w->pfd_cap < w->nconns + 2) {
@@ -133,16 +136,19 @@ static void worker_poll(struct nbds_worker *w, bool spin)
   for (unsigned i = 0; i < w->nconns; i++) {
     struct nbds_conn *c = w->conns[i];
     short ev = 0;
-    if (nbds_conn_wants_input(c))
-      ev |= POLLIN;
+    if (nbds_conn_wants_input(c)) {
+      ev |= c->rd_events;
+      if (c->s.tls && nfc_tls_pending(c->s.tls) > 0)
+        tls_pending = true;
+    }
     if (c->out_head && !c->dead)
-      ev |= POLLOUT;
+      ev |= c->wr_events;
     /* dead clients with I/O still in the engine: not polled (fd -1) */
     w->pfd[np++] = (struct pollfd){ .fd = c->dead ? -1 : c->s.fd, .events = ev };
     if (c->deadline_ns && !c->dead && (deadline == 0 || c->deadline_ns < deadline))
       deadline = c->deadline_ns;
   }
-  timeout = poll_timeout(w, spin);
+  timeout = tls_pending ? 0 : poll_timeout(w, spin);
   if (timeout < 0 && deadline) {
     uint64_t now = mono_ns();
     timeout = now >= deadline ? 0 : (int)((deadline - now) / 1000000) + 1;
@@ -160,12 +166,26 @@ static void worker_poll(struct nbds_worker *w, bool spin)
   for (unsigned i = 0; i < w->nconns; i++) {
     struct nbds_conn *c = w->conns[i];
     short re = w->pfd[i + 2].revents;
-    if (re & POLLIN)
-      nbds_conn_read(c);
-    else if (re & (POLLERR | POLLHUP | POLLNVAL))
-      nbds_conn_kill(c, "connection lost");
-    if ((re & POLLOUT) && !c->dead)
-      nbds_conn_send(c);
+    if (c->s.tls) {
+      /* TLS: a read may wait for POLLOUT and a send for POLLIN (TLS's own records), and
+       * decrypted bytes may wait with the socket quiet */
+      if ((re & (POLLIN | POLLOUT)) ||
+          (tls_pending && nbds_conn_wants_input(c) && nfc_tls_pending(c->s.tls) > 0)) {
+        if (nbds_conn_wants_input(c))
+          nbds_conn_read(c);
+        if (c->out_head && !c->dead)
+          nbds_conn_send(c);
+      } else if (re & (POLLERR | POLLHUP | POLLNVAL)) {
+        nbds_conn_kill(c, "connection lost");
+      }
+    } else {
+      if (re & POLLIN)
+        nbds_conn_read(c);
+      else if (re & (POLLERR | POLLHUP | POLLNVAL))
+        nbds_conn_kill(c, "connection lost");
+      if ((re & POLLOUT) && !c->dead)
+        nbds_conn_send(c);
+    }
     if (now && c->deadline_ns && now >= c->deadline_ns)
       nbds_conn_kill(c, "request timed out: its header or payload did not arrive within %llu "
                      "s: dropping the client",
@@ -261,6 +281,7 @@ void nbds_worker_stop(struct nbds_worker *w)
   pthread_join(w->thread, NULL);
   /* sessions handed over but never taken */
   for (unsigned i = 0; i < w->nincoming; i++) {
+    nbds_session_end_tls(&w->incoming[i]);
     close(w->incoming[i].fd);
     nbds_session_clear(&w->incoming[i]);
     nbds_client_gone(w->incoming[i].l);
