@@ -15,6 +15,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "nfc/tls.h"
 #include "svm/agent/internal.h"
 #include "svm/control/server.h"
 
@@ -134,6 +135,7 @@ static void free_agent(struct svm_agent *a)
   free(a->mgmt);
   free(a->migration);
   free(a->tls_dir);
+  nfc_tls_config_free(a->nbd_tls);   /* after the VMs: their exports used it */
   free(a);
 }
 
@@ -196,6 +198,12 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
   a->tls_dir = dup_opt(cfg->tls_dir);
   a->insecure = cfg->insecure;
   a->ds = calloc(cfg->ndatastores, sizeof *a->ds);
+  if (cfg->tls_dir) {
+    /* TCP exports speak TLS with the host's server certificate (NBD_OPT_STARTTLS) */
+    r = nfc_tls_config_x509(NFC_TLS_SERVER, cfg->tls_dir, &a->nbd_tls);
+    if (r < 0)
+      return svm_error_prefix("--tls-dir");
+  }
   r = mkdir_p(cfg->state_dir);
   if (r < 0)
     return r;

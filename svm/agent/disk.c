@@ -120,12 +120,16 @@ int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
   r = svm_export_add_meta_provider(d->export, &prov);
   if (r == 0)
     r = svm_export_listen_unix(d->export, d->sock_path);
-  if (r == 0 && d->tcp_addr[0] && !a->insecure) {
-    /* plaintext NBD over TCP only when the operator said so (svmd --insecure); the local
-     * guest keeps its unix socket */
-    agent_log("%s: not exported over TCP (%s:%s): NBD over TCP is plaintext; start svmd with "
-              "--insecure to allow it", d->export_name, d->tcp_addr, d->tcp_port);
+  if (r == 0 && d->tcp_addr[0] && !a->insecure && !a->nbd_tls) {
+    /* NBD over TCP is TLS (svmd --tls-dir), or plaintext when the operator said so (svmd
+     * --insecure); otherwise not at all, and the local guest keeps its unix socket */
+    agent_log("%s: not exported over TCP (%s:%s): it would be plaintext; start svmd with "
+              "--tls-dir DIR (TLS) or --insecure", d->export_name, d->tcp_addr, d->tcp_port);
     d->tcp_addr[0] = '\0';
+  }
+  if (r == 0 && d->tcp_addr[0] && a->nbd_tls) {
+    svm_export_set_tls(d->export, a->nbd_tls);
+    d->tcp_tls = true;
   }
   if (r == 0 && d->tcp_addr[0]) {
     char port[16];

@@ -33,6 +33,7 @@ struct agent_disk {
   char *sock_path;        /* STATE/nbd/VM-diskN.sock */
   char tcp_addr[64];      /* host part of export.tcp, "" when not exported over TCP */
   char tcp_port[16];      /* the bound port */
+  bool tcp_tls;           /* TCP clients must use TLS (svmd --tls-dir): nbds:// */
   struct cbt *cbt;
   struct svm_export *export;
 };
@@ -47,12 +48,15 @@ struct agent_vm {
   struct agent_disk *disks;
 };
 
+struct nfc_tls_config;
+
 struct svm_agent {
   char *name;
   char *state_dir;
   char *nbds_dir;
   char *mgmt, *migration, *tls_dir;
   bool insecure;
+  struct nfc_tls_config *nbd_tls;   /* --tls-dir's server credentials: TCP exports' STARTTLS */
   size_t nds;
   struct svm_datastore *ds;
   struct agent_vm *vms;

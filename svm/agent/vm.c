@@ -345,10 +345,10 @@ static int validate_tcp(struct svm_agent *a, const struct svm_ctl_request *r,
                        "address to listen on, or say --tcp-any PORT to export on all of them",
                        spec->tcp, h);
   }
-  if (!a->insecure)
-    return svm_error(EPERM, "--tcp: VM %s: NBD over TCP would be plaintext; TLS for NBD exports "
-                     "is not available in this svmd, so start svmd with --insecure to allow "
-                     "plaintext TCP exports (the unix sockets need neither)", spec->name);
+  if (!a->insecure && !a->nbd_tls)
+    return svm_error(EPERM, "--tcp: VM %s: NBD over TCP would be plaintext; start svmd with "
+                     "--tls-dir DIR (TCP clients then need TLS) or --insecure to allow "
+                     "plaintext (the unix sockets need neither)", spec->name);
   return 0;
 }
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # TCP exports are asked for on purpose: a wildcard address (0, 0.0.0.0, ::) only through
 # --tcp-any PORT, ports parsed strictly (1-65535, and PORT+N for N disks must fit), and
-# plaintext NBD over TCP only when svmd runs with --insecure, each refusal naming the flag.
+# plaintext NBD over TCP only when svmd runs with --insecure, each refusal naming the flag;
+# with --tls-dir, TCP exports speak TLS (nbdinfo with the client certificate) and refuse
+# plaintext.
 source "$(dirname "$0")/agent-lib.sh"
 requires nbdinfo
 export PATH=/usr/bin:/bin:$PATH
 
 start_svmd
-expect_fail 1 "start svmd with --insecure" \
+expect_fail 1 "start svmd with --tls-dir DIR (TCP clients then need TLS) or --insecure" \
   svmctl vm create plain --datastore ds1 --disk 1M --tcp 127.0.0.1:0
 [ ! -e "$T/ds1/plain" ] || fail "a refused VM left its folder"
 stop_svmd
@@ -39,5 +41,31 @@ grep -q "lo/disk0: not exported over TCP .*--insecure" "$LOG" || fail "no log li
 nbdinfo --size "$(uri lo 1)" | grep -qx 1048576 || fail "lo not served on its unix socket"
 svmctl vm show lo --json | json_get 'd["disks"][0]["nbd-tcp-uri"]' | grep -qx None ||
   fail "vm show still lists a TCP URI for lo"
+stop_svmd
+
+# ---- with --tls-dir: TLS on TCP, plaintext refused ----
+requires openssl
+d=$T/pki
+mkdir -p "$d"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=test CA" -keyout "$d/ca-key.pem" -out "$d/ca-cert.pem" 2>/dev/null
+for who in server client; do
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+    -keyout "$d/$who-key.pem" -out "$d/$who.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/$who.ext"
+  openssl x509 -req -in "$d/$who.csr" -CA "$d/ca-cert.pem" -CAkey "$d/ca-key.pem" \
+    -CAcreateserial -days 2 -extfile "$d/$who.ext" -out "$d/$who-cert.pem" 2>/dev/null
+done
+chmod 600 "$d"/*-key.pem
+start_svmd --tls-dir "$d"
+svmctl vm create sec --datastore ds2 --disk 1M --tcp 127.0.0.1:0 --json >"$T/sec.json"
+json_get 'd["disks"][0]["nbd-tcp-uri"]' <"$T/sec.json" | grep -q '^nbds://127.0.0.1:' ||
+  fail "the TLS export's URI is not nbds://: $(cat "$T/sec.json")"
+port=$(json_get 'd["disks"][0]["nbd-tcp-uri"]' <"$T/sec.json" | sed 's|.*:\([0-9]*\)/.*|\1|')
+nbdinfo --size "nbds://127.0.0.1:$port/sec/disk0?tls-certificates=$d" | grep -qx 1048576 ||
+  fail "svmd --tls-dir: nbdinfo over TLS"
+! nbdinfo --size "nbd://127.0.0.1:$port/sec/disk0" 2>/dev/null ||
+  fail "svmd --tls-dir: a plaintext client was served over TCP"
+nbdinfo --size "$(uri sec 0)" | grep -qx 1048576 || fail "svmd --tls-dir: the unix socket"
 stop_svmd
 echo OK
