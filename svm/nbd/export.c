@@ -53,14 +53,14 @@ void nbds_export_end_request(struct svm_export *e)
   }
 }
 
+/* Under e->mu (a client's end, not a request's): free() waits under it for the count to reach
+ * zero and then frees e, so the last touch of e must be inside the lock. */
 void nbds_export_client_gone(struct svm_export *e)
 {
-  /* the last client of an export being freed: free() waits for it */
-  if (atomic_fetch_sub(&e->clients, 1) == 1 && atomic_load(&e->dropping)) {
-    pthread_mutex_lock(&e->mu);
+  pthread_mutex_lock(&e->mu);
+  if (atomic_fetch_sub(&e->clients, 1) == 1 && atomic_load(&e->dropping))
     pthread_cond_broadcast(&e->hs_cv);
-    pthread_mutex_unlock(&e->mu);
-  }
+  pthread_mutex_unlock(&e->mu);
 }
 
 /* Under pause_mu: give one pause back; the last one lets the workers go on. */
