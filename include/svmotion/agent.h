@@ -28,7 +28,8 @@ struct svm_agent_config {
   const char *const *datastores;  /* "NAME=DIR" each */
   const char *mgmt;               /* --mgmt ADDR:PORT (stored; used by later features) */
   const char *migration;          /* --migration ADDR:PORT (stored; migration not implemented) */
-  const char *tls_dir;            /* --tls-dir DIR (stored) */
+  const char *tls_dir;            /* --tls-dir DIR: x509 (TCP exports' TLS; stored) */
+  const char *tls_psk;            /* --tls-psk FILE: pre-shared keys instead of tls_dir */
   bool insecure;                  /* --insecure (stored) */
 };
 

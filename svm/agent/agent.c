@@ -198,11 +198,12 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
   a->tls_dir = dup_opt(cfg->tls_dir);
   a->insecure = cfg->insecure;
   a->ds = calloc(cfg->ndatastores, sizeof *a->ds);
-  if (cfg->tls_dir) {
-    /* TCP exports speak TLS with the host's server certificate (NBD_OPT_STARTTLS) */
-    r = nfc_tls_config_x509(NFC_TLS_SERVER, cfg->tls_dir, &a->nbd_tls);
+  if (cfg->tls_dir || cfg->tls_psk) {
+    /* TCP exports speak TLS (NBD_OPT_STARTTLS): the host's server certificate, or a PSK */
+    r = cfg->tls_dir ? nfc_tls_config_x509(NFC_TLS_SERVER, cfg->tls_dir, &a->nbd_tls)
+                     : nfc_tls_config_psk(NFC_TLS_SERVER, cfg->tls_psk, &a->nbd_tls);
     if (r < 0)
-      return svm_error_prefix("--tls-dir");
+      return svm_error_prefix(cfg->tls_dir ? "--tls-dir" : "--tls-psk");
   }
   r = mkdir_p(cfg->state_dir);
   if (r < 0)

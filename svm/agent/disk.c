@@ -121,10 +121,11 @@ int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
   if (r == 0)
     r = svm_export_listen_unix(d->export, d->sock_path);
   if (r == 0 && d->tcp_addr[0] && !a->insecure && !a->nbd_tls) {
-    /* NBD over TCP is TLS (svmd --tls-dir), or plaintext when the operator said so (svmd
-     * --insecure); otherwise not at all, and the local guest keeps its unix socket */
+    /* NBD over TCP is TLS (svmd --tls-dir / --tls-psk), or plaintext when the operator said
+     * so (svmd --insecure); otherwise not at all, and the local guest keeps its unix socket */
     agent_log("%s: not exported over TCP (%s:%s): it would be plaintext; start svmd with "
-              "--tls-dir DIR (TLS) or --insecure", d->export_name, d->tcp_addr, d->tcp_port);
+              "--tls-dir DIR or --tls-psk FILE (TLS), or --insecure", d->export_name,
+              d->tcp_addr, d->tcp_port);
     d->tcp_addr[0] = '\0';
   }
   if (r == 0 && d->tcp_addr[0] && a->nbd_tls) {

@@ -347,8 +347,9 @@ static int validate_tcp(struct svm_agent *a, const struct svm_ctl_request *r,
   }
   if (!a->insecure && !a->nbd_tls)
     return svm_error(EPERM, "--tcp: VM %s: NBD over TCP would be plaintext; start svmd with "
-                     "--tls-dir DIR (TCP clients then need TLS) or --insecure to allow "
-                     "plaintext (the unix sockets need neither)", spec->name);
+                     "--tls-dir DIR or --tls-psk FILE (TCP clients then need TLS) or "
+                     "--insecure to allow plaintext (the unix sockets need neither)",
+                     spec->name);
   return 0;
 }
 

@@ -1,7 +1,7 @@
 /* The fixed newstyle handshake, on a thread of its own per client (export.c), with one
  * deadline for the whole of it (s->deadline_ns): a client that sends a byte now and then
- * never trips a per-recv timeout, but it does not outlive this one. Every option is length-checked before its payload is read;
- * malformed options get the protocol's error reply and the client may go on, while a broken
+ * never trips a per-recv timeout, but it does not outlive this one. Every option is
+ * length-checked before its payload is read; malformed options get the protocol's error reply and the client may go on, while a broken
  * stream (bad magic, truncated data, timeout) ends the client. */
 #include <errno.h>
 #include <poll.h>

@@ -9,7 +9,7 @@ requires nbdinfo
 export PATH=/usr/bin:/bin:$PATH
 
 start_svmd
-expect_fail 1 "start svmd with --tls-dir DIR (TCP clients then need TLS) or --insecure" \
+expect_fail 1 "start svmd with --tls-dir DIR or --tls-psk FILE (TCP clients then need TLS) or --insecure" \
   svmctl vm create plain --datastore ds1 --disk 1M --tcp 127.0.0.1:0
 [ ! -e "$T/ds1/plain" ] || fail "a refused VM left its folder"
 stop_svmd
@@ -68,4 +68,21 @@ nbdinfo --size "nbds://127.0.0.1:$port/sec/disk0?tls-certificates=$d" | grep -qx
   fail "svmd --tls-dir: a plaintext client was served over TCP"
 nbdinfo --size "$(uri sec 0)" | grep -qx 1048576 || fail "svmd --tls-dir: the unix socket"
 stop_svmd
+
+# ---- with --tls-psk: the same VM, TLS with a pre-shared key ----
+printf 'alice:%s\n' "$(openssl rand -hex 32)" >"$T/keys.psk"
+printf 'alice:%s\n' "$(openssl rand -hex 32)" >"$T/wrong.psk"
+chmod 600 "$T"/*.psk
+start_svmd --tls-psk "$T/keys.psk"
+port=$(svmctl vm show sec --json | json_get 'd["disks"][0]["nbd-tcp-uri"]' |
+       sed 's|.*:\([0-9]*\)/.*|\1|')
+nbdinfo --size "nbds://alice@127.0.0.1:$port/sec/disk0?tls-psk-file=$T/keys.psk" |
+  grep -qx 1048576 || fail "svmd --tls-psk: nbdinfo over TLS"
+! nbdinfo --size "nbds://alice@127.0.0.1:$port/sec/disk0?tls-psk-file=$T/wrong.psk" 2>/dev/null ||
+  fail "svmd --tls-psk: a wrong key was accepted"
+! nbdinfo --size "nbd://127.0.0.1:$port/sec/disk0" 2>/dev/null ||
+  fail "svmd --tls-psk: a plaintext client was served over TCP"
+stop_svmd
+expect_fail 2 "exclude each other" "$SVM_BIN/svmd" --name x --state "$T/st2" \
+  --datastore "ds1=$T/ds1" --tls-dir "$d" --tls-psk "$T/keys.psk"
 echo OK

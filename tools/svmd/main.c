@@ -15,7 +15,8 @@
 static void usage(FILE *f)
 {
   fputs("Usage: svmd --name HOST --state DIR --datastore NAME=DIR [--datastore NAME=DIR ...]\n"
-        "            [--mgmt ADDR:PORT] [--migration ADDR:PORT] [--tls-dir DIR | --insecure]\n"
+        "            [--mgmt ADDR:PORT] [--migration ADDR:PORT]\n"
+        "            [--tls-dir DIR | --tls-psk FILE | --insecure]\n"
         "\n"
         "The svmotion host agent. Runs in the foreground and logs to stderr; SIGTERM or SIGINT\n"
         "stops it cleanly. On start it scans its datastores (every folder F holding F/F.svm is a\n"
@@ -37,6 +38,8 @@ static void usage(FILE *f)
         "                          migration is not implemented yet)\n"
         "  --tls-dir DIR           TLS certificates in QEMU's x509 layout: TCP exports (svmctl\n"
         "                          vm create --tcp) speak TLS with them (NBD STARTTLS)\n"
+        "  --tls-psk FILE          TLS with pre-shared keys instead: identity:hexkey lines (the\n"
+        "                          format of nbdkit, QEMU and libnbd's tls-psk-file)\n"
         "  --insecure              allow plaintext channels: NBD exports over TCP (svmctl vm\n"
         "                          create --tcp) are refused without it\n"
         "  --help                  this text\n"
@@ -54,7 +57,8 @@ enum { SVMD_RUN = -1 };
 /* ds has room for argc entries; cfg->datastores points to it. */
 static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const char **ds)
 {
-  enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_TLS, O_INSECURE, O_HELP, O_VERSION };
+  enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_TLS, O_PSK, O_INSECURE, O_HELP,
+         O_VERSION };
   static const struct option opts[] = {
     { "name", required_argument, NULL, O_NAME },
     { "state", required_argument, NULL, O_STATE },
@@ -63,6 +67,7 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
     { "migration", required_argument, NULL, O_MIGR },
     { "tls-dir", required_argument, NULL, O_TLS },
     { "insecure", no_argument, NULL, O_INSECURE },
+    { "tls-psk", required_argument, NULL, O_PSK },
     { "help", no_argument, NULL, O_HELP },
     { "version", no_argument, NULL, O_VERSION },
     { NULL, 0, NULL, 0 },
@@ -79,6 +84,7 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
     case O_MIGR: cfg->migration = optarg; break;
     case O_TLS: cfg->tls_dir = optarg; break;
     case O_INSECURE: cfg->insecure = true; break;
+    case O_PSK: cfg->tls_psk = optarg; break;
     case O_HELP:
       usage(stdout);
       return 0;
@@ -105,8 +111,8 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
                               : "--datastore NAME=DIR");
     return 2;
   }
-  if (cfg->tls_dir && cfg->insecure) {
-    fprintf(stderr, "svmd: --tls-dir and --insecure exclude each other\n");
+  if (!!cfg->tls_dir + !!cfg->tls_psk + cfg->insecure > 1) {
+    fprintf(stderr, "svmd: --tls-dir, --tls-psk and --insecure exclude each other\n");
     return 2;
   }
   return SVMD_RUN;
