@@ -13,7 +13,7 @@ start_limited() {
   local ready_before
   ready_before=$(grep -c ': ready$' "$LOG" || true)
   (ulimit -Sn "${2:-$1}" && ulimit -Hn "$1" && exec "$SVM_BIN/svmd" --name testhost --state "$SVM_STATE" \
-    --datastore "ds1=$T/ds1" --datastore "ds2=$T/ds2") 2>>"$LOG" &
+    --datastore "ds1=$T/ds1" --datastore "ds2=$T/ds2" --insecure) 2>>"$LOG" &
   SVMD_PID=$!
   for _ in $(seq 1 200); do
     [ "$(grep -c ': ready$' "$LOG" || true)" -gt "$ready_before" ] && return 0
@@ -26,20 +26,23 @@ start_limited() {
 # cpu_ticks: svmd's user+system clock ticks so far
 cpu_ticks() { awk '{print $14 + $15}' /proc/"$SVMD_PID"/stat; }
 
-# hog N SOCKET SECONDS: N connections held open (never a byte sent) for SECONDS, in the
-# background; writes how many connected to $T/hog.n
+# hog N SOCKET|tcp:PORT SECONDS: N connections held open (never a byte sent) for SECONDS, in
+# the background; writes how many connected to $T/hog.n
 hog() {
   python3 - "$@" "$T/hog.n" <<'PY' &
 import resource, socket, sys, time
 n, path, secs, out = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
 resource.setrlimit(resource.RLIMIT_NOFILE, (n + 64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 held = []
+tcp = path.startswith("tcp:")
 for _ in range(n):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = socket.socket(socket.AF_INET if tcp else socket.AF_UNIX, socket.SOCK_STREAM)
     s.setblocking(False)
     try:
-        s.connect(path)
+        s.connect(("127.0.0.1", int(path[4:])) if tcp else path)
         held.append(s)
+    except BlockingIOError:
+        held.append(s)                    # TCP: in progress, or waiting in the backlog
     except OSError:
         s.close()
 open(out, "w").write(f"{len(held)}\n")
@@ -61,7 +64,7 @@ grep -q '^Max open files *4096 *4096' /proc/"$SVMD_PID"/limits ||
 stop_svmd
 
 start_limited 1024
-svmctl vm create vm1 --datastore ds1 --disk 16M >/dev/null
+svmctl vm create vm1 --datastore ds1 --disk 16M --tcp 127.0.0.1:0 --json >"$T/vm1.json"
 svmctl vm create vm2 --datastore ds2 --disk 16M >/dev/null
 rm -f "$T/hog.n"
 hog 2000 "$SVM_STATE/nbd/vm1-disk0.sock" 30
@@ -76,6 +79,16 @@ echo "svmd: $fds descriptors open, $((t1 - t0)) CPU ticks over the check"
 [ "$fds" -lt 1000 ] || fail "svmd holds $fds descriptors: vm1's listener took them all"
 kill "$HOG_PID"; wait "$HOG_PID" 2>/dev/null || true
 served vm1 || fail "vm1 not served after the hog left"
+
+# TCP clients never take the places of the local guest: 1100 on vm1's TCP listener, and
+# vm1's unix socket still serves
+port=$(json_get 'd["disks"][0]["nbd-tcp-uri"]' <"$T/vm1.json" | sed 's|.*:\([0-9]*\)/.*|\1|')
+rm -f "$T/hog.n"
+hog 1100 "tcp:$port" 30
+echo "TCP hog: $(cat "$T/hog.n") of 1100 connections made"
+served vm1 || fail "vm1's unix socket was not served while 1100 TCP clients held its TCP port"
+served vm2 || fail "vm2 was not served while 1100 TCP clients held vm1's TCP port"
+kill "$HOG_PID"; wait "$HOG_PID" 2>/dev/null || true
 stop_svmd
 
 # ---- EMFILE: a limit below what the hog can take ----
