@@ -3,6 +3,7 @@
 add_subdirectory(tools/svm-nbd-serve)
 svm_unit_test(test-nbd-parse SOURCES unit/test-nbd-parse.c LIBS svmotion)
 svm_unit_test(test-nbd-export SOURCES unit/test-nbd-export.c LIBS svmotion)
+svm_unit_test(test-nbd-log SOURCES unit/test-nbd-log.c LIBS svmotion)
 # the same with every request on the I/O engine (no page-cache fast path, svm/disk/layer.c)
 add_test(NAME test-nbd-export-engine COMMAND test-nbd-export)
 set_tests_properties(test-nbd-export-engine PROPERTIES
