@@ -31,6 +31,9 @@ struct svm_agent_config {
   const char *tls_dir;            /* --tls-dir DIR: x509 (TCP exports' TLS; stored) */
   const char *tls_psk;            /* --tls-psk FILE: pre-shared keys instead of tls_dir */
   bool insecure;                  /* --insecure (stored) */
+  const char *group;              /* --group G: G may use the control and NBD sockets too
+                                   * (0660 sockets, 0710 directories of group G); NULL: only
+                                   * root and svmd's own user (0600 sockets, 0700 dirs) */
 };
 
 int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out);

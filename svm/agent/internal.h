@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include <svmotion/agent.h>
 
@@ -49,6 +50,13 @@ struct agent_vm {
 };
 
 struct nfc_tls_config;
+/* A VM found on a datastore that svmd does not serve (degraded.c). */
+struct agent_degraded {
+  struct agent_degraded *next;
+  const struct svm_datastore *ds;
+  char *name, *dir;
+  char *reason;           /* the error that stopped it, naming the file */
+};
 
 struct svm_agent {
   char *name;
@@ -57,14 +65,20 @@ struct svm_agent {
   char *mgmt, *migration, *tls_dir;
   bool insecure;
   struct nfc_tls_config *nbd_tls;   /* --tls-dir's server credentials: TCP exports' STARTTLS */
+  gid_t group;            /* --group, or SVM_NO_GROUP */
   size_t nds;
   struct svm_datastore *ds;
   struct agent_vm *vms;
+  struct agent_degraded *degraded;
   int lock_fd;
   struct svm_control *control;
 };
 
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Explicit modes whatever the umask: a directory on the way to a socket 0700, a socket 0600;
+ * with --group 0710 and 0660, group G. */
+int agent_set_access(struct svm_agent *a, const char *path, bool dir);
 
 /* vm.c */
 struct agent_vm *agent_find_vm(struct svm_agent *a, const char *name);
@@ -77,17 +91,35 @@ void agent_vm_close(struct agent_vm *vm);
 int agent_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, struct agent_vm **out);
 int agent_vm_delete(struct svm_agent *a, const char *name);
 
+/* confine.c: `name` inside the folder `dir`, not following a symbolic link, never opening it
+ * (so a FIFO or a device cannot block or react): 0 for a regular file (its stat in *st when
+ * st is not NULL), 0 for a missing one when may_be_missing, else an error naming DIR/NAME and
+ * what it is ("is a FIFO, not a regular file", "is a symbolic link"). */
+struct stat;
+int agent_check_file(const char *dir, const char *name, bool may_be_missing, struct stat *st);
+
+/* degraded.c */
+void agent_degraded_add(struct svm_agent *a, const struct svm_datastore *ds, const char *dir,
+                        const char *name, const char *reason);
+struct agent_degraded *agent_degraded_find(struct svm_agent *a, const char *name);
+void agent_degraded_free_all(struct svm_agent *a);
+void agent_degraded_json(FILE *f, const struct agent_degraded *g);
+void agent_degraded_text(FILE *f, const struct agent_degraded *g);
+
 /* disk.c: the disk's tracker and export */
 int agent_disk_start(struct svm_agent *a, struct agent_disk *d);
 void agent_disk_stop(struct agent_disk *d);
 int agent_cbt_changeid(struct agent_disk *d, bool json, char **out);
-int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **out);
+/* One page of the answer: at most `limit` extents from byte `cursor` on (proto.h). */
+int agent_cbt_query(struct agent_disk *d, const char *since, uint64_t cursor, size_t limit,
+                    bool json, char **out);
 /* The disk's CBT state for vm list/show: writes JSON members ("granularity": ..., ...) */
 void agent_disk_cbt_json(struct agent_disk *d, FILE *f);
 
 /* json.c: answers as JSON or text */
 int agent_out_vm_list(struct svm_agent *a, bool json, char **out);
 int agent_out_vm(struct svm_agent *a, struct agent_vm *vm, bool json, char **out);
+int agent_out_degraded(const struct agent_degraded *g, bool json, char **out);
 void agent_json_str(FILE *f, const char *s);
 
 #endif

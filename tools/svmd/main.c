@@ -17,6 +17,7 @@ static void usage(FILE *f)
   fputs("Usage: svmd --name HOST --state DIR --datastore NAME=DIR [--datastore NAME=DIR ...]\n"
         "            [--mgmt ADDR:PORT] [--migration ADDR:PORT]\n"
         "            [--tls-dir DIR | --tls-psk FILE | --insecure]\n"
+        "            [--group GROUP]\n"
         "\n"
         "The svmotion host agent. Runs in the foreground and logs to stderr; SIGTERM or SIGINT\n"
         "stops it cleanly. On start it scans its datastores (every folder F holding F/F.svm is a\n"
@@ -42,6 +43,8 @@ static void usage(FILE *f)
         "                          format of nbdkit, QEMU and libnbd's tls-psk-file)\n"
         "  --insecure              allow plaintext channels: NBD exports over TCP (svmctl vm\n"
         "                          create --tcp) are refused without it\n"
+        "  --group GROUP           members of GROUP may use the control and NBD sockets too\n"
+        "                          (default: only root and svmd's own user)\n"
         "  --help                  this text\n"
         "  --version               print the version\n"
         "\n"
@@ -57,7 +60,8 @@ enum { SVMD_RUN = -1 };
 /* ds has room for argc entries; cfg->datastores points to it. */
 static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const char **ds)
 {
-  enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_TLS, O_PSK, O_INSECURE, O_HELP,
+  enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_TLS, O_PSK, O_INSECURE, O_GROUP,
+         O_HELP,
          O_VERSION };
   static const struct option opts[] = {
     { "name", required_argument, NULL, O_NAME },
@@ -68,6 +72,7 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
     { "tls-dir", required_argument, NULL, O_TLS },
     { "insecure", no_argument, NULL, O_INSECURE },
     { "tls-psk", required_argument, NULL, O_PSK },
+    { "group", required_argument, NULL, O_GROUP },
     { "help", no_argument, NULL, O_HELP },
     { "version", no_argument, NULL, O_VERSION },
     { NULL, 0, NULL, 0 },
@@ -85,6 +90,7 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
     case O_TLS: cfg->tls_dir = optarg; break;
     case O_INSECURE: cfg->insecure = true; break;
     case O_PSK: cfg->tls_psk = optarg; break;
+    case O_GROUP: cfg->group = optarg; break;
     case O_HELP:
       usage(stdout);
       return 0;
