@@ -29,7 +29,7 @@ mkdir "$NBD_TMP/nocert" && cp "$NBD_TMP/pki/ca-cert.pem" "$NBD_TMP/nocert/"
 disk=$NBD_TMP/disk.raw
 truncate -s 16M "$disk"
 start_serve "$disk" --tcp 127.0.0.1:0 --tls-dir "$NBD_TMP/pki"
-port=$(sed -n 's|^nbd://127.0.0.1:\([0-9]*\)/.*|\1|p' "$NBD_TMP/serve.uri")
+port=$(sed -n 's|^nbds://127.0.0.1:\([0-9]*\)/.*|\1|p' "$NBD_TMP/serve.uri")
 [ -n "$port" ] || fail "no TCP URI: $(cat "$NBD_TMP/serve.uri")"
 tls_uri="nbds://127.0.0.1:$port/disk?tls-certificates=$NBD_TMP/pki"
 
@@ -65,7 +65,7 @@ printf 'alice:%s\n' "$(openssl rand -hex 32)" >"$NBD_TMP/keys.psk"
 printf 'alice:%s\n' "$(openssl rand -hex 32)" >"$NBD_TMP/wrong.psk"
 chmod 600 "$NBD_TMP"/*.psk
 start_serve "$disk" --tcp 127.0.0.1:0 --tls-psk "$NBD_TMP/keys.psk"
-port=$(sed -n 's|^nbd://127.0.0.1:\([0-9]*\)/.*|\1|p' "$NBD_TMP/serve.uri")
+port=$(sed -n 's|^nbds://127.0.0.1:\([0-9]*\)/.*|\1|p' "$NBD_TMP/serve.uri")
 URI="nbds://alice@127.0.0.1:$port/disk?tls-psk-file=$NBD_TMP/keys.psk" nbdsh -c '
 import os
 h.set_uri_allow_local_file(True)

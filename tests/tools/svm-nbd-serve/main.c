@@ -382,9 +382,9 @@ static int listen_tcp(struct serve *sv)
     colon[-1] = '\0';
   }
   r = svm_export_listen_tcp(sv->e, host, colon + 1, port, sizeof port);
-  if (r == 0)
-    printf(strchr(host, ':') ? "nbd://[%s]:%s/%s\n" : "nbd://%s:%s/%s\n",
-           *host ? host : "localhost", port, sv->name);
+  if (r == 0)                       /* nbds:// when TCP clients must use TLS */
+    printf(strchr(host, ':') ? "nbd%s://[%s]:%s/%s\n" : "nbd%s://%s:%s/%s\n",
+           sv->tls ? "s" : "", *host ? host : "localhost", port, sv->name);
   return r;
 }
 
