@@ -9,7 +9,7 @@ pkgs=(
   liburing-dev libaio-dev libnbd-dev libssl-dev libcmocka-dev
   # peers the tests and benchmarks run for real
   qemu-utils nbdkit libnbd-bin fio e2fsprogs coreutils util-linux iproute2 procps
-  python3 python3-libnbd
+  python3 python3-libnbd openssl
   # the live-move tests' QEMU guest (tests/guest: kernel fetched with apt-get download) and
   # bench/migrate.sh's peer (qemu-storage-daemon is in qemu-system-common)
   qemu-system-x86 qemu-system-common busybox-static cpio
