@@ -175,7 +175,7 @@ void ctk_disk_hash(const char *disk_id, uint8_t out[32])
     /* OpenSSL without SHA-256 is not a real configuration; fall back to a CRC spread. */
     memset(out, 0, 32);
     for (int i = 0; i < 8; i++)
-      put32(out + 4 * i, cbt_crc32c((uint32_t)i, disk_id, strlen(disk_id)));
+      put32(out + 4 * i, svm_crc32c((uint32_t)i, disk_id, strlen(disk_id)));
   }
 }
 
@@ -199,7 +199,7 @@ void ctk_encode_header(const struct ctk_header *h, uint8_t page[CTK_PAGE])
   put32(page + 224, h->cur);
   put32(page + 228, h->al_shift);
   memcpy(page + 232, h->reason, strnlen(h->reason, CTK_REASON_MAX - 1));
-  put32(page + HDR_CRC_OFF, cbt_crc32c(0, page, HDR_CRC_OFF));
+  put32(page + HDR_CRC_OFF, svm_crc32c(0, page, HDR_CRC_OFF));
 }
 
 enum hdr_state { HDR_OK, HDR_NOMAGIC, HDR_VERSION, HDR_CRC, HDR_INSANE };
@@ -216,7 +216,7 @@ static enum hdr_state decode_header(const uint8_t *p, struct ctk_header *h, char
              "and %d)", h->version, CTK_VERSION);
     return HDR_VERSION;
   }
-  if (get32(p + 12) != HDR_LEN || get32(p + HDR_CRC_OFF) != cbt_crc32c(0, p, HDR_CRC_OFF)) {
+  if (get32(p + 12) != HDR_LEN || get32(p + HDR_CRC_OFF) != svm_crc32c(0, p, HDR_CRC_OFF)) {
     snprintf(why, whylen, "header checksum mismatch");
     return HDR_CRC;
   }
@@ -278,7 +278,7 @@ void ctk_encode_page(const struct ctk_header *h, uint64_t pno, uint64_t seq, con
   }
 #endif
   memset(d + count * 2, 0, (CTK_BPP - count) * 2);
-  put32(page, cbt_crc32c(0, page + 4, CTK_PAGE - 4));
+  put32(page, svm_crc32c(0, page + 4, CTK_PAGE - 4));
 }
 
 static bool all_zero(const uint8_t *p, size_t n)
@@ -297,7 +297,7 @@ int ctk_check_page(const struct ctk_header *h, uint64_t pno, const uint8_t page[
 {
   if (get32(page + 4) == PAGE_MAGIC && get64(page + 8) == pno &&
       memcmp(page + 24, h->uuid, 8) == 0 &&
-      get32(page) == cbt_crc32c(0, page + 4, CTK_PAGE - 4)) {
+      get32(page) == svm_crc32c(0, page + 4, CTK_PAGE - 4)) {
     *seq = get64(page + 16);
     return *seq > 0 ? 1 : -1;
   }
@@ -323,7 +323,7 @@ void ctk_encode_al(const struct ctk_header *h, uint64_t seq, const uint32_t *al,
     put32(sec + 28, h->cur);
     for (size_t i = 0; i < CTK_AL_PER_SECTOR && k * CTK_AL_PER_SECTOR + i < n; i++)
       put32(sec + CTK_AL_SECTOR_HDR + 4 * i, al[k * CTK_AL_PER_SECTOR + i]);
-    put32(sec, cbt_crc32c(0, sec + 4, CTK_AL_SECTOR - 4));
+    put32(sec, svm_crc32c(0, sec + 4, CTK_AL_SECTOR - 4));
   }
 }
 
@@ -343,7 +343,7 @@ static int check_al(const struct ctk_header *h, const uint8_t *page, uint64_t ne
     sq[k] = get64(sec + 8);
     if (get32(sec + 4) == AL_MAGIC && memcmp(sec + 16, h->uuid, 8) == 0 && sec[24] == k &&
         cnt[k] <= CTK_AL_MAX && sq[k] > 0 &&
-        get32(sec) == cbt_crc32c(0, sec + 4, CTK_AL_SECTOR - 4)) {
+        get32(sec) == svm_crc32c(0, sec + 4, CTK_AL_SECTOR - 4)) {
       entry &= sq[k] == sq[0] && cnt[k] == cnt[0];
       continue;
     }

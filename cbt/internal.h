@@ -11,6 +11,8 @@
 
 #include <svmotion/cbt.h>
 
+#include "common/crc32c.h"   /* the page and header checksums */
+
 #define CTK_VERSION 2                        /* written; version 1 is read and upgraded */
 #define CTK_PAGE 4096u                       /* file page; header slots and data slots */
 #define CTK_PAGE_HDR 32u                     /* crc, magic, page index, seq, uuid bits */
@@ -105,9 +107,6 @@ int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *
                   uint16_t (*map)(uint16_t e, const void *arg), const void *arg,
                   const uint32_t *al, size_t al_n);
 void ctk_disk_hash(const char *disk_id, uint8_t out[32]);
-
-/* crc32c.c */
-uint32_t cbt_crc32c(uint32_t crc, const void *buf, size_t len);
 
 /* The tracker. */
 struct cbt {

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <svmotion/error.h>
 
@@ -26,10 +27,14 @@ struct svm_agent_config {
   const char *state_dir;          /* --state: control.sock, nbd/, svmd.lock */
   size_t ndatastores;
   const char *const *datastores;  /* "NAME=DIR" each */
-  const char *mgmt;               /* --mgmt ADDR:PORT (stored; used by later features) */
+  const char *mgmt;               /* --mgmt ADDR:PORT: the peer link's listener */
   const char *migration;          /* --migration ADDR:PORT (stored; migration not implemented) */
-  const char *tls_dir;            /* --tls-dir DIR (stored) */
-  bool insecure;                  /* --insecure (stored) */
+  const char *tls_dir;            /* --tls-dir DIR: x509 credentials, QEMU layout (the peer
+                                   * link, TCP exports' TLS) */
+  const char *tls_psk;            /* --tls-psk FILE: identity:hexkey lines instead of tls_dir */
+  bool insecure;                  /* --insecure: plaintext peer link and TCP exports (tests) */
+  unsigned nfc_streams;           /* --nfc-streams N: TCP streams per file (0: 1) */
+  uint64_t nfc_rate;              /* --nfc-rate: bytes/s cap of NFC copies (0: none) */
   const char *group;              /* --group G: G may use the control and NBD sockets too
                                    * (0660 sockets, 0710 directories of group G); NULL: only
                                    * root and svmd's own user (0600 sockets, 0700 dirs) */

@@ -16,6 +16,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "nfc/tls.h"
 #include "svm/agent/internal.h"
 #include "svm/control/peercred.h"
 #include "svm/control/server.h"
@@ -144,7 +145,9 @@ void agent_vm_unref(struct agent_vm *vm)
 
 static void free_agent(struct svm_agent *a)
 {
+  agent_hostmoves_stop(a);         /* cancels and joins host moves before their VMs go */
   agent_moves_stop(a);             /* cancels and joins moves before their VMs go */
+  agent_peer_stop(a);              /* no peer thread touches a VM after this */
   while (a->vms) {
     struct agent_vm *vm = a->vms;
     a->vms = vm->next;
@@ -165,11 +168,13 @@ static void free_agent(struct svm_agent *a)
   free(a->mgmt);
   free(a->migration);
   free(a->tls_dir);
+  free(a->tls_psk);
   while (a->creating) {
     struct agent_name *n = a->creating;
     a->creating = n->next;
     free(n);
   }
+  nfc_tls_config_free(a->nbd_tls);   /* after the VMs: their exports used it */
   pthread_mutex_destroy(&a->mu);
   free(a);
 }
@@ -259,11 +264,21 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
   a->mgmt = dup_opt(cfg->mgmt);
   a->migration = dup_opt(cfg->migration);
   a->tls_dir = dup_opt(cfg->tls_dir);
+  a->tls_psk = dup_opt(cfg->tls_psk);
   a->insecure = cfg->insecure;
+  a->nfc_streams = cfg->nfc_streams ? cfg->nfc_streams : 1;
+  a->nfc_rate = cfg->nfc_rate;
   a->ds = calloc(cfg->ndatastores, sizeof *a->ds);
   r = resolve_group(a, cfg->group);
   if (r < 0)
     return r;
+  if (cfg->tls_dir || cfg->tls_psk) {
+    /* TCP exports speak TLS (NBD_OPT_STARTTLS): the host's server certificate, or a PSK */
+    r = cfg->tls_dir ? nfc_tls_config_x509(NFC_TLS_SERVER, cfg->tls_dir, &a->nbd_tls)
+                     : nfc_tls_config_psk(NFC_TLS_SERVER, cfg->tls_psk, &a->nbd_tls);
+    if (r < 0)
+      return svm_error_prefix(cfg->tls_dir ? "--tls-dir" : "--tls-psk");
+  }
   r = mkdir_p(cfg->state_dir);
   if (r < 0)
     return r;
@@ -309,6 +324,8 @@ int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
     r = scan_datastores(a);
   if (!r)
     r = open_control(a);
+  if (!r)
+    r = agent_peer_start(a);     /* after the scan: a peer may ask about VMs at once */
   if (r < 0) {
     free_agent(a);   /* one teardown for whatever was set up */
     return r;
@@ -387,8 +404,11 @@ static int need_disk(struct svm_agent *a, const struct svm_ctl_request *r,
                      vm->ndisks, vm->ndisks > 1 ? " ..." : "");
   *d = &vm->disks[i];
   if (!(*d)->cbt)
-    return svm_error(EIO, "VM %s disk %s has no change tracking now (a move could not reopen "
-                     "it; see the log); restart svmd to reopen it", vm->desc->name, s);
+    return agent_hostmove_running(a, vm->desc->name)
+               ? svm_error(EBUSY, "VM %s is being moved to another host (svmctl status): its "
+                           "disks are closed until the move ends", vm->desc->name)
+               : svm_error(EIO, "VM %s disk %s has no change tracking now (a move could not "
+                           "reopen it; see the log); restart svmd to reopen it", vm->desc->name, s);
   return 0;
 }
 
@@ -513,6 +533,8 @@ static int do_cbt_changeid(struct svm_agent *a, const struct svm_ctl_request *r,
 static int do_migrate(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                       char **payload)
 {
+  if (svm_ctl_arg(r, "host"))             /* to another host: svm/agent/hostmove.c */
+    return agent_hostmove_start(a, r, json, payload);
   return agent_move_start(a, r, json, payload);
 }
 
@@ -523,14 +545,51 @@ static int do_migrate_cancel(struct svm_agent *a, const struct svm_ctl_request *
 
   if (!vm)
     return svm_error(EINVAL, "migrate-cancel: missing argument 'vm'");
+  int ret = agent_hostmove_cancel(a, vm, json, payload);
+  if (ret != -ENOENT)
+    return ret;
   return agent_move_cancel(a, vm, json, payload);
 }
 
 static int do_status(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                      char **payload)
 {
-  return agent_move_status(a, svm_ctl_arg(r, "id"), json, payload);
+  const char *id = svm_ctl_arg(r, "id");
+  char *moves = NULL, *hosts = NULL;
+  size_t len;
+  bool first = true;
+  FILE *f;
+  int ret;
+
+  if (id && strtoul(id, NULL, 10) > AGENT_HOSTMOVE_ID_BASE)
+    return agent_hostmove_show(a, (unsigned)strtoul(id, NULL, 10), json, payload);
+  ret = agent_move_status(a, id, json, &moves);
+  if (ret < 0 || id)
+    return *payload = moves, ret;
+  /* The host moves (hostmove.c) after the datastore moves: "host_moves": [...] in JSON. */
+  f = open_memstream(&hosts, &len);
+  if (!f) {
+    free(moves);
+    return svm_error(ENOMEM, "out of memory");
+  }
+  agent_hostmove_status(a, json, f, &first);
+  fclose(f);
+  len = strlen(moves);
+  if (json && len && moves[len - 1] == '}') {
+    moves[len - 1] = '\0';
+    ret = asprintf(payload, "%s, \"host_moves\": [%s]}", moves, hosts ? hosts : "");
+  } else {
+    ret = asprintf(payload, "%s%s", moves, hosts ? hosts : "");
+  }
+  free(moves);
+  free(hosts);
+  if (ret < 0) {
+    *payload = NULL;
+    return svm_error(ENOMEM, "out of memory");
+  }
+  return 0;
 }
+
 
 /* An optional numeric argument: *v is left alone when it is absent. */
 static int parse_num(const struct svm_ctl_request *r, const char *key, uint64_t *v)
@@ -578,11 +637,11 @@ static const struct command {
   { "ping", { NULL }, do_ping, false },
   { "vm-list", { NULL }, do_vm_list, false },
   { "vm-show", { "vm", NULL }, do_vm_show, false },
-  { "vm-create", { "vm", "datastore", "disk", "tcp", NULL }, do_vm_create, true },
+  { "vm-create", { "vm", "datastore", "disk", "tcp", "tcp-any", NULL }, do_vm_create, true },
   { "vm-delete", { "vm", NULL }, do_vm_delete, false },
   { "cbt-changeid", { "vm", "disk", NULL }, do_cbt_changeid, true },
   { "cbt-query", { "vm", "disk", "since", "cursor", "limit", NULL }, do_cbt_query, false },
-  { "migrate", { "vm", "datastore", "provisioning", "rate", NULL }, do_migrate, false },
+  { "migrate", { "vm", "datastore", "provisioning", "rate", "host", NULL }, do_migrate, false },
   { "migrate-cancel", { "vm", NULL }, do_migrate_cancel, false },
   { "status", { "id", NULL }, do_status, false },
 };

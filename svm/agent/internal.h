@@ -27,6 +27,7 @@
 #include "svm/control/proto.h"
 #include "svm/agent/datastore.h"
 #include "svm/agent/descriptor.h"
+#include "svm/peer/peer.h"
 
 struct cbt;
 struct svm_export;
@@ -43,6 +44,7 @@ struct agent_disk {
   char *sock_path;        /* STATE/nbd/VM-diskN.sock */
   char tcp_addr[64];      /* host part of export.tcp, "" when not exported over TCP */
   char tcp_port[16];      /* the bound port */
+  bool tcp_tls;           /* TCP clients must use TLS (svmd --tls-dir): nbds:// */
   struct cbt *cbt;
   struct svm_export *export;
 };
@@ -51,7 +53,8 @@ struct agent_move;
 
 struct agent_vm {
   struct agent_vm *next;
-  unsigned refs;          /* long operations using the VM outside a->mu */
+  unsigned refs;          /* long operations using the VM outside a->mu (a host
+                             move holds one while it runs) */
   struct agent_move *move;   /* its move, queued or running, else NULL */
   pthread_mutex_t op_mu;  /* see the top */
   const struct svm_datastore *ds;
@@ -62,6 +65,7 @@ struct agent_vm {
   struct agent_disk *disks;
 };
 
+struct nfc_tls_config;
 /* A VM found on a datastore that svmd does not serve (degraded.c). */
 struct agent_degraded {
   struct agent_degraded *next;
@@ -74,8 +78,17 @@ struct svm_agent {
   char *name;
   char *state_dir;
   char *nbds_dir;
-  char *mgmt, *migration, *tls_dir;
+  char *mgmt, *migration, *tls_dir, *tls_psk;
   bool insecure;
+  unsigned nfc_streams;           /* --nfc-streams */
+  uint64_t nfc_rate;              /* --nfc-rate, bytes/s, 0: none */
+  /* The peer link (peer.c) and host moves (hostmove.c) run on threads of their own: they take
+   * mu (below) to touch the VM list or a VM. */
+  struct svm_peer_creds creds;
+  bool have_creds;
+  struct svm_peer_server *peer;
+  struct agent_hostmoves *hostmoves;
+  struct nfc_tls_config *nbd_tls;   /* --tls-dir's server credentials: TCP exports' STARTTLS */
   gid_t group;            /* --group, or SVM_NO_GROUP */
   size_t nds;
   struct svm_datastore *ds;
@@ -98,6 +111,29 @@ void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* agent.c: a reference on a VM for work outside a->mu (called with a->mu held) */
 void agent_vm_ref(struct agent_vm *vm);
 void agent_vm_unref(struct agent_vm *vm);
+
+/* peer.c: svmd --mgmt and the destination of host moves */
+int agent_peer_start(struct svm_agent *a);       /* credentials, stale staging folders, server */
+void agent_peer_stop(struct svm_agent *a);
+int agent_peer_clean_incoming(struct svm_agent *a);
+uint64_t agent_ds_free(const struct svm_datastore *ds);
+/* Remove a folder's regular files and the folder (ENOENT is success). */
+int agent_remove_folder(const char *dir);
+
+/* hostmove.c: cold moves to another host (the source side) */
+struct agent_hostmoves;
+int agent_hostmove_start(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                         char **out);             /* a->mu held */
+/* Host moves are numbered from AGENT_HOSTMOVE_ID_BASE + 1 (datastore moves from 1): `status
+ * id=N` tells them apart. */
+enum { AGENT_HOSTMOVE_ID_BASE = 1000000 };
+/* Cancel VM's running host move: its record in *out; -ENOENT (no message) when none runs. */
+int agent_hostmove_cancel(struct svm_agent *a, const char *vm, bool json, char **out);
+/* The moves as JSON objects (comma-separated, *first tracks the comma) or text lines. */
+void agent_hostmove_status(struct svm_agent *a, bool json, FILE *f, bool *first);
+int agent_hostmove_show(struct svm_agent *a, unsigned id, bool json, char **out);
+void agent_hostmoves_stop(struct svm_agent *a);  /* a->mu not held */
+bool agent_hostmove_running(struct svm_agent *a, const char *vm);   /* a->mu held */
 /* Explicit modes whatever the umask: a directory on the way to a socket 0700, a socket 0600;
  * with --group 0710 and 0660, group G. */
 int agent_set_access(struct svm_agent *a, const char *path, bool dir);
@@ -134,6 +170,8 @@ void agent_degraded_text(FILE *f, const struct agent_degraded *g);
 /* disk.c: the disk's tracker and export */
 int agent_disk_start(struct svm_agent *a, struct agent_disk *d);
 void agent_disk_stop(struct agent_disk *d);
+/* NBD clients connected to the disk's export now (0 when it is not exported). */
+uint64_t agent_disk_clients(struct agent_disk *d);
 int agent_cbt_changeid(struct agent_disk *d, bool json, char **out);
 /* One page of the answer: at most `limit` extents from byte `cursor` on (proto.h). */
 int agent_cbt_query(struct agent_disk *d, const char *since, uint64_t cursor, size_t limit,

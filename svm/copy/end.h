@@ -1,8 +1,8 @@
 /* Internal: the ends of a copy. An end is a table of operations and a little common state, so
  * the copy engine (svm/copy/copy.h) runs the same loop whatever it reads from and writes to
  * (nbdcopy's struct rw_ops is the model). Today: a raw file through the I/O engine (file.c), an
- * NBD export through libnbd's asynchronous API (nbd.c) and a disk layer stack (layer.c: the
- * mirror's bulk pass). An NFC sender is meant to be a further table.
+ * NBD export through libnbd's asynchronous API (nbd.c), a disk layer stack (layer.c: the
+ * mirror's bulk pass) and an NFC stream (nfc.c, declared in nfc.h).
  *
  * Data operations are asynchronous: they queue one request and return 0, or -EAGAIN when the
  * end has no room (the engine retries after reaping), or another -errno when the request could

@@ -24,7 +24,8 @@ static void usage_main(FILE *f)
         "\n"
         "Talks to the local agent svmd through DIR/control.sock (--state defaults to\n"
         "$SVM_STATE). Commands:\n"
-        "  vm create VM --datastore DS --disk SIZE[:PROVISIONING] [--disk ...] [--tcp ADDR:PORT]\n"
+        "  vm create VM --datastore DS --disk SIZE[:PROVISIONING] [--disk ...]\n"
+        "            [--tcp ADDR:PORT | --tcp-any PORT]\n"
         "  vm list [--json]            each disk with its NBD URI and datastore path\n"
         "  vm show VM [--json]\n"
         "  vm delete VM [--json]\n"
@@ -33,8 +34,11 @@ static void usage_main(FILE *f)
         "  cbt info FILE.ctk [--json]  reads a tracking file directly (no agent needed)\n"
         "  migrate VM --datastore DS [--provisioning same|thin|thick|eager-zeroed-thick]\n"
         "             [--rate RATE] [--json]   moves VM live to datastore DS, waits for the end\n"
+        "  migrate VM --datastore DS --host ADDR:PORT [--provisioning P] [--json]\n"
+        "                              moves a VM without a guest to another host's agent\n"
         "  migrate --cancel VM [--json]        aborts VM's move: it stays where it was\n"
         "  status [--json]             moves running, queued and the last ones done\n"
+        "  tls init --dir DIR --host NAME [--ca DIR]   test CA + host certificates (QEMU layout)\n"
         "\n"
         "SIZE takes K, M, G, T (powers of 1024); PROVISIONING is thin (default), thick or\n"
         "eager-zeroed-thick. DISK is the disk's index (0, 1, ...). --json prints one JSON object\n"
@@ -54,12 +58,13 @@ static const struct cmd_help {
 } helps[] = {
   { "vm", "create",
     "Usage: svmctl vm create VM --datastore DS --disk SIZE[:PROVISIONING] [--disk ...]\n"
-    "                        [--tcp ADDR:PORT] [--json]\n"
+    "                        [--tcp ADDR:PORT | --tcp-any PORT] [--json]\n"
     "Creates the folder DS/VM with the descriptor VM.svm and one raw file per disk\n"
     "(diskN.raw: thin = sparse, thick = allocated, eager-zeroed-thick = allocated and zeroed),\n"
     "starts change tracking (diskN.ctk) and exports each disk over NBD on a unix socket.\n"
     "--tcp ADDR:PORT also exports over TCP: disk N on PORT+N (PORT 0: ephemeral ports; the\n"
-    "URIs are in `vm show`).\n" },
+    "URIs are in `vm show`). ADDR is one address of this host; --tcp-any PORT listens on\n"
+    "all of them. TCP exports are plaintext: svmd must run with --insecure.\n" },
   { "vm", "list", "Usage: svmctl vm list [--json]\nLists the VMs, each disk with its NBD URI.\n" },
   { "vm", "show", "Usage: svmctl vm show VM [--json]\nShows one VM and its disks.\n" },
   { "vm", "delete",
@@ -76,6 +81,7 @@ static const struct cmd_help {
   { "cbt", "info",
     "Usage: svmctl cbt info FILE.ctk [--json]\nReads a tracking file and prints its header "
     "(works without an agent, also while\nsvmd has the file open).\n" },
+  { "tls", "init", svmctl_tls_init_help },
 };
 
 static void usage_cmd(const char *group, const char *name, FILE *f)
@@ -224,7 +230,8 @@ static int find_command(struct cmdline *c, int argc, char **argv)
   bool known = false;
 
   if (argc < 2) {
-    if (argc == 1 && (strcmp(argv[0], "vm") == 0 || strcmp(argv[0], "cbt") == 0))
+    if (argc == 1 && (strcmp(argv[0], "vm") == 0 || strcmp(argv[0], "cbt") == 0 ||
+                      strcmp(argv[0], "tls") == 0))
       fprintf(stderr, "%s: %s needs a subcommand (see svmctl --help)\n", prog, argv[0]);
     else
       fprintf(stderr, "%s: unknown command '%s' (see svmctl --help)\n", prog,
@@ -237,7 +244,8 @@ static int find_command(struct cmdline *c, int argc, char **argv)
     known |= strcmp(helps[i].group, c->group) == 0 && strcmp(helps[i].name, c->name) == 0;
   if (known)
     return 0;
-  if (strcmp(c->group, "vm") == 0 || strcmp(c->group, "cbt") == 0)
+  if (strcmp(c->group, "vm") == 0 || strcmp(c->group, "cbt") == 0 ||
+      strcmp(c->group, "tls") == 0)
     fprintf(stderr, "%s: unknown command '%s %s' (see svmctl --help)\n", prog, c->group,
             c->name);
   else
@@ -255,6 +263,8 @@ static int max_positionals(const struct cmdline *c)
 {
   if (strcmp(c->group, "cbt") == 0 && strcmp(c->name, "info") != 0)
     return 2;
+  if (strcmp(c->group, "tls") == 0)
+    return 0;
   return strcmp(c->name, "list") == 0 ? 0 : 1;
 }
 
@@ -269,6 +279,8 @@ static int vm_create_args(const struct cmdline *c, struct request *rq)
   add_arg(rq, "datastore", ds);
   if (opt1(c, "tcp"))
     add_arg(rq, "tcp", opt1(c, "tcp"));
+  if (opt1(c, "tcp-any"))
+    add_arg(rq, "tcp-any", opt1(c, "tcp-any"));
   for (int i = 0; i < c->nopt; i++) {
     char err[256];
     if (strcmp(c->okey[i], "disk") != 0)
@@ -310,8 +322,9 @@ static int build_request(const struct cmdline *c, struct request *rq)
 static int run(const char *state, int argc, char **argv)
 {
   static const char *const none[] = { NULL };
-  static const char *const create_opts[] = { "datastore", "disk", "tcp", NULL };
+  static const char *const create_opts[] = { "datastore", "disk", "tcp", "tcp-any", NULL };
   static const char *const query_opts[] = { "since", NULL };
+  static const char *const tls_opts[] = { "dir", "host", "ca", "days", NULL };
   struct cmdline c = { 0 };
   struct request rq = { .n = 0 };
   int maxpos, r;
@@ -327,6 +340,7 @@ static int run(const char *state, int argc, char **argv)
   r = parse_cmd(&c, argc - 2, argv + 2,
                 is_cmd(&c, "vm", "create")    ? create_opts
                 : is_cmd(&c, "cbt", "query") ? query_opts
+                : is_cmd(&c, "tls", "init")  ? tls_opts
                                              : none,
                 maxpos);
   if (r)
@@ -337,6 +351,9 @@ static int run(const char *state, int argc, char **argv)
   }
   if (is_cmd(&c, "cbt", "info"))
     return cbt_info(&c);
+  if (is_cmd(&c, "tls", "init"))
+    return svmctl_tls_init(opt1(&c, "dir"), opt1(&c, "host"), opt1(&c, "ca"), opt1(&c, "days"),
+                           c.json);
   if (c.npos < maxpos)
     return usage_error(&c, "%s", maxpos == 2 ? "expects VM and DISK" : "expects a VM name");
   if (!state || !*state) {

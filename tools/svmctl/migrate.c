@@ -21,6 +21,7 @@
 static const char usage_migrate[] =
   "Usage: svmctl migrate VM --datastore DS [--provisioning same|thin|thick|eager-zeroed-thick]\n"
   "                      [--rate RATE] [--json]\n"
+  "       svmctl migrate VM --datastore DS --host ADDR:PORT [--provisioning ...] [--json]\n"
   "       svmctl migrate --cancel VM [--json]\n"
   "Moves every disk and the folder of VM, live, to datastore DS of this host: one pass of\n"
   "the bulk copy while a synchronous mirror keeps copied regions in step with the guest's\n"
@@ -31,6 +32,8 @@ static const char usage_migrate[] =
   "does not stop the move (migrate --cancel does: the VM stays where it was and the\n"
   "destination is removed). At most 2 moves per host and 8 per datastore run at once; more\n"
   "wait in a queue (svmctl status).\n"
+  "With --host: a cold move to the agent listening on ADDR:PORT (svmctl migrate --host\n"
+  "--help).\n"
   "Exit codes: 0 moved (or cancelled, for --cancel), 1 failed, 2 usage error.\n";
 
 static const char usage_status[] =
@@ -219,6 +222,11 @@ int svmctl_migrate(const char *state, int argc, char **argv)
   bool json = false, cancel = false;
   char ratebuf[32];
 
+  /* To another host: hostmove.c (the cold host move). */
+  for (int i = 0; i < argc; i++)
+    if (strcmp(argv[i], "--host") == 0 || strncmp(argv[i], "--host=", 7) == 0)
+      return svmctl_migrate_host(state, argc, argv);
+
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char **dst = NULL;
@@ -274,11 +282,6 @@ int svmctl_migrate(const char *state, int argc, char **argv)
   }
   if (!ds)
     return usage_err("migrate", "needs --datastore DS", NULL);
-  if (host) {
-    fprintf(stderr, "svmctl: migrate %s --host %s: moves to another host are not implemented "
-            "yet; this svmd moves between its own datastores (--datastore only)\n", vm, host);
-    return 1;
-  }
   if (prov && strcmp(prov, "same") && strcmp(prov, "thin") && strcmp(prov, "thick") &&
       strcmp(prov, "eager-zeroed-thick"))
     return usage_err("migrate", "--provisioning must be same, thin, thick or "

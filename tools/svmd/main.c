@@ -6,16 +6,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <svmotion/agent.h>
+#include <svmotion/cli.h>
 
 static void usage(FILE *f)
 {
   fputs("Usage: svmd --name HOST --state DIR --datastore NAME=DIR [--datastore NAME=DIR ...]\n"
-        "            [--mgmt ADDR:PORT] [--migration ADDR:PORT] [--tls-dir DIR | --insecure]\n"
-        "            [--group GROUP]\n"
+        "            [--mgmt ADDR:PORT] [--migration ADDR:PORT]\n"
+        "            [--tls-dir DIR | --tls-psk FILE | --insecure] [--group GROUP]\n"
+        "            [--nfc-streams N] [--nfc-rate RATE]\n"
         "\n"
         "The svmotion host agent. Runs in the foreground and logs to stderr; SIGTERM or SIGINT\n"
         "stops it cleanly. On start it scans its datastores (every folder F holding F/F.svm is a\n"
@@ -31,12 +34,21 @@ static void usage(FILE *f)
         "  --name HOST             this host's name\n"
         "  --state DIR             state directory (created if missing)\n"
         "  --datastore NAME=DIR    a datastore: an existing directory (repeatable)\n"
-        "  --mgmt ADDR:PORT        management interface (recorded; used by host-to-host moves,\n"
-        "                          which are not implemented yet)\n"
+        "  --mgmt ADDR:PORT        management interface: other agents connect here (the peer\n"
+        "                          link and NFC file copies of host moves; PORT 0: any)\n"
         "  --migration ADDR:PORT   migration interface (recorded only:\n"
         "                          migration is not implemented yet)\n"
-        "  --tls-dir DIR           TLS certificates (recorded, for the migration channels)\n"
-        "  --insecure              allow plaintext channels (recorded, for tests)\n"
+        "  --tls-dir DIR           TLS 1.3 with certificates, QEMU's x509 layout: ca-cert.pem,\n"
+        "                          server-cert.pem, server-key.pem, client-cert.pem,\n"
+        "                          client-key.pem (svmctl tls init makes a test set); the\n"
+        "                          peer link and TCP exports (NBD STARTTLS) use them\n"
+        "  --tls-psk FILE          TLS 1.3 with a pre-shared key: identity:hexkey lines (the\n"
+        "                          format of nbdkit, libnbd and QEMU's tls-creds-psk)\n"
+        "  --insecure              plaintext peer link and TCP exports (tests only); without\n"
+        "                          it a peer that does not authenticate is refused, and\n"
+        "                          exports over TCP (svmctl vm create --tcp) need TLS\n"
+        "  --nfc-streams N         TCP streams per file of a host move (1-16, default 1)\n"
+        "  --nfc-rate RATE         cap of host-move copies in bytes/s (K, M, G suffixes)\n"
         "  --group GROUP           members of GROUP may use the control and NBD sockets too\n"
         "                          (default: only root and svmd's own user)\n"
         "  --help                  this text\n"
@@ -54,8 +66,8 @@ enum { SVMD_RUN = -1 };
 /* ds has room for argc entries; cfg->datastores points to it. */
 static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const char **ds)
 {
-  enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_TLS, O_INSECURE, O_GROUP, O_HELP,
-         O_VERSION };
+  enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_TLS, O_PSK, O_INSECURE, O_STREAMS,
+         O_RATE, O_GROUP, O_HELP, O_VERSION };
   static const struct option opts[] = {
     { "name", required_argument, NULL, O_NAME },
     { "state", required_argument, NULL, O_STATE },
@@ -63,7 +75,10 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
     { "mgmt", required_argument, NULL, O_MGMT },
     { "migration", required_argument, NULL, O_MIGR },
     { "tls-dir", required_argument, NULL, O_TLS },
+    { "tls-psk", required_argument, NULL, O_PSK },
     { "insecure", no_argument, NULL, O_INSECURE },
+    { "nfc-streams", required_argument, NULL, O_STREAMS },
+    { "nfc-rate", required_argument, NULL, O_RATE },
     { "group", required_argument, NULL, O_GROUP },
     { "help", no_argument, NULL, O_HELP },
     { "version", no_argument, NULL, O_VERSION },
@@ -80,7 +95,24 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
     case O_MGMT: cfg->mgmt = optarg; break;
     case O_MIGR: cfg->migration = optarg; break;
     case O_TLS: cfg->tls_dir = optarg; break;
+    case O_PSK: cfg->tls_psk = optarg; break;
     case O_INSECURE: cfg->insecure = true; break;
+    case O_STREAMS: {
+      char *end;
+      unsigned long n = strtoul(optarg, &end, 10);
+      if (!*optarg || *end || n < 1 || n > 16) {
+        fprintf(stderr, "svmd: --nfc-streams %s: a number from 1 to 16\n", optarg);
+        return 2;
+      }
+      cfg->nfc_streams = (unsigned)n;
+      break;
+    }
+    case O_RATE:
+      if (svm_size_parse(optarg, &cfg->nfc_rate) < 0 || cfg->nfc_rate == 0) {
+        fprintf(stderr, "svmd: --nfc-rate %s: bytes per second, e.g. 200M\n", optarg);
+        return 2;
+      }
+      break;
     case O_GROUP: cfg->group = optarg; break;
     case O_HELP:
       usage(stdout);
@@ -108,8 +140,13 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
                               : "--datastore NAME=DIR");
     return 2;
   }
-  if (cfg->tls_dir && cfg->insecure) {
-    fprintf(stderr, "svmd: --tls-dir and --insecure exclude each other\n");
+  if (!!cfg->tls_dir + !!cfg->tls_psk + cfg->insecure > 1) {
+    fprintf(stderr, "svmd: --tls-dir, --tls-psk and --insecure exclude each other\n");
+    return 2;
+  }
+  if (cfg->mgmt && !cfg->tls_dir && !cfg->tls_psk && !cfg->insecure) {
+    fprintf(stderr, "svmd: --mgmt needs --tls-dir DIR or --tls-psk FILE (or --insecure for "
+            "tests: plaintext)\n");
     return 2;
   }
   return SVMD_RUN;
@@ -131,6 +168,21 @@ static int block_signals(void)
   if (sfd < 0)
     fprintf(stderr, "svmd: signalfd: %s\n", strerror(errno));
   return sfd;
+}
+
+/* Every disk's export holds descriptors for its clients, files and sockets: take all the
+ * descriptors the hard limit allows (the soft one is often 1024), as servers do. What is left
+ * when even that runs out, the NBD acceptor handles (it backs off, it does not spin). */
+static void raise_nofile(void)
+{
+  struct rlimit rl;
+
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+    return;
+  rl.rlim_cur = rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+    fprintf(stderr, "svmd: cannot raise the open files limit to %llu: %s\n",
+            (unsigned long long)rl.rlim_max, strerror(errno));
 }
 
 /* Start the agent, serve until a signal, stop: the exit status. */
@@ -163,6 +215,7 @@ int main(int argc, char **argv)
   cfg.datastores = ds;
   status = parse_args(argc, argv, &cfg, ds);
   if (status == SVMD_RUN) {
+    raise_nofile();
     sfd = block_signals();
     status = sfd < 0 ? 1 : serve(&cfg, sfd);
     if (sfd >= 0)

@@ -1,10 +1,12 @@
-/* CRC-32C (Castagnoli), the checksum of every .ctk header and page. The SSE4.2 instruction
- * is used when the CPU has it (a 4 KiB page in well under a microsecond, which keeps the
- * commit path and loading a 1 TiB tracker cheap); otherwise a slicing-by-8 table. */
+/* CRC-32C (Castagnoli): the checksum of every .ctk header and page and of every NFC frame
+ * (common/, because cbt/ and nfc/ are siblings that may not include each other). The SSE4.2
+ * instruction is used when the CPU has it (a 4 KiB page in well under a microsecond, which
+ * keeps the commit path and loading a 1 TiB tracker cheap); otherwise a slicing-by-8 table. */
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "cbt/internal.h"
+#include "common/crc32c.h"
 
 static uint32_t tab[8][256];
 static pthread_once_t tab_once = PTHREAD_ONCE_INIT;
@@ -62,7 +64,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uin
 }
 #endif
 
-uint32_t cbt_crc32c(uint32_t crc, const void *buf, size_t len)
+uint32_t svm_crc32c(uint32_t crc, const void *buf, size_t len)
 {
   crc = ~crc;
 #if defined(__x86_64__)
