@@ -33,7 +33,7 @@ stop_writer w0
 stop_writer w1
 cat "$T/result.json"
 R=$(cat "$T/result.json")
-[ "$(json_get 'd["state"]' <<<"$R")" = done ] || fail "state: $R"
+[ "$(json_get 'd["state"]' <<<"$R")" = "done" ] || fail "state: $R"
 [ "$(json_get 'd["vm"]' <<<"$R")" = vm1 ] || fail "vm: $R"
 [ "$(json_get 'd["from"] + ">" + d["to"]' <<<"$R")" = "ds1>ds2" ] || fail "from/to: $R"
 [ "$(json_get 'd["disks"]' <<<"$R")" = 2 ] || fail "disks: $R"
@@ -59,7 +59,7 @@ for f in vm1.svm disk0.raw disk1.raw disk0.ctk disk1.ctk; do
   [ "$(stat -c %a "$T/ds2/vm1/$f")" = 600 ] || fail "$f's mode: $(stat -c %a "$T/ds2/vm1/$f")"
 done
 [ "$(stat -c %a "$SVM_STATE/moves")" = 700 ] || fail "moves/ mode"
-ls "$T/ds2/vm1" | grep -q tmp && fail "temporary files left: $(ls "$T/ds2/vm1")"
+for f in "$T/ds2/vm1"/*tmp*; do [ ! -e "$f" ] || fail "temporary file left: $f"; done
 svmctl vm show vm1 --json >"$T/show.json"
 [ "$(json_get 'd["datastore"]' <"$T/show.json")" = ds2 ] || fail "vm show: $(cat "$T/show.json")"
 [ "$(json_get 'd["disks"][0]["file"]' <"$T/show.json")" = "$T/ds2/vm1/disk0.raw" ] ||

@@ -52,7 +52,7 @@ start_svmd
 svmctl vm show vm1 --json | json_get 'd["datastore"]' | grep -qx ds1 || fail "the VM left ds1"
 
 # nothing is left in the way of the next move
-svmctl migrate vm1 --datastore ds2 --json | json_get 'd["state"]' | grep -qx done || fail "second move"
+svmctl migrate vm1 --datastore ds2 --json | json_get 'd["state"]' | grep -qx "done" || fail "second move"
 qemu-io -f raw -c "read -P 3 0 16M" "$U" | grep -q "^read 16777216" || fail "data after the move"
 verify_writer w "$U"
 stop_svmd

@@ -19,10 +19,10 @@ qemu-io -f raw -c "write -P 3 1M 4k" -c "write -P 3 60M 64k" "$U" >/dev/null
 ID2=$(svmctl cbt changeid vm1 0)            # a change ID while the mirror is in the stack
 qemu-io -f raw -c "write -P 4 2M 4k" -c "write -P 4 62M 4k" "$U" >/dev/null
 wait "$MPID" || fail "move: $(cat "$T/result.json")"
-[ "$(json_get 'd["state"]' <"$T/result.json")" = done ] || fail "result: $(cat "$T/result.json")"
+[ "$(json_get 'd["state"]' <"$T/result.json")" = "done" ] || fail "result: $(cat "$T/result.json")"
 qemu-io -f raw -c "write -P 5 30M 4k" "$U" >/dev/null
 
-[ -f "$T/ds2/vm1/disk0.ctk" ] && [ ! -e "$T/ds1/vm1" ] || fail "the tracker did not move"
+if [ ! -f "$T/ds2/vm1/disk0.ctk" ] || [ -e "$T/ds1/vm1" ]; then fail "the tracker did not move"; fi
 check_query vm1 0 "$ID1" 8388608:65536 52428800:4096 1048576:4096 62914560:65536 \
   2097152:4096 65011712:4096 31457280:4096
 check_query vm1 0 "$ID2" 2097152:4096 65011712:4096 31457280:4096

@@ -29,7 +29,9 @@ grep -q "VM vm1: its move from datastore ds1 to ds2 was cut short when svmd stop
 svmctl vm show vm1 --json | json_get 'd["datastore"]' | grep -qx ds1 || fail "the VM left ds1"
 out=$(qemu-io -f raw -c "read -P 21 0 64k" -c "read -P 8 64k 1M" -c "read -P 22 20M 64k" \
   -c "read -P 23 31M 4k" -c "read -P 8 $(( (31 << 20) + 4096 )) 4k" "$U")
-[ "$(grep -c '^read' <<<"$out")" = 5 ] && ! grep -qi fail <<<"$out" || fail "source data after the crash: $out"
+if [ "$(grep -c '^read' <<<"$out")" != 5 ] || grep -qi fail <<<"$out"; then
+  fail "source data after the crash: $out"
+fi
 ! grep -q "tracking was reset" "$LOG" || fail "the crash reset change tracking"
 
 # after the commit: the move completes, then the test puts back what a crash before the

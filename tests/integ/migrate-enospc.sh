@@ -40,7 +40,7 @@ echo "thick: $(cat "$T/err")"
 [ ! -e "$T/ds3/vm1" ] || fail "the thick destination is still there"
 verify_writer w "$U"
 # and the VM still moves where there is room
-svmctl migrate vm1 --datastore ds2 --json | json_get 'd["state"]' | grep -qx done || fail "move to ds2"
+svmctl migrate vm1 --datastore ds2 --json | json_get 'd["state"]' | grep -qx "done" || fail "move to ds2"
 verify_writer w "$U"
 stop_svmd
 echo PASS

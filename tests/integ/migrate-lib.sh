@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for the live-move tests (sourced after agent-lib.sh): a guest that keeps one NBD
 # connection open and writes through it for as long as the test wants, then proves that
 # every write succeeded and that the disk holds the last pattern written at every offset.

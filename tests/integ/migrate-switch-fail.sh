@@ -49,7 +49,7 @@ ID2=$(svmctl cbt changeid vm1 0)
 ! grep -q "tracking was reset\|could not reopen" "$LOG" || fail "log: $(grep -i track "$LOG")"
 # with room, the move goes through, tracking with it
 rm "$T/ds3/filler"
-svmctl migrate vm1 --datastore ds3 --json | json_get 'd["state"]' | grep -qx done || fail "second move"
+svmctl migrate vm1 --datastore ds3 --json | json_get 'd["state"]' | grep -qx "done" || fail "second move"
 check_query vm1 0 "$ID2"
 check_query vm1 0 "$ID" "${writes[@]}"
 stop_svmd
