@@ -17,6 +17,7 @@
 #include "common/error.h"
 #include "svm/agent/internal.h"
 #include "svm/control/server.h"
+#include "svm/precheck/precheck.h"
 
 void agent_log(const char *fmt, ...)
 {
@@ -126,6 +127,7 @@ void agent_vm_unref(struct agent_vm *vm)
 static void free_agent(struct svm_agent *a)
 {
   agent_hostmoves_stop(a);         /* cancels and joins moves before their VMs go */
+  agent_net_stop(a);
   agent_peer_stop(a);              /* no peer thread touches a VM after this */
   while (a->vms) {
     struct agent_vm *vm = a->vms;
@@ -145,6 +147,7 @@ static void free_agent(struct svm_agent *a)
   free(a->nbds_dir);
   free(a->mgmt);
   free(a->migration);
+  free(a->migration_gw);
   free(a->tls_dir);
   free(a->tls_psk);
   pthread_mutex_destroy(&a->mu);
@@ -207,6 +210,7 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
   a->name = strdup(cfg->name);
   a->mgmt = dup_opt(cfg->mgmt);
   a->migration = dup_opt(cfg->migration);
+  a->migration_gw = dup_opt(cfg->migration_gw);
   a->tls_dir = dup_opt(cfg->tls_dir);
   a->tls_psk = dup_opt(cfg->tls_psk);
   a->insecure = cfg->insecure;
@@ -252,6 +256,8 @@ int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
     r = open_control(a);
   if (!r)
     r = agent_peer_start(a);     /* after the scan: a peer may ask about VMs at once */
+  if (!r)
+    r = agent_net_start(a);      /* after the peer link: its credentials */
   if (r < 0) {
     free_agent(a);   /* one teardown for whatever was set up */
     return r;
@@ -482,10 +488,31 @@ static int do_status(struct svm_agent *a, const struct svm_ctl_request *r, bool 
   return 0;
 }
 
+static int do_precheck(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                       char **payload)
+{
+  const char *vm = svm_ctl_arg(r, "vm"), *ds = svm_ctl_arg(r, "datastore");
+  const char *host = svm_ctl_arg(r, "host"), *bw = svm_ctl_arg(r, "bandwidth");
+  struct svm_pc_report *rep;
+  int ret;
+
+  if (!vm || !ds)
+    return svm_error(EINVAL, "precheck: needs vm and datastore");
+  rep = calloc(1, sizeof *rep);
+  if (!rep)
+    return svm_error(ENOMEM, "out of memory");
+  ret = agent_precheck(a, vm, ds, host, svm_ctl_arg(r, "provisioning"), bw && *bw == '1', false,
+                       rep);
+  if (ret == 0)
+    ret = svm_pc_format(rep, vm, host, json, payload);
+  free(rep);
+  return ret;
+}
+
 /* The protocol's commands and the arguments each takes (besides format). */
 static const struct command {
   const char *verb;
-  const char *const args[5];   /* NULL-terminated */
+  const char *const args[6];   /* NULL-terminated */
   int (*fn)(struct svm_agent *a, const struct svm_ctl_request *r, bool json, char **payload);
 } commands[] = {
   { "ping", { NULL }, do_ping },
@@ -498,6 +525,8 @@ static const struct command {
   { "migrate", { "vm", "datastore", "host", "provisioning", NULL }, do_migrate },
   { "migrate-cancel", { "vm", NULL }, do_migrate_cancel },
   { "status", { "id", NULL }, do_status },
+  { "precheck", { "vm", "datastore", "host", "bandwidth", "provisioning", NULL },
+    do_precheck },
 };
 
 static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
@@ -515,7 +544,7 @@ static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
   }
   return svm_error(EOPNOTSUPP, "unknown command '%s' (this svmd %s knows ping, vm-list, "
                    "vm-show, vm-create, vm-delete, cbt-changeid, cbt-query, migrate, "
-                   "migrate-cancel, status)", r->verb, SVM_VERSION);
+                   "migrate-cancel, status, precheck)", r->verb, SVM_VERSION);
 }
 
 int svm_agent_run(struct svm_agent *a, int stop_fd)

@@ -19,6 +19,7 @@
 #include "svm/agent/datastore.h"
 #include "svm/agent/descriptor.h"
 #include "svm/peer/peer.h"
+#include "svm/net/net.h"
 
 struct cbt;
 struct svm_export;
@@ -66,6 +67,11 @@ struct svm_agent {
   bool have_creds;
   struct svm_peer_server *peer;
   struct agent_hostmoves *hostmoves;
+  /* The migration network (precheck.c): --migration-gateway, the listener, the interface. */
+  char *migration_gw;
+  struct svm_net_server *mig_server;
+  struct svm_net_iface mig_iface;
+  bool gw_installed;
   size_t nds;
   struct svm_datastore *ds;
   struct agent_vm *vms;
@@ -96,6 +102,16 @@ int agent_hostmove_cancel(struct svm_agent *a, const char *vm);   /* -ENOENT: no
 void agent_hostmove_status(struct svm_agent *a, bool json, FILE *f, bool *first);
 int agent_hostmove_show(struct svm_agent *a, unsigned id, bool json, char **out);
 void agent_hostmoves_stop(struct svm_agent *a);  /* a->mu not held */
+
+/* precheck.c: the migration listener, the prechecks, the peer link's INFO */
+struct svm_pc_report;
+int agent_net_start(struct svm_agent *a);
+void agent_net_stop(struct svm_agent *a);
+int agent_precheck_info(void *opaque, const struct svm_peer_msg *req, struct svm_peer_msg *reply);
+/* A report for VM to datastore DS (of host ADDR:PORT, or here when host is NULL). cold: for a
+ * cold move (the migration network checked only when this host has one). */
+int agent_precheck(struct svm_agent *a, const char *vm, const char *ds, const char *host,
+                   const char *prov, bool bandwidth, bool cold, struct svm_pc_report *rep);
 
 /* vm.c */
 struct agent_vm *agent_find_vm(struct svm_agent *a, const char *name);

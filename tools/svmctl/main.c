@@ -35,6 +35,8 @@ static void usage_main(FILE *f)
         "                              moves a VM without a guest to another host's agent\n"
         "  migrate --cancel VM         stops a move; the VM stays here\n"
         "  status [--json]             migrations in flight and done\n"
+        "  precheck VM --datastore DS [--host ADDR:PORT] [--bandwidth] [--json]\n"
+        "                              checks a move before it starts: network, space, CPU\n"
         "  tls init --dir DIR --host NAME [--ca DIR]   test CA + host certificates (QEMU layout)\n"
         "\n"
         "SIZE takes K, M, G, T (powers of 1024); PROVISIONING is thin (default), thick or\n"
@@ -391,6 +393,8 @@ int main(int argc, char **argv)
   }
   if (strcmp(argv[i], "migrate") == 0)
     return svmctl_migrate(state, argc - i, argv + i);
+  if (strcmp(argv[i], "precheck") == 0)
+    return svmctl_precheck(state, argc - i, argv + i);
   if (strcmp(argv[i], "status") == 0)
     return svmctl_status(state, argc - i, argv + i);
   return run(state, argc - i, argv + i);

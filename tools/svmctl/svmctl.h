@@ -11,6 +11,9 @@ enum { SVMCTL_MAX_OPTS = 64 };
  * the agent. 0, or -EINVAL with a message in err. */
 int svmctl_disk_spec(const char *spec, char *out, size_t len, char *err, size_t errlen);
 
+/* precheck.c: svmctl precheck */
+int svmctl_precheck(const char *state, int argc, char **argv);
+
 /* hostmove.c: migrate --host, migrate --cancel, status; tls init */
 int svmctl_migrate(const char *state, int argc, char **argv);
 int svmctl_status(const char *state, int argc, char **argv);
