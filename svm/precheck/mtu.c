@@ -26,6 +26,8 @@ void svm_pc_check_mtu(struct svm_pc_ctx *c, struct svm_pc_report *r)
                "%u", l->name, l->mig.name, l->mig.mtu, p->name, p->mig.name, p->mig.mtu);
     return;
   }
+  if (!c->rtt_us)
+    return;     /* no echo at all: the icmp check said so */
   for (int k = 0; k < 2 && ok < 0; k++)
     ok = svm_net_ping(&l->mig, p->mig.in, payload, SVM_PC_PROBE_MS, &rtt);
   if (ok < 0) {

@@ -12,14 +12,14 @@ void svm_pc_check_rtt(struct svm_pc_ctx *c, struct svm_pc_report *r)
   if (c->rtt_us >= SVM_PC_RTT_MAX_US)
     svm_pc_add(r, "rtt", SVM_PC_ERROR, "a live move needs a round trip under 150 ms: move "
                "the VM cold, or choose a closer host or a faster migration link",
-               "round trip %.1f ms to %s: over the 150 ms limit of live moves", ms,
+               "round trip %.2f ms to %s: over the 150 ms limit of live moves", ms,
                c->peer->mig.addr);
   else if (c->rtt_us >= SVM_PC_RTT_WARN_US)
     svm_pc_add(r, "rtt", SVM_PC_WARNING, "expect long switchovers; a closer host or a faster "
                "migration link keeps it under 100 ms",
-               "round trip %.1f ms to %s: close to the 150 ms limit of live moves", ms,
+               "round trip %.2f ms to %s: close to the 150 ms limit of live moves", ms,
                c->peer->mig.addr);
   else
-    svm_pc_add(r, "rtt", SVM_PC_OK, NULL, "round trip %.1f ms to %s (limit 150 ms)", ms,
+    svm_pc_add(r, "rtt", SVM_PC_OK, NULL, "round trip %.2f ms to %s (limit 150 ms)", ms,
                c->peer->mig.addr);
 }

@@ -106,3 +106,20 @@ ns_counter() {
   local d=/sys/class/net/$2/statistics
   nsx "$1" sh -c "echo \$((\$(cat $d/tx_bytes) + \$(cat $d/rx_bytes)))"
 }
+
+# precheck [ARGS...]: svmctl precheck vm1 from hostA to hostB's datastore ds1; its output in
+# $TMP/pc.out, its exit status in $PC_RC
+precheck() {
+  PC_RC=0
+  on hostA precheck vm1 --datastore ds1 --host "$MGMT_B:7100" "$@" >"$TMP/pc.out" 2>&1 || PC_RC=$?
+}
+# expect_check RC LEVEL CHECK TEXT: the last precheck exited RC and has the line
+# "LEVEL CHECK TEXT" (TEXT: the exact words, found and fix, as a fixed string)
+expect_check() {
+  local line
+  [ "$PC_RC" -eq "$1" ] || { cat "$TMP/pc.out" >&2; fail "precheck exited $PC_RC, not $1"; }
+  line=$(printf '%-7s %-10s %s' "$2" "$3" "$4")
+  grep -qF -- "$line" "$TMP/pc.out" ||
+    { cat "$TMP/pc.out" >&2; fail "precheck does not say: $line"; }
+  ok "$2 $3: ${4:0:100}"
+}
