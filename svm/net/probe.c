@@ -53,7 +53,7 @@ int svm_net_ping(const struct svm_net_iface *i, struct in_addr dst, size_t paylo
   struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr = dst };
   uint16_t id = (uint16_t)getpid(), sq = ++seq;
   long long t0, deadline;
-  int fd, r = -ETIMEDOUT;
+  int fd, rfd, r = -ETIMEDOUT;
 
   if (!pkt)
     return svm_error(ENOMEM, "out of memory");
@@ -61,6 +61,16 @@ int svm_net_ping(const struct svm_net_iface *i, struct in_addr dst, size_t paylo
   if (fd < 0) {
     free(pkt);
     return fd;
+  }
+  /* The echo leaves through the migration interface; the answer may come back another way
+   * (the peer's kernel answers by its own routes, vmkping's case too), so it is read from a
+   * socket bound to no device. */
+  rfd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
+  if (rfd < 0) {
+    r = svm_error(errno, "ICMP socket: %s", strerror(errno));
+    close(fd);
+    free(pkt);
+    return r;
   }
   setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
   h->type = ICMP_ECHO;
@@ -77,10 +87,10 @@ int svm_net_ping(const struct svm_net_iface *i, struct in_addr dst, size_t paylo
     goto out;
   }
   for (long long now; (now = now_us()) < deadline;) {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
+    struct pollfd p = { .fd = rfd, .events = POLLIN };
     if (poll(&p, 1, (int)((deadline - now) / 1000) + 1) <= 0)
       continue;
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    ssize_t n = recv(rfd, buf, sizeof buf, 0);
     if (n < (ssize_t)sizeof(struct iphdr))
       continue;
     size_t hl = (size_t)(buf[0] & 0x0f) * 4;
@@ -94,6 +104,7 @@ int svm_net_ping(const struct svm_net_iface *i, struct in_addr dst, size_t paylo
     break;
   }
 out:
+  close(rfd);
   close(fd);
   free(pkt);
   return r;
