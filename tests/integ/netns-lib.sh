@@ -123,3 +123,12 @@ expect_check() {
     { cat "$TMP/pc.out" >&2; fail "precheck does not say: $line"; }
   ok "$2 $3: ${4:0:100}"
 }
+
+# ns_down: stop both agents and remove the namespaces (to build another network)
+ns_down() {
+  stop_agent hostA
+  stop_agent hostB
+  ip netns del "$NS_A"
+  ip netns del "$NS_B"
+  ip netns del "$NS_SW"
+}
