@@ -446,6 +446,9 @@ static int do_migrate(struct svm_agent *a, const struct svm_ctl_request *r, bool
 {
   if (!svm_ctl_arg(r, "host"))
     return svm_error(EOPNOTSUPP, "migrate: this svmd moves VMs to other hosts only (--host)");
+  int ret = agent_precheck_gate(a, r);
+  if (ret < 0)
+    return ret;
   return agent_hostmove_start(a, r, json, payload);
 }
 

@@ -113,6 +113,9 @@ int agent_precheck_info(void *opaque, const struct svm_peer_msg *req, struct svm
 int agent_precheck(struct svm_agent *a, const char *vm, const char *ds, const char *host,
                    const char *prov, bool bandwidth, bool cold, struct svm_pc_report *rep);
 
+/* The prechecks before a move (migrate): -errno naming every error and its fix. */
+int agent_precheck_gate(struct svm_agent *a, const struct svm_ctl_request *r);
+
 /* vm.c */
 struct agent_vm *agent_find_vm(struct svm_agent *a, const char *name);
 const struct svm_datastore *agent_find_ds(struct svm_agent *a, const char *name);

@@ -171,3 +171,32 @@ int agent_precheck(struct svm_agent *a, const char *vmname, const char *dsname,
   svm_pc_host_clear(&local);
   return 0;
 }
+
+int agent_precheck_gate(struct svm_agent *a, const struct svm_ctl_request *r)
+{
+  const char *vm = svm_ctl_arg(r, "vm"), *ds = svm_ctl_arg(r, "datastore");
+  const char *host = svm_ctl_arg(r, "host");
+  struct svm_pc_report *rep;
+  char msg[4096];
+  size_t n = 0;
+  int ret;
+
+  if (!vm || !ds || !agent_find_vm(a, vm))
+    return 0;     /* the move itself says what is wrong */
+  rep = calloc(1, sizeof *rep);
+  if (!rep)
+    return svm_error(ENOMEM, "out of memory");
+  ret = agent_precheck(a, vm, ds, host, svm_ctl_arg(r, "provisioning"), false, true, rep);
+  if (ret == 0 && svm_pc_failed(rep)) {
+    msg[0] = '\0';
+    for (unsigned i = 0; i < rep->n; i++)
+      if (rep->items[i].level == SVM_PC_ERROR && n < sizeof msg)
+        n += (size_t)snprintf(msg + n, sizeof msg - n, "%s%s: %s; fix: %s", n ? " | " : "",
+                              rep->items[i].check, rep->items[i].found, rep->items[i].fix);
+    ret = svm_error(EHOSTUNREACH, "move of VM %s to %s failed: the prechecks found errors "
+                    "(svmctl precheck tells more): %s", vm, host, msg);
+    agent_log("%s", svm_last_error());
+  }
+  free(rep);
+  return ret;
+}

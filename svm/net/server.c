@@ -33,25 +33,34 @@ struct svm_net_server {
   void (*log)(const char *fmt, ...);
 };
 
+/* Buffers are allocated, not thread-local: static TLS is part of every thread's stack, and
+ * the NBD server's threads have small ones. */
 static int sink(struct nfc_tls *t, uint64_t *bytes)
 {
-  static _Thread_local char buf[CHUNK];
+  char *buf = malloc(CHUNK);
   uint8_t h[4];
-  int r;
+  int r = 0;
+
+  if (!buf)
+    return svm_error(ENOMEM, "out of memory");
 
   for (;;) {
     uint32_t n;
     if ((r = nfc_tls_read_full(t, h, 4, SVM_PEER_HANDSHAKE_MS)) < 0)
-      return r;
+      break;
     n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
     if (n == 0)
-      return 0;
-    if (n > CHUNK)
-      return svm_error(EPROTO, "bandwidth chunk of %" PRIu32 " bytes (at most %d)", n, CHUNK);
+      break;
+    if (n > CHUNK) {
+      r = svm_error(EPROTO, "bandwidth chunk of %" PRIu32 " bytes (at most %d)", n, CHUNK);
+      break;
+    }
     if ((r = nfc_tls_read_full(t, buf, n, SVM_PEER_HANDSHAKE_MS)) < 0)
-      return r;
+      break;
     *bytes += n;
   }
+  free(buf);
+  return r;
 }
 
 static void serve(struct svm_net_server *s, int fd, const char *peer)
@@ -231,23 +240,27 @@ static double now_s(void)
 int svm_net_bandwidth(struct nfc_tls *t, unsigned seconds, unsigned long long *bytes,
                       double *elapsed)
 {
-  static _Thread_local uint8_t buf[4 + CHUNK];
+  uint8_t *buf = malloc(4 + CHUNK);
   struct svm_peer_msg *m;
   double t0 = now_s();
   uint64_t got = 0;
   int r = 0;
 
+  if (!buf)
+    return svm_error(ENOMEM, "out of memory");
   /* incompressible enough: TLS does not compress anyway, but keep it honest */
-  for (size_t k = 4; k < sizeof buf; k++)
+  for (size_t k = 4; k < 4 + CHUNK; k++)
     buf[k] = (uint8_t)(k * 2654435761u >> 13);
   buf[0] = (uint8_t)(CHUNK >> 24), buf[1] = (uint8_t)(CHUNK >> 16);
   buf[2] = (uint8_t)(CHUNK >> 8), buf[3] = (uint8_t)CHUNK;
   while (r == 0 && now_s() - t0 < seconds)
-    r = nfc_tls_write_full(t, buf, sizeof buf, SVM_PEER_HANDSHAKE_MS);
+    r = nfc_tls_write_full(t, buf, 4 + CHUNK, SVM_PEER_HANDSHAKE_MS);
+  if (r == 0) {
+    memset(buf, 0, 4);
+    r = nfc_tls_write_full(t, buf, 4, SVM_PEER_HANDSHAKE_MS);
+  }
+  free(buf);
   if (r < 0)
-    return r;
-  memset(buf, 0, 4);
-  if ((r = nfc_tls_write_full(t, buf, 4, SVM_PEER_HANDSHAKE_MS)) < 0)
     return r;
   m = malloc(sizeof *m);
   if (!m)
