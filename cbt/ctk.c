@@ -422,7 +422,7 @@ int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *
     tmp[0] = '\0';
     goto out;
   }
-  if (fchmod(fd, 0644) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 ||
+  if (fchmod(fd, 0600) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 ||
       ftruncate(fd, (off_t)ctk_file_size(h->nblocks)) < 0) {
     r = svm_error(errno, "%s: %s", tmp, strerror(errno));
     goto out;

@@ -53,7 +53,13 @@ static void fd_close(void *opaque)
   close((int)(intptr_t)opaque);
 }
 
-static const struct nfc_transport_ops fd_ops = { "plain", fd_read, fd_write, fd_close };
+static void fd_abort(void *opaque)
+{
+  shutdown((int)(intptr_t)opaque, SHUT_RDWR);
+}
+
+static const struct nfc_transport_ops fd_ops = { "plain", fd_read, fd_write, fd_close,
+                                                 fd_abort };
 
 /* ---- life ----------------------------------------------------------------------------- */
 
@@ -86,6 +92,12 @@ void nfc_conn_free(struct nfc_conn *c)
   if (c->ops->close)
     c->ops->close(c->opaque);
   free(c);
+}
+
+void nfc_conn_abort(struct nfc_conn *c)
+{
+  if (c->ops->abort)
+    c->ops->abort(c->opaque);
 }
 
 const char *nfc_conn_peer(const struct nfc_conn *c) { return c->peer; }

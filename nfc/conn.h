@@ -23,6 +23,9 @@ struct nfc_transport_ops {
   ssize_t (*read)(void *opaque, void *buf, size_t len);
   ssize_t (*write)(void *opaque, const void *buf, size_t len);
   void (*close)(void *opaque);                                   /* may be NULL */
+  /* May be NULL. From another thread: make a read or write blocked on this connection fail
+   * now (shutdown(2) of the socket); the connection is freed by its own thread as usual. */
+  void (*abort)(void *opaque);
 };
 
 struct nfc_conn;
@@ -33,7 +36,15 @@ int nfc_conn_new(const struct nfc_transport_ops *ops, void *opaque, const char *
                  struct nfc_conn **out);
 /* A plain socket (--insecure, unit tests); the connection owns fd. */
 int nfc_conn_new_fd(int fd, const char *peer, struct nfc_conn **out);
+/* A TLS session (nfc/tls.h) whose handshake is done, over the socket fd; the connection owns
+ * both (closing sends close_notify). timeout_ms bounds every wait on the socket (-1: none): a
+ * silent peer then fails the read or write with -ETIMEDOUT. */
+struct nfc_tls;
+int nfc_conn_new_tls(struct nfc_tls *t, int fd, int timeout_ms, struct nfc_conn **out);
 void nfc_conn_free(struct nfc_conn *c);
+
+/* See nfc_transport_ops.abort; does nothing when the transport cannot. */
+void nfc_conn_abort(struct nfc_conn *c);
 
 const char *nfc_conn_peer(const struct nfc_conn *c);
 /* Every byte sent and received, headers included: what crossed the wire. */

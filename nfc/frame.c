@@ -28,7 +28,7 @@ static uint32_t max_len(uint8_t type)
 {
   switch (type) {
   case NFC_DATA: return NFC_MAX_DATA;
-  case NFC_OPEN: case NFC_COMMIT: return NFC_MAX_CTRL;
+  case NFC_OPEN: case NFC_COMMIT: case NFC_GET: return NFC_MAX_CTRL;
   case NFC_ERROR: return NFC_MAX_MSG;
   default: return 0;            /* READY, ZERO, END, DONE carry no payload */
   }

@@ -21,7 +21,7 @@ enum {
   NFC_HDR_SIZE = 32,
   NFC_MAX_DATA = 8 << 20,         /* payload of one DATA frame */
   NFC_MAX_CTRL = 16 << 10,        /* payload of any other frame */
-  NFC_MAX_NAME = 255,             /* a file name, as NAME_MAX */
+  NFC_MAX_NAME = 230,             /* a file name: NAME_MAX less room for ".NAME.nfc-START" */
   NFC_MAX_RANGES = 64,            /* ranges (streams) of one file */
   NFC_MAX_MSG = 1024,             /* text of an ERROR frame */
 };
@@ -35,7 +35,9 @@ enum nfc_type {
   NFC_COMMIT,       /* sender: every range is durable; finish the file; payload nfc_open */
   NFC_DONE,         /* receiver: END or COMMIT done, durable */
   NFC_ERROR,        /* either: payload a message, off an errno */
-  NFC_TYPE_MAX = NFC_ERROR,
+  NFC_GET,          /* client: send me this file (payload nfc_open: name, provisioning); the
+                       roles turn for one file: the server sends OPEN ... COMMIT */
+  NFC_TYPE_MAX = NFC_GET,
 };
 
 enum {

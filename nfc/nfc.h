@@ -18,7 +18,11 @@
  *                                        <-   DONE
  *
  * After a dropped connection the sender opens the range again and READY says where to go on:
- * only what was not yet durable travels again. */
+ * only what was not yet durable travels again.
+ *
+ * Get: a client sends GET (name, provisioning); the server, if the sink lets it, sends that
+ * file back on the same connection as a one-stream put (OPEN ... COMMIT, the client now the
+ * receiver: nfc_recv_get), then waits for the next request. Resuming works the same way. */
 #ifndef NFC_NFC_H
 #define NFC_NFC_H
 
@@ -58,11 +62,18 @@ struct nfc_sink_ops {
   void (*close)(void *file);
   /* Every range is durable: finish the provisioning and make the file durable. */
   int (*commit)(void *opaque, int dirfd, const struct nfc_open *o);
+  /* GET: send o->name (checked by nfc_name_ok) of dirfd on c as a one-stream put, in
+   * o->provisioning. NULL: this receiver serves no GET. */
+  int (*get)(void *opaque, int dirfd, const struct nfc_open *o, struct nfc_conn *c);
 };
 
 struct nfc_recv_options {
   uint64_t sync_bytes;      /* make data durable at least every this many bytes (0: 64 MiB) */
   unsigned sync_ms;         /* ... and every this many milliseconds (0: 1000) */
+  /* How long an OPEN waits for the connection that held its range before (a resume that
+   * overtakes the dropped connection's last checkpoint); 0: 30 s. Keep the transport's
+   * timeout below it, so that a connection cut without a reset lets go in time. */
+  unsigned lock_wait_ms;
 };
 
 struct nfc_recv_counters {
@@ -77,6 +88,13 @@ struct nfc_recv_counters {
 int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink,
                    void *opaque, const struct nfc_recv_options *o,
                    struct nfc_recv_counters *n);
+
+/* Ask the peer for `name` and receive it into dirfd as `name` (provisioning as asked): sends
+ * GET, then serves the put that comes back until its COMMIT. A dropped GET resumes when asked
+ * again. */
+int nfc_recv_get(struct nfc_conn *c, const char *name, uint32_t provisioning, int dirfd,
+                 const struct nfc_sink_ops *sink, void *opaque,
+                 const struct nfc_recv_options *o, struct nfc_recv_counters *n);
 
 /* The name of the progress record of a range: ".NAME.nfc-<start in hex>". */
 int nfc_record_name(const char *name, uint64_t start, char *out, size_t cap);

@@ -8,12 +8,15 @@
  * Written after the data below the mark was made durable; a torn or foreign record is void
  * and the range starts over. Data arrives in file order per range, so everything below the
  * mark is there. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,10 +24,23 @@
 #include "common/error.h"
 #include "nfc/nfc.h"
 
-enum { REC_SIZE = 56, LOCK_WAIT_MS = 30000 };
+enum { REC_SIZE = 56 };
 static const char REC_MAGIC[8] = "NFCPROG1";
 
+/* Connections holding a range, by their record's inode: a resume that finds its range held
+ * cuts the holder short rather than waiting for its timeout. */
+struct holder {
+  dev_t dev;
+  ino_t ino;
+  struct nfc_conn *c;
+  struct holder *next;
+};
+static pthread_mutex_t holders_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct holder *holders;
+
 struct range_state {
+  struct holder h;            /* on the holders list while the range is locked */
+  bool held;
   struct nfc_open o;
   void *file;
   int recfd;
@@ -123,8 +139,24 @@ static int checkpoint(const struct nfc_sink_ops *sink, struct range_state *st)
   return 0;
 }
 
+static void unhold(struct range_state *st)
+{
+  if (!st->held)
+    return;
+  pthread_mutex_lock(&holders_mu);
+  for (struct holder **p = &holders; *p != NULL; p = &(*p)->next) {
+    if (*p == &st->h) {
+      *p = st->h.next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&holders_mu);
+  st->held = false;
+}
+
 static void range_close(const struct nfc_sink_ops *sink, struct range_state *st)
 {
+  unhold(st);
   if (st->file != NULL)
     sink->close(st->file);
   if (st->recfd >= 0)
@@ -134,28 +166,48 @@ static void range_close(const struct nfc_sink_ops *sink, struct range_state *st)
 }
 
 /* One connection per range at a time: a sender that resumes right after a cut may reach us
- * before the dropped connection's thread has made its last data durable and moved the mark.
- * The lock (on the record, per open file description) is held until the range is closed. A
- * connection that went silent (a cut link without a reset) holds it until the transport's
- * timeout ends it; after LOCK_WAIT_MS the new one gives up and the sender may try again. */
-static int lock_range(struct nfc_conn *c, struct range_state *st)
+ * before the dropped connection's thread has made its last data durable and moved the mark, or
+ * while that connection still waits on a link that was cut without a reset. The lock (on the
+ * record, per open file description) is held until the range is closed; a newcomer aborts the
+ * holder's transport (the newest sender wins), lets it checkpoint and close, then goes on. A
+ * holder that cannot be aborted keeps the range until its transport's timeout; after
+ * lock_wait_ms the newcomer gives up and the sender may try again. */
+static int lock_range(struct nfc_conn *c, struct range_state *st, unsigned wait_ms)
 {
+  struct stat sb;
+
+  if (fstat(st->recfd, &sb) < 0)
+    return svm_error(errno, "%s: progress record: %s", st->o.name, strerror(errno));
   for (unsigned waited = 0; flock(st->recfd, LOCK_EX | LOCK_NB) < 0; waited += 10) {
     if (errno != EWOULDBLOCK)
       return svm_error(errno, "%s: cannot lock its progress record: %s", st->o.name,
                        strerror(errno));
-    if (waited >= LOCK_WAIT_MS)
+    if (waited == 0) {          /* the holder is a connection of ours: cut it short */
+      pthread_mutex_lock(&holders_mu);
+      for (struct holder *h = holders; h != NULL; h = h->next)
+        if (h->dev == sb.st_dev && h->ino == sb.st_ino)
+          nfc_conn_abort(h->c);
+      pthread_mutex_unlock(&holders_mu);
+    }
+    if (waited >= wait_ms)
       return svm_error(EBUSY, "%s: %s: another connection still receives this range: try "
                        "again once it has timed out", nfc_conn_peer(c), st->o.name);
     struct timespec ts = { 0, 10 * 1000 * 1000 };
     nanosleep(&ts, NULL);
   }
+  st->h = (struct holder){ .dev = sb.st_dev, .ino = sb.st_ino, .c = c };
+  pthread_mutex_lock(&holders_mu);
+  st->h.next = holders;
+  holders = &st->h;
+  pthread_mutex_unlock(&holders_mu);
+  st->held = true;
   return 0;
 }
 
 /* OPEN: the range's durable mark from its record; a fresh first stream starts the file. */
 static int do_open(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink, void *opaque,
-                   const struct nfc_hdr *h, const uint8_t *payload, struct range_state *st)
+                   const struct nfc_hdr *h, const uint8_t *payload, struct range_state *st,
+                   unsigned lock_wait_ms)
 {
   bool create = h->flags & NFC_OPEN_CREATE;
   int r = nfc_open_decode(payload, h->len, &st->o);
@@ -168,16 +220,16 @@ static int do_open(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
   if ((st->recfd = open_record(dirfd, &st->o, st->o.start, O_RDWR | O_CREAT)) < 0)
     return svm_error(-st->recfd, "%s: cannot open its progress record: %s", st->o.name,
                      strerror(-st->recfd));
-  if ((r = lock_range(c, st)) < 0)
+  if ((r = lock_range(c, st, lock_wait_ms)) < 0)
     return r;
   st->durable = read_record(st->recfd, &st->o);
   /* A first stream with nothing durable starts the file anew; anything else resumes it. */
   bool fresh = create && st->durable == st->o.start;
   if ((r = sink->open(opaque, dirfd, &st->o, fresh, &st->file)) < 0)
     return r;
-  /* Whatever an earlier attempt wrote past the mark is not trusted: it reads as zeros again
-   * (zero ranges of the source are then never written). */
-  if (!fresh && st->durable < st->o.end &&
+  /* Whatever an earlier attempt (or an older file of that name) holds past the mark is not
+   * trusted: it reads as zeros again (zero ranges of the source are then never written). */
+  if (st->durable < st->o.end &&
       (r = sink->discard(st->file, st->durable, st->o.end - st->durable)) < 0)
     return r;
   if ((r = write_record(st->recfd, &st->o, st->durable)) < 0)
@@ -255,6 +307,27 @@ static int do_end(struct nfc_conn *c, const struct nfc_sink_ops *sink, struct ra
   return nfc_conn_send(c, &done, NULL);
 }
 
+/* Every record of the file goes, also those an earlier attempt with another number of
+ * streams left. */
+static void remove_records(int dirfd, const char *name)
+{
+  char prefix[NFC_MAX_NAME + 8];
+  int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+  struct dirent *e;
+
+  if (d == NULL) {
+    if (fd >= 0)
+      close(fd);
+    return;
+  }
+  snprintf(prefix, sizeof prefix, ".%s.nfc-", name);
+  while ((e = readdir(d)) != NULL)
+    if (strncmp(e->d_name, prefix, strlen(prefix)) == 0)
+      unlinkat(dirfd, e->d_name, 0);
+  closedir(d);
+}
+
 /* COMMIT: every range must be durable to its end; then the records go. */
 static int do_commit(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink,
                      void *opaque, const struct nfc_hdr *h, const uint8_t *payload,
@@ -283,11 +356,7 @@ static int do_commit(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *s
   }
   if ((r = sink->commit(opaque, dirfd, &o)) < 0)
     return r;
-  for (uint32_t i = 0; i < o.nranges; i++) {
-    char rec[NFC_MAX_NAME + 32];
-    if (nfc_record_name(o.name, o.ranges[i][0], rec, sizeof rec) == 0)
-      unlinkat(dirfd, rec, 0);
-  }
+  remove_records(dirfd, o.name);
   if (fsync(dirfd) < 0)
     return svm_error(errno, "%s: fsync of its folder: %s", o.name, strerror(errno));
   n->files++;
@@ -295,9 +364,28 @@ static int do_commit(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *s
   return nfc_conn_send(c, &done, NULL);
 }
 
-int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink,
-                   void *opaque, const struct nfc_recv_options *opts,
-                   struct nfc_recv_counters *n)
+/* GET: the roles turn for one file. */
+static int do_get(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink, void *opaque,
+                  const struct nfc_hdr *h, const uint8_t *payload)
+{
+  struct nfc_open o;
+  int r = nfc_open_decode(payload, h->len, &o);
+
+  if (r == -EACCES)
+    return svm_error(EACCES, "%s: refused a GET of a name that would leave the folder",
+                     nfc_conn_peer(c));
+  if (r < 0)
+    return svm_error(EPROTO, "%s: protocol error: bad GET", nfc_conn_peer(c));
+  if (sink->get == NULL)
+    return svm_error(EPERM, "%s: GET of %s: this receiver does not send files",
+                     nfc_conn_peer(c), o.name);
+  return sink->get(opaque, dirfd, &o, c);
+}
+
+/* The receiver's loop; one_file: return after the first COMMIT (the client side of a GET). */
+static int serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink, void *opaque,
+                 const struct nfc_recv_options *opts, struct nfc_recv_counters *n,
+                 bool one_file)
 {
   struct nfc_recv_options o = opts ? *opts : (struct nfc_recv_options){ 0 };
   struct nfc_recv_counters dummy;
@@ -310,26 +398,34 @@ int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
     o.sync_bytes = 64 << 20;
   if (o.sync_ms == 0)
     o.sync_ms = 1000;
+  if (o.lock_wait_ms == 0)
+    o.lock_wait_ms = 30000;
   if (n == NULL)
     n = &dummy;
   memset(n, 0, sizeof *n);
   for (;;) {
+    h = (struct nfc_hdr){ 0 };
     r = nfc_conn_recv_hdr(c, &h);
-    if (r == -ENODATA && st.file == NULL) {
+    if (r == -ENODATA && st.file == NULL && !one_file) {
       r = 0;                    /* the sender is done with this connection */
       break;
     }
     if (r < 0) {
-      r = svm_error(-r, "%s: %s", nfc_conn_peer(c),
-                    r == -ENODATA || r == -ECONNRESET ? "connection dropped mid-file "
-                                                        "(the sender may resume)"
-                    : r == -EMSGSIZE ? "a frame longer than the protocol allows"
-                                     : "protocol error: bad frame header");
+      const char *why = r == -ENODATA || r == -ECONNRESET ? "connection dropped"
+                        : r == -EMSGSIZE ? "a frame longer than the protocol allows"
+                        : r == -EPROTO || r == -EPROTONOSUPPORT ? "protocol error: bad frame header"
+                                                                : strerror(-r);
+      if (st.file != NULL)
+        r = svm_error(-r, "%s: %s: %s at offset %" PRIu64 " (durable up to %" PRIu64 "; the "
+                      "sender may resume)", nfc_conn_peer(c), st.o.name, why, st.pos,
+                      st.durable);
+      else
+        r = svm_error(-r, "%s: %s", nfc_conn_peer(c), why);
       break;
     }
     if (h.type == NFC_DATA || h.type == NFC_ZERO) {
       r = do_data(c, sink, &o, &h, &st, n);
-    } else if (h.type == NFC_OPEN || h.type == NFC_COMMIT) {
+    } else if (h.type == NFC_OPEN || h.type == NFC_COMMIT || (h.type == NFC_GET && !one_file)) {
       if ((r = nfc_conn_recv_payload(c, &h, ctrl)) < 0) {
         r = svm_error(-r, "%s: %s", nfc_conn_peer(c),
                       r == -EBADMSG ? "a control frame failed its CRC-32C check"
@@ -338,8 +434,14 @@ int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
         r = svm_error(EPROTO, "%s: protocol error: %s while %s is open", nfc_conn_peer(c),
                       h.type == NFC_OPEN ? "OPEN" : "COMMIT", st.o.name);
       } else {
-        r = h.type == NFC_OPEN ? do_open(c, dirfd, sink, opaque, &h, ctrl, &st)
-                               : do_commit(c, dirfd, sink, opaque, &h, ctrl, n);
+        if (h.type == NFC_OPEN)
+          r = do_open(c, dirfd, sink, opaque, &h, ctrl, &st, o.lock_wait_ms);
+        else if (h.type == NFC_GET)
+          r = do_get(c, dirfd, sink, opaque, &h, ctrl);
+        else
+          r = do_commit(c, dirfd, sink, opaque, &h, ctrl, n);
+        if (r == 0 && one_file && h.type == NFC_COMMIT)
+          break;
       }
     } else if (h.type == NFC_END) {
       r = do_end(c, sink, &st);
@@ -347,7 +449,8 @@ int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
       char msg[NFC_MAX_MSG + 1];
       if (nfc_conn_recv_payload(c, &h, msg) == 0) {
         msg[h.len] = '\0';
-        r = svm_error(ECONNABORTED, "%s gave up: %s", nfc_conn_peer(c), msg);
+        r = svm_error(h.off > 0 && h.off < 4096 ? (int)h.off : ECONNABORTED, "%s: %s",
+                      nfc_conn_peer(c), msg);
       } else {
         r = svm_error(ECONNABORTED, "%s gave up", nfc_conn_peer(c));
       }
@@ -356,7 +459,13 @@ int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
                     h.type);
     }
     if (r < 0) {
-      nfc_conn_send_error(c, -r, "%s", svm_last_error());
+      /* Tell the peer why (a failed GET's put names the file), unless it is the one that
+       * gave up; the message stays ours whatever the send meets. */
+      char why[NFC_MAX_MSG];
+      snprintf(why, sizeof why, "%s", svm_last_error());
+      if (h.type != NFC_ERROR)
+        nfc_conn_send_error(c, -r, "%s", why);
+      svm_error(-r, "%s", why);
       break;
     }
   }
@@ -365,4 +474,30 @@ int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sin
     write_record(st.recfd, &st.o, st.pos);
   range_close(sink, &st);
   return r;
+}
+
+int nfc_recv_serve(struct nfc_conn *c, int dirfd, const struct nfc_sink_ops *sink,
+                   void *opaque, const struct nfc_recv_options *o,
+                   struct nfc_recv_counters *n)
+{
+  return serve(c, dirfd, sink, opaque, o, n, false);
+}
+
+int nfc_recv_get(struct nfc_conn *c, const char *name, uint32_t provisioning, int dirfd,
+                 const struct nfc_sink_ops *sink, void *opaque,
+                 const struct nfc_recv_options *o, struct nfc_recv_counters *n)
+{
+  struct nfc_open req = { .provisioning = provisioning };
+  uint8_t buf[NFC_MAX_CTRL];
+  int len, r;
+
+  if (!nfc_name_ok(name))
+    return svm_error(EINVAL, "'%s': not a plain file name (no '/', not '..')", name);
+  snprintf(req.name, sizeof req.name, "%s", name);
+  if ((len = nfc_open_encode(&req, buf, sizeof buf)) < 0)
+    return svm_error(EINVAL, "'%s': name too long", name);
+  struct nfc_hdr h = { .type = NFC_GET, .len = (uint32_t)len };
+  if ((r = nfc_conn_send(c, &h, buf)) < 0)
+    return svm_error(-r, "%s: sending GET %s: %s", nfc_conn_peer(c), name, strerror(-r));
+  return serve(c, dirfd, sink, opaque, o, n, true);
 }

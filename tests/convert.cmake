@@ -2,6 +2,7 @@
 svm_unit_test(test-zero SOURCES unit/test-zero.c LIBS svmotion)
 svm_unit_test(test-extents SOURCES unit/test-extents.c LIBS svmotion)
 svm_unit_test(test-provision SOURCES unit/test-provision.c LIBS svmotion)
+svm_unit_test(test-lock SOURCES unit/test-lock.c LIBS svmotion)
 svm_unit_test(test-convert SOURCES unit/test-convert.c LIBS svmotion)
 svm_unit_test(test-convert-copy SOURCES unit/test-convert-copy.c LIBS svmotion)
 svm_unit_test(test-convert-common SOURCES unit/test-convert-common.c LIBS svm_common)

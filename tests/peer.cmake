@@ -2,6 +2,8 @@
 # real agents on loopback and in network namespaces.
 svm_integ_test(peer-refuse peer-refuse.sh TIMEOUT 120)
 svm_integ_test(hostmove-loopback hostmove-loopback.sh TIMEOUT 180)
+svm_integ_test(hostmove-faults hostmove-faults.sh TIMEOUT 180)
+svm_integ_test(hostmove-netns hostmove-netns.sh TIMEOUT 180)
 
 # libFuzzer target for the peer link's message parser (headers, payloads, the requests the
 # server reads). clang only, SVM_FUZZ=ON.

@@ -35,6 +35,9 @@ struct svm_agent_config {
   bool insecure;                  /* --insecure: plaintext peer link (tests) */
   unsigned nfc_streams;           /* --nfc-streams N: TCP streams per file (0: 1) */
   uint64_t nfc_rate;              /* --nfc-rate: bytes/s cap of NFC copies (0: none) */
+  const char *group;              /* --group G: G may use the control and NBD sockets too
+                                   * (0660 sockets, 0710 directories of group G); NULL: only
+                                   * root and svmd's own user (0600 sockets, 0700 dirs) */
 };
 
 int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out);

@@ -3,6 +3,7 @@
  * json.c. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/agent/internal.h"
+#include "svm/control/peercred.h"
 #include "svm/control/server.h"
 #include "svm/precheck/precheck.h"
 
@@ -33,6 +35,19 @@ void agent_log(const char *fmt, ...)
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   fprintf(stderr, "svmd %s.%03ld: %s\n", ts, now.tv_nsec / 1000000, msg);
+}
+
+int agent_set_access(struct svm_agent *a, const char *path, bool dir)
+{
+  bool g = a->group != SVM_NO_GROUP;
+  mode_t mode = dir ? (g ? 0710 : 0700) : (g ? 0660 : 0600);
+
+  if (g && chown(path, (uid_t)-1, a->group) < 0)
+    return svm_error(errno, "%s: cannot give it to --group %u: %s", path, (unsigned)a->group,
+                     strerror(errno));
+  if (chmod(path, mode) < 0)
+    return svm_error(errno, "%s: chmod %o: %s", path, (unsigned)mode, strerror(errno));
+  return 0;
 }
 
 static int mkdir_p(const char *path)
@@ -67,7 +82,7 @@ static int lock_state(struct svm_agent *a)
     path = NULL;
     return svm_error(ENOMEM, "out of memory");
   }
-  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0)
     return svm_error(errno, "%s: %s", path, strerror(errno));
   if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -105,8 +120,12 @@ static void scan_one(void *opaque, const struct svm_datastore *ds, const char *d
     svm_desc_free(desc);
     return;
   }
+  CLEANUP_FREE char *name = strdup(desc->name);   /* agent_vm_open frees desc on failure */
   if (agent_vm_open(a, ds, dir, path, desc, &vm) < 0) {
-    agent_log("skipping VM in %s: %s", dir, svm_last_error());
+    agent_log("VM %s in %s is degraded, not served: %s", name ? name : "?", dir,
+              svm_last_error());
+    if (name)
+      agent_degraded_add(a, ds, dir, name, svm_last_error());
     return;
   }
   vm->next = a->vms;
@@ -134,6 +153,7 @@ static void free_agent(struct svm_agent *a)
     a->vms = vm->next;
     agent_vm_close(vm);
   }
+  agent_degraded_free_all(a);
   svm_control_close(a->control);
   for (size_t i = 0; i < a->nds; i++)
     svm_datastore_clear(&a->ds[i]);
@@ -197,9 +217,37 @@ static int open_control(struct svm_agent *a)
     return svm_error(ENOMEM, "out of memory");
   }
   r = svm_control_open(sock, &a->control);
+  if (r < 0)
+    return r;
+  svm_control_set_group(a->control, a->group);
+  r = agent_set_access(a, sock, false);
   if (r == 0)
     agent_log("control socket %s", sock);
   return r;
+}
+
+/* --group NAME (or a numeric gid) */
+static int resolve_group(struct svm_agent *a, const char *name)
+{
+  struct group *gr;
+  char *end;
+
+  a->group = SVM_NO_GROUP;
+  if (!name)
+    return 0;
+  gr = getgrnam(name);
+  if (gr) {
+    a->group = gr->gr_gid;
+    return 0;
+  }
+  errno = 0;
+  unsigned long v = strtoul(name, &end, 10);
+  if (*name && !*end && !errno && v < (unsigned long)SVM_NO_GROUP) {
+    a->group = (gid_t)v;
+    return 0;
+  }
+  return svm_error(ENOENT, "--group %s: no such group (give a group name from /etc/group or "
+                   "a gid)", name);
 }
 
 /* The state directory (made if missing, then locked) and the agent's own copies of cfg. */
@@ -217,6 +265,9 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
   a->nfc_streams = cfg->nfc_streams ? cfg->nfc_streams : 1;
   a->nfc_rate = cfg->nfc_rate;
   a->ds = calloc(cfg->ndatastores, sizeof *a->ds);
+  r = resolve_group(a, cfg->group);
+  if (r < 0)
+    return r;
   r = mkdir_p(cfg->state_dir);
   if (r < 0)
     return r;
@@ -227,7 +278,11 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
     a->nbds_dir = NULL;
     return svm_error(ENOMEM, "out of memory");
   }
-  return lock_state(a);
+  r = lock_state(a);
+  if (r < 0)
+    return r;
+  /* svmd's own directory: only its user (and --group, to reach the sockets) get in */
+  return agent_set_access(a, a->state_dir, true);
 }
 
 int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
@@ -250,6 +305,8 @@ int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
     r = open_datastores(a, cfg);
   if (!r)
     r = mkdir_p(a->nbds_dir);
+  if (!r)
+    r = agent_set_access(a, a->nbds_dir, true);
   if (!r)
     r = scan_datastores(a);
   if (!r)
@@ -305,6 +362,10 @@ static int need_vm(struct svm_agent *a, const struct svm_ctl_request *r, struct 
   if (!name)
     return svm_error(EINVAL, "%s: missing argument 'vm'", r->verb);
   *vm = agent_find_vm(a, name);
+  struct agent_degraded *g = *vm ? NULL : agent_degraded_find(a, name);
+  if (g)
+    return svm_error(EIO, "VM %s is degraded and not served: %s (fix that and restart svmd; "
+                     "svmd never changes a degraded VM's files)", name, g->reason);
   if (!*vm)
     return svm_error(ENOENT, "no such VM '%s' on host %s (svmctl vm list shows the VMs)", name,
                      a->name);
@@ -369,8 +430,12 @@ static int do_vm_show(struct svm_agent *a, const struct svm_ctl_request *r, bool
                       char **payload)
 {
   struct agent_vm *vm;
-  int ret = need_vm(a, r, &vm);
+  const char *name = svm_ctl_arg(r, "vm");
+  struct agent_degraded *g = name ? agent_degraded_find(a, name) : NULL;
 
+  if (g)
+    return agent_out_degraded(g, json, payload);
+  int ret = need_vm(a, r, &vm);
   return ret < 0 ? ret : agent_out_vm(a, vm, json, payload);
 }
 
@@ -427,6 +492,22 @@ static int do_cbt_changeid(struct svm_agent *a, const struct svm_ctl_request *r,
   return ret < 0 ? ret : agent_cbt_changeid(d, json, payload);
 }
 
+/* An optional numeric argument: *v is left alone when it is absent. */
+static int parse_num(const struct svm_ctl_request *r, const char *key, uint64_t *v)
+{
+  const char *s = svm_ctl_arg(r, key);
+  char *end;
+
+  if (!s)
+    return 0;
+  errno = 0;
+  unsigned long long x = strtoull(s, &end, 10);
+  if (!*s || *end || errno || s[0] < '0' || s[0] > '9')
+    return svm_error(EINVAL, "%s: %s '%s' is not a number", r->verb, key, s);
+  *v = x;
+  return 0;
+}
+
 static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                         char **payload)
 {
@@ -438,7 +519,12 @@ static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bo
     return ret;
   if (!since)
     return svm_error(EINVAL, "cbt-query: missing argument 'since' (a change ID or '*')");
-  return agent_cbt_query(d, since, json, payload);
+  uint64_t cursor = 0, limit = SVM_CTL_QUERY_PAGE;
+  if (parse_num(r, "cursor", &cursor) < 0 || parse_num(r, "limit", &limit) < 0)
+    return -EINVAL;
+  if (limit == 0 || limit > SVM_CTL_QUERY_PAGE)
+    return svm_error(EINVAL, "cbt-query: limit must be 1-%d extents", SVM_CTL_QUERY_PAGE);
+  return agent_cbt_query(d, since, cursor, (size_t)limit, json, payload);
 }
 
 static int do_migrate(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
@@ -524,7 +610,7 @@ static const struct command {
   { "vm-create", { "vm", "datastore", "disk", "tcp", NULL }, do_vm_create },
   { "vm-delete", { "vm", NULL }, do_vm_delete },
   { "cbt-changeid", { "vm", "disk", NULL }, do_cbt_changeid },
-  { "cbt-query", { "vm", "disk", "since", NULL }, do_cbt_query },
+  { "cbt-query", { "vm", "disk", "since", "cursor", "limit", NULL }, do_cbt_query },
   { "migrate", { "vm", "datastore", "host", "provisioning", NULL }, do_migrate },
   { "migrate-cancel", { "vm", NULL }, do_migrate_cancel },
   { "status", { "id", NULL }, do_status },

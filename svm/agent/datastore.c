@@ -71,7 +71,17 @@ static void scan_entry(const struct svm_datastore *ds, const char *f, svm_datast
     path = NULL;
     return;
   }
-  if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || stat(path, &st) < 0)
+  /* lstat: a link to a folder elsewhere is not a VM folder (its files would leave the
+   * datastore); say so rather than pass over it */
+  if (lstat(dir, &st) < 0)
+    return;
+  if (S_ISLNK(st.st_mode) && stat(path, &st) == 0) {
+    svm_error(ELOOP, "%s: is a symbolic link; svmd follows none (a VM folder is a plain "
+              "directory in its datastore)", dir);
+    fn(opaque, ds, dir, path, NULL, svm_last_error());
+    return;
+  }
+  if (!S_ISDIR(st.st_mode) || lstat(path, &st) < 0)
     return;
   if (svm_desc_load(path, &d) < 0) {
     fn(opaque, ds, dir, path, NULL, svm_last_error());

@@ -17,6 +17,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/filekind.h"
 #include "svm/agent/descriptor.h"
 
 static const char *const prov_names[] = {
@@ -212,16 +213,23 @@ int svm_desc_parse(const char *path, const char *buf, size_t len, struct svm_des
 
 int svm_desc_load(const char *path, struct svm_desc **out)
 {
-  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* no symbolic link followed; O_NONBLOCK: a FIFO is refused below instead of blocking here */
+  CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
   CLEANUP_FREE char *buf = NULL;
   struct stat st;
   size_t got = 0;
 
   *out = NULL;
+  if (fd < 0 && errno == ELOOP)
+    return svm_error(ELOOP, "%s: is a symbolic link; svmd follows none (a descriptor is a "
+                     "plain file in its VM folder)", path);
   if (fd < 0)
     return svm_error(errno, "%s: %s", path, strerror(errno));
-  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-    return svm_error(EINVAL, "%s: not a regular file", path);
+  if (fstat(fd, &st) < 0)
+    return svm_error(errno, "%s: stat: %s", path, strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    return svm_error(EINVAL, "%s: is %s, not a regular file (a descriptor is a plain file)",
+                     path, svm_file_kind(st.st_mode));
   if (st.st_size > SVM_DESC_MAX_FILE)
     return svm_error(EFBIG, "%s: %jd bytes, larger than the %d bytes a descriptor may have",
                      path, (intmax_t)st.st_size, SVM_DESC_MAX_FILE);
@@ -408,11 +416,36 @@ static int check_disk(struct svm_desc *d, unsigned i, const struct desc_seen *se
     snprintf(dk->ctk_default, sizeof dk->ctk_default, "disk%u.ctk", i);
     dk->ctk = dk->ctk_default;
   }
-  for (unsigned j = 0; j < i; j++)
-    if (strcmp(d->disks[j].file, dk->file) == 0 || strcmp(d->disks[j].ctk, dk->ctk) == 0)
-      return svm_error(EINVAL, "%s: disk%u and disk%u share a file", d->path, j, i);
   if (strcmp(dk->file, dk->ctk) == 0)
     return svm_error(EINVAL, "%s: disk%u: file and ctk are the same file", d->path, i);
+  return 0;
+}
+
+/* No file named twice across every disk's file and ctk keys (a tracker writing over another
+ * disk's data, two exports of one file), and none named as the descriptor itself. Names are
+ * compared as the descriptor spells them: they are plain names in one folder, and links are
+ * never followed (svm/agent/confine.c), so one spelling is one file. */
+static int check_aliases(const struct svm_desc *d)
+{
+  for (unsigned i = 0; i < d->ndisks; i++) {
+    const struct svm_desc_disk *a = &d->disks[i];
+    const char *names[2] = { a->file, a->ctk }, *keys[2] = { "file", "ctk" };
+    for (unsigned k = 0; k < 2; k++) {
+      size_t n = d->name ? strlen(d->name) : 0;
+      if (n && strncmp(names[k], d->name, n) == 0 && strcmp(names[k] + n, ".svm") == 0)
+        return svm_error(EINVAL, "%s: disk%u.%s names %s, which is the descriptor itself",
+                         d->path, i, keys[k], names[k]);
+      for (unsigned j = 0; j < d->ndisks; j++) {
+        const struct svm_desc_disk *b = &d->disks[j];
+        if (j != i && strcmp(names[k], b->file) == 0)
+          return svm_error(EINVAL, "%s: disk%u.%s names %s, which is disk%u's file", d->path,
+                           i, keys[k], names[k], j);
+        if (j != i && strcmp(names[k], b->ctk) == 0)
+          return svm_error(EINVAL, "%s: disk%u.%s names %s, which is disk%u's ctk", d->path, i,
+                           keys[k], names[k], j);
+      }
+    }
+  }
   return 0;
 }
 
@@ -447,7 +480,7 @@ int svm_desc_validate(struct svm_desc *d)
       return r;
   }
   d->ndisks = seen.max_index + 1;
-  return 0;
+  return check_aliases(d);
 }
 
 int svm_desc_set(struct svm_desc *d, const char *key, const char *value)
@@ -560,11 +593,13 @@ static int write_all(int fd, const char *name, const char *buf, size_t len)
 /* The text in a new file tmp, durable before it is renamed over anything. */
 static int write_tmp(const char *tmp, const char *buf, size_t len)
 {
-  CLEANUP_CLOSE int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  CLEANUP_CLOSE int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   int r;
 
   if (fd < 0)
     return svm_error(errno, "%s: %s", tmp, strerror(errno));
+  if (fchmod(fd, 0600) < 0)          /* private whatever the umask */
+    return svm_error(errno, "%s: chmod: %s", tmp, strerror(errno));
   r = write_all(fd, tmp, buf, len);
   if (r < 0)
     return r;

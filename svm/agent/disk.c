@@ -79,20 +79,6 @@ static int meta_extents(void *opaque, const char *name, uint64_t offset, uint64_
   return 0;
 }
 
-/* The disk's stack: its raw file under a tracking layer for its tracker. */
-static int open_stack(struct agent_disk *d, struct svm_layer **top)
-{
-  struct svm_layer *raw = NULL;
-  int r = svm_layer_open_raw(d->path, false, &raw);
-
-  if (r < 0)
-    return r;
-  r = svm_layer_open_track(d->cbt, raw, top);
-  if (r < 0)
-    svm_layer_free(raw);
-  return r;
-}
-
 int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
 {
   const struct svm_desc_disk *dd = &d->vm->desc->disks[d->index];
@@ -100,18 +86,28 @@ int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
   struct svm_meta_provider prov = {
     .prefix = cbt_prefix, .resolve = meta_resolve, .extents = meta_extents, .opaque = d,
   };
-  struct svm_layer *top = NULL;
+  struct svm_layer *raw = NULL, *top = NULL;
   int r;
 
-  r = cbt_open(d->ctk_path, dd->uuid, dd->size, 0, &d->cbt);
+  /* The disk first: its lock (svm/disk/lock.h) refuses a disk that another svmd or
+   * svm-convert has open before anything touches its .ctk. The stack is the raw file under a
+   * tracking layer for the disk's tracker. */
+  r = svm_layer_open_raw(d->path, false, &raw);
   if (r < 0)
     return r;
+  r = cbt_open(d->ctk_path, dd->uuid, dd->size, 0, &d->cbt);
+  if (r < 0) {
+    svm_layer_free(raw);
+    return r;
+  }
   const char *why = cbt_reset_reason(d->cbt);
   if (why)
     agent_log("%s: changed-block tracking was reset: %s", d->export_name, why);
-  r = open_stack(d, &top);
-  if (r < 0)
+  r = svm_layer_open_track(d->cbt, raw, &top);
+  if (r < 0) {
+    svm_layer_free(raw);
     goto fail;
+  }
   r = svm_export_new(&opts, top, &d->export);
   if (r < 0) {
     svm_layer_free(top);
@@ -120,6 +116,8 @@ int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
   r = svm_export_add_meta_provider(d->export, &prov);
   if (r == 0)
     r = svm_export_listen_unix(d->export, d->sock_path);
+  if (r == 0)
+    r = agent_set_access(a, d->sock_path, false);   /* 0600, or 0660 for --group */
   if (r == 0 && d->tcp_addr[0]) {
     char port[16];
     r = svm_export_listen_tcp(d->export, d->tcp_addr, d->tcp_port, port, sizeof port);
@@ -196,14 +194,20 @@ int agent_cbt_changeid(struct agent_disk *d, bool json, char **out)
   return 0;
 }
 
-int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **out)
+int agent_cbt_query(struct agent_disk *d, const char *since, uint64_t cursor, size_t limit,
+                    bool json, char **out)
 {
   struct cbt_extent *e = NULL;
   struct cbt_info info;
-  uint64_t total = 0;
+  uint64_t total = 0, next = 0;
   size_t n = 0, len;
   FILE *f;
-  int r = cbt_query(d->cbt, since, 0, 0, &e, &n);
+  int r;
+
+  if (cursor >= d->vm->desc->disks[d->index].size)
+    return svm_error(EINVAL, "cbt-query: cursor %" PRIu64 " is past the end of %s disk%u",
+                     cursor, d->vm->desc->name, d->index);
+  r = cbt_query(d->cbt, since, cursor, 0, &e, &n);
 
   if (r < 0)
     return svm_error_prefix("%s disk%u", d->vm->desc->name, d->index);
@@ -219,6 +223,13 @@ int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **o
   }
   for (size_t i = 0; i < n; i++)
     total += e[i].length;
+  /* One page (svm/control/proto.h): the extents from the cursor on, at most `limit` of them;
+   * the next page starts where the last one ends (merged extents never touch, so no extent is
+   * cut in two by a page boundary). */
+  if (n > limit) {
+    next = e[limit - 1].offset + e[limit - 1].length;
+    n = limit;
+  }
   if (json) {
     fprintf(f, "{\"vm\": ");
     agent_json_str(f, d->vm->desc->name);
@@ -230,7 +241,10 @@ int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **o
     for (size_t i = 0; i < n; i++)
       fprintf(f, "%s{\"offset\": %" PRIu64 ", \"length\": %" PRIu64 "}", i ? ", " : "",
               e[i].offset, e[i].length);
-    fprintf(f, "]}");
+    if (next)
+      fprintf(f, "], \"next-cursor\": %" PRIu64 "}", next);
+    else
+      fprintf(f, "], \"next-cursor\": null}");
   } else {
     for (size_t i = 0; i < n; i++)
       fprintf(f, "%" PRIu64 " %" PRIu64 "\n", e[i].offset, e[i].length);

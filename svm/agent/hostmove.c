@@ -108,6 +108,27 @@ static bool control_gone(struct agent_hostmove *hm)
   return nfc_tls_pending(hm->control) > 0 || (poll(&p, 1, 0) == 1 && p.revents);
 }
 
+/* After a stream failed: did the destination see a failure of its own (a full disk, an I/O
+ * error) that no retry can fix? Then -errno with its message; 0 to retry. */
+static int destination_failed(struct agent_hostmove *hm, const char *token)
+{
+  struct svm_peer_msg *m = malloc(sizeof *m);
+  uint64_t e = 0;
+  int r = 0;
+
+  if (!m)
+    return 0;
+  svm_peer_msg_init(m, SVM_PEER_STATUS);
+  svm_peer_msg_add(m, "token", "%s", token);
+  if (svm_peer_call(hm->control, m, 5000) == 0 && svm_peer_get_u64(m, "errno", &e) == 0 &&
+      e > 0 && e < 4096 && !retryable((int)e)) {
+    const char *msg = svm_peer_get(m, "message");
+    r = svm_error((int)e, "host %s: %s", hm->peer_host, msg ? msg : strerror((int)e));
+  }
+  free(m);
+  return r;
+}
+
 /* Sleep up to ms, waking early on cancel. */
 static void nap(struct agent_hostmove *hm, int ms)
 {
@@ -118,7 +139,7 @@ static void nap(struct agent_hostmove *hm, int ms)
 /* One file over NFC; a stream the network cut is opened again and goes on from what the
  * destination has durable, until the file makes no progress for RESUME_WINDOW_S. */
 static int put_file(struct agent_hostmove *hm, struct svm_nfc_put_options *o, const char *path,
-                    const char *name)
+                    const char *name, const char *token)
 {
   double last_progress = now_s();
   uint64_t best = 0;
@@ -143,6 +164,8 @@ static int put_file(struct agent_hostmove *hm, struct svm_nfc_put_options *o, co
       return svm_error(ECONNRESET, "%s: host %s ended the transfer (its agent stopped or "
                        "restarted?): %s", name, hm->peer_host, why);
     }
+    if ((r = destination_failed(hm, token)) < 0)
+      return r;
     if (atomic_load(&hm->done_file) > best) {
       best = atomic_load(&hm->done_file);
       last_progress = now_s();
@@ -287,7 +310,7 @@ static int send_files(struct agent_hostmove *hm, struct svm_peer_nfc_dest *dest,
       continue;
     o.provisioning = disk >= 0 ? (enum svm_provisioning)target_prov(hm, p->desc, (unsigned)disk)
                                : SVM_PROVISIONING_THIN;
-    r = put_file(hm, &o, strcmp(f, p->desc_name) == 0 ? p->desc_tmp : path, f);
+    r = put_file(hm, &o, strcmp(f, p->desc_name) == 0 ? p->desc_tmp : path, f, dest->token);
     if (r < 0)
       return svm_error_prefix("sending %s", f);
     atomic_fetch_add(&hm->done_before, (uint64_t)st.st_size);

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include <svmotion/agent.h>
 
@@ -52,6 +53,14 @@ struct agent_vm {
   struct agent_disk *disks;
 };
 
+/* A VM found on a datastore that svmd does not serve (degraded.c). */
+struct agent_degraded {
+  struct agent_degraded *next;
+  const struct svm_datastore *ds;
+  char *name, *dir;
+  char *reason;           /* the error that stopped it, naming the file */
+};
+
 struct svm_agent {
   char *name;
   char *state_dir;
@@ -67,6 +76,7 @@ struct svm_agent {
   bool have_creds;
   struct svm_peer_server *peer;
   struct agent_hostmoves *hostmoves;
+  gid_t group;            /* --group, or SVM_NO_GROUP */
   /* The migration network (precheck.c): --migration-gateway, the listener, the interface. */
   char *migration_gw;
   struct svm_net_server *mig_server;
@@ -75,6 +85,7 @@ struct svm_agent {
   size_t nds;
   struct svm_datastore *ds;
   struct agent_vm *vms;
+  struct agent_degraded *degraded;
   int lock_fd;
   struct svm_control *control;
 };
@@ -102,6 +113,9 @@ int agent_hostmove_cancel(struct svm_agent *a, const char *vm);   /* -ENOENT: no
 void agent_hostmove_status(struct svm_agent *a, bool json, FILE *f, bool *first);
 int agent_hostmove_show(struct svm_agent *a, unsigned id, bool json, char **out);
 void agent_hostmoves_stop(struct svm_agent *a);  /* a->mu not held */
+/* Explicit modes whatever the umask: a directory on the way to a socket 0700, a socket 0600;
+ * with --group 0710 and 0660, group G. */
+int agent_set_access(struct svm_agent *a, const char *path, bool dir);
 
 /* precheck.c: the migration listener, the prechecks, the peer link's INFO */
 struct svm_pc_report;
@@ -127,19 +141,37 @@ void agent_vm_close(struct agent_vm *vm);
 int agent_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, struct agent_vm **out);
 int agent_vm_delete(struct svm_agent *a, const char *name);
 
+/* confine.c: `name` inside the folder `dir`, not following a symbolic link, never opening it
+ * (so a FIFO or a device cannot block or react): 0 for a regular file (its stat in *st when
+ * st is not NULL), 0 for a missing one when may_be_missing, else an error naming DIR/NAME and
+ * what it is ("is a FIFO, not a regular file", "is a symbolic link"). */
+struct stat;
+int agent_check_file(const char *dir, const char *name, bool may_be_missing, struct stat *st);
+
+/* degraded.c */
+void agent_degraded_add(struct svm_agent *a, const struct svm_datastore *ds, const char *dir,
+                        const char *name, const char *reason);
+struct agent_degraded *agent_degraded_find(struct svm_agent *a, const char *name);
+void agent_degraded_free_all(struct svm_agent *a);
+void agent_degraded_json(FILE *f, const struct agent_degraded *g);
+void agent_degraded_text(FILE *f, const struct agent_degraded *g);
+
 /* disk.c: the disk's tracker and export */
 int agent_disk_start(struct svm_agent *a, struct agent_disk *d);
 void agent_disk_stop(struct agent_disk *d);
 /* NBD clients connected to the disk's export now (0 when it is not exported). */
 uint64_t agent_disk_clients(struct agent_disk *d);
 int agent_cbt_changeid(struct agent_disk *d, bool json, char **out);
-int agent_cbt_query(struct agent_disk *d, const char *since, bool json, char **out);
+/* One page of the answer: at most `limit` extents from byte `cursor` on (proto.h). */
+int agent_cbt_query(struct agent_disk *d, const char *since, uint64_t cursor, size_t limit,
+                    bool json, char **out);
 /* The disk's CBT state for vm list/show: writes JSON members ("granularity": ..., ...) */
 void agent_disk_cbt_json(struct agent_disk *d, FILE *f);
 
 /* json.c: answers as JSON or text */
 int agent_out_vm_list(struct svm_agent *a, bool json, char **out);
 int agent_out_vm(struct svm_agent *a, struct agent_vm *vm, bool json, char **out);
+int agent_out_degraded(const struct agent_degraded *g, bool json, char **out);
 void agent_json_str(FILE *f, const char *s);
 
 #endif

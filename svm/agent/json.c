@@ -166,6 +166,20 @@ int agent_out_vm(struct svm_agent *a, struct agent_vm *vm, bool json, char **out
   return finish(f, out);
 }
 
+int agent_out_degraded(const struct agent_degraded *g, bool json, char **out)
+{
+  size_t len;
+  FILE *f = open_memstream(out, &len);
+
+  if (!f)
+    return svm_error(ENOMEM, "out of memory");
+  if (json)
+    agent_degraded_json(f, g);
+  else
+    agent_degraded_text(f, g);
+  return finish(f, out);
+}
+
 static int by_name(const void *x, const void *y)
 {
   struct agent_vm *const *a = x, *const *b = y;
@@ -206,12 +220,21 @@ int agent_out_vm_list(struct svm_agent *a, bool json, char **out)
         fputs(", ", f);
       vm_json(f, v[i]);
     }
+    /* VMs found but not served, apart: "vms" lists exactly what svmd serves */
+    fputs("], \"degraded\": [", f);
+    for (const struct agent_degraded *g = a->degraded; g; g = g->next) {
+      agent_degraded_json(f, g);
+      if (g->next)
+        fputs(", ", f);
+    }
     fputs("]}", f);
   } else {
     if (n == 0)
       fprintf(f, "no VMs on host %s\n", a->name);
     for (size_t i = 0; i < n; i++)
       vm_text(f, v[i]);
+    for (const struct agent_degraded *g = a->degraded; g; g = g->next)
+      agent_degraded_text(f, g);
   }
   return finish(f, out);
 }

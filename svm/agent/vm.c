@@ -116,9 +116,11 @@ static int init_disk(struct svm_agent *a, struct agent_vm *vm, unsigned i, const
       !(d->export_name = strf("%s/disk%u", name, i)) ||
       !(d->sock_path = strf("%s/%s-disk%u.sock", a->nbds_dir, name, i)))
     return svm_error(ENOMEM, "out of memory");
-  if (stat(d->path, &st) < 0)
-    return svm_error(errno, "%s: disk%u: %s: %s", vm->desc_path, i, d->path, strerror(errno));
-  if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != dd->size)
+  /* both files inside the folder, plain files (the .ctk is made when missing) */
+  if (agent_check_file(vm->dir, dd->file, false, &st) < 0 ||
+      agent_check_file(vm->dir, dd->ctk, true, NULL) < 0)
+    return svm_error_prefix("%s: disk%u", vm->desc_path, i);
+  if ((uint64_t)st.st_size != dd->size)
     return svm_error(EINVAL, "%s: disk%u: %s is %jd bytes, the descriptor says %" PRIu64,
                      vm->desc_path, i, d->path, (intmax_t)st.st_size, dd->size);
   if (tcp_addr[0]) {
@@ -189,11 +191,13 @@ static int create_disk_file(const char *path, uint64_t size, enum svm_desc_prov 
   enum svm_provisioning kind = p == SVM_DESC_THICK   ? SVM_PROVISIONING_THICK
                                : p == SVM_DESC_EAGER ? SVM_PROVISIONING_EAGER
                                                      : SVM_PROVISIONING_THIN;
-  CLEANUP_CLOSE int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  CLEANUP_CLOSE int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   int r;
 
   if (fd < 0)
     return svm_error(errno, "%s: %s", path, strerror(errno));
+  if (fchmod(fd, 0600) < 0)          /* private whatever the umask */
+    return svm_error(errno, "%s: chmod: %s", path, strerror(errno));
   r = svm_provision_prepare(fd, path, size, kind);
   if (r == 0)
     r = svm_provision_finish(fd, path, size, kind, NULL);
@@ -215,7 +219,10 @@ static int parse_disk_arg(const char *s, uint64_t *size, enum svm_desc_prov *p)
       return svm_error(EINVAL, "disk '%s': the size must be a number of bytes", s);
     v = v * 10 + (uint64_t)(s[i] - '0');
   }
-  if (v == 0 || v % 512 || v > (UINT64_C(1) << 62))
+  if (v > (UINT64_C(1) << 62))
+    return svm_error(EINVAL, "disk '%s': larger than the largest disk svmd can make (4 EiB, "
+                     "%" PRIu64 " bytes)", s, UINT64_C(1) << 62);
+  if (v == 0 || v % 512)
     return svm_error(EINVAL, "disk '%s': the size must be a non-zero multiple of 512 bytes", s);
   *size = v;
   *p = SVM_DESC_THIN;
@@ -268,7 +275,8 @@ static int parse_disk_args(const struct svm_ctl_request *r, struct vm_spec *spec
     if (strcmp(r->args[i].key, "disk") != 0)
       continue;
     if (spec->ndisks == SVM_DESC_MAX_DISKS)
-      return svm_error(E2BIG, "at most %d disks", SVM_DESC_MAX_DISKS);
+      return svm_error(E2BIG, "a VM has at most %d disks (--disk was given more often)",
+                       SVM_DESC_MAX_DISKS);
     int ret = parse_disk_arg(r->args[i].value, &spec->sizes[spec->ndisks],
                              &spec->provs[spec->ndisks]);
     if (ret < 0)
@@ -303,6 +311,10 @@ static int validate_create(struct svm_agent *a, const struct svm_ctl_request *r,
   if (other)
     return svm_error(EEXIST, "VM %s exists already (datastore %s, %s)", spec->name,
                      other->ds->name, other->dir);
+  const struct agent_degraded *g = agent_degraded_find(a, spec->name);
+  if (g)
+    return svm_error(EEXIST, "VM %s exists already (datastore %s, %s; degraded: %s)",
+                     spec->name, g->ds->name, g->dir, g->reason);
   if (spec->tcp) {
     char h[64], p[16];
     if (split_hostport(spec->tcp, h, sizeof h, p, sizeof p) < 0)
@@ -311,10 +323,16 @@ static int validate_create(struct svm_agent *a, const struct svm_ctl_request *r,
   return parse_disk_args(r, spec);
 }
 
+/* 0700 whatever the umask: the VM's files are svmd's alone (guests reach them over NBD). */
 static int make_vm_dir(const char *dir)
 {
-  if (mkdir(dir, 0755) == 0)
-    return 0;
+  if (mkdir(dir, 0700) == 0) {
+    if (chmod(dir, 0700) == 0)
+      return 0;
+    int e = errno;
+    rmdir(dir);
+    return svm_error(e, "%s: chmod: %s", dir, strerror(e));
+  }
   return svm_error(errno, "%s: %s%s", dir, strerror(errno),
                    errno == EEXIST ? " (a folder of that name is in the datastore already; "
                                      "remove it or pick another name)" : "");

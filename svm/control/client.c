@@ -37,6 +37,9 @@ static int connect_sock(struct svm_client *c)
       return svm_error(e, "the agent svmd is not running for state directory %s (%s: %s); "
                        "start it with: svmd --name HOST --state %s --datastore NAME=DIR",
                        c->state_dir, c->path, strerror(e), c->state_dir);
+    if (e == EACCES)
+      return svm_error(e, "%s: %s (svmd lets only root, its own user and the members of its "
+                       "--group talk to it)", c->path, strerror(e));
     return svm_error(e, "%s: %s", c->path, strerror(e));
   }
   c->fd = TAKE_FD(fd);

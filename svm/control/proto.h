@@ -11,7 +11,18 @@
  * newlines and non-ASCII are escaped); %00 is refused. A key may repeat (disk=...). Requests are
  * at most SVM_CTL_MAX_REQUEST bytes and SVM_CTL_MAX_ARGS arguments, responses at most
  * SVM_CTL_MAX_RESPONSE bytes. A request for another protocol version is answered with
- * ERR EPROTONOSUPPORT naming both versions. Malformed requests get ERR EINVAL, never a crash. */
+ * ERR EPROTONOSUPPORT naming both versions. Malformed requests get ERR EINVAL, never a crash.
+ *
+ * Answers of any size: cbt-query is paged, so that no answer nears SVM_CTL_MAX_RESPONSE (a
+ * disk's changed extents can number in the millions). Its arguments `cursor` (a byte offset
+ * of the disk, default 0) and `limit` (1-SVM_CTL_QUERY_PAGE extents, the default) select the
+ * extents from the cursor on, at most `limit` of them. The JSON answer carries
+ * "next-cursor": the cursor of the next page, or null on the last one; its "changed-bytes"
+ * counts from the cursor on. A text answer is one "OFFSET LENGTH" line per extent: a page of
+ * fewer than `limit` lines is the last, and the next cursor is the last line's
+ * OFFSET + LENGTH. Pages taken while the guest writes may report a block twice or two
+ * touching extents unmerged, never miss one written before the first page. svmctl cbt query
+ * fetches every page and prints one answer. */
 #ifndef SVM_CONTROL_PROTO_H
 #define SVM_CONTROL_PROTO_H
 
@@ -22,6 +33,7 @@ enum {
   SVM_CTL_MAX_REQUEST = 64 * 1024,
   SVM_CTL_MAX_ARGS = 128,
   SVM_CTL_MAX_RESPONSE = 64 * 1024 * 1024,
+  SVM_CTL_QUERY_PAGE = 65536,
 };
 
 struct svm_ctl_arg {

@@ -11,6 +11,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "svm/control/peercred.h"
 #include "svm/control/server.h"
 
 enum { CONTROL_IO_TIMEOUT_S = 5 };
@@ -18,7 +19,13 @@ enum { CONTROL_IO_TIMEOUT_S = 5 };
 struct svm_control {
   int fd;
   char *path;
+  gid_t group;              /* may connect besides root and our user; SVM_NO_GROUP: none */
 };
+
+void svm_control_set_group(struct svm_control *c, gid_t group)
+{
+  c->group = group;
+}
 
 int svm_control_open(const char *path, struct svm_control **out)
 {
@@ -43,6 +50,7 @@ int svm_control_open(const char *path, struct svm_control **out)
     return svm_error(ENOMEM, "out of memory");
   }
   c->fd = TAKE_FD(fd);
+  c->group = SVM_NO_GROUP;
   *out = c;
   return 0;
 }
@@ -188,7 +196,10 @@ int svm_control_serve(struct svm_control *c, int stop_fd, svm_control_handler h,
       int fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC);
       if (fd < 0)
         continue;
-      serve_one(fd, buf, h, opaque);
+      if (svm_control_peer_check(fd, c->group) == 0)
+        serve_one(fd, buf, h, opaque);
+      else
+        reply_err(fd, EACCES, svm_last_error());
       drain(fd, buf);
       close(fd);
     }

@@ -5,6 +5,8 @@
 #ifndef SVM_CONTROL_H
 #define SVM_CONTROL_H
 
+#include <sys/types.h>
+
 #include "svm/control/proto.h"
 
 struct svm_control;
@@ -15,6 +17,9 @@ typedef int (*svm_control_handler)(void *opaque, const struct svm_ctl_request *r
 /* Bind and listen on `path` (an existing socket file there is replaced: the caller holds the
  * state directory's lock, so it can only be stale). */
 int svm_control_open(const char *path, struct svm_control **out);
+/* Let members of `group` use the socket too (SVM_NO_GROUP, the default: only root and svmd's
+ * own user). Every connection is checked at accept (peercred.h). */
+void svm_control_set_group(struct svm_control *c, gid_t group);
 /* Serve until `stop_fd` becomes readable (e.g. a signalfd). Returns 0 then. */
 int svm_control_serve(struct svm_control *c, int stop_fd, svm_control_handler h, void *opaque);
 /* Close and remove the socket file. */

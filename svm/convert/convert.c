@@ -26,8 +26,10 @@ static void init(struct svm_conv *c, const char *src, const char *dst,
   c->o = o;
   c->src_name = src;
   c->dst_name = dst;
-  c->src_file.fd = c->src_file.fd_buffered = -1;
-  c->dst_file.fd = c->dst_file.fd_buffered = -1;
+  c->src_file.fd = c->src_file.fd_buffered = c->src_file.lock_fd = -1;
+  c->dst_file.fd = c->dst_file.fd_buffered = c->dst_file.lock_fd = -1;
+  c->dst_lock_fd = -1;
+  c->src_mode = 0600;       /* an NBD source has no mode: private, like svmd's disks */
   svm_extent_list_init(&c->map);
 }
 

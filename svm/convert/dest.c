@@ -8,12 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/convert/internal.h"
+#include "svm/disk/lock.h"
 #include "svm/disk/provision.h"
 
 static char *dir_of(const char *path)
@@ -39,11 +42,49 @@ static void human(uint64_t n, char *out, size_t len)
     snprintf(out, len, "%.1f %s (%" PRIu64 " bytes)", v, u[i], n);
 }
 
+/* A destination on /proc or /sys would be a write into a kernel interface, never a disk. */
+static int check_fs(const char *path)
+{
+  CLEANUP_FREE char *dir = dir_of(path);
+  struct statfs fs;
+
+  if (dir == NULL)
+    return svm_error(ENOMEM, "out of memory");
+  if (statfs(dir, &fs) < 0)
+    return 0;                 /* check_space says what is wrong with the directory */
+  if (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC)
+    return svm_error(EINVAL, "%s: is on %s, a kernel interface, not a disk: give a destination "
+                     "on a disk file system", path,
+                     fs.f_type == PROC_SUPER_MAGIC ? "/proc" : "/sys");
+  return 0;
+}
+
+/* An existing DST that --force replaces: write-locked while we work, so that a disk some svmd
+ * or svm-convert has open is never renamed over behind its back. */
+static int lock_existing(struct svm_conv *c, const char *path)
+{
+  int fd = open(path, O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+  int r;
+
+  if (fd < 0)
+    return errno == ENOENT ? 0 : svm_error(errno, "%s: %s", path, strerror(errno));
+  r = svm_disk_lock(fd, path, true);
+  if (r < 0) {
+    close(fd);
+    return r;
+  }
+  c->dst_lock_fd = fd;
+  return 0;
+}
+
 /* DST may be new, or (with --force) a regular file other than the source. */
-static int check_path(const struct svm_conv *c, const char *path)
+static int check_path(struct svm_conv *c, const char *path)
 {
   struct stat st, sst;
+  int r;
 
+  if ((r = check_fs(path)) < 0)
+    return r;
   if (stat(path, &st) < 0)
     return errno == ENOENT ? 0 : svm_error(errno, "%s: %s", path, strerror(errno));
   if (S_ISDIR(st.st_mode))
@@ -57,7 +98,7 @@ static int check_path(const struct svm_conv *c, const char *path)
   if (!c->o->force)
     return svm_error(EEXIST, "%s: the destination already exists (use --force to replace it)",
                      path);
-  return 0;
+  return lock_existing(c, path);
 }
 
 static int check_space(const struct svm_conv *c, const char *path, uint64_t data_bytes)
@@ -95,11 +136,17 @@ static int create_temp(struct svm_conv *c, const char *path)
     tmp = NULL;
     return svm_error(ENOMEM, "out of memory");
   }
-  r = svm_io_open_file(tmp, O_RDWR | O_CREAT | O_EXCL, 0644, true, &f->direct);
+  r = svm_io_open_file(tmp, O_RDWR | O_CREAT | O_EXCL, c->src_mode, true, &f->direct);
   if (r < 0)
     return svm_error(-r, "%s: cannot create the destination: %s", tmp, strerror(-r));
   c->tmp = TAKE_PTR(tmp);     /* ours now: unlinked unless renamed */
   f->fd = r;
+  /* the source's mode whatever the umask (a private disk stays private) */
+  if (fchmod(f->fd, c->src_mode) < 0)
+    return svm_error(errno, "%s: chmod: %s", c->tmp, strerror(errno));
+  if ((r = svm_disk_lock(f->fd, c->tmp, true)) < 0)
+    return r;
+  f->lock_fd = f->fd;
   if ((r = svm_io_open_file(c->tmp, O_RDWR, 0, false, NULL)) < 0)
     return svm_error(-r, "%s: %s", c->tmp, strerror(-r));
   f->fd_buffered = r;
@@ -197,6 +244,9 @@ int svm_conv_finish_dest(struct svm_conv *c)
 
 static void close_file(struct svm_conv_file *f)
 {
+  if (f->lock_fd >= 0)
+    svm_disk_unlock(f->lock_fd);
+  f->lock_fd = -1;
   if (f->fd >= 0)
     close(f->fd);
   if (f->fd_buffered >= 0)
@@ -215,6 +265,11 @@ void svm_conv_close(struct svm_conv *c)
   c->copy = NULL;
   close_file(&c->src_file);
   close_file(&c->dst_file);
+  if (c->dst_lock_fd >= 0) {
+    svm_disk_unlock(c->dst_lock_fd);
+    close(c->dst_lock_fd);
+    c->dst_lock_fd = -1;
+  }
   if (c->tmp != NULL) {
     unlink(c->tmp);
     free(c->tmp);

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <svmotion/convert.h>
 
@@ -31,6 +32,7 @@ void svm_conv_options_defaults(struct svm_convert_options *o);
 struct svm_conv_file {
   int fd;                   /* O_DIRECT where the file system allows it, else buffered */
   int fd_buffered;          /* for requests that are not 4 KiB aligned, fsync, provisioning */
+  int lock_fd;              /* the one of the two that holds the image lock, or -1 */
   bool direct;
 };
 
@@ -41,6 +43,8 @@ struct svm_conv {
   struct svm_copy_end *src, *dst;
   struct svm_conv_file src_file, dst_file;
   char *tmp;                /* a file destination's temporary name; unlinked unless renamed */
+  mode_t src_mode;          /* permission bits the destination gets (a file source's own) */
+  int dst_lock_fd;          /* an existing DST (--force), write-locked until it is replaced */
   bool dst_reads_zero;      /* the destination reads as zeros wherever it is not written */
   struct svm_extent_list map;
   struct svm_copy *copy;

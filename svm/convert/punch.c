@@ -9,6 +9,8 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/filekind.h"
+#include "svm/disk/lock.h"
 #include "svm/convert/internal.h"
 #include "svm/disk/provision.h"
 
@@ -32,8 +34,8 @@ static int check_disk(const char *disk, uint64_t *size)
   if (S_ISDIR(sb.st_mode))
     return svm_error(EISDIR, "%s: is a directory, not a disk image (give the disk file)", disk);
   if (!S_ISREG(sb.st_mode))
-    return svm_error(EINVAL, "%s: not a regular file (--punch-zeroes works on raw disk files)",
-                     disk);
+    return svm_error(EINVAL, "%s: is %s, not a disk image (--punch-zeroes works on raw disk "
+                     "files)", disk, svm_file_kind(sb.st_mode));
   *size = (uint64_t)sb.st_size;
   return svm_conv_check_size(disk, *size);
 }
@@ -45,13 +47,18 @@ static int punch(const char *disk, struct svm_convert_stats *st)
 
   if ((r = check_disk(disk, &st->size)) < 0)
     return r;
-  fd = open(disk, O_RDWR | O_CLOEXEC);
+  fd = open(disk, O_RDWR | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     return svm_error(errno, "%s: cannot open for writing: %s", disk, strerror(errno));
+  /* exclusive: punching a disk that a guest writes through svmd would turn its writes into
+   * zeros */
+  if ((r = svm_disk_lock(fd, disk, true)) < 0)
+    return r;
   r = svm_punch_zeroes(fd, disk, SVM_COPY_ZERO_BLOCK, &st->bytes_read, &st->bytes_punched);
   st->bytes_skipped_zero = st->bytes_punched;
   if (r == 0 && fsync(fd) < 0)
     r = svm_error(errno, "%s: fsync: %s", disk, strerror(errno));
+  svm_disk_unlock(fd);
   return r;
 }
 

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/filekind.h"
+#include "svm/disk/lock.h"
 #include "svm/convert/internal.h"
 
 static int file_size(const char *path, int fd, uint64_t *size)
@@ -30,7 +32,7 @@ static int file_size(const char *path, int fd, uint64_t *size)
 
 /* Two descriptors: O_DIRECT for aligned reads where the file system allows it, buffered for
  * an unaligned tail. */
-static int open_file(struct svm_conv_file *f, const char *path, uint64_t *size)
+static int open_file(struct svm_conv_file *f, const char *path, uint64_t *size, mode_t *mode)
 {
   struct stat st;
   int r;
@@ -41,7 +43,12 @@ static int open_file(struct svm_conv_file *f, const char *path, uint64_t *size)
   if (S_ISDIR(st.st_mode))
     return svm_error(EISDIR, "%s: the source is a directory, not a disk image (give the disk "
                      "file inside it)", path);
-  r = svm_io_open_file(path, O_RDONLY, 0, true, &f->direct);
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+    return svm_error(EINVAL, "%s: the source is %s, not a disk image (give a raw disk file or "
+                     "a block device)", path, svm_file_kind(st.st_mode));
+  *mode = st.st_mode & 0777;
+  /* O_NONBLOCK: a FIFO swapped in after the stat must fail, not hang */
+  r = svm_io_open_file(path, O_RDONLY | O_NONBLOCK, 0, true, &f->direct);
   if (r < 0)
     return svm_error(-r, "%s: cannot open the source: %s%s", path, strerror(-r),
                      r == -EACCES ? " (check its permissions)" : "");
@@ -50,7 +57,13 @@ static int open_file(struct svm_conv_file *f, const char *path, uint64_t *size)
   if (r < 0)
     return svm_error(-r, "%s: cannot open the source: %s", path, strerror(-r));
   f->fd_buffered = r;
-  return file_size(path, f->fd, size);
+  if ((r = file_size(path, f->fd, size)) < 0)
+    return r;
+  /* a shared lock: a writer (a running VM's svmd, --punch-zeroes) would change it under us */
+  if ((r = svm_disk_lock(f->fd_buffered, path, false)) < 0)
+    return r;
+  f->lock_fd = f->fd_buffered;
+  return 0;
 }
 
 static int open_end(struct svm_conv *c)
@@ -61,7 +74,7 @@ static int open_end(struct svm_conv *c)
 
   if (svm_convert_is_nbd_uri(path))
     return svm_copy_nbd_end_open(path, false, &c->src);
-  if ((r = open_file(&c->src_file, path, &size)) < 0)
+  if ((r = open_file(&c->src_file, path, &size, &c->src_mode)) < 0)
     return r;
   return svm_copy_file_end_new(path, c->src_file.fd, c->src_file.fd_buffered,
                                c->src_file.direct, size, false, &c->src);

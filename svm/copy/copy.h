@@ -1,5 +1,5 @@
 /* Internal: the copy engine. One engine copies a disk from one end to another; what an end is
- * (a raw file through the I/O engine, an NBD export through libnbd, later an NFC stream or a
+ * (a raw file through the I/O engine, an NBD export through libnbd, an NFC stream, later a
  * disk layer stack) is hidden behind its table of operations (svm/copy/end.h), as nbdcopy's
  * struct rw_ops hides its backends.
  *

@@ -1,8 +1,8 @@
 /* Internal: the ends of a copy. An end is a table of operations and a little common state, so
  * the copy engine (svm/copy/copy.h) runs the same loop whatever it reads from and writes to
- * (nbdcopy's struct rw_ops is the model). Today: a raw file through the I/O engine (file.c) and
- * an NBD export through libnbd's asynchronous API (nbd.c). An NFC sender and a disk layer stack
- * (the migration's bulk pass) are meant to be further tables.
+ * (nbdcopy's struct rw_ops is the model). Today: a raw file through the I/O engine (file.c), an
+ * NBD export through libnbd's asynchronous API (nbd.c) and an NFC stream (nfc.c, declared in
+ * nfc.h). A disk layer stack (the migration's bulk pass) is meant to be a further table.
  *
  * Data operations are asynchronous: they queue one request and return 0, or -EAGAIN when the
  * end has no room (the engine retries after reaping), or another -errno when the request could

@@ -19,7 +19,6 @@
 #include "common/error.h"
 #include "svm/copy/nfc.h"
 #include "svm/disk/extents.h"
-#include "svm/io/io.h"
 
 enum { RANGE_ALIGN = 1 << 20 };
 
@@ -135,8 +134,13 @@ static int copy_range(struct put *p, struct stream *s)
       goto out;
   }
   /* The engine copies [0, size) of its map: its ends say the file's size, the map says what. */
+  /* The default depth is shared by the streams: N streams keep about as much in flight (and
+   * as many buffers to fault in) as one. */
+  unsigned requests = p->opt->requests;
+  if (requests == 0)
+    requests = SVM_COPY_DEFAULT_REQUESTS / p->n < 8 ? 8 : SVM_COPY_DEFAULT_REQUESTS / p->n;
   struct svm_copy_options co = { .request_size = p->opt->request_size,
-                                 .requests = p->opt->requests,
+                                 .requests = requests,
                                  .dst_reads_zero = false,   /* zero ranges travel as frames */
                                  .progress = on_progress, .progress_opaque = s,
                                  .cancel = p->opt->cancel };
@@ -173,8 +177,29 @@ static void *stream_main(void *opaque)
   return NULL;
 }
 
-int svm_nfc_put_file(const char *path, const char *name, const struct svm_nfc_put_options *o,
-                     struct svm_nfc_put_counters *n)
+/* Open the source: a path, or a name confined to dirfd (a GET from the network). */
+static int open_source(struct put *p, int dirfd, const char *path)
+{
+  int fl;
+
+  p->fd_buffered = dirfd >= 0 ? openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                              : open(path, O_RDONLY | O_CLOEXEC);
+  if (p->fd_buffered < 0)
+    return svm_error(errno, "%s: %s", path, strerror(errno));
+  /* A second descriptor for O_DIRECT reads where the file system allows them. */
+  p->fd = dirfd >= 0 ? openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                     : open(path, O_RDONLY | O_CLOEXEC);
+  if (p->fd < 0)
+    return svm_error(errno, "%s: %s", path, strerror(errno));
+  fl = fcntl(p->fd, F_GETFL);
+  p->direct = fl >= 0 && fcntl(p->fd, F_SETFL, fl | O_DIRECT) == 0;
+  return 0;
+}
+
+/* borrowed: send on this connection (one stream), which stays the caller's. */
+static int put(int dirfd, const char *path, const char *name,
+               const struct svm_nfc_put_options *o, struct nfc_conn *borrowed,
+               struct svm_nfc_put_counters *n)
 {
   struct put *p;
   struct stat st;
@@ -184,6 +209,8 @@ int svm_nfc_put_file(const char *path, const char *name, const struct svm_nfc_pu
     return svm_error(EINVAL, "'%s': not a plain file name (no '/', not '..')", name);
   if (o->streams > SVM_NFC_MAX_STREAMS)
     return svm_error(EINVAL, "--nfc-streams %u: at most %d", o->streams, SVM_NFC_MAX_STREAMS);
+  if (borrowed == NULL && o->connect == NULL)
+    return svm_error(EINVAL, "internal error: no way to connect");
   if ((p = calloc(1, sizeof *p)) == NULL)
     return svm_error(ENOMEM, "out of memory");
   p->opt = o;
@@ -191,16 +218,10 @@ int svm_nfc_put_file(const char *path, const char *name, const struct svm_nfc_pu
   p->fd = p->fd_buffered = -1;
   pthread_mutex_init(&p->mu, NULL);
   svm_extent_list_init(&p->map);
-  if ((p->fd_buffered = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-    r = svm_error(errno, "%s: %s", path, strerror(errno));
+  if ((r = open_source(p, dirfd, path)) < 0)
     goto out;
-  }
   if (fstat(p->fd_buffered, &st) < 0 || !S_ISREG(st.st_mode)) {
     r = svm_error(EINVAL, "%s: not a regular file", path);
-    goto out;
-  }
-  if ((p->fd = svm_io_open_file(path, O_RDONLY, 0, true, &p->direct)) < 0) {
-    r = p->fd;
     goto out;
   }
   p->size = (uint64_t)st.st_size;
@@ -208,7 +229,7 @@ int svm_nfc_put_file(const char *path, const char *name, const struct svm_nfc_pu
     r = svm_error(-r, "%s: cannot map its extents: %s", path, strerror(-r));
     goto out;
   }
-  split(p, o->streams ? o->streams : 1);
+  split(p, borrowed != NULL || o->streams == 0 ? 1 : o->streams);
   struct nfc_open commit = { .size = p->size, .source_id = source_id(&st),
                              .provisioning = (uint32_t)o->provisioning, .end = p->size,
                              .nranges = p->n };
@@ -226,8 +247,15 @@ int svm_nfc_put_file(const char *path, const char *name, const struct svm_nfc_pu
     s->o.nranges = 0;
   }
   /* The first stream creates the file before any other opens it. */
-  if ((r = connect_and_open(p, &p->s[0])) < 0)
+  if (borrowed != NULL) {
+    p->s[0].conn = borrowed;
+    if (o->rate)
+      nfc_conn_set_rate(borrowed, o->rate);
+    if ((r = nfc_send_open(borrowed, &p->s[0].o, true, &p->s[0].resume)) < 0)
+      goto out;
+  } else if ((r = connect_and_open(p, &p->s[0])) < 0) {
     goto out;
+  }
   p->resumed_total = p->s[0].resume - p->s[0].o.start;
   for (unsigned i = 0; i < p->n; i++) {
     if (pthread_create(&p->s[i].th, NULL, stream_main, &p->s[i]) != 0) {
@@ -259,8 +287,9 @@ out:
       n->files++;
   }
   for (unsigned i = 0; i < p->n; i++)
-    nfc_conn_free(p->s[i].conn);
-  if (p->fd >= 0 && p->fd != p->fd_buffered)
+    if (p->s[i].conn != borrowed)
+      nfc_conn_free(p->s[i].conn);
+  if (p->fd >= 0)
     close(p->fd);
   if (p->fd_buffered >= 0)
     close(p->fd_buffered);
@@ -268,6 +297,20 @@ out:
   pthread_mutex_destroy(&p->mu);
   free(p);
   return r;
+}
+
+int svm_nfc_put_file(const char *path, const char *name, const struct svm_nfc_put_options *o,
+                     struct svm_nfc_put_counters *n)
+{
+  return put(-1, path, name, o, NULL, n);
+}
+
+int svm_nfc_put_on(struct nfc_conn *c, int dirfd, const char *name,
+                   const struct svm_nfc_put_options *o, struct svm_nfc_put_counters *n)
+{
+  if (!nfc_name_ok(name))
+    return svm_error(EINVAL, "'%s': not a plain file name (no '/', not '..')", name);
+  return put(dirfd, name, name, o, c, n);
 }
 
 static int by_name(const struct dirent **a, const struct dirent **b)

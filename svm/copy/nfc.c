@@ -386,6 +386,15 @@ static int sink_commit(void *opaque, int dirfd, const struct nfc_open *o)
   return 0;
 }
 
+/* GET: the file goes back as a one-stream put on the same connection. */
+static int sink_get(void *opaque, int dirfd, const struct nfc_open *o, struct nfc_conn *c)
+{
+  struct svm_nfc_put_options po = { .provisioning = (enum svm_provisioning)o->provisioning };
+
+  (void)opaque;
+  return svm_nfc_put_on(c, dirfd, o->name, &po, NULL);
+}
+
 static const struct nfc_sink_ops io_sink = {
   .open = sink_open,
   .buffer = sink_buffer,
@@ -394,10 +403,17 @@ static const struct nfc_sink_ops io_sink = {
   .sync = sink_sync,
   .close = sink_close,
   .commit = sink_commit,
+  .get = sink_get,
 };
 
 int svm_nfc_serve(struct nfc_conn *c, int dirfd, const struct nfc_recv_options *o,
                   struct nfc_recv_counters *n)
 {
   return nfc_recv_serve(c, dirfd, &io_sink, NULL, o, n);
+}
+
+int svm_nfc_get(struct nfc_conn *c, const char *name, enum svm_provisioning p, int dirfd,
+                const struct nfc_recv_options *o, struct nfc_recv_counters *n)
+{
+  return nfc_recv_get(c, name, (uint32_t)p, dirfd, &io_sink, NULL, o, n);
 }

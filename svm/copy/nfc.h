@@ -18,6 +18,10 @@
  * Receiver (the agent, one thread per accepted connection):
  *
  *     r = svm_nfc_serve(conn, dirfd_of_the_vm_folder, NULL, &counters);
+ *
+ * Get (the other direction, on a connection to a peer that runs svm_nfc_serve):
+ *
+ *     r = svm_nfc_get(conn, "disk0.raw", SVM_PROVISIONING_THIN, local_dirfd, NULL, &counters);
  */
 #ifndef SVM_COPY_NFC_H
 #define SVM_COPY_NFC_H
@@ -40,7 +44,8 @@ struct svm_nfc_put_options {
   enum svm_provisioning provisioning; /* what the receiver makes of the file */
   struct nfc_rate *rate;              /* shared cap (--nfc-rate), or NULL */
   uint64_t request_size;              /* the engine's chunk (0: 2 MiB) */
-  unsigned requests;                  /* chunks in flight per stream (0: 32) */
+  unsigned requests;                  /* chunks in flight per stream (0: 32 shared by the
+                                         streams, at least 8 each) */
   svm_copy_progress_fn progress;      /* done/total over all streams; any stream's thread */
   void *progress_opaque;
   volatile int *cancel;
@@ -56,11 +61,22 @@ struct svm_nfc_put_counters {
 
 int svm_nfc_put_file(const char *path, const char *name, const struct svm_nfc_put_options *o,
                      struct svm_nfc_put_counters *n);
+/* Put dirfd's file `name` on the connection c (one stream; c stays the caller's): how a
+ * receiver answers a GET. o->connect is not used. */
+int svm_nfc_put_on(struct nfc_conn *c, int dirfd, const char *name,
+                   const struct svm_nfc_put_options *o, struct svm_nfc_put_counters *n);
+
+/* Get: ask the peer on c for its file `name` and receive it into dirfd (same name), in
+ * the provisioning p. The peer's svm_nfc_serve answers. Resumable like a put. */
+int svm_nfc_get(struct nfc_conn *c, const char *name, enum svm_provisioning p, int dirfd,
+                const struct nfc_recv_options *o, struct nfc_recv_counters *n);
+
 /* Every regular file of dir (symbolic links and other kinds are skipped), in name order. */
 int svm_nfc_put_folder(const char *dir, const struct svm_nfc_put_options *o,
                        struct svm_nfc_put_counters *n);
 
-/* Receive on one connection into the folder dirfd until the sender closes it. o may be NULL. */
+/* Receive on one connection into the folder dirfd until the sender closes it, and answer GETs
+ * of files of that folder. o may be NULL. */
 int svm_nfc_serve(struct nfc_conn *c, int dirfd, const struct nfc_recv_options *o,
                   struct nfc_recv_counters *n);
 

@@ -25,7 +25,9 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/filekind.h"
 #include "svm/disk/layer.h"
+#include "svm/disk/lock.h"
 
 enum step { STEP_DATA, STEP_ZERO_RANGE, STEP_WRITE_ZEROES, STEP_SYNC };
 
@@ -318,6 +320,7 @@ static int raw_block_status(struct svm_layer *l, uint64_t off, uint64_t len,
 
 static void raw_close(struct svm_layer *l)
 {
+  svm_disk_unlock(raw_of(l)->fd);
   close(raw_of(l)->fd);
   free(l->priv);
 }
@@ -344,18 +347,32 @@ int svm_layer_open_raw(const char *path, bool readonly, struct svm_layer **out)
   struct stat st;
 
   *out = NULL;
-  fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO named as a disk must be refused, not wait for a writer forever;
+   * O_NOFOLLOW: a disk is the file named, never where a link (swapped in since) points */
+  fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+  if (fd < 0 && errno == ELOOP)
+    return svm_error(ELOOP, "%s: is a symbolic link; a disk image is opened only as the file "
+                     "itself (give the link's target)", path);
   if (fd < 0)
     return svm_error(errno, "%s: cannot open disk image: %s", path, strerror(errno));
   if (fstat(fd, &st) < 0)
     return svm_error(errno, "%s: stat: %s", path, strerror(errno));
   if (!S_ISREG(st.st_mode))
-    return svm_error(EINVAL, "%s: not a regular file (a raw disk image is a plain file)", path);
+    return svm_error(EINVAL, "%s: is %s, not a regular file (a raw disk image is a plain file)",
+                     path, svm_file_kind(st.st_mode));
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+    return svm_error(errno, "%s: fcntl: %s", path, strerror(errno));
+  /* exclusive for a writer, shared for a reader: no second writer behind the export's back */
+  int r = svm_disk_lock(fd, path, !readonly);
+  if (r < 0)
+    return r;
   l = calloc(1, sizeof *l);
   raw = calloc(1, sizeof *raw);
   p = strdup(path);
-  if (l == NULL || raw == NULL || p == NULL)
+  if (l == NULL || raw == NULL || p == NULL) {
+    svm_disk_unlock(fd);
     return svm_error(ENOMEM, "%s: out of memory", path);
+  }
   raw->fd = TAKE_FD(fd);
   raw->nowait_writes = -1;
   raw->inline_io = !(env && strcmp(env, "0") == 0);

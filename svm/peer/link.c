@@ -91,6 +91,11 @@ int svm_peer_recv(struct nfc_tls *t, struct svm_peer_msg *m, int timeout_ms)
 
 void svm_peer_send_error(struct nfc_tls *t, int errnum, const char *msg)
 {
+  svm_peer_send_error_seq(t, errnum, msg, NULL);
+}
+
+void svm_peer_send_error_seq(struct nfc_tls *t, int errnum, const char *msg, const char *seq)
+{
   struct svm_peer_msg *m = malloc(sizeof *m);
 
   if (!m)
@@ -98,6 +103,8 @@ void svm_peer_send_error(struct nfc_tls *t, int errnum, const char *msg)
   svm_peer_msg_init(m, SVM_PEER_ERROR);
   svm_peer_msg_add(m, "errno", "%d", errnum < 0 ? -errnum : errnum);
   svm_peer_msg_add(m, "message", "%s", msg);
+  if (seq)
+    svm_peer_msg_add(m, "seq", "%s", seq);
   svm_peer_send(t, m, 2000);
   free(m);
 }
@@ -115,12 +122,20 @@ static int peer_error(struct nfc_tls *t, const struct svm_peer_msg *m)
 
 int svm_peer_call(struct nfc_tls *t, struct svm_peer_msg *m, int timeout_ms)
 {
+  static _Atomic unsigned long next_seq = 1;
+  unsigned long seq = next_seq++;
   uint8_t sent = m->type;
-  int r = svm_peer_send(t, m, timeout_ms);
+  char want[24];
+  const char *got;
+  int r;
 
-  if (r < 0)
+  snprintf(want, sizeof want, "%lu", seq);
+  if ((r = svm_peer_msg_add(m, "seq", "%s", want)) < 0 || (r = svm_peer_send(t, m, timeout_ms)) < 0)
     return r;
-  r = svm_peer_recv(t, m, timeout_ms);
+  /* Skip answers to earlier requests whose wait timed out. */
+  do
+    r = svm_peer_recv(t, m, timeout_ms);
+  while (r == 0 && (got = svm_peer_get(m, "seq")) && strcmp(got, want) != 0);
   if (r == -ENODATA)
     return svm_error(ECONNRESET, "peer %s closed the connection instead of answering %s",
                      nfc_tls_peer(t), svm_peer_type_name(sent));

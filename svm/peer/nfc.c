@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -45,8 +46,15 @@ static void send_close(void *opaque)
   svm_peer_hangup(opaque);
 }
 
+/* From another thread: fail a read or write blocked on this stream now. */
+static void stream_abort(void *opaque)
+{
+  shutdown(nfc_tls_fd(opaque), SHUT_RDWR);
+}
+
 static const struct nfc_transport_ops send_ops = {
   .kind = "tls", .read = send_read, .write = send_write, .close = send_close,
+  .abort = stream_abort,
 };
 
 int svm_peer_nfc_connect(void *opaque, unsigned stream, struct nfc_conn **out)
@@ -80,7 +88,7 @@ static ssize_t recv_write(void *opaque, const void *buf, size_t len)
 
 /* The server frees the session when the stream's thread ends. */
 static const struct nfc_transport_ops recv_ops = {
-  .kind = "tls", .read = recv_read, .write = recv_write, .close = NULL,
+  .kind = "tls", .read = recv_read, .write = recv_write, .close = NULL, .abort = stream_abort,
 };
 
 int svm_peer_nfc_serve(struct nfc_tls *t, const char *dir)

@@ -53,6 +53,8 @@ int svm_peer_send(struct nfc_tls *t, const struct svm_peer_msg *m, int timeout_m
 int svm_peer_recv(struct nfc_tls *t, struct svm_peer_msg *m, int timeout_ms);
 /* Best effort: tell the peer why, as an ERROR. */
 void svm_peer_send_error(struct nfc_tls *t, int errnum, const char *msg);
+/* The same, answering the request that carried seq (NULL: none). */
+void svm_peer_send_error_seq(struct nfc_tls *t, int errnum, const char *msg, const char *seq);
 
 /* Client: connect to "ADDR:PORT" (ADDR may be [v6] or a name), handshake, HELLO with
  * channel, this host's name and (nfc) token; *reply is the peer's OK. The server's certificate
@@ -62,8 +64,8 @@ void svm_peer_send_error(struct nfc_tls *t, int errnum, const char *msg);
 int svm_peer_dial(const struct svm_peer_creds *creds, const char *hostport, const char *channel,
                   const char *self, const char *token, struct svm_peer_msg *reply,
                   struct nfc_tls **out);
-/* Send m and wait for the answer in m: 0 on OK, or the peer's ERROR as -errno with its message
- * (prefixed with the peer). */
+/* Send m (with a fresh seq=) and wait for its answer in m: 0 on OK, or the peer's ERROR as
+ * -errno with its message (prefixed with the peer). Answers to earlier requests are skipped. */
 int svm_peer_call(struct nfc_tls *t, struct svm_peer_msg *m, int timeout_ms);
 /* Close and free a dialled session (and its socket). */
 void svm_peer_hangup(struct nfc_tls *t);

@@ -14,6 +14,7 @@
 static const char *const type_names[] = {
   [SVM_PEER_HELLO] = "HELLO", [SVM_PEER_PREPARE] = "PREPARE", [SVM_PEER_COMMIT] = "COMMIT",
   [SVM_PEER_ABORT] = "ABORT", [SVM_PEER_OK] = "OK",           [SVM_PEER_ERROR] = "ERROR",
+  [SVM_PEER_STATUS] = "STATUS",
   [SVM_PEER_INFO] = "INFO",
 };
 
@@ -136,7 +137,7 @@ int svm_peer_msg_add(struct svm_peer_msg *m, const char *key, const char *fmt, .
   va_end(ap);
   vlen = strlen(value);
   for (size_t i = 0; i < vlen; i++)
-    if (value[i] == '\n' || value[i] == '\r')
+    if (value[i] == '\n')
       value[i] = ' ';
   /* key=value\n as the payload will hold it: klen + 1 + vlen + 1 */
   if (klen == 0 || klen > SVM_PEER_MAX_KEY || m->nfields == SVM_PEER_MAX_FIELDS ||

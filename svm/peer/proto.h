@@ -8,7 +8,8 @@
  *
  * The payload is text: "key=value\n" lines. A key is 1..32 of [a-z0-9-]; a value 0..1024 bytes
  * without NUL or newline; at most 64 lines; a key may repeat ("ds=..." once per datastore).
- * Everything is checked before use; a message that breaks a limit is refused with EPROTO and
+ * A request may carry seq=N; the answer carries the same, so a client that gave up waiting
+ * for one answer never takes it for the next one's. Everything is checked before use; a message that breaks a limit is refused with EPROTO and
  * the connection closed.
  *
  * The first message of every connection is HELLO, and its `channel` says what the connection
@@ -29,6 +30,8 @@
  *                                         <-  OK
  *   ABORT token=                          ->  the staging folder removed
  *                                         <-  OK
+ *   STATUS token=                         ->  (after a stream failed, the source asks why)
+ *                                         <-  OK [errno= message=: the last stream failure]
  *   (end of stream while prepared: the same as ABORT)
  */
 #ifndef SVM_PEER_PROTO_H
@@ -54,6 +57,7 @@ enum svm_peer_type {
   SVM_PEER_ABORT,
   SVM_PEER_OK,
   SVM_PEER_ERROR,         /* errno=N message=TEXT */
+  SVM_PEER_STATUS,        /* how is the prepared transfer: OK [errno=N message=TEXT] */
   SVM_PEER_INFO,          /* prechecks: datastore=DS -> OK with the host's migration network,
                              datastore and CPU facts (svm/precheck/info.c) */
   SVM_PEER_TYPE_MAX = SVM_PEER_INFO,

@@ -35,6 +35,8 @@ struct transfer {
   char token[SVM_PEER_TOKEN_LEN + 1];
   char dir[PATH_MAX];
   bool dead;                   /* ending: no new stream joins */
+  int last_errno;              /* the last stream that failed: why (STATUS tells) */
+  char last_error[512];
   unsigned nstreams;
   int fds[MAX_STREAMS];
 };
@@ -196,6 +198,21 @@ static int do_abort(struct control *k, struct svm_peer_msg *req)
   return 0;
 }
 
+static int do_status(struct control *k, struct svm_peer_msg *req)
+{
+  struct svm_peer_server *s = k->c->s;
+  int r = check_token(k, req);
+
+  if (r < 0)
+    return r;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&s->mu);
+  if (k->x->last_errno) {
+    svm_peer_msg_add(&k->reply, "errno", "%d", k->x->last_errno);
+    svm_peer_msg_add(&k->reply, "message", "%s", k->x->last_error);
+  }
+  return 0;
+}
+
 static int do_info(struct control *k, struct svm_peer_msg *req)
 {
   const struct svm_peer_ops *ops = k->c->s->ops;
@@ -213,6 +230,7 @@ static const struct transition {
   { C_READY, SVM_PEER_PREPARE, do_prepare },
   { C_PREPARED, SVM_PEER_COMMIT, do_commit },
   { C_PREPARED, SVM_PEER_ABORT, do_abort },
+  { C_PREPARED, SVM_PEER_STATUS, do_status },
   { C_READY, SVM_PEER_INFO, do_info },
 };
 
@@ -244,6 +262,12 @@ static void serve_control(struct control *k, struct svm_peer_msg *req)
       if (transitions[i].state == k->state && transitions[i].type == req->type)
         tr = &transitions[i];
     svm_peer_msg_init(&k->reply, SVM_PEER_OK);
+    const char *seq = svm_peer_get(req, "seq");
+    char seqbuf[SVM_PEER_MAX_VALUE + 1] = "";
+    if (seq) {
+      snprintf(seqbuf, sizeof seqbuf, "%s", seq);
+      svm_peer_msg_add(&k->reply, "seq", "%s", seq);
+    }
     if (!tr)
       r = svm_error(EPROTO, "%s is not expected when the connection is %s",
                     svm_peer_type_name(req->type), state_name(k->state));
@@ -252,7 +276,7 @@ static void serve_control(struct control *k, struct svm_peer_msg *req)
     if (r < 0) {
       ops->log("peer %s (host %s): %s refused: %s", k->c->peer, k->host,
                svm_peer_type_name(req->type), svm_last_error());
-      svm_peer_send_error(k->t, r, svm_last_error());
+      svm_peer_send_error_seq(k->t, r, svm_last_error(), seq ? seqbuf : NULL);
       continue;
     }
     if (svm_peer_send(k->t, &k->reply, SVM_PEER_CALL_MS) < 0) {
@@ -300,8 +324,13 @@ static void serve_nfc(struct conn *c, struct nfc_tls *t, const struct svm_peer_m
     free(ok);
     if (r == 0) {
       r = s->ops->nfc_stream(s->ops->opaque, t, dir);
-      if (r < 0)
+      if (r < 0) {
         s->ops->log("peer %s: NFC stream into %s ended: %s", c->peer, dir, svm_last_error());
+        pthread_mutex_lock(&s->mu);
+        x->last_errno = -r;
+        snprintf(x->last_error, sizeof x->last_error, "%s", svm_last_error());
+        pthread_mutex_unlock(&s->mu);
+      }
     }
   }
   pthread_mutex_lock(&s->mu);

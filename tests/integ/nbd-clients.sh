@@ -17,9 +17,13 @@ rc=0; "$SVM_BIN/svm-nbd-serve" "$NBD_TMP/none.raw" 2>"$NBD_TMP/err" || rc=$?
 disk=$NBD_TMP/disk.raw
 truncate -s 64M "$disk"
 start_serve "$disk" --dirty-layer
-# a second server on the same socket is refused while the first one lives
-rc=0; "$SVM_BIN/svm-nbd-serve" --socket "$NBD_SOCK" "$disk" >/dev/null 2>"$NBD_TMP/err" || rc=$?
+# a second server on the same socket is refused while the first one lives (another disk: the
+# same disk is refused earlier, by its write lock)
+truncate -s 1M "$NBD_TMP/other.raw"
+rc=0; "$SVM_BIN/svm-nbd-serve" --socket "$NBD_SOCK" "$NBD_TMP/other.raw" >/dev/null 2>"$NBD_TMP/err" || rc=$?
 [ "$rc" -eq 1 ] && grep -q 'another server is listening' "$NBD_TMP/err" || fail "socket in use: exit $rc"
+rc=0; "$SVM_BIN/svm-nbd-serve" --socket "$NBD_SOCK.2" "$disk" >/dev/null 2>"$NBD_TMP/err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q 'holds a write lock on it' "$NBD_TMP/err" || fail "disk in use: exit $rc"
 
 # nbdinfo
 out=$(nbdinfo "$NBD_URI") || fail "nbdinfo"

@@ -8,6 +8,7 @@
 #   on NAME svmctl ARGS...            svmctl against that agent
 #   wait_move NAME ID STATE [S]       until `status` says the move is in STATE
 #   wait_log NAME REGEX [S]           until the agent's log matches
+#   wait_received FILE BYTES [S]      until a destination file holds that much data
 #   vm_json NAME VM                   svmctl vm show --json
 
 export SVM_PROGRESS=0
@@ -88,6 +89,17 @@ wait_copied() {  # NAME ID BYTES [SECONDS]: until the move has copied at least B
     sleep 0.1
   done
   fail "move $2 on $1 did not copy $3 bytes"
+}
+
+# Until FILE holds at least BYTES of data (allocated): what a destination has received. (The
+# move's bytes_copied is the copy engine's progress, which may lag far behind the wire.)
+wait_received() {  # FILE BYTES [SECONDS]
+  local i
+  for i in $(seq 1 $((${3:-60} * 20))); do
+    [ -f "$1" ] && [ $(($(stat -c %b "$1") * 512)) -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  fail "$1 did not receive $2 bytes"
 }
 
 wait_log() {     # NAME REGEX [SECONDS]

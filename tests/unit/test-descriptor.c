@@ -206,6 +206,18 @@ static const struct bad_case bad[] = {
     "t.svm:4: export.tcp: 'localhost' is not ADDR:PORT" },
   { HEAD "disk0.file = a.raw\ndisk0.size = 512\ndisk0.uuid = x\ndisk0.ctk = a.raw\n", 0,
     EINVAL, "t.svm: disk0: file and ctk are the same file" },
+  /* no file named twice across every disk's file and ctk keys, nor as the descriptor */
+  { HEAD "disk0.file = a.raw\ndisk0.size = 512\ndisk0.uuid = x\ndisk0.ctk = b.raw\n"
+    "disk1.file = b.raw\ndisk1.size = 512\ndisk1.uuid = y\n", 0,
+    EINVAL, "t.svm: disk0.ctk names b.raw, which is disk1's file" },
+  { HEAD "disk0.file = a.raw\ndisk0.size = 512\ndisk0.uuid = x\n"
+    "disk1.file = disk0.ctk\ndisk1.size = 512\ndisk1.uuid = y\n", 0,
+    EINVAL, "t.svm: disk0.ctk names disk0.ctk, which is disk1's file" },
+  { HEAD "disk0.file = a.raw\ndisk0.size = 512\ndisk0.uuid = x\n"
+    "disk1.file = a.raw\ndisk1.size = 512\ndisk1.uuid = y\n", 0,
+    EINVAL, "t.svm: disk0.file names a.raw, which is disk1's file" },
+  { HEAD "disk0.file = vm1.svm\ndisk0.size = 512\ndisk0.uuid = x\n", 0,
+    EINVAL, "t.svm: disk0.file names vm1.svm, which is the descriptor itself" },
 };
 
 static void malformed(void **state)

@@ -9,6 +9,10 @@
 #include <svmotion/cli.h>
 #include "tools/svmctl/svmctl.h"
 
+/* svmd's limit (svm/agent/vm.c): sizes stay far from off_t's end, so offset + length never
+ * overflows anywhere on the data path. */
+#define SVMCTL_MAX_DISK (UINT64_C(1) << 62)
+
 static const char *const provs[] = { "thin", "thick", "eager-zeroed-thick" };
 
 int svmctl_disk_spec(const char *spec, char *out, size_t len, char *err, size_t errlen)
@@ -24,6 +28,11 @@ int svmctl_disk_spec(const char *spec, char *out, size_t len, char *err, size_t 
   if (n >= sizeof size_text || svm_size_parse(size_text, &size) < 0) {
     snprintf(err, errlen, "--disk %s: '%.*s' is not a size (e.g. 10G, 512M, 1073741824)", spec,
              (int)n, spec);
+    return -EINVAL;
+  }
+  if (size > SVMCTL_MAX_DISK) {
+    snprintf(err, errlen, "--disk %s: larger than the largest disk svmd can make (4 EiB, "
+             "%" PRIu64 " bytes)", spec, (uint64_t)SVMCTL_MAX_DISK);
     return -EINVAL;
   }
   if (size == 0 || size % 512) {

@@ -356,6 +356,8 @@ static int run(const char *state, int argc, char **argv)
   r = build_request(&c, &rq);
   if (r)
     return r;
+  if (is_cmd(&c, "cbt", "query"))
+    return svmctl_cbt_query(state, c.json, (size_t)rq.n, rq.keys, rq.vals);
   return call(state, &c, &rq);
 }
 

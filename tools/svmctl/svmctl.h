@@ -5,10 +5,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-enum { SVMCTL_MAX_OPTS = 64 };
+/* Options of one command: room for a VM's 64 --disk (SVM_DESC_MAX_DISKS) and the others
+ * beside them; svmd says "at most 64 disks" past that. */
+enum { SVMCTL_MAX_OPTS = 80 };
 
 /* "SIZE[:PROVISIONING]" (SIZE: bytes, or with K/M/G/T = powers of 1024) -> "BYTES:PROV" for
  * the agent. 0, or -EINVAL with a message in err. */
+/* query.c: cbt-query with the request's arguments (keys/vals have room for 3 more), every page
+ * printed as one answer; 0 or 1. */
+int svmctl_cbt_query(const char *state, bool json, size_t nargs, const char **keys,
+                     const char **vals);
+
 int svmctl_disk_spec(const char *spec, char *out, size_t len, char *err, size_t errlen);
 
 /* precheck.c: svmctl precheck */

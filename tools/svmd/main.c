@@ -16,7 +16,8 @@ static void usage(FILE *f)
 {
   fputs("Usage: svmd --name HOST --state DIR --datastore NAME=DIR [--datastore NAME=DIR ...]\n"
         "            [--mgmt ADDR:PORT] [--migration ADDR:PORT [--migration-gateway GW]]\n"
-        "            [--tls-dir DIR | --tls-psk FILE | --insecure] [--nfc-streams N] [--nfc-rate RATE]\n"
+        "            [--tls-dir DIR | --tls-psk FILE | --insecure] [--group GROUP]\n"
+        "            [--nfc-streams N] [--nfc-rate RATE]\n"
         "\n"
         "The svmotion host agent. Runs in the foreground and logs to stderr; SIGTERM or SIGINT\n"
         "stops it cleanly. On start it scans its datastores (every folder F holding F/F.svm is a\n"
@@ -51,6 +52,8 @@ static void usage(FILE *f)
         "                          does not authenticate is refused\n"
         "  --nfc-streams N         TCP streams per file of a host move (1-16, default 1)\n"
         "  --nfc-rate RATE         cap of host-move copies in bytes/s (K, M, G suffixes)\n"
+        "  --group GROUP           members of GROUP may use the control and NBD sockets too\n"
+        "                          (default: only root and svmd's own user)\n"
         "  --help                  this text\n"
         "  --version               print the version\n"
         "\n"
@@ -66,8 +69,8 @@ enum { SVMD_RUN = -1 };
 /* ds has room for argc entries; cfg->datastores points to it. */
 static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const char **ds)
 {
-  enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_MIGR_GW, O_TLS, O_PSK, O_INSECURE, O_STREAMS,
-         O_RATE, O_HELP, O_VERSION };
+  enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_MIGR_GW, O_TLS, O_PSK, O_INSECURE,
+         O_STREAMS, O_RATE, O_GROUP, O_HELP, O_VERSION };
   static const struct option opts[] = {
     { "name", required_argument, NULL, O_NAME },
     { "state", required_argument, NULL, O_STATE },
@@ -80,6 +83,7 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
     { "insecure", no_argument, NULL, O_INSECURE },
     { "nfc-streams", required_argument, NULL, O_STREAMS },
     { "nfc-rate", required_argument, NULL, O_RATE },
+    { "group", required_argument, NULL, O_GROUP },
     { "help", no_argument, NULL, O_HELP },
     { "version", no_argument, NULL, O_VERSION },
     { NULL, 0, NULL, 0 },
@@ -114,6 +118,7 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
         return 2;
       }
       break;
+    case O_GROUP: cfg->group = optarg; break;
     case O_HELP:
       usage(stdout);
       return 0;
