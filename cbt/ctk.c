@@ -1,20 +1,24 @@
 /* The .ctk file: on-disk format of a changed-block tracker.
  *
- * FORMAT (version 1, all integers little-endian, the file is a whole number of 4 KiB pages)
+ * FORMAT (version 2, all integers little-endian, the file is a whole number of 4 KiB pages)
  *
  *   offset 0      header slot 0  (4 KiB)
  *   offset 4096   header slot 1  (4 KiB)
- *   offset 8192   data page 0 copy A, data page 0 copy B, data page 1 copy A, ...
- *   size          8192 + 2 * npages * 4096, npages = ceil(nblocks / 2032)
+ *   offset 8192   activity-log ring: 4 slots of 4 KiB
+ *   offset 24576  data page 0 copy A, data page 0 copy B, data page 1 copy A, ...
+ *   size          24576 + 2 * npages * 4096, npages = ceil(nblocks / 2032)
+ * Every byte is written when the file is made (fallocate, then every copy of every page and
+ * an empty log entry), so that no later write needs new space: a full datastore cannot stop
+ * tracking, and a copy that reads as zeros is damage, not "never written".
  *
  * Header slot (bytes 0..511 used, the rest zero):
- *     0  magic "SVM-CTK\n"         8  u32 version (1)        12 u32 header length (512)
+ *     0  magic "SVM-CTK\n"         8  u32 version (2)        12 u32 header length (512)
  *    16  u64 generation           24  uuid[16]              40  previous uuid[16] (0: none)
  *    56  SHA-256 of disk id[32]   88  disk id text[96] (truncated, NUL padded, for messages)
  *   184  u32 granularity         188  u32 epochs per page (2032)
  *   192  u64 disk size           200  u64 blocks = ceil(disk size / granularity)
  *   208  u64 base                216  u64 floor (oldest answerable sequence)
- *   224  u32 current local epoch 228  u32 zero
+ *   224  u32 current local epoch 228  u32 log2 of the log extent (22 = 4 MiB; 0 in v1)
  *   232  reason text[192]: why the previous uuid was abandoned
  *   508  u32 CRC-32C of bytes 0..507
  * A header update writes the slot (generation & 1) with generation + 1 and fdatasyncs; the
@@ -22,11 +26,39 @@
  *
  * Data page copy (4 KiB): u32 CRC-32C of bytes 4..4095, u32 magic "CTKP", u64 page index,
  * u64 sequence, u64 first 8 bytes of the uuid, then 2032 u16 local epochs of consecutive
- * blocks (0 = never written). A page is rewritten into the copy that is NOT its newest valid
- * one, with sequence + 1, so a torn write (a crash during a first mark, whose write was
- * therefore never acknowledged) destroys only the copy being written and the previous state
- * survives. A copy of all zero bytes is a page never written (sequence 0). Both copies
- * invalid means damage, and damage is never repaired by guessing: the tracker restarts.
+ * blocks (0 = never written). A page is rewritten into the copy that is not its newest valid
+ * one, with sequence + 1. Pages are written LAZILY (tracker.c): the epochs in memory are
+ * exact, the file catches up in the background, and the activity log covers the difference.
+ *
+ * Activity-log entry (4 KiB, slot = sequence % 4): 8 sectors of 512 bytes, each checked on
+ * its own: u32 CRC-32C of the sector's bytes 4..511, u32 magic "CTKL", u64 sequence, u64
+ * first 8 bytes of the uuid, u8 sector index, u16 count (<= 960, the entry's), u8 zero, u32
+ * the open epoch when written (informative), then 120 u32 extent numbers (extent = 4 MiB of
+ * disk): entry extent i is in sector i / 120.
+ * The newest valid entry lists every extent in which a block may be marked in memory but not
+ * yet in its data page. An extent enters the log (entry written and fdatasync'd) before a
+ * write into it is acknowledged, and leaves it only after its data pages are durable. A torn
+ * entry (every sector whole or zero, but of two entries: a write that never completed, so no
+ * write waited on it was acknowledged) is skipped and the previous one in the ring holds. A
+ * damaged slot (a sector neither whole nor zero) that may have held the newest entry means the
+ * hot set is unknown, so every block of the disk counts as changed (never a miss); a damaged
+ * slot of an older entry is only logged.
+ *
+ * RECOVERY (every open): the newest copy of each page is loaded; then every block of every
+ * logged extent is put in the open epoch, so every acknowledged write since any change ID is
+ * reported; the over-report is what the log holds, at most 960 extents of 4 MiB. Untrusted
+ * pages: a copy that is invalid or all zero while its twin is valid may be a torn lazy write
+ * or damage at rest, and the file cannot tell which copy was the newest, so every block the
+ * page covers counts as changed in the open epoch (and the open says so); the same when both
+ * copies are bad. At most CTK_PAGES_INFLIGHT (8) pages are written between two fdatasyncs, so a
+ * crash tears at most 8 pages: the whole bound after a crash is
+ *     960 x 4 MiB  +  8 x 2032 x granularity     (3.75 GiB + 0.99 GiB at 64 KiB).
+ * A clean close writes every dirty page and an empty log entry: nothing is over-reported.
+ *
+ * VERSION 1 (before the activity log: marks were written synchronously, no log ring, data at
+ * offset 8192, pages never written left as holes) is read with the same page rules, except
+ * that an all-zero pair is a page never written, and upgraded in place at the first open: a
+ * complete version-2 file is written beside it and renamed over it; uuid and change IDs stay.
  *
  * EPOCHS AND CHANGE IDS. A block's local epoch e means "last written in the epoch whose
  * change ID sequence is base + e". The open epoch is cur; cbt_changeid() returns base + cur
@@ -37,17 +69,22 @@
  * Compaction, resize and reset write a complete new file and rename it over the old one.
  *
  * COST MODEL (1 TiB disk, 64 KiB granularity = 16 Mi blocks):
- *   memory: 2 bytes per block = 32 MiB per TiB, nothing per epoch or per page (anonymous
- *           mapping: regions never written, when loaded from a file, cost no RSS).
+ *   memory: 2 bytes per block = 32 MiB per TiB, nothing per epoch (anonymous mapping:
+ *           regions never written, when loaded from a file, cost no RSS); the log's index
+ *           2 bytes per 4 MiB extent (0.5 MiB per TiB), 1 dirty byte per page (8 KiB per TiB).
  *   mark, block already in the open epoch: one atomic load and compare per block, no lock.
- *   mark, first in the epoch: the covered pages (2032 blocks = 127 MiB of disk each) are
- *           read back (page cache), re-encoded, written to their other copy; one fdatasync per
- *           batch of concurrent first marks (leader/follower group commit).
+ *   mark, first in the epoch, extent in the log (the usual case): a mutex, a store, a
+ *           dirty bit; no I/O. Extent not in the log: one 4 KiB log write + fdatasync,
+ *           shared by concurrent callers (group commit), beside the data write (track.c);
+ *           when the log is full, the least recently used extents (up to 4 per entry) leave
+ *           it first: their dirty pages written + one fdatasync before the entry.
+ *   lazy writer: dirty pages re-encoded and written in batches of 8 + one fdatasync.
  *   changeid: one 4 KiB header write + fdatasync (a full rewrite every 32767 change IDs).
  *   query: a SIMD scan of the epoch array, 8 blocks per compare (32 MiB per TiB, a few ms).
- *   file: 64 MiB per TiB at most (two copies of every page), sparse where never written.
+ *   file: 64 MiB per TiB (two copies of every page), allocated and written at creation.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -67,6 +104,7 @@
 
 static const char ctk_magic[8] = { 'S', 'V', 'M', '-', 'C', 'T', 'K', '\n' };
 #define PAGE_MAGIC 0x504b5443u               /* "CTKP" */
+#define AL_MAGIC 0x4c4b5443u                 /* "CTKL" */
 #define HDR_LEN 512u
 #define HDR_CRC_OFF 508u
 
@@ -101,9 +139,33 @@ uint64_t ctk_npages(uint64_t nblocks)
   return (nblocks + CTK_BPP - 1) / CTK_BPP;
 }
 
+uint64_t ctk_file_size_v(uint32_t version, uint64_t nblocks)
+{
+  return (version == 1 ? CTK_DATA_OFF_V1 : CTK_DATA_OFF) + 2 * ctk_npages(nblocks) * CTK_PAGE;
+}
+
 uint64_t ctk_file_size(uint64_t nblocks)
 {
-  return CTK_DATA_OFF + 2 * ctk_npages(nblocks) * CTK_PAGE;
+  return ctk_file_size_v(CTK_VERSION, nblocks);
+}
+
+unsigned ctk_al_shift(uint64_t disk_size)
+{
+  unsigned s = CTK_AL_SHIFT_MIN;
+  while (((disk_size - 1) >> s) >= UINT32_MAX)
+    s++;
+  return s;
+}
+
+void ctk_image_free(struct ctk_image *img)
+{
+  if (img->ep)
+    munmap(img->ep, (size_t)img->h.nblocks * 2);
+  free(img->dirty);
+  free(img->al);
+  img->ep = NULL;
+  img->dirty = NULL;
+  img->al = NULL;
 }
 
 void ctk_disk_hash(const char *disk_id, uint8_t out[32])
@@ -135,6 +197,7 @@ void ctk_encode_header(const struct ctk_header *h, uint8_t page[CTK_PAGE])
   put64(page + 208, h->base);
   put64(page + 216, h->floor);
   put32(page + 224, h->cur);
+  put32(page + 228, h->al_shift);
   memcpy(page + 232, h->reason, strnlen(h->reason, CTK_REASON_MAX - 1));
   put32(page + HDR_CRC_OFF, svm_crc32c(0, page, HDR_CRC_OFF));
 }
@@ -148,9 +211,9 @@ static enum hdr_state decode_header(const uint8_t *p, struct ctk_header *h, char
   if (memcmp(p, ctk_magic, 8) != 0)
     return HDR_NOMAGIC;
   h->version = get32(p + 8);
-  if (h->version != CTK_VERSION) {
-    snprintf(why, whylen, "unknown .ctk version %" PRIu32 " (this svmotion reads version %d)",
-             h->version, CTK_VERSION);
+  if (h->version != CTK_VERSION && h->version != 1) {
+    snprintf(why, whylen, "unknown .ctk version %" PRIu32 " (this svmotion reads versions 1 "
+             "and %d)", h->version, CTK_VERSION);
     return HDR_VERSION;
   }
   if (get32(p + 12) != HDR_LEN || get32(p + HDR_CRC_OFF) != svm_crc32c(0, p, HDR_CRC_OFF)) {
@@ -170,6 +233,7 @@ static enum hdr_state decode_header(const uint8_t *p, struct ctk_header *h, char
   h->base = get64(p + 208);
   h->floor = get64(p + 216);
   h->cur = get32(p + 224);
+  h->al_shift = get32(p + 228);
   memcpy(h->reason, p + 232, CTK_REASON_MAX - 1);
   h->reason[CTK_REASON_MAX - 1] = '\0';
 
@@ -182,12 +246,17 @@ static enum hdr_state decode_header(const uint8_t *p, struct ctk_header *h, char
            h->nblocks != (h->disk_size + g - 1) / g)
     snprintf(why, whylen, "header has an inconsistent disk size %" PRIu64 " / %" PRIu64
              " blocks", h->disk_size, h->nblocks);
+  else if (h->version == 1 ? h->al_shift != 0 : h->al_shift != ctk_al_shift(h->disk_size))
+    snprintf(why, whylen, "header has an invalid log extent size 2^%" PRIu32, h->al_shift);
   else if (h->cur < 1 || h->cur > CTK_EPOCH_LIMIT || h->base > UINT64_MAX / 2 ||
            h->floor > h->base + h->cur)
     snprintf(why, whylen, "header has inconsistent epochs (base %" PRIu64 ", current %" PRIu32
              ", floor %" PRIu64 ")", h->base, h->cur, h->floor);
-  else
+  else {
+    if (h->version == 1)
+      h->al_shift = ctk_al_shift(h->disk_size);
     return HDR_OK;
+  }
   return HDR_INSANE;
 }
 
@@ -237,6 +306,60 @@ int ctk_check_page(const struct ctk_header *h, uint64_t pno, const uint8_t page[
     return 0;
   }
   return -1;
+}
+
+void ctk_encode_al(const struct ctk_header *h, uint64_t seq, const uint32_t *al, size_t n,
+                   uint8_t page[CTK_PAGE])
+{
+  memset(page, 0, CTK_PAGE);
+  for (unsigned k = 0; k < CTK_PAGE / CTK_AL_SECTOR; k++) {
+    uint8_t *sec = page + k * CTK_AL_SECTOR;
+    put32(sec + 4, AL_MAGIC);
+    put64(sec + 8, seq);
+    memcpy(sec + 16, h->uuid, 8);
+    sec[24] = (uint8_t)k;
+    sec[25] = (uint8_t)(n & 0xff);
+    sec[26] = (uint8_t)(n >> 8);
+    put32(sec + 28, h->cur);
+    for (size_t i = 0; i < CTK_AL_PER_SECTOR && k * CTK_AL_PER_SECTOR + i < n; i++)
+      put32(sec + CTK_AL_SECTOR_HDR + 4 * i, al[k * CTK_AL_PER_SECTOR + i]);
+    put32(sec, svm_crc32c(0, sec + 4, CTK_AL_SECTOR - 4));
+  }
+}
+
+/* One log slot: 1 a whole entry (seq, count out), 0 unused or torn (every sector zero or
+ * whole, of different entries: a write that never completed), -1 damaged (a sector neither
+ * whole nor zero: not what a torn write leaves). */
+static int check_al(const struct ctk_header *h, const uint8_t *page, uint64_t nextents,
+                    uint64_t *seq, size_t *n)
+{
+  enum { NSEC = CTK_PAGE / CTK_AL_SECTOR };
+  uint64_t sq[NSEC];
+  size_t cnt[NSEC];
+  bool entry = true;
+  for (unsigned k = 0; k < NSEC; k++) {
+    const uint8_t *sec = page + k * CTK_AL_SECTOR;
+    cnt[k] = (size_t)sec[25] | (size_t)sec[26] << 8;
+    sq[k] = get64(sec + 8);
+    if (get32(sec + 4) == AL_MAGIC && memcmp(sec + 16, h->uuid, 8) == 0 && sec[24] == k &&
+        cnt[k] <= CTK_AL_MAX && sq[k] > 0 &&
+        get32(sec) == svm_crc32c(0, sec + 4, CTK_AL_SECTOR - 4)) {
+      entry &= sq[k] == sq[0] && cnt[k] == cnt[0];
+      continue;
+    }
+    if (!all_zero(sec, CTK_AL_SECTOR))
+      return -1;
+    entry = false;
+  }
+  if (!entry)
+    return 0;
+  for (size_t i = 0; i < cnt[0]; i++)
+    if (get32(page + (i / CTK_AL_PER_SECTOR) * CTK_AL_SECTOR + CTK_AL_SECTOR_HDR +
+              4 * (i % CTK_AL_PER_SECTOR)) >= nextents)
+      return -1;
+  *seq = sq[0];
+  *n = cnt[0];
+  return 1;
 }
 
 static int src_read(const struct ctk_src *src, uint64_t off, void *buf, size_t len)
@@ -300,6 +423,72 @@ static int load_header(const struct ctk_src *src, struct ctk_image *img)
   return 0;
 }
 
+static void add_note(struct ctk_image *img, const char *fmt, ...)
+  __attribute__((format(printf, 2, 3)));
+static void add_note(struct ctk_image *img, const char *fmt, ...)
+{
+  size_t l = strlen(img->note);
+  if (l + 4 >= sizeof img->note)
+    return;
+  if (l)
+    img->note[l++] = ';', img->note[l++] = ' ', img->note[l] = '\0';
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(img->note + l, sizeof img->note - l, fmt, ap);
+  va_end(ap);
+}
+
+/* The newest whole activity-log entry of a version-2 file. A damaged slot that may have held
+ * the newest entry (the one after the newest whole one, or when none is whole) means the
+ * hot set is unknown: every block counts as changed (al_damaged). */
+static int load_al(const struct ctk_src *src, struct ctk_image *img, uint8_t *buf)
+{
+  const struct ctk_header *h = &img->h;
+  uint64_t nextents = ((h->disk_size - 1) >> h->al_shift) + 1, seq = 0, best_seq = 0;
+  size_t n = 0, best_n = 0;
+  int best = -1, v[CTK_AL_SLOTS], r = src_read(src, CTK_AL_OFF, buf, CTK_AL_SLOTS * CTK_PAGE);
+  if (r < 0)
+    return r;
+  unsigned bad = 0, torn = 0;
+  for (unsigned i = 0; i < CTK_AL_SLOTS; i++) {
+    v[i] = check_al(h, buf + i * CTK_PAGE, nextents, &seq, &n);
+    bad += v[i] < 0;
+    if (v[i] > 0 && seq > best_seq) {
+      best = (int)i;
+      best_seq = seq;
+      best_n = n;
+    }
+  }
+  for (unsigned i = 0; i < CTK_AL_SLOTS; i++)
+    torn += v[i] == 0 && !all_zero(buf + i * CTK_PAGE, CTK_PAGE);
+  if (bad && (best < 0 || v[(best + 1) % CTK_AL_SLOTS] < 0))
+    img->al_damaged = true;
+  if (bad)
+    add_note(img, "%u activity-log slot%s damaged%s", bad, bad > 1 ? "s" : "",
+             img->al_damaged ? ", maybe the newest entry: every block counted as changed"
+                             : " (older entries only)");
+  else if (torn)
+    add_note(img, "a torn activity-log entry (its write never completed): entry %" PRIu64
+             " used", best_seq);
+  img->al = malloc((best_n ? best_n : 1) * sizeof *img->al);
+  if (!img->al)
+    return svm_error(ENOMEM, "no memory");
+  for (size_t i = 0; i < best_n; i++)
+    img->al[i] = get32(buf + best * CTK_PAGE + (i / CTK_AL_PER_SECTOR) * CTK_AL_SECTOR +
+                       CTK_AL_SECTOR_HDR + 4 * (i % CTK_AL_PER_SECTOR));
+  img->al_n = best_n;
+  img->al_seq = best_seq;
+  return 0;
+}
+
+static void mark_page_changed(struct ctk_image *img, uint64_t pno, uint64_t b0, uint64_t cnt)
+{
+  for (uint64_t i = 0; i < cnt; i++)
+    img->ep[b0 + i] = (uint16_t)img->h.cur;
+  img->dirty[pno] = 1;
+  img->bad_pages++;
+}
+
 int ctk_load(const struct ctk_src *src, struct ctk_image *img)
 {
   memset(img, 0, sizeof *img);
@@ -307,7 +496,8 @@ int ctk_load(const struct ctk_src *src, struct ctk_image *img)
   if (r < 0)
     return r;
   const struct ctk_header *h = &img->h;
-  uint64_t want = ctk_file_size(h->nblocks);
+  bool v1 = h->version == 1;
+  uint64_t want = ctk_file_size_v(h->version, h->nblocks);
   if (src->size < want)
     return svm_error(EINVAL, "truncated: %" PRIu64 " bytes, the header implies %" PRIu64,
                      src->size, want);
@@ -316,37 +506,46 @@ int ctk_load(const struct ctk_src *src, struct ctk_image *img)
                      src->size, want);
 
   size_t bytes = (size_t)h->nblocks * 2;
-  uint16_t *ep = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (ep == MAP_FAILED)
-    return svm_error(ENOMEM, "no memory for %" PRIu64 " blocks", h->nblocks);
-
+  uint64_t npages = ctk_npages(h->nblocks);
   enum { CHUNK = 32 };                        /* pages read per pread */
   uint8_t *buf = malloc(CHUNK * 2 * CTK_PAGE);
-  if (!buf) {
-    munmap(ep, bytes);
-    return svm_error(ENOMEM, "no memory");
+  uint16_t *ep = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  img->dirty = calloc(npages, 1);
+  if (ep == MAP_FAILED || !buf || !img->dirty) {
+    if (ep != MAP_FAILED)
+      munmap(ep, bytes);
+    free(buf);
+    free(img->dirty);
+    img->dirty = NULL;
+    return svm_error(ENOMEM, "no memory for %" PRIu64 " blocks", h->nblocks);
   }
-  uint64_t npages = ctk_npages(h->nblocks);
+  img->ep = ep;
+  if (!v1)
+    r = load_al(src, img, buf);
+  uint64_t data_off = v1 ? CTK_DATA_OFF_V1 : CTK_DATA_OFF, first_bad = UINT64_MAX;
   for (uint64_t p0 = 0; p0 < npages && r == 0; p0 += CHUNK) {
     uint64_t n = npages - p0 < CHUNK ? npages - p0 : CHUNK;
-    r = src_read(src, CTK_DATA_OFF + p0 * 2 * CTK_PAGE, buf, (size_t)n * 2 * CTK_PAGE);
+    r = src_read(src, data_off + p0 * 2 * CTK_PAGE, buf, (size_t)n * 2 * CTK_PAGE);
     for (uint64_t k = 0; k < n && r == 0; k++) {
       uint64_t pno = p0 + k, seq[2];
       const uint8_t *cp[2] = { buf + k * 2 * CTK_PAGE, buf + (k * 2 + 1) * CTK_PAGE };
       int v0 = ctk_check_page(h, pno, cp[0], &seq[0]);
-      int v1 = ctk_check_page(h, pno, cp[1], &seq[1]);
+      int v1c = ctk_check_page(h, pno, cp[1], &seq[1]);
       uint64_t b0 = pno * CTK_BPP;
       uint64_t cnt = h->nblocks - b0 < CTK_BPP ? h->nblocks - b0 : CTK_BPP;
-      if (v0 < 0 && v1 < 0) {
-        r = svm_error(EIO, "page %" PRIu64 " (blocks %" PRIu64 "-%" PRIu64
-                      "): both copies damaged", pno, b0, b0 + cnt - 1);
-        break;
+      if (v1 && v0 == 0 && v1c == 0)
+        continue;                             /* version 1: never written */
+      if (v1 && v0 >= 0 && v1c >= 0 && v0 + v1c == 1)
+        v0 = v1c = 1;                         /* version 1: written once, its twin a hole
+                                               * (sequence 0, so the written one is picked) */
+      if (v0 <= 0 || v1c <= 0) {
+        /* A torn lazy write or damage at rest: the file cannot tell which copy was newer. */
+        if (first_bad == UINT64_MAX)
+          first_bad = pno;
+        mark_page_changed(img, pno, b0, cnt);
+        continue;
       }
-      if (v0 < 0 || v1 < 0)
-        img->torn_pages++;
-      int pick = v0 < 0 ? 1 : v1 < 0 ? 0 : seq[1] > seq[0] ? 1 : 0;
-      if (seq[pick] == 0)
-        continue;                             /* never written: leave the zero pages alone */
+      int pick = seq[1] > seq[0] ? 1 : 0;
       const uint8_t *d = cp[pick] + CTK_PAGE_HDR;
       for (uint64_t i = 0; i < cnt; i++) {
         uint16_t e = get16(d + 2 * i);
@@ -366,10 +565,38 @@ int ctk_load(const struct ctk_src *src, struct ctk_image *img)
   }
   free(buf);
   if (r < 0) {
-    munmap(ep, bytes);
+    ctk_image_free(img);
     return r;
   }
-  img->ep = ep;
+  if (img->bad_pages)
+    add_note(img, "%" PRIu64 " data page%s with a damaged or torn copy (first: page %" PRIu64
+             ", blocks %" PRIu64 "-%" PRIu64 "): every block %s cover%s counted as changed",
+             img->bad_pages, img->bad_pages > 1 ? "s" : "", first_bad, first_bad * CTK_BPP,
+             (first_bad + 1) * CTK_BPP - 1 < h->nblocks ? (first_bad + 1) * CTK_BPP - 1
+                                                          : h->nblocks - 1,
+             img->bad_pages > 1 ? "they" : "it", img->bad_pages > 1 ? "" : "s");
+  if (img->al_damaged) {
+    for (uint64_t b = 0; b < h->nblocks; b++)
+      if (ep[b] != h->cur) {
+        ep[b] = (uint16_t)h->cur;
+        img->al_marked++;
+        img->dirty[b / CTK_BPP] = 1;
+      }
+  }
+  /* The activity log: its extents' blocks may be newer in the last process's memory. */
+  unsigned per = h->al_shift - (unsigned)__builtin_ctz(h->granularity);
+  for (size_t i = 0; i < img->al_n; i++) {
+    uint64_t b0 = (uint64_t)img->al[i] << per, b1 = b0 + (UINT64_C(1) << per);
+    if (b1 > h->nblocks)
+      b1 = h->nblocks;
+    for (uint64_t b = b0; b < b1; b++) {
+      if (ep[b] != h->cur) {
+        ep[b] = (uint16_t)h->cur;
+        img->al_marked++;
+        img->dirty[b / CTK_BPP] = 1;
+      }
+    }
+  }
   return 0;
 }
 
@@ -403,15 +630,18 @@ static int write_all(int fd, const void *buf, size_t len, uint64_t off)
 }
 
 int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *ep,
-                  uint16_t (*map)(uint16_t e, const void *arg), const void *arg)
+                  uint16_t (*map)(uint16_t e, const void *arg), const void *arg,
+                  const uint32_t *al, size_t al_n)
 {
+  enum { CHUNK = 64 };                        /* pages per write */
   size_t plen = strlen(path);
   char *tmp = malloc(plen + 16);
-  uint8_t *page = malloc(CTK_PAGE);
+  uint8_t *buf = malloc(CHUNK * 2 * CTK_PAGE);
   uint16_t *vals = malloc(CTK_BPP * 2);
+  uint64_t size = ctk_file_size(h->nblocks);
   int fd = -1, r;
 
-  if (!tmp || !page || !vals) {
+  if (!tmp || !buf || !vals) {
     r = svm_error(ENOMEM, "no memory");
     goto out;
   }
@@ -422,28 +652,42 @@ int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *
     tmp[0] = '\0';
     goto out;
   }
-  if (fchmod(fd, 0600) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 ||
-      ftruncate(fd, (off_t)ctk_file_size(h->nblocks)) < 0) {
+  if (fchmod(fd, 0600) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
     r = svm_error(errno, "%s: %s", tmp, strerror(errno));
     goto out;
   }
-  ctk_encode_header(h, page);
-  if ((r = write_all(fd, page, CTK_PAGE, (h->gen & 1) * CTK_PAGE)) < 0)
+  /* Every byte allocated now: a mark never needs new space later. */
+  r = posix_fallocate(fd, 0, (off_t)size);
+  if (r == EOPNOTSUPP || r == EINVAL)
+    r = ftruncate(fd, (off_t)size) < 0 ? errno : 0;
+  if (r) {
+    r = svm_error(r, "%s: cannot allocate %" PRIu64 " bytes for %s: %s%s", path, size, tmp,
+                  strerror(r), r == ENOSPC || r == EDQUOT ? " (free space on the datastore "
+                  "and retry)" : "");
+    goto out;
+  }
+  /* Header and log slots: the one in use, and zeros (unused) in the others, so that even a
+   * file system without fallocate has every block allocated. */
+  memset(buf, 0, (2 + CTK_AL_SLOTS) * CTK_PAGE);
+  ctk_encode_header(h, buf + (h->gen & 1) * CTK_PAGE);
+  ctk_encode_al(h, 1, al, al_n, buf + CTK_AL_OFF + CTK_PAGE);
+  if ((r = write_all(fd, buf, (2 + CTK_AL_SLOTS) * CTK_PAGE, 0)) < 0)
     goto io_err;
   uint64_t npages = ctk_npages(h->nblocks);
-  for (uint64_t p = 0; p < npages; p++) {
-    uint64_t b0 = p * CTK_BPP;
-    size_t cnt = h->nblocks - b0 < CTK_BPP ? (size_t)(h->nblocks - b0) : CTK_BPP;
-    uint16_t any = 0;
-    for (size_t i = 0; i < cnt; i++) {
-      uint16_t e = ep ? ep[b0 + i] : 0;
-      vals[i] = map ? map(e, arg) : e;
-      any |= vals[i];
+  for (uint64_t p0 = 0; p0 < npages; p0 += CHUNK) {
+    uint64_t n = npages - p0 < CHUNK ? npages - p0 : CHUNK;
+    for (uint64_t k = 0; k < n; k++) {
+      uint64_t p = p0 + k, b0 = p * CTK_BPP;
+      size_t cnt = h->nblocks - b0 < CTK_BPP ? (size_t)(h->nblocks - b0) : CTK_BPP;
+      for (size_t i = 0; i < cnt; i++) {
+        uint16_t e = ep ? ep[b0 + i] : 0;
+        vals[i] = map ? map(e, arg) : e;
+      }
+      /* Both copies valid: copy B (sequence 2) is the newest, the next write goes to A. */
+      ctk_encode_page(h, p, 1, vals, cnt, buf + 2 * k * CTK_PAGE);
+      ctk_encode_page(h, p, 2, vals, cnt, buf + (2 * k + 1) * CTK_PAGE);
     }
-    if (!any)
-      continue;                               /* stays a hole: "never written" */
-    ctk_encode_page(h, p, 1, vals, cnt, page);
-    if ((r = write_all(fd, page, CTK_PAGE, CTK_DATA_OFF + 2 * p * CTK_PAGE)) < 0)
+    if ((r = write_all(fd, buf, (size_t)n * 2 * CTK_PAGE, CTK_DATA_OFF + 2 * p0 * CTK_PAGE)) < 0)
       goto io_err;
   }
   if (fdatasync(fd) < 0) {
@@ -468,7 +712,7 @@ out:
   if (tmp && tmp[0])
     unlink(tmp);
   free(tmp);
-  free(page);
+  free(buf);
   free(vals);
   return r;
 }

@@ -70,7 +70,7 @@ int cbt_info_read(const char *ctk_path, struct cbt_info *info)
   if (r < 0)
     return svm_error_prefix("%s", ctk_path);
   fill(info, &img.h, img.h.cur, count_marked(img.ep, img.h.nblocks));
-  munmap(img.ep, (size_t)img.h.nblocks * 2);
+  ctk_image_free(&img);
   return 0;
 }
 

@@ -13,12 +13,26 @@
 
 #include "common/crc32c.h"   /* the page and header checksums */
 
-#define CTK_VERSION 1
+#define CTK_VERSION 2                        /* written; version 1 is read and upgraded */
 #define CTK_PAGE 4096u                       /* file page; header slots and data slots */
 #define CTK_PAGE_HDR 32u                     /* crc, magic, page index, seq, uuid bits */
 #define CTK_BPP ((CTK_PAGE - CTK_PAGE_HDR) / 2u) /* epochs per data page: 2032 */
-#define CTK_DATA_OFF (2u * CTK_PAGE)         /* two header slots first */
+#define CTK_AL_SLOTS 4u                      /* activity-log ring: 4 pages after the header */
+#define CTK_AL_OFF (2u * CTK_PAGE)
+#define CTK_DATA_OFF ((2u + CTK_AL_SLOTS) * CTK_PAGE)  /* version 2 */
+#define CTK_DATA_OFF_V1 (2u * CTK_PAGE)
 #define CTK_REASON_MAX 192
+/* Activity log: an entry is one 4 KiB page of 8 self-checking 512-byte sectors (32-byte
+ * header + 120 u32 extent numbers each), so a torn entry (sectors of two entries, each whole)
+ * is told apart from damage (a sector that fails its check). At most CTK_AL_MAX hot extents
+ * of 2^al_shift bytes each: 4 MiB, larger only for disks over 16 PiB (u32 extent numbers). */
+#define CTK_AL_SECTOR 512u
+#define CTK_AL_SECTOR_HDR 32u
+#define CTK_AL_PER_SECTOR ((CTK_AL_SECTOR - CTK_AL_SECTOR_HDR) / 4u)         /* 120 */
+#define CTK_AL_MAX (CTK_AL_PER_SECTOR * (CTK_PAGE / CTK_AL_SECTOR))         /* 960 */
+#define CTK_AL_SHIFT_MIN 22u
+/* Data pages written in place between two fdatasyncs: a crash tears at most this many. */
+#define CTK_PAGES_INFLIGHT 8u
 
 /* Local epoch numbers are 16 bit: 0 = never written, 1..limit. 0xFFFF is never stored; it is
  * the "compacting" value of cur that sends every mark to the slow path. */
@@ -39,6 +53,7 @@ struct ctk_header {
   uint64_t base;                              /* sequence = base + local epoch */
   uint64_t floor;                             /* oldest sequence still answerable */
   uint32_t cur;                               /* local number of the open epoch, >= 1 */
+  uint32_t al_shift;                          /* log2 of the activity-log extent (v2) */
   char reason[CTK_REASON_MAX];                /* why prev_uuid was replaced */
 };
 
@@ -49,17 +64,31 @@ struct ctk_src {
   uint64_t size;
 };
 
-/* Result of loading a .ctk: header and the per-block epochs (malloc'd, nblocks entries). */
+/* Result of loading a .ctk: header, the per-block epochs (mmap'd, nblocks entries) with the
+ * activity log and the untrusted pages already applied (their blocks in the open epoch). */
 struct ctk_image {
   struct ctk_header h;
   uint16_t *ep;
   bool hdr_ok;                                /* header was readable (h.uuid is valid) */
-  uint64_t torn_pages;                        /* pages where one copy was torn */
+  uint64_t bad_pages;                         /* pages not trusted: counted as all changed */
+  uint8_t *dirty;                             /* per page: 1 = memory differs from the file */
+  uint32_t *al;                               /* extents of the newest log entry (malloc'd) */
+  size_t al_n;
+  uint64_t al_seq;                            /* its sequence (0: none) */
+  bool al_damaged;                            /* the newest entry may be lost: all changed */
+  uint64_t al_marked;                         /* blocks the log put in the open epoch */
+  char note[512];                             /* what was not trusted, for the log */
 };
 
 /* ctk.c */
 uint64_t ctk_npages(uint64_t nblocks);
-uint64_t ctk_file_size(uint64_t nblocks);
+uint64_t ctk_file_size(uint64_t nblocks);     /* version 2 */
+uint64_t ctk_file_size_v(uint32_t version, uint64_t nblocks);
+unsigned ctk_al_shift(uint64_t disk_size);
+void ctk_image_free(struct ctk_image *img);
+/* Encode an activity-log entry (extents al[0..n), sequence seq) into page. */
+void ctk_encode_al(const struct ctk_header *h, uint64_t seq, const uint32_t *al, size_t n,
+                   uint8_t page[CTK_PAGE]);
 /* Parse and check everything; on failure returns -errno with svm_error() set to the reason
  * (without the path), img->hdr_ok says whether the header itself was usable. */
 int ctk_load(const struct ctk_src *src, struct ctk_image *img);
@@ -67,21 +96,19 @@ void ctk_encode_header(const struct ctk_header *h, uint8_t page[CTK_PAGE]);
 /* Encode data page `pno` (epochs ep[0..count)) with sequence seq into page. */
 void ctk_encode_page(const struct ctk_header *h, uint64_t pno, uint64_t seq, const uint16_t *ep,
                      size_t count, uint8_t page[CTK_PAGE]);
-/* 1: valid page (seq out), 0: all zero (never written, seq 0), -1: invalid. */
+/* 1: valid page (seq out), 0: all zero (never written, seq 0; only legitimate in version
+ * 1 files, version 2 writes every copy at creation), -1: invalid. */
 int ctk_check_page(const struct ctk_header *h, uint64_t pno, const uint8_t page[CTK_PAGE],
                    uint64_t *seq);
 /* Write a complete new .ctk for header h and epochs ep (mapped through map when not NULL)
  * into a temporary file, fdatasync, rename over path, fsync the directory. Returns the open
  * fd of the new file (locked) or -errno. */
 int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *ep,
-                  uint16_t (*map)(uint16_t e, const void *arg), const void *arg);
+                  uint16_t (*map)(uint16_t e, const void *arg), const void *arg,
+                  const uint32_t *al, size_t al_n);
 void ctk_disk_hash(const char *disk_id, uint8_t out[32]);
 
 /* The tracker. */
-struct cbt_range {
-  uint64_t b0, b1;                            /* blocks [b0, b1) */
-};
-
 struct cbt {
   /* Hot, read by the lock-free fast path of cbt_mark(). */
   uint16_t *ep;                               /* per-block local epoch, __atomic accesses */
@@ -96,31 +123,63 @@ struct cbt {
   int fd;
   struct ctk_header h;                        /* last durable header (under mu) */
   char *reset_reason;
+  char *note;                                 /* what the open did not trust, or NULL */
   uint16_t limit;                             /* highest local epoch before compaction */
 
-  pthread_rwlock_t shape;                     /* write: changeid/resize; read: query scan */
-  pthread_mutex_t mu;                         /* group commit state, header */
+  /* Lock order: shape, then wmu, then mu. */
+  pthread_rwlock_t shape;                     /* write: changeid/resize; read: query, flush */
+  pthread_mutex_t wmu;                        /* in-place writes of data pages and the log */
+  pthread_mutex_t mu;                         /* everything below */
   pthread_cond_t cv;
-  struct cbt_range *pend;                     /* batch being gathered */
+
+  /* Data pages whose memory is newer than the file (written lazily). */
+  uint8_t *dirty;                             /* per page */
+  uint64_t npages, ndirty;
+  uint64_t flush_pos;                         /* the lazy writer's round-robin cursor */
+
+  /* The activity log: the hot set, a subset of the newest durable log entry. */
+  unsigned al_shift;
+  uint64_t nextents;
+  uint16_t *al_idx;                           /* per extent: 0, or 1 + index in al_ext */
+  uint32_t al_ext[CTK_AL_MAX];
+  uint64_t al_stamp[CTK_AL_MAX];              /* LRU clock of each entry */
+  size_t al_n, al_limit;
+  uint64_t al_clock, al_seq;                  /* al_seq: newest log entry written */
+  uint32_t *pend;                             /* extents waiting for the next log entry */
   size_t npend, cappend;
   uint64_t batch_gen;                         /* generation of the gathering batch */
-  uint64_t done_gen;                          /* last generation made durable */
+  uint64_t done_gen;                          /* last generation finished */
+  uint64_t fail_gen;                          /* last generation that failed, fail_rc why */
+  int fail_rc;
+  char fail_msg[256];
   bool committing;
-  int broken;                                 /* sticky -errno after a failed .ctk write */
+  int broken;                                 /* sticky -errno after a failed fdatasync */
   char broken_msg[256];
+
+  /* The background writer of dirty pages. */
+  pthread_t flusher;
+  bool flusher_on, stopping;
+  pthread_cond_t flush_cv;
 };
 
-/* tracker.c: the writes and flushes of marks and change IDs in place (pages, header slots)
- * go through these, so that a test can play a power cut: keep only what was flushed, tear
- * or drop the rest (tests/unit/test-cbt-model.c). Default: pwrite(2), fdatasync(2). */
+/* tracker.c: the writes and flushes of marks and change IDs in place (pages, log, header
+ * slots) go through these, so that a test can play a power cut: keep only what was flushed,
+ * tear or drop the rest (tests/unit/test-cbt-model.c). Default: pwrite(2), fdatasync(2), and
+ * a background writer of dirty pages every flush_ms (0: none, only explicit flushes). */
 struct cbt_io_hooks {
   ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
   int (*fdatasync)(int fd);
+  unsigned flush_ms;
 };
 extern struct cbt_io_hooks cbt_io;
 
-/* tracker.c: testing hook (tests/unit/test-cbt-model.c) to make compaction frequent. */
+/* tracker.c: testing hooks (tests/unit/test-cbt-model.c): frequent compaction, a small hot
+ * set, an explicit run of the lazy writer (up to max_batches batches, 0 = all). */
 void cbt_internal_set_epoch_limit(struct cbt *t, uint16_t limit);
+void cbt_internal_set_al_limit(struct cbt *t, size_t n);
+int cbt_internal_flush(struct cbt *t, unsigned max_batches);
+/* The most a crash may over-report, in bytes, with the tracker's current settings. */
+uint64_t cbt_internal_overreport_bound(const struct cbt *t);
 
 /* query.c */
 /* First block index in [i, end) with ep > thr, or end. */

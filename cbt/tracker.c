@@ -1,17 +1,31 @@
-/* The tracker: marks, group commit, change IDs, resize, reset.
+/* The tracker: marks, the activity log, the lazy page writer, change IDs, resize, reset.
  *
- * Concurrency. t->ep[b] is the local epoch of block b and t->cur the open epoch; both are
- * read without a lock by the fast path of cbt_mark(): a block whose epoch equals cur is
- * already marked AND durable, because a slow-path mark publishes ep[b] = cur (release store)
- * only after the .ctk page holding it has been written and fdatasync'd. The slow path queues
- * the blocks under t->mu; one caller at a time becomes the leader, takes the whole queued
- * batch, writes its pages and runs one fdatasync outside the lock while later callers queue
- * the next batch (leader/follower group commit), then publishes and wakes the batch's
- * waiters. A failed .ctk write makes the tracker "broken": every later slow-path mark fails,
- * because it could no longer promise durability.
+ * The guarantee: once a mark returns, a crash (kill -9, power cut) cannot lose it. The epochs
+ * in memory (t->ep) are exact; the .ctk catches up lazily; the activity log (ctk.c) bounds
+ * what the file may lack: every block marked in memory but not yet in a durable data page
+ * lies in an extent of the newest durable log entry. Invariants:
+ *   - the hot set (al_idx/al_ext) is a subset of the newest durable log entry;
+ *   - ep[b] is set to the open epoch only while b's extent is in the hot set (under mu), or
+ *     after b's data page has been made durable with it (a direct mark);
+ *   - an extent leaves the hot set first (under mu, so no new mark can land in it), then its
+ *     dirty pages are written and fdatasync'd, and only then a log entry without it.
+ * So the fast path stays what it was: a block whose epoch equals cur is marked and durable
+ * (one load and compare, no lock). A first mark in an epoch into a hot extent costs a mutex
+ * and a store: a change ID leaves the hot set alone, so the cold epoch after it is as cheap as
+ * a warm one. A mark into a cold extent queues it for the next log entry; one caller at a time
+ * becomes the leader, evicts the least recently used extents if the set is full (writing their
+ * dirty pages first), writes the entry and runs one fdatasync outside the lock while later
+ * callers queue the next batch (leader/follower group commit). A mark range wider than
+ * DIRECT_EXTENTS extents skips the log: its pages are written and fdatasync'd directly.
  *
- * cbt_changeid() and cbt_resize() take t->shape for writing (queries scan under it for
- * reading, so a query sees one consistent epoch numbering) and wait until no batch is being
+ * Errors: a failed fdatasync makes the tracker "broken" (every later slow mark fails: after a
+ * failed fdatasync nothing about the file can be promised). A failed pwrite (ENOSPC on a file
+ * system that ignores the preallocation, EIO) fails only the marks waiting for it; the state
+ * in the file is the previous one, and the next mark tries again: tracking recovers by itself
+ * when space returns.
+ *
+ * Lock order: shape, wmu, mu. cbt_changeid() and cbt_resize() take shape for writing
+ * (queries and the lazy writer hold it for reading) and wait until no batch is being
  * committed; while they renumber the array cur holds CTK_EPOCH_BUSY, which no block carries,
  * so every concurrent mark goes to the slow path and waits on t->mu.
  */
@@ -26,6 +40,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cbt/internal.h"
@@ -71,6 +86,87 @@ static uint16_t map_all_changed(uint16_t e, const void *arg)
   return 1;
 }
 
+enum {
+  FLUSH_ROUND_BATCHES = 4,    /* batches of CTK_PAGES_INFLIGHT pages per background round */
+  DIRECT_EXTENTS = 8,         /* a mark wider than this many extents writes its pages */
+  AL_EVICT_MAX = 4,           /* extents evicted per log entry: <= 8 pages written (2 each) */
+};
+
+static inline unsigned ext_per(const struct cbt *t)
+{
+  return t->al_shift - t->gshift;             /* log2(blocks per extent) */
+}
+static inline uint64_t ext_of(const struct cbt *t, uint64_t b)
+{
+  return b >> ext_per(t);
+}
+static inline uint64_t ext_end(const struct cbt *t, uint64_t x)
+{
+  uint64_t e = (x + 1) << ext_per(t);
+  return e < t->nblocks ? e : t->nblocks;
+}
+
+/* (Re)build the hot-set index for the current geometry, keeping the entries still inside the
+ * disk (all of them, unless the extent size changed). */
+static int al_setup(struct cbt *t)
+{
+  unsigned shift = t->h.al_shift;
+  uint64_t nx = ((t->disk_size - 1) >> shift) + 1;
+  uint16_t *idx = mmap(NULL, (size_t)nx * 2, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (idx == MAP_FAILED)
+    return svm_error(ENOMEM, "%s: no memory for the activity log index", t->path);
+  size_t n = 0;
+  for (size_t i = 0; i < t->al_n; i++)
+    if (shift == t->al_shift && t->al_ext[i] < nx) {
+      t->al_ext[n] = t->al_ext[i];
+      t->al_stamp[n] = t->al_stamp[i];
+      idx[t->al_ext[n]] = (uint16_t)(n + 1);
+      n++;
+    }
+  if (t->al_idx)
+    munmap(t->al_idx, (size_t)t->nextents * 2);
+  t->al_idx = idx;
+  t->al_n = n;
+  t->al_shift = shift;
+  t->nextents = nx;
+  return 0;
+}
+
+static int dirty_setup(struct cbt *t, uint8_t *from_image)
+{
+  uint64_t np = ctk_npages(t->nblocks);
+  uint8_t *d = from_image ? from_image : calloc(np ? np : 1, 1);
+  if (!d)
+    return svm_error(ENOMEM, "%s: no memory", t->path);
+  free(t->dirty);
+  t->dirty = d;
+  t->npages = np;
+  t->ndirty = 0;
+  for (uint64_t p = 0; p < np; p++)
+    t->ndirty += d[p];
+  return 0;
+}
+
+static void al_add(struct cbt *t, uint32_t x)
+{
+  size_t i = t->al_n++;
+  t->al_ext[i] = x;
+  t->al_stamp[i] = ++t->al_clock;
+  t->al_idx[x] = (uint16_t)(i + 1);
+}
+
+static void al_remove_at(struct cbt *t, size_t i)
+{
+  t->al_idx[t->al_ext[i]] = 0;
+  size_t last = --t->al_n;
+  if (i != last) {
+    t->al_ext[i] = t->al_ext[last];
+    t->al_stamp[i] = t->al_stamp[last];
+    t->al_idx[t->al_ext[i]] = (uint16_t)(i + 1);
+  }
+}
+
 /* Begin tracking in a new .ctk described by h (uuid, disk id and granularity filled in by the
  * caller): allocate the epochs, write the file, take it over. all_changed: every block counts
  * as written in the open epoch (local 1), as after a reset. */
@@ -78,11 +174,12 @@ static int start_tracking(struct cbt *t, struct ctk_header *h, bool all_changed)
 {
   h->disk_size = t->disk_size;
   h->nblocks = (t->disk_size + h->granularity - 1) / h->granularity;
+  h->al_shift = ctk_al_shift(t->disk_size);
 
   uint16_t *ep = ep_alloc(h->nblocks);
   if (!ep)
     return svm_error(ENOMEM, "%s: no memory for %" PRIu64 " blocks", t->path, h->nblocks);
-  int fd = ctk_write_new(t->path, h, NULL, all_changed ? map_all_changed : NULL, NULL);
+  int fd = ctk_write_new(t->path, h, NULL, all_changed ? map_all_changed : NULL, NULL, NULL, 0);
   if (fd < 0) {
     ep_free(ep, h->nblocks);
     return fd;
@@ -96,7 +193,10 @@ static int start_tracking(struct cbt *t, struct ctk_header *h, bool all_changed)
   t->gshift = log2u(h->granularity);
   t->h = *h;
   t->cur = 1;
-  return 0;
+  t->al_seq = 1;
+  t->al_n = 0;
+  int r = al_setup(t);
+  return r < 0 ? r : dirty_setup(t, NULL);
 }
 
 /* Start over under a new uuid with every block changed in the open epoch (local 1). */
@@ -160,6 +260,63 @@ static void remove_stale_tmp(const char *path)
   free(copy2);
 }
 
+/* Take over a loaded image: the epochs (log and untrusted pages applied by ctk_load), the
+ * dirty pages, the hot set = the newest log entry. A version-1 file is upgraded: a complete
+ * version-2 file with the same uuid and epochs replaces it. */
+static int adopt_image(struct cbt *t, int fd, struct ctk_image *img)
+{
+  t->ep = img->ep;
+  t->nblocks = img->h.nblocks;
+  t->gshift = log2u(img->h.granularity);
+  t->h = img->h;
+  t->cur = (uint16_t)img->h.cur;
+  img->ep = NULL;
+  if (img->note[0] || img->al_marked) {
+    if (asprintf(&t->note, "%s: %s%s%" PRIu64 " block%s of %zu logged extent%s counted as "
+                 "written in the open epoch (after a crash: the activity log's bound)",
+                 t->path, img->note, img->note[0] ? "; " : "", img->al_marked,
+                 img->al_marked == 1 ? "" : "s", img->al_n, img->al_n == 1 ? "" : "s") < 0)
+      t->note = NULL;
+  }
+  size_t n = img->al_n < CTK_AL_MAX ? img->al_n : CTK_AL_MAX;
+  t->al_n = n;
+  t->al_shift = img->h.al_shift;
+  for (size_t i = 0; i < n; i++) {
+    t->al_ext[i] = img->al[i];
+    t->al_stamp[i] = ++t->al_clock;
+  }
+  t->al_seq = img->al_seq;
+  int r = al_setup(t);
+  if (r == 0)
+    r = dirty_setup(t, img->dirty);
+  img->dirty = NULL;
+  if (r < 0) {
+    close(fd);
+    return r;
+  }
+  if (img->h.version == CTK_VERSION) {
+    t->fd = fd;
+    return 0;
+  }
+  /* Version 1: rewrite as version 2 beside it, rename over it (uuid, change IDs kept). */
+  struct ctk_header h = t->h;
+  h.version = CTK_VERSION;
+  h.gen++;
+  h.al_shift = ctk_al_shift(t->disk_size);
+  int nfd = ctk_write_new(t->path, &h, t->ep, NULL, NULL, NULL, 0);
+  close(fd);
+  if (nfd < 0)
+    return svm_error_prefix("upgrading the version-1 .ctk (make room or check the folder's "
+                            "permissions and retry)");
+  t->fd = nfd;
+  t->h = h;
+  t->al_n = 0;
+  t->al_seq = 1;
+  memset(t->dirty, 0, t->npages);
+  t->ndirty = 0;
+  return al_setup(t);
+}
+
 static int open_existing(struct cbt *t, int fd, uint32_t granularity)
 {
   struct stat st;
@@ -200,19 +357,17 @@ static int open_existing(struct cbt *t, int fd, uint32_t granularity)
     snprintf(why, sizeof why, "%s", svm_last_error());
   }
   if (r == 0) {
-    t->fd = fd;
-    t->ep = img.ep;
-    t->nblocks = img.h.nblocks;
-    t->gshift = log2u(img.h.granularity);
-    t->h = img.h;
-    t->cur = (uint16_t)img.h.cur;
-    return 0;
+    r = adopt_image(t, fd, &img);
+    ctk_image_free(&img);
+    return r;
   }
-  ep_free(img.ep, img.h.nblocks);
+  ctk_image_free(&img);
   r = reset_tracking(t, &img, keep_prev, granularity, why);
   close(fd);                                  /* the old inode, replaced by rename */
   return r;
 }
+
+static void *flusher_main(void *arg);
 
 int cbt_open(const char *ctk_path, const char *disk_id, uint64_t disk_size,
              uint32_t granularity, struct cbt **out)
@@ -234,10 +389,17 @@ int cbt_open(const char *ctk_path, const char *disk_id, uint64_t disk_size,
     return svm_error(ENOMEM, "no memory");
   t->fd = -1;
   t->limit = CTK_EPOCH_LIMIT;
+  t->al_limit = CTK_AL_MAX;
   t->batch_gen = 1;
   t->disk_size = disk_size;
   pthread_mutex_init(&t->mu, NULL);
+  pthread_mutex_init(&t->wmu, NULL);
   pthread_cond_init(&t->cv, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&t->flush_cv, &ca);
+  pthread_condattr_destroy(&ca);
   pthread_rwlock_init(&t->shape, NULL);
   t->path = strdup(ctk_path);
   t->disk_id = strdup(disk_id);
@@ -258,6 +420,12 @@ int cbt_open(const char *ctk_path, const char *disk_id, uint64_t disk_size,
     return r;
   }
   t->ep_bytes = (size_t)t->nblocks * 2;
+  if (t->note)                                /* the agent logs stderr; so do we, once */
+    fprintf(stderr, "%s: change tracking: %s\n", program_invocation_short_name, t->note);
+  if (cbt_io.flush_ms) {
+    if (pthread_create(&t->flusher, NULL, flusher_main, t) == 0)
+      t->flusher_on = true;
+  }
   *out = t;
   return 0;
 }
@@ -267,19 +435,49 @@ const char *cbt_reset_reason(const struct cbt *t)
   return t ? t->reset_reason : NULL;
 }
 
+const char *cbt_open_note(const struct cbt *t)
+{
+  return t ? t->note : NULL;
+}
+
+static int write_al_entry(struct cbt *t, const uint32_t *al, size_t n, uint64_t seq);
+static int flush_pages(struct cbt *t, unsigned max_batches);
+
 void cbt_close(struct cbt *t)
 {
   if (!t)
     return;
+  if (t->flusher_on) {
+    pthread_mutex_lock(&t->mu);
+    t->stopping = true;
+    pthread_cond_broadcast(&t->flush_cv);
+    pthread_mutex_unlock(&t->mu);
+    pthread_join(t->flusher, NULL);
+  }
+  /* Clean close: every page written, then an empty log entry, so that the next open trusts
+   * the pages alone and reports nothing extra. On failure the log stays: still safe. */
+  if (t->fd >= 0 && t->ep && !t->broken && flush_pages(t, 0) == 0 && t->ndirty == 0 &&
+      t->al_n) {
+    pthread_mutex_lock(&t->wmu);
+    if (write_al_entry(t, NULL, 0, t->al_seq + 1) == 0)
+      t->al_seq++;
+    pthread_mutex_unlock(&t->wmu);
+  }
   if (t->fd >= 0)
     close(t->fd);
   ep_free(t->ep, t->nblocks);
+  if (t->al_idx)
+    munmap(t->al_idx, (size_t)t->nextents * 2);
+  free(t->dirty);
   free(t->pend);
   free(t->path);
   free(t->disk_id);
   free(t->reset_reason);
+  free(t->note);
   pthread_mutex_destroy(&t->mu);
+  pthread_mutex_destroy(&t->wmu);
   pthread_cond_destroy(&t->cv);
+  pthread_cond_destroy(&t->flush_cv);
   pthread_rwlock_destroy(&t->shape);
   free(t);
 }
@@ -287,7 +485,8 @@ void cbt_close(struct cbt *t)
 size_t cbt_memory_bytes(const struct cbt *t)
 {
   return sizeof *t + t->ep_bytes + t->cappend * sizeof *t->pend + strlen(t->path) + 1 +
-         strlen(t->disk_id) + 1 + (t->reset_reason ? strlen(t->reset_reason) + 1 : 0);
+         strlen(t->disk_id) + 1 + (t->reset_reason ? strlen(t->reset_reason) + 1 : 0) +
+         (size_t)t->nextents * 2 + (size_t)t->npages;
 }
 
 void cbt_internal_set_epoch_limit(struct cbt *t, uint16_t limit)
@@ -301,30 +500,23 @@ void cbt_internal_set_epoch_limit(struct cbt *t, uint16_t limit)
   pthread_mutex_unlock(&t->mu);
 }
 
-/* ---- group commit ---------------------------------------------------------------------- */
-
-static int cmp_range(const void *a, const void *b)
+void cbt_internal_set_al_limit(struct cbt *t, size_t n)
 {
-  const struct cbt_range *x = a, *y = b;
-  return x->b0 < y->b0 ? -1 : x->b0 > y->b0;
+  pthread_mutex_lock(&t->mu);
+  t->al_limit = n < 1 ? 1 : n > CTK_AL_MAX ? CTK_AL_MAX : n;
+  pthread_mutex_unlock(&t->mu);
 }
 
-static size_t merge_ranges(struct cbt_range *r, size_t n)
+uint64_t cbt_internal_overreport_bound(const struct cbt *t)
 {
-  if (n == 0)
-    return 0;
-  qsort(r, n, sizeof *r, cmp_range);
-  size_t m = 0;
-  for (size_t i = 1; i < n; i++) {
-    if (r[i].b0 <= r[m].b1) {
-      if (r[i].b1 > r[m].b1)
-        r[m].b1 = r[i].b1;
-    } else {
-      r[++m] = r[i];
-    }
-  }
-  return m + 1;
+  return ((uint64_t)t->al_limit << t->al_shift) +
+         ((uint64_t)CTK_PAGES_INFLIGHT * CTK_BPP << t->gshift);
 }
+
+/* ---- writing in place -------------------------------------------------------------------- */
+
+static int broken_error(struct cbt *t);
+static int broken_error_unlocked(struct cbt *t);
 
 static int pread_all(int fd, void *buf, size_t len, uint64_t off)
 {
@@ -340,7 +532,7 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off)
   return 0;
 }
 
-struct cbt_io_hooks cbt_io = { pwrite, fdatasync };
+struct cbt_io_hooks cbt_io = { pwrite, fdatasync, 1000 };
 
 static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 {
@@ -357,65 +549,169 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
   return 0;
 }
 
-/* Write one page of the batch: the page as published so far plus the batch's blocks at
- * epoch e, into the copy that is not the newest valid one. */
-static int commit_page(struct cbt *t, uint64_t pno, const struct cbt_range *r, size_t n,
-                       size_t ri, uint16_t e, uint8_t *cp, uint16_t *vals)
+/* A failed fdatasync: nothing written since the last good one can be trusted to be there,
+ * and the kernel may have dropped the dirty pages: the tracker is broken (sticky). */
+static int sync_failed(struct cbt *t, int e, const char *what)
 {
-  uint64_t off = CTK_DATA_OFF + 2 * pno * CTK_PAGE, seq[2];
+  int rc = svm_error(e, "%s: fdatasync after writing %s: %s", t->path, what, strerror(e));
+  pthread_mutex_lock(&t->mu);
+  if (!t->broken) {
+    t->broken = rc;
+    snprintf(t->broken_msg, sizeof t->broken_msg, "%s", svm_last_error());
+  }
+  pthread_mutex_unlock(&t->mu);
+  return rc;
+}
+
+/* Write page pno (the epochs in memory, blocks [r0, r1) at epoch e) into the copy that is not
+ * its newest valid one. Called with wmu held. */
+static int write_page(struct cbt *t, uint64_t pno, uint64_t r0, uint64_t r1, uint16_t e,
+                      uint8_t *cp, uint16_t *vals)
+{
+  uint64_t off = CTK_DATA_OFF + 2 * pno * CTK_PAGE, seq[2] = { 0, 0 };
   int rc = pread_all(t->fd, cp, 2 * CTK_PAGE, off);
   if (rc < 0)
     return svm_error(-rc, "%s: reading page %" PRIu64 ": %s", t->path, pno, strerror(-rc));
   int v0 = ctk_check_page(&t->h, pno, cp, &seq[0]);
   int v1 = ctk_check_page(&t->h, pno, cp + CTK_PAGE, &seq[1]);
-  if (v0 < 0 && v1 < 0)
-    return svm_error(EIO, "%s: page %" PRIu64 " was damaged while in use (both copies)",
-                     t->path, pno);
-  int newest = v0 < 0 ? 1 : v1 < 0 ? 0 : seq[1] > seq[0] ? 1 : 0;
-  int target = 1 - newest;
+  /* An invalid copy is the target (so the pair becomes whole again), else the older one. */
+  int target = v0 <= 0 ? 0 : v1 <= 0 ? 1 : seq[1] > seq[0] ? 0 : 1;
+  uint64_t next = (v0 > 0 ? seq[0] : 0) > (v1 > 0 ? seq[1] : 0) ? seq[0] : (v1 > 0 ? seq[1] : 0);
 
   uint64_t b0 = pno * CTK_BPP, b1 = b0 + CTK_BPP;
   if (b1 > t->nblocks)
     b1 = t->nblocks;
   for (uint64_t b = b0; b < b1; b++)
-    vals[b - b0] = __atomic_load_n(&t->ep[b], __ATOMIC_RELAXED);
-  for (size_t i = ri; i < n && r[i].b0 < b1; i++) {
-    uint64_t s = r[i].b0 > b0 ? r[i].b0 : b0, x = r[i].b1 < b1 ? r[i].b1 : b1;
-    for (uint64_t b = s; b < x; b++)
-      vals[b - b0] = e;
-  }
-  ctk_encode_page(&t->h, pno, seq[newest] + 1, vals, (size_t)(b1 - b0), cp);
+    vals[b - b0] = b >= r0 && b < r1 ? e : __atomic_load_n(&t->ep[b], __ATOMIC_ACQUIRE);
+  ctk_encode_page(&t->h, pno, next + 1, vals, (size_t)(b1 - b0), cp);
   rc = pwrite_all(t->fd, cp, CTK_PAGE, off + (uint64_t)target * CTK_PAGE);
   if (rc < 0)
-    return svm_error(-rc, "%s: writing page %" PRIu64 ": %s", t->path, pno, strerror(-rc));
+    return svm_error(-rc, "%s: writing page %" PRIu64 ": %s%s", t->path, pno, strerror(-rc),
+                     rc == -ENOSPC || rc == -EDQUOT ? " (the datastore is full: free space; "
+                     "tracking resumes by itself)" : "");
   return 0;
 }
 
-static int commit_batch(struct cbt *t, const struct cbt_range *r, size_t n, uint16_t e)
+/* Write up to CTK_PAGES_INFLIGHT pages, then fdatasync. wmu held. */
+static int write_pages(struct cbt *t, const uint64_t *pages, size_t n, uint64_t r0,
+                       uint64_t r1, uint16_t e)
 {
   uint8_t *cp = malloc(2 * CTK_PAGE);
   uint16_t *vals = malloc(CTK_BPP * 2);
   int rc = 0;
-  if (!cp || !vals) {
-    rc = svm_error(ENOMEM, "%s: no memory to commit marks", t->path);
-    goto out;
-  }
-  uint64_t last = UINT64_MAX;
-  for (size_t i = 0; i < n && rc == 0; i++) {
-    for (uint64_t p = r[i].b0 / CTK_BPP; p <= (r[i].b1 - 1) / CTK_BPP && rc == 0; p++) {
-      if (p == last)
-        continue;
-      rc = commit_page(t, p, r, n, i, e, cp, vals);
-      last = p;
-    }
-  }
-  if (rc == 0 && cbt_io.fdatasync(t->fd) < 0)
-    rc = svm_error(errno, "%s: fdatasync: %s", t->path, strerror(errno));
-out:
+  if (!cp || !vals)
+    rc = svm_error(ENOMEM, "%s: no memory to write pages", t->path);
+  for (size_t i = 0; i < n && rc == 0; i++)
+    rc = write_page(t, pages[i], r0, r1, e, cp, vals);
   free(cp);
   free(vals);
+  if (rc == 0 && n && cbt_io.fdatasync(t->fd) < 0)
+    rc = sync_failed(t, errno, "data pages");
   return rc;
 }
+
+static int write_al_entry(struct cbt *t, const uint32_t *al, size_t n, uint64_t seq)
+{
+  uint8_t *page = malloc(CTK_PAGE);
+  if (!page)
+    return svm_error(ENOMEM, "no memory");
+  ctk_encode_al(&t->h, seq, al, n, page);
+  int rc = pwrite_all(t->fd, page, CTK_PAGE, CTK_AL_OFF + (seq % CTK_AL_SLOTS) * CTK_PAGE);
+  free(page);
+  if (rc < 0)
+    return svm_error(-rc, "%s: writing the activity log: %s%s", t->path, strerror(-rc),
+                     rc == -ENOSPC || rc == -EDQUOT ? " (the datastore is full: free space; "
+                     "tracking resumes by itself)" : "");
+  if (cbt_io.fdatasync(t->fd) < 0)
+    return sync_failed(t, errno, "the activity log");
+  return 0;
+}
+
+static void set_dirty(struct cbt *t, uint64_t pno)
+{
+  if (!t->dirty[pno]) {
+    t->dirty[pno] = 1;
+    t->ndirty++;
+  }
+}
+
+/* One batch of the lazy writer. shape (read) and wmu held. *more: dirty pages remain. */
+static int flush_batch(struct cbt *t, bool *more)
+{
+  uint64_t pages[CTK_PAGES_INFLIGHT];
+  size_t n = 0;
+  pthread_mutex_lock(&t->mu);
+  int rc = t->broken;
+  /* Round robin from where the last batch stopped, so that every dirty page gets its turn. */
+  for (uint64_t k = 0; rc == 0 && k < t->npages && n < CTK_PAGES_INFLIGHT && t->ndirty; k++) {
+    uint64_t p = (t->flush_pos + k) % t->npages;
+    if (t->dirty[p]) {
+      t->dirty[p] = 0;
+      t->ndirty--;
+      pages[n++] = p;
+      t->flush_pos = p + 1;
+    }
+  }
+  pthread_mutex_unlock(&t->mu);
+  if (rc)
+    return broken_error_unlocked(t);
+  rc = write_pages(t, pages, n, 0, 0, 0);
+  pthread_mutex_lock(&t->mu);
+  if (rc < 0)
+    for (size_t i = 0; i < n; i++)
+      set_dirty(t, pages[i]);
+  *more = t->ndirty > 0 && rc == 0;
+  pthread_mutex_unlock(&t->mu);
+  return rc;
+}
+
+static int flush_pages(struct cbt *t, unsigned max_batches)
+{
+  bool more = true;
+  int rc = 0;
+  pthread_rwlock_rdlock(&t->shape);
+  for (unsigned i = 0; more && rc == 0 && (max_batches == 0 || i < max_batches); i++) {
+    pthread_mutex_lock(&t->wmu);
+    rc = flush_batch(t, &more);
+    pthread_mutex_unlock(&t->wmu);
+  }
+  pthread_rwlock_unlock(&t->shape);
+  return rc;
+}
+
+int cbt_internal_flush(struct cbt *t, unsigned max_batches)
+{
+  return flush_pages(t, max_batches);
+}
+
+static void *flusher_main(void *arg)
+{
+  struct cbt *t = arg;
+  pthread_mutex_lock(&t->mu);
+  while (!t->stopping) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += cbt_io.flush_ms / 1000;
+    ts.tv_nsec += (long)(cbt_io.flush_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&t->flush_cv, &t->mu, &ts);
+    if (t->stopping || !t->ndirty || t->broken)
+      continue;
+    pthread_mutex_unlock(&t->mu);
+    /* A bounded round (32 pages, 4 fdatasyncs): the log already makes the marks safe; the
+     * write-back only keeps evictions cheap, so it must not load the datastore even when a
+     * guest dirties every page of a large disk each second. A failure waits a round. */
+    flush_pages(t, FLUSH_ROUND_BATCHES);
+    pthread_mutex_lock(&t->mu);
+  }
+  pthread_mutex_unlock(&t->mu);
+  return NULL;
+}
+
+/* ---- marks ----------------------------------------------------------------------------- */
 
 static int broken_error(struct cbt *t)
 {
@@ -423,74 +719,239 @@ static int broken_error(struct cbt *t)
                    "writes, reopen it; it restarts if the file is damaged)", t->broken_msg);
 }
 
-static int push_range(struct cbt *t, uint64_t b0, uint64_t b1)
+static int broken_error_unlocked(struct cbt *t)
+{
+  pthread_mutex_lock(&t->mu);
+  int rc = broken_error(t);
+  pthread_mutex_unlock(&t->mu);
+  return rc;
+}
+
+/* Mark blocks [b0, b1) of a hot extent in the open epoch. mu held. */
+static void store_marks(struct cbt *t, uint64_t b0, uint64_t b1, uint16_t cur)
+{
+  for (uint64_t b = b0; b < b1; b++)
+    if (__atomic_load_n(&t->ep[b], __ATOMIC_RELAXED) != cur) {
+      __atomic_store_n(&t->ep[b], cur, __ATOMIC_RELEASE);
+      set_dirty(t, b / CTK_BPP);
+    }
+}
+
+static int push_ext(struct cbt *t, uint32_t x)
 {
   if (t->npend == t->cappend) {
     size_t cap = t->cappend ? 2 * t->cappend : 16;
-    struct cbt_range *p = realloc(t->pend, cap * sizeof *p);
+    uint32_t *p = realloc(t->pend, cap * sizeof *p);
     if (!p)
       return svm_error(ENOMEM, "%s: no memory to queue a mark", t->path);
     t->pend = p;
     t->cappend = cap;
   }
-  t->pend[t->npend++] = (struct cbt_range){ b0, b1 };
+  t->pend[t->npend++] = x;
   return 0;
 }
 
-/* Out of line, so that the fast path of cbt_mark() needs no stack frame. */
-__attribute__((noinline)) static int mark_slow(struct cbt *t, uint64_t b0, uint64_t last)
+static int cmp_u32(const void *a, const void *b)
 {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The leader: write one log entry holding the hot set plus the queued extents, evicting the
+ * least recently used ones (their dirty pages written first) when the set is full. Called
+ * and returns with mu held; drops it for the I/O. */
+static void lead_batch(struct cbt *t)
+{
+  uint32_t *q = t->pend, victims[AL_EVICT_MAX], *entry = NULL;
+  size_t nq = t->npend, nadd = 0, nvict = 0, nvp = 0, n = 0;
+  uint64_t vpages[2 * AL_EVICT_MAX];
+  uint64_t g = t->batch_gen++;
   int rc = 0;
+
+  t->pend = NULL;
+  t->npend = t->cappend = 0;
+  t->committing = true;
+  qsort(q, nq, sizeof *q, cmp_u32);
+  for (size_t i = 0; i < nq; i++)
+    if ((nadd == 0 || q[nadd - 1] != q[i]) && t->al_idx[q[i]] == 0)
+      q[nadd++] = q[i];
+  size_t room = t->al_limit > t->al_n ? t->al_limit - t->al_n : 0;
+  if (nadd > room) {
+    nvict = nadd - room < AL_EVICT_MAX ? nadd - room : AL_EVICT_MAX;
+    if (nvict > t->al_n)
+      nvict = t->al_n;
+    if (t->al_n > t->al_limit && nvict < AL_EVICT_MAX)
+      nvict = AL_EVICT_MAX < t->al_n ? AL_EVICT_MAX : t->al_n;
+    if (nadd > room + nvict)
+      nadd = room + nvict;                    /* the rest waits for the next entry */
+    if (t->al_n + nadd - nvict > CTK_AL_MAX)
+      nadd = CTK_AL_MAX + nvict - t->al_n;
+  }
+  /* Evict: out of the hot set now (no new mark can land in it), pages below, then the log. */
+  for (size_t v = 0; v < nvict; v++) {
+    size_t best = 0;
+    for (size_t i = 1; i < t->al_n; i++)
+      if (t->al_stamp[i] < t->al_stamp[best])
+        best = i;
+    victims[v] = t->al_ext[best];
+    al_remove_at(t, best);
+    uint64_t b0 = (uint64_t)victims[v] << ext_per(t), b1 = ext_end(t, victims[v]);
+    for (uint64_t p = b0 / CTK_BPP; p <= (b1 - 1) / CTK_BPP; p++)
+      if (t->dirty[p]) {
+        t->dirty[p] = 0;
+        t->ndirty--;
+        vpages[nvp++] = p;
+      }
+  }
+  entry = malloc((t->al_n + nadd + 1) * sizeof *entry);
+  if (!entry) {
+    rc = svm_error(ENOMEM, "%s: no memory for the activity log", t->path);
+  } else {
+    memcpy(entry, t->al_ext, t->al_n * sizeof *entry);
+    memcpy(entry + t->al_n, q, nadd * sizeof *entry);
+    n = t->al_n + nadd;
+  }
+  uint64_t seq = t->al_seq + 1;
+  pthread_mutex_unlock(&t->mu);
+
+  if (rc == 0 && (nadd || nvict)) {           /* else everything queued is hot already */
+    pthread_mutex_lock(&t->wmu);
+    rc = write_pages(t, vpages, nvp, 0, 0, 0);
+    if (rc == 0)
+      rc = write_al_entry(t, entry, n, seq);
+    pthread_mutex_unlock(&t->wmu);
+  }
+
   pthread_mutex_lock(&t->mu);
-  if (t->broken) {
-    rc = broken_error(t);
-    goto out;
+  if (rc == 0) {
+    if (nadd || nvict)
+      t->al_seq = seq;
+    for (size_t i = 0; i < nadd; i++)
+      al_add(t, q[i]);
+  } else {
+    /* Still in the durable log (the failed entry, if it landed at all, is the torn one). */
+    for (size_t v = 0; v < nvict; v++)
+      if (t->al_idx[victims[v]] == 0)
+        al_add(t, victims[v]);
+    for (size_t i = 0; i < nvp; i++)
+      set_dirty(t, vpages[i]);
+    t->fail_gen = g;
+    t->fail_rc = rc;
+    snprintf(t->fail_msg, sizeof t->fail_msg, "%s", svm_last_error());
   }
+  free(entry);
+  free(q);
+  t->done_gen = g;
+  t->committing = false;
+  pthread_cond_broadcast(&t->cv);
+}
+
+/* A wide mark (TRIM of a large range, the whole disk): its pages written and fdatasync'd,
+ * CTK_PAGES_INFLIGHT at a time, then published; no log entry. */
+static int mark_direct(struct cbt *t, uint64_t b0, uint64_t last)
+{
+  uint64_t pages[CTK_PAGES_INFLIGHT];
+  int rc = 0;
+  pthread_rwlock_rdlock(&t->shape);
+  /* wmu across the whole mark: no lazy write may put an older epoch back into these pages
+   * between our write and our publication. */
+  pthread_mutex_lock(&t->wmu);
+  pthread_mutex_lock(&t->mu);
   uint16_t cur = t->cur;
-  while (b0 <= last && __atomic_load_n(&t->ep[b0], __ATOMIC_RELAXED) == cur)
-    b0++;
-  if (b0 > last)
-    goto out;                                 /* published meanwhile */
-  if ((rc = push_range(t, b0, last + 1)) < 0)
-    goto out;
-  uint64_t gen = t->batch_gen;
-  while (t->done_gen < gen && !t->broken) {
-    if (t->committing) {
-      pthread_cond_wait(&t->cv, &t->mu);
-      continue;
-    }
-    /* Lead: take the gathered batch, commit it outside the lock. */
-    struct cbt_range *r = t->pend;
-    size_t n = t->npend;
-    uint64_t g = t->batch_gen++;
-    uint16_t e = t->cur;
-    t->pend = NULL;
-    t->npend = t->cappend = 0;
-    t->committing = true;
-    pthread_mutex_unlock(&t->mu);
-
-    n = merge_ranges(r, n);
-    int crc = commit_batch(t, r, n, e);
-
-    pthread_mutex_lock(&t->mu);
-    if (crc == 0) {
-      for (size_t i = 0; i < n; i++)
-        for (uint64_t b = r[i].b0; b < r[i].b1; b++)
-          __atomic_store_n(&t->ep[b], e, __ATOMIC_RELEASE);
-    } else {
-      t->broken = crc;
-      snprintf(t->broken_msg, sizeof t->broken_msg, "%s", svm_last_error());
-    }
-    free(r);
-    t->done_gen = g;
-    t->committing = false;
-    pthread_cond_broadcast(&t->cv);
-  }
   if (t->broken)
     rc = broken_error(t);
-out:
+  pthread_mutex_unlock(&t->mu);
+  for (uint64_t p = b0 / CTK_BPP; rc == 0 && p <= last / CTK_BPP;) {
+    size_t n = 0;
+    while (n < CTK_PAGES_INFLIGHT && p <= last / CTK_BPP)
+      pages[n++] = p++;
+    rc = write_pages(t, pages, n, b0, last + 1, cur);
+  }
+  if (rc == 0)
+    for (uint64_t b = b0; b <= last; b++)
+      __atomic_store_n(&t->ep[b], cur, __ATOMIC_RELEASE);
+  pthread_mutex_unlock(&t->wmu);
+  pthread_rwlock_unlock(&t->shape);
+  return rc;
+}
+
+/* Out of line, so that the fast path of cbt_mark() needs no stack frame. */
+__attribute__((noinline)) static int mark_slow(struct cbt *t, uint64_t b, uint64_t last)
+{
+  if (ext_of(t, last) - ext_of(t, b) >= DIRECT_EXTENTS)
+    return mark_direct(t, b, last);
+  int rc = 0;
+  unsigned rounds = 0;
+  pthread_mutex_lock(&t->mu);
+  while (b <= last) {
+    if (t->broken) {
+      rc = broken_error(t);
+      break;
+    }
+    uint16_t cur = t->cur;
+    if (__atomic_load_n(&t->ep[b], __ATOMIC_RELAXED) == cur) {
+      b++;
+      continue;
+    }
+    uint64_t x = ext_of(t, b), xe = ext_end(t, x);
+    if (xe > last + 1)
+      xe = last + 1;
+    if (t->al_idx[x]) {                       /* hot: no I/O */
+      t->al_stamp[t->al_idx[x] - 1] = ++t->al_clock;
+      store_marks(t, b, xe, cur);
+      b = xe;
+      continue;
+    }
+    /* Cold: this extent and the other cold ones of the range go into the next entry. */
+    for (uint64_t y = x; y <= ext_of(t, last) && rc == 0; y++)
+      if (t->al_idx[y] == 0)
+        rc = push_ext(t, (uint32_t)y);
+    if (rc < 0)
+      break;
+    uint64_t gen = t->batch_gen;
+    while (t->done_gen < gen) {
+      if (t->committing)
+        pthread_cond_wait(&t->cv, &t->mu);
+      else
+        lead_batch(t);
+    }
+    if (t->fail_gen >= gen && t->al_idx[x] == 0) {
+      rc = svm_error(-t->fail_rc, "%s", t->fail_msg);
+      break;
+    }
+    if (++rounds > 1000) {                    /* evicted again before we could mark: never */
+      rc = svm_error(EAGAIN, "%s: the activity log keeps evicting extent %" PRIu64, t->path, x);
+      break;
+    }
+  }
   pthread_mutex_unlock(&t->mu);
   return rc;
+}
+
+/* The non-blocking middle path of cbt_mark_try(): every extent of the range hot -> mark them
+ * under the mutex (if it is free right now), no I/O. */
+__attribute__((noinline)) static int mark_try_hot(struct cbt *t, uint64_t b, uint64_t last)
+{
+  if (ext_of(t, last) - ext_of(t, b) >= DIRECT_EXTENTS || pthread_mutex_trylock(&t->mu) != 0)
+    return 0;
+  int r = 1;
+  if (t->broken) {
+    r = 0;
+  } else {
+    for (uint64_t x = ext_of(t, b); x <= ext_of(t, last); x++)
+      if (t->al_idx[x] == 0) {
+        r = 0;
+        break;
+      }
+  }
+  if (r) {
+    uint16_t cur = t->cur;
+    for (uint64_t x = ext_of(t, b); x <= ext_of(t, last); x++)
+      t->al_stamp[t->al_idx[x] - 1] = ++t->al_clock;
+    store_marks(t, b, last + 1, cur);
+  }
+  pthread_mutex_unlock(&t->mu);
+  return r;
 }
 
 __attribute__((noinline, cold)) static int mark_range_error(struct cbt *t, uint64_t offset,
@@ -533,7 +994,10 @@ int cbt_mark(struct cbt *t, uint64_t offset, uint64_t length)
 int cbt_mark_try(struct cbt *t, uint64_t offset, uint64_t length)
 {
   uint64_t first = 0, last = 0;
-  return scan_marked(t, offset, length, &first, &last);
+  int r = scan_marked(t, offset, length, &first, &last);
+  if (__builtin_expect(r != 0, 1))
+    return r;
+  return mark_try_hot(t, first, last);
 }
 
 int cbt_discard(struct cbt *t, uint64_t offset, uint64_t length)
@@ -595,11 +1059,14 @@ static int compact_locked(struct cbt *t)
   h.base = t->h.base + m.k - 1;
   h.floor = t->h.base + m.k > t->h.floor ? t->h.base + m.k : t->h.floor;
   h.cur = (uint32_t)(cur - m.k + 2);
-  int fd = ctk_write_new(t->path, &h, t->ep, map_compact, &m);
+  int fd = ctk_write_new(t->path, &h, t->ep, map_compact, &m, t->al_ext, t->al_n);
   if (fd < 0)
     return fd;
   close(t->fd);
   t->fd = fd;
+  t->al_seq = 1;                              /* the hot set stays, logged in the new file */
+  memset(t->dirty, 0, t->npages);
+  t->ndirty = 0;
   __atomic_store_n(&t->cur, CTK_EPOCH_BUSY, __ATOMIC_RELEASE);
   for (uint64_t b = 0; b < t->nblocks; b++) {
     uint16_t e = t->ep[b];
@@ -635,6 +1102,10 @@ int cbt_changeid(struct cbt *t, char *buf, size_t buflen)
       __atomic_store_n(&t->cur, (uint16_t)h.cur, __ATOMIC_RELEASE);
     }
   }
+  /* The hot set stays (the new epoch's first writes cost no I/O); the lazy writer is asked
+   * to catch up now rather than at its next round. */
+  if (rc == 0)
+    pthread_cond_signal(&t->flush_cv);
   unlock_exclusive(t);
   if (rc == 0)
     snprintf(buf, buflen, "%s/%" PRIu64, uuid, seq);
@@ -671,7 +1142,15 @@ int cbt_resize(struct cbt *t, uint64_t new_size)
   h.gen++;
   h.disk_size = new_size;
   h.nblocks = n;
-  int fd = ctk_write_new(t->path, &h, ep, NULL, NULL);
+  h.al_shift = ctk_al_shift(new_size);
+  /* The hot set goes along, minus the extents past the new end. */
+  uint32_t al[CTK_AL_MAX];
+  size_t aln = 0;
+  uint64_t nx = ((new_size - 1) >> h.al_shift) + 1;
+  for (size_t i = 0; i < t->al_n && h.al_shift == t->al_shift; i++)
+    if (t->al_ext[i] < nx)
+      al[aln++] = t->al_ext[i];
+  int fd = ctk_write_new(t->path, &h, ep, NULL, NULL, al, aln);
   if (fd < 0) {
     ep_free(ep, n);
     rc = fd;
@@ -685,6 +1164,9 @@ int cbt_resize(struct cbt *t, uint64_t new_size)
   t->ep_bytes = (size_t)n * 2;
   t->disk_size = new_size;
   t->h = h;
+  t->al_seq = 1;
+  if ((rc = al_setup(t)) == 0)
+    rc = dirty_setup(t, NULL);
 out:
   unlock_exclusive(t);
   return rc;

@@ -1,5 +1,7 @@
 # Changed-block tracking: unit tests, the model-based test, the .ctk fuzzer, the benchmark.
 svm_unit_test(test-cbt SOURCES unit/test-cbt.c LIBS svmcbt)
+# tests/unit/data/ctk-v1.ctk: a version-1 .ctk written by the build before the activity log.
+target_compile_definitions(test-cbt PRIVATE CBT_TEST_DATA="${CMAKE_SOURCE_DIR}/tests/unit/data")
 svm_unit_test(test-cbt-model SOURCES unit/test-cbt-model.c LIBS svmcbt)
 set_tests_properties(test-cbt-model PROPERTIES TIMEOUT 300)
 # Under TSan (tools/test.sh: ctest -L threads in build-tsan): test-cbt marks from several
@@ -35,7 +37,12 @@ if(SVM_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
   set_target_properties(fuzz-ctk-seeds PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
 
   add_test(NAME fuzz-ctk COMMAND sh -c
-    "d=$(mktemp -d) && trap 'rm -rf \"$d\"' EXIT && \"$0\" \"$d/seeds\" && mkdir \"$d/corpus\" && \"$1\" -max_total_time=20 -rss_limit_mb=1024 -max_len=65536 \"$d/corpus\" \"$d/seeds\""
-    $<TARGET_FILE:fuzz-ctk-seeds> $<TARGET_FILE:fuzz-ctk>)
+    "d=$(mktemp -d) && trap 'rm -rf \"$d\"' EXIT && \"$0\" \"$d/seeds\" && cp \"$2\" \"$d/seeds/\" && mkdir \"$d/corpus\" && \"$1\" -max_total_time=20 -rss_limit_mb=1024 -max_len=65536 \"$d/corpus\" \"$d/seeds\""
+    $<TARGET_FILE:fuzz-ctk-seeds> $<TARGET_FILE:fuzz-ctk> ${CMAKE_SOURCE_DIR}/tests/unit/data/ctk-v1.ctk)
   set_tests_properties(fuzz-ctk PROPERTIES TIMEOUT 120 ENVIRONMENT "${SVM_TEST_ENV}")
 endif()
+
+# A full datastore (a small tmpfs) and recovery, through svmd (root: mounts a tmpfs).
+svm_integ_test(cbt-enospc cbt-enospc.sh TIMEOUT 120)
+# A damaged .ctk page through svmd: its blocks reported, the log says so.
+svm_integ_test(cbt-damage cbt-damage.sh TIMEOUT 120)

@@ -9,18 +9,28 @@
  * Change IDs are "<uuid>/<sequence>": the uuid names one incarnation of the tracking of one
  * disk, the sequence counts change IDs (1, 2, ...). "*" means "since tracking began".
  *
- * Durability (write-intent): cbt_mark() returns only once the marks covering the range are
- * durable in the .ctk file beside the disk, so after kill -9 or a power cut every write that
- * was acknowledged after its cbt_mark() returned is still reported. Only the first write to a
- * block in an epoch pays (concurrent first marks share one fdatasync); later writes cost one
- * load and compare, no lock, no I/O. A clean close and a crash leave the same state.
+ * Durability (activity log): cbt_mark() returns only once the mark is crash-safe, so after
+ * kill -9 or a power cut every write acknowledged after its cbt_mark() returned is still
+ * reported. The per-block epochs are exact in memory and written to the .ctk lazily (in the
+ * background, and on close); what the file may lack is bounded by a small on-disk activity
+ * log of hot extents (4 MiB each, at most 960 of them), made durable before a mark into an
+ * extent outside it returns. A mark of a block already marked in the open epoch: one load and
+ * compare, no lock. A first mark in an epoch into a hot extent: a mutex and a store, no I/O;
+ * a change ID leaves the hot set as it is, so the epoch after it starts warm. A first mark
+ * into a cold extent: one 4 KiB log write + fdatasync, shared by concurrent callers.
+ * After a crash, every block of every logged extent counts as written in the epoch that was
+ * open, and so do the blocks of a data page torn by the crash (at most 8 are in flight):
+ * a query may over-report, boundedly, and never misses. The bound per crash:
+ *     960 x 4 MiB + 8 x 2032 x granularity bytes   (3.75 GiB + 0.99 GiB at 64 KiB).
+ * A clean close (cbt_close) writes everything and empties the log: nothing over-reported.
  *
- * Call order on the guest write path: cbt_mark() (or cbt_discard()) BEFORE the data is
- * written, then write, then acknowledge. A change ID is an exact cut for writes whose
- * cbt_mark() returned before cbt_changeid() was called; a write in flight while the change ID
- * is taken may be counted in the closing epoch, so a backup that reads the disk after taking a
- * change ID quiesces writes around cbt_changeid() (as it does to take a snapshot); svmd drains
- * the disk's NBD export around it (svm/agent/disk.c).
+ * Call order on the guest write path: cbt_mark() (or cbt_discard()) and the data write may
+ * run concurrently (svm/disk/track.c does); the write is acknowledged once both are done. A
+ * change ID is an exact cut for writes whose cbt_mark() returned before cbt_changeid() was
+ * called; a write in flight while the change ID is taken may be counted in the closing epoch,
+ * so a backup that reads the disk after taking a change ID quiesces writes around
+ * cbt_changeid() (as it does to take a snapshot); svmd drains the disk's NBD export around it
+ * (svm/agent/disk.c).
  *
  * TRIM/discard is a change: the discarded blocks read back differently (zeros, or whatever
  * the device returns), so cbt_discard() marks them exactly like a write and a backup copies
@@ -36,12 +46,20 @@
  * another size is never trusted: cbt_open() succeeds, tracking restarts as "every block
  * changed" under a new uuid, and every change ID of the old uuid is refused (-ESTALE, or
  * -EINVAL when even the old uuid could not be read) with a message saying to take a new
- * change ID and do a full copy. A torn page from a crash during a mark is not damage: every
- * page is stored twice and the last complete copy is used.
+ * change ID and do a full copy. A data page of which one copy is invalid or zeroed (a torn
+ * lazy write, or damage at rest: the file cannot tell) is never trusted: every block it covers
+ * counts as changed in the open epoch, change IDs stay valid, and cbt_open_note() says so.
+ * A .ctk of version 1 (before the activity log) is upgraded in place at its first open.
+ *
+ * Space: a .ctk is allocated and written whole when created, so a mark never needs new
+ * space; a full datastore stops the guest's writes (ENOSPC), not the tracking. Where a file
+ * system cannot honour the allocation, a failed .ctk write fails the marks waiting for it
+ * with that error (ENOSPC) and the next mark tries again: tracking recovers by itself.
  *
  * Threads: cbt_mark(), cbt_discard(), cbt_changeid(), cbt_query() and cbt_get_info() may run
  * concurrently. cbt_resize() and cbt_close() must not run concurrently with any other call
- * on the same tracker (drain the disk's I/O first, as a resize needs anyway).
+ * on the same tracker (drain the disk's I/O first, as a resize needs anyway). Each tracker
+ * has one background thread, the lazy page writer (a bounded round per second).
  *
  * Errors: functions return 0 or a negative errno and leave a message in svm_last_error().
  */
@@ -91,23 +109,30 @@ int cbt_open(const char *ctk_path, const char *disk_id, uint64_t disk_size,
 /* Why the tracker restarted at this open ("disk0.ctk: bad header checksum; ..."), or NULL. */
 const char *cbt_reset_reason(const struct cbt *t);
 
-/* Clean close: frees the tracker. Everything is durable already, so closing and crashing
- * leave the same file. NULL is accepted. */
+/* What this open did not trust and counted as changed (damaged or torn pages, the extents of
+ * the activity log after a crash), for the log, or NULL. cbt_open() also prints it on stderr. */
+const char *cbt_open_note(const struct cbt *t);
+
+/* Clean close: writes the pages still dirty and empties the activity log (a crash instead
+ * leaves the log, hence its bounded over-report), frees the tracker. NULL is accepted. */
 void cbt_close(struct cbt *t);
 
-/* Thread-safe. Returns 0 once the marks covering [offset,offset+length) are durable in the
- * .ctk (blocks already marked in this epoch: no lock, no I/O; first marks: group commit, one
- * fdatasync shared by concurrent callers). Call BEFORE acknowledging the write it covers.
- * A range past the end of the disk: -EINVAL. A failed write of the .ctk: -EIO, and every
- * later mark fails too (the tracker can no longer promise anything; reopen it). */
+/* Thread-safe. Returns 0 once the marks covering [offset,offset+length) are crash-safe (see
+ * the top: no I/O unless an extent enters the activity log; a range wider than 8 extents
+ * writes its pages directly). Call before acknowledging the write it covers (concurrently
+ * with the write is fine). A range past the end of the disk: -EINVAL. A failed write of the
+ * .ctk: its errno (-ENOSPC on a full file system that ignored the allocation, -EIO), and the
+ * next mark tries again; a failed fdatasync: -EIO, and every later mark that needs I/O fails
+ * too (the tracker can no longer promise anything; reopen it). */
 int cbt_mark(struct cbt *t, uint64_t offset, uint64_t length);
 
-/* The non-blocking half of cbt_mark(), for callers that must not wait on the I/O thread (the
- * tracking layer, svm/disk/track.c): returns 1 when every block of the range is already marked
- * in the open epoch, hence durable (nothing to do: no lock, no I/O, the same load and compare
- * as cbt_mark()'s fast path); 0 when marking it needs a write of the .ctk (call cbt_mark() or
- * cbt_discard() from a thread that may block); -EINVAL for a range past the end of the disk.
- * Length 0: 1. A block may become marked right after a 0 answer; cbt_mark() then costs no I/O. */
+/* The non-blocking half of cbt_mark(), for callers that must not wait on I/O (the tracking
+ * layer, svm/disk/track.c): returns 1 when the range is marked and crash-safe now: every block
+ * already marked in the open epoch (the same load and compare as cbt_mark()'s fast path, no
+ * lock), or every extent of the range in the activity log's hot set (then marked here under a
+ * mutex taken only if free: no syscall, no I/O); 0 when marking needs a write of the .ctk (call
+ * cbt_mark() or cbt_discard() from a thread that may block); -EINVAL for a range past the end
+ * of the disk. Length 0: 1. */
 int cbt_mark_try(struct cbt *t, uint64_t offset, uint64_t length);
 
 /* TRIM/discard/write-zeroes of [offset,offset+length): a change like any write (see top). */

@@ -1,15 +1,18 @@
 /* The change-tracking layer (track.h).
  *
- * Fast path, inline on the caller's thread: a range whose blocks are all marked in the open
- * epoch (cbt_mark_try(): one load and compare per block, no lock, no syscall) goes straight
- * down. The first write to a block in an epoch must wait until its mark is durable (an
- * fdatasync of the .ctk), which would hold up every other client of the I/O thread; so such a
- * request goes to a pool of mark threads shared by every tracking layer of the process. There
- * many first marks wait at once, and the tracker's group commit gives them one fdatasync
- * together: the more wait side by side, the bigger the batch (64 threads measured 38k IOPS
- * against 32k for 16 on 4 KiB random writes at iodepth 32 to fresh tracking, bench/nbd.sh).
- * Once marked, the request comes back to the thread that owns its I/O engine (svm_io_post) and
- * continues down there.
+ * Fast path, inline on the caller's thread: cbt_mark_try() answers 1 when the range is
+ * already marked in the open epoch (one load and compare per block, no lock, no syscall) or
+ * lies in extents of the tracker's activity log (a mutex and a store, no I/O): the request
+ * goes straight down. Otherwise the mark needs a log entry made durable (a 4 KiB write and an
+ * fdatasync of the .ctk). That runs on a pool of mark threads shared by every tracking layer of
+ * the process, AT THE SAME TIME as the data write, which goes down at once: the request is
+ * acknowledged when both are done (a write whose mark is not yet durable is not acknowledged;
+ * after a crash it may or may not be reported, as any unacknowledged write). So a data write
+ * never waits for its mark, and the cold-extent case costs max(write, log entry), not the sum.
+ * The mark threads' results come back to the thread that owns the request's I/O engine
+ * (svm_io_post_node), where the two halves meet: both callbacks run on that one thread, so
+ * the join needs no lock. Many first marks wait side by side in the pool, and the tracker's
+ * group commit gives them one fdatasync together.
  *
  * The pool starts with the first slow mark, grows a thread whenever marks queue up with no
  * thread idle (up to POOL_MAX), and stops when the last tracking layer is closed. A layer is
@@ -38,18 +41,20 @@ struct track {
 
 enum kind { KIND_WRITE, KIND_ZERO, KIND_TRIM };
 
-/* A request waiting for its mark: everything needed to pass it down afterwards. */
+/* A request whose mark needs I/O: the mark (on a pool thread) and the operation below run
+ * together; the request completes when both have. */
 struct job {
   struct job *next;
-  struct svm_io_posted node;    /* the way back to the owning thread */
+  struct svm_io_posted node;    /* the mark's way back to the owning thread */
   struct svm_layer *l;
   struct svm_io *io;
   enum kind kind;
-  const void *buf;
   uint64_t off, len;
-  unsigned flags;
   svm_io_cb cb;
   void *opaque;
+  int pending;                  /* halves still running (owning thread only) */
+  int64_t res;                  /* the operation's result */
+  int mark_rc;                  /* the mark's result */
   char msg[256];                /* why the mark failed (the error is thread-local) */
 };
 
@@ -85,7 +90,7 @@ static int pass_down(struct svm_layer *below, struct svm_io *io, enum kind kind,
   return -EINVAL;
 }
 
-static void log_failure(struct svm_layer *l, const struct job *j)
+static void log_failure(struct svm_layer *l, const struct job *j, int err)
 {
   struct track *tr = l->priv;
   char line[512];
@@ -94,35 +99,48 @@ static void log_failure(struct svm_layer *l, const struct job *j)
   if (atomic_exchange(&tr->logged, true))
     return;
   n = snprintf(line, sizeof line, "%s: change tracking of %s: %s (the write at %llu+%llu fails "
-               "with EIO, and so will later ones: no write is acknowledged without its mark; "
-               "further failures are not logged)\n", program_invocation_short_name,
-               svm_layer_path(l), j->msg, (unsigned long long)j->off,
-               (unsigned long long)j->len);
+               "with %s, and so will later ones until the tracker can write its .ctk: no write "
+               "is acknowledged without its mark; further failures are not logged)\n",
+               program_invocation_short_name, svm_layer_path(l), j->msg,
+               (unsigned long long)j->off, (unsigned long long)j->len,
+               err == -ENOSPC ? "ENOSPC" : "EIO");
   if (n > 0 && write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1)
                < 0) { /* nowhere to report it */ }
 }
 
-/* The mark is durable (res 0) or failed: continue down, or fail the request. */
-static void job_resume(void *opaque, int64_t res)
+/* One half done (on the owning thread). The last one completes the request: the mark failed
+ * -> ENOSPC when the datastore is full (the guest sees a full disk, and tracking retries with
+ * the next write), else EIO; otherwise the operation's own result. */
+static void job_half_done(struct job *j)
 {
-  struct job *j = opaque;
-  struct job c = *j;            /* the request goes on without the job */
-  int r;
-
+  if (--j->pending > 0)
+    return;
+  struct job c = *j;
   free(j);
-  if (res < 0) {
-    log_failure(c.l, &c);
-    c.cb(c.opaque, -EIO);
+  if (c.mark_rc < 0) {
+    int err = c.mark_rc == -ENOSPC || c.mark_rc == -EDQUOT ? -ENOSPC : -EIO;
+    log_failure(c.l, &c, err);
+    c.cb(c.opaque, err);
     return;
   }
-  r = pass_down(c.l->below, c.io, c.kind, c.buf, c.off, c.len, c.flags, c.cb, c.opaque);
-  if (r < 0)
-    c.cb(c.opaque, r);
+  c.cb(c.opaque, c.res);
 }
 
-/* ---- the mark threads ---- */
+static void job_op_done(void *opaque, int64_t res)
+{
+  struct job *j = opaque;
+  j->res = res;
+  job_half_done(j);
+}
 
-static void job_mark(struct job *j)
+static void job_mark_done(void *opaque, int64_t res)
+{
+  struct job *j = opaque;
+  j->mark_rc = (int)res;
+  job_half_done(j);
+}
+
+static int job_do_mark(struct job *j)
 {
   struct track *tr = j->l->priv;
   int r = j->kind == KIND_TRIM ? cbt_discard(tr->t, j->off, j->len)
@@ -130,7 +148,15 @@ static void job_mark(struct job *j)
 
   if (r < 0)
     snprintf(j->msg, sizeof j->msg, "%s", svm_last_error());
-  svm_io_post_node(j->io, &j->node, job_resume, j, r);
+  return r;
+}
+
+/* ---- the mark threads ---- */
+
+static void job_mark(struct job *j)
+{
+  int r = job_do_mark(j);
+  svm_io_post_node(j->io, &j->node, job_mark_done, j, r);
 }
 
 static void *pool_main(void *arg)
@@ -215,19 +241,21 @@ static int track_slow(struct svm_layer *l, struct svm_io *io, enum kind kind, co
                       uint64_t off, uint64_t len, unsigned flags, svm_io_cb cb, void *opaque)
 {
   struct job *j = calloc(1, sizeof *j);
+  int r;
 
   if (j == NULL)
     return svm_error(ENOMEM, "change tracking of %s: out of memory", svm_layer_path(l));
-  *j = (struct job){ .l = l, .io = io, .kind = kind, .buf = buf, .off = off, .len = len,
-                     .flags = flags, .cb = cb, .opaque = opaque };
+  *j = (struct job){ .l = l, .io = io, .kind = kind, .off = off, .len = len, .cb = cb,
+                     .opaque = opaque, .pending = 2 };
   if (!pool_queue(j)) {
-    /* No mark thread could be started: mark here, slowly but correctly. */
-    struct track *tr = l->priv;
-    int r = kind == KIND_TRIM ? cbt_discard(tr->t, off, len) : cbt_mark(tr->t, off, len);
-    if (r < 0)
-      snprintf(j->msg, sizeof j->msg, "%s", svm_last_error());
-    job_resume(j, r);
+    /* No mark thread could be started: mark here first, slowly but correctly. */
+    j->mark_rc = job_do_mark(j);
+    j->pending = 1;
   }
+  /* The operation goes down now, beside its mark; its callback may run inline. */
+  r = pass_down(l->below, io, kind, buf, off, len, flags, job_op_done, j);
+  if (r < 0)
+    job_op_done(j, r);
   return 0;
 }
 

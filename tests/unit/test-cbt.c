@@ -132,7 +132,7 @@ static void test_basic(void **state)
   assert_int_equal(info.disk_size, 10 * MiB);
   assert_int_equal(info.epoch, 3);
   assert_int_equal(info.blocks_marked, 4);
-  assert_int_equal(info.version, 1);
+  assert_int_equal(info.version, 2);
   assert_memory_equal(info.uuid, id1, 36);
   cbt_close(t);
 
@@ -289,7 +289,7 @@ static void damage_grow(const char *path)
 
 static void damage_version(const char *path)
 {
-  uint8_t v[4] = { 2, 0, 0, 0 };
+  uint8_t v[4] = { 3, 0, 0, 0 };
   patch(path, 8, v, 4);
   patch(path, 4096 + 8, v, 4);
 }
@@ -300,13 +300,6 @@ static void damage_magic(const char *path)
   for (size_t i = 0; i < sizeof junk; i++)
     junk[i] = (uint8_t)(i * 7 + 3);
   patch(path, 0, junk, sizeof junk);
-}
-
-static void damage_page(const char *path)
-{
-  uint8_t x = 0xff;
-  patch(path, CTK_DATA_OFF + 100, &x, 1);               /* page 0, both copies */
-  patch(path, CTK_DATA_OFF + CTK_PAGE + 100, &x, 1);
 }
 
 static void damage_future_epoch(const char *path)
@@ -324,7 +317,7 @@ static void damage_future_epoch(const char *path)
   ctk_encode_page(&img.h, 0, 1000, vals, 16, page);
   assert_int_equal(pwrite(fd, page, CTK_PAGE, CTK_DATA_OFF), CTK_PAGE);
   close(fd);
-  munmap(img.ep, (size_t)img.h.nblocks * 2);
+  ctk_image_free(&img);
 }
 
 static void damage_none(const char *path)
@@ -338,10 +331,9 @@ static const struct damage_case cases[] = {
   { "truncated", damage_truncate, "truncated", ESTALE, "earlier incarnation", "disk-a", MiB },
   { "tiny", damage_tiny, "truncated", EINVAL, "restarted because", "disk-a", MiB },
   { "grown", damage_grow, "wrong file size", ESTALE, "earlier incarnation", "disk-a", MiB },
-  { "version", damage_version, "unknown .ctk version 2", EINVAL, "restarted because",
+  { "version", damage_version, "unknown .ctk version 3", EINVAL, "restarted because",
     "disk-a", MiB },
   { "magic", damage_magic, "not a .ctk file", EINVAL, "restarted because", "disk-a", MiB },
-  { "page", damage_page, "both copies damaged", ESTALE, "earlier incarnation", "disk-a", MiB },
   { "epoch", damage_future_epoch, "past the current epoch", ESTALE, "earlier incarnation",
     "disk-a", MiB },
   { "foreign", damage_none, "belongs to another disk ('disk-a', not 'disk-b')", EINVAL,
@@ -408,40 +400,202 @@ static void test_damage(void **state)
   }
 }
 
-/* One copy of a page torn by a crash during a first mark is not damage. */
-static void test_torn_copy(void **state)
+/* Issue 11: a data page whose copies disagree in validity (one copy flipped: a torn write or
+ * damage at rest, the file cannot tell which copy was the newest) or whose copies were both
+ * zeroed is never trusted: every block the page covers counts as changed in the open epoch,
+ * and the open says so. A query since the last change ID may over-report; it never misses. */
+static void test_damaged_page(void **state)
+{
+  struct fx *f = *state;
+  static const char *kinds[] = { "flip copy 0", "flip copy 1", "zero both" };
+  for (int k = 0; k < 3; k++) {
+    char id[CBT_CHANGEID_MAX];
+    unlink(f->path);
+    struct cbt *t = open_ok(f->path, "d", MiB, 4096);   /* 256 blocks: one page */
+    assert_int_equal(cbt_mark(t, 0, 1), 0);
+    assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
+    assert_int_equal(cbt_mark(t, 4096, 1), 0);
+    assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
+    assert_int_equal(cbt_mark(t, 3 * 4096, 1), 0);
+    cbt_close(t);
+
+    uint8_t junk[1000];
+    memset(junk, k == 2 ? 0 : 0xa5, sizeof junk);
+    if (k < 2) {
+      patch(f->path, CTK_DATA_OFF + (uint64_t)k * CTK_PAGE + 1500, junk, sizeof junk);
+    } else {
+      uint8_t *z = calloc(1, 2 * CTK_PAGE);
+      patch(f->path, CTK_DATA_OFF, z, 2 * CTK_PAGE);
+      free(z);
+    }
+    t = open_ok(f->path, "d", MiB, 0);
+    /* Not a reset: the header is sound, the change IDs stay valid. */
+    if (cbt_reset_reason(t))
+      fail_msg("%s: reset: %s", kinds[k], cbt_reset_reason(t));
+    const char *got = q(t, id, 0, 0);
+    if (strcmp(got, "0+1048576") != 0)
+      fail_msg("%s: since the last change ID: '%s', want the whole page 0+1048576", kinds[k],
+               got);
+    cbt_close(t);
+    /* The repair is durable: still reported after another reopen. */
+    t = open_ok(f->path, "d", MiB, 0);
+    assert_string_equal(q(t, id, 0, 0), "0+1048576");
+    cbt_close(t);
+  }
+}
+
+/* A .ctk of version 1 (made by the build before the activity log: tests/unit/data/ctk-v1.ctk,
+ * a 3 MiB disk at 4 KiB, blocks 0-1 written in epoch 1, 10-12 in epoch 2, 700 in the open
+ * epoch 3) is upgraded in place at its first open: same uuid, same change IDs, same answers. */
+static void test_upgrade_v1(void **state)
+{
+  struct fx *f = *state;
+  static const char id1[] = "af12406a-cdbc-4635-96a1-4faf51ce0059/1";
+  static const char id2[] = "af12406a-cdbc-4635-96a1-4faf51ce0059/2";
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "cp '%s/ctk-v1.ctk' '%s'", CBT_TEST_DATA, f->path);
+  assert_int_equal(system(cmd), 0);
+  struct cbt_info info;
+  assert_int_equal(cbt_info_read(f->path, &info), 0);
+  assert_int_equal(info.version, 1);
+  assert_int_equal(info.blocks_marked, 6);
+
+  for (int round = 0; round < 2; round++) {
+    struct cbt *t = open_ok(f->path, "fixture-disk", 3 * MiB, 0);
+    assert_null(cbt_reset_reason(t));
+    assert_null(cbt_open_note(t));
+    assert_string_equal(q(t, "*", 0, 0), "0+8192,40960+12288,2867200+4096");
+    assert_string_equal(q(t, id1, 0, 0), "40960+12288,2867200+4096");
+    assert_string_equal(q(t, id2, 0, 0), "2867200+4096");
+    assert_int_equal(cbt_get_info(t, &info), 0);
+    assert_int_equal(info.version, 2);
+    assert_int_equal(info.epoch, 3);
+    assert_memory_equal(info.uuid, id1, 36);
+    if (round == 0)
+      assert_int_equal(cbt_mark(t, 100 * 4096, 1), 0);
+    else
+      assert_string_equal(q(t, id2, 0, 0), "2867200+4096");
+    cbt_close(t);
+    assert_int_equal(cbt_info_read(f->path, &info), 0);
+    assert_int_equal(info.version, 2);
+    if (round == 0) {
+      /* The mark after the upgrade is there too. */
+      t = open_ok(f->path, "fixture-disk", 3 * MiB, 0);
+      assert_string_equal(q(t, id2, 0, 0), "409600+4096,2867200+4096");
+      cbt_close(t);
+      assert_int_equal(system(cmd), 0);       /* again from the old file, second round */
+    }
+  }
+
+  /* Version 1 left a page written only once with its other copy a hole (zeros): that is
+   * legitimate there, not damage. Garbage in a copy is not: the page counts as changed. */
+  for (int garbage = 0; garbage < 2; garbage++) {
+    assert_int_equal(system(cmd), 0);
+    uint8_t *z = calloc(1, CTK_PAGE);
+    memset(z, garbage ? 0x5a : 0, CTK_PAGE);
+    patch(f->path, CTK_DATA_OFF_V1, z, CTK_PAGE);        /* copy A (the older one) */
+    free(z);
+    struct cbt *t = open_ok(f->path, "fixture-disk", 3 * MiB, 0);
+    assert_null(cbt_reset_reason(t));
+    if (garbage) {
+      assert_non_null(cbt_open_note(t));
+      assert_string_equal(q(t, id2, 0, 0), "0+3145728");
+    } else {
+      assert_null(cbt_open_note(t));
+      assert_string_equal(q(t, id1, 0, 0), "40960+12288,2867200+4096");
+      assert_string_equal(q(t, id2, 0, 0), "2867200+4096");
+    }
+    cbt_close(t);
+  }
+}
+
+static int enospc_left;
+static ssize_t enospc_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+  if (enospc_left > 0) {
+    enospc_left--;
+    errno = ENOSPC;
+    return -1;
+  }
+  return pwrite(fd, buf, n, off);
+}
+
+/* A .ctk write that fails for lack of space (a file system that cannot honour the
+ * preallocation) fails the marks waiting for it with ENOSPC, not a broken tracker: the next
+ * mark tries again and succeeds once there is room. Nothing acknowledged is lost. */
+static void test_enospc_recovers(void **state)
 {
   struct fx *f = *state;
   char id[CBT_CHANGEID_MAX];
-  struct cbt *t = open_ok(f->path, "d", MiB, 4096);
-  assert_int_equal(cbt_mark(t, 0, 1), 0);                /* page 0 copy B, seq 1 */
+  struct cbt *t = open_ok(f->path, "d", 64 * MiB, 4096);
   assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
-  assert_int_equal(cbt_mark(t, 4096, 1), 0);             /* copy A, seq 2 */
+  cbt_io.pwrite = enospc_pwrite;
+  enospc_left = 1;
+  assert_int_equal(cbt_mark(t, 5 * MiB, 4096), -ENOSPC);   /* cold extent: log entry fails */
+  assert_non_null(strstr(svm_last_error(), f->path));
+  assert_non_null(strstr(svm_last_error(), "datastore is full"));
+  assert_int_equal(cbt_mark(t, 5 * MiB, 4096), 0);         /* space is back */
+  assert_int_equal(cbt_mark(t, 5 * MiB + 8192, 4096), 0);  /* hot now: no I/O at all */
+  enospc_left = 1;                                          /* a lazy write-back fails ... */
+  assert_int_equal(cbt_internal_flush(t, 0), -ENOSPC);
+  assert_int_equal(cbt_internal_flush(t, 0), 0);            /* ... and is simply retried */
+  enospc_left = 1;                                          /* a wide mark writes its pages */
+  assert_int_equal(cbt_mark(t, 20 * MiB, 40 * MiB), -ENOSPC);
+  assert_int_equal(cbt_mark(t, 20 * MiB, 40 * MiB), 0);
+  cbt_io.pwrite = pwrite;
+  assert_string_equal(q(t, id, 0, 0), "5242880+4096,5251072+4096,20971520+41943040");
   cbt_close(t);
+  t = open_ok(f->path, "d", 64 * MiB, 0);
+  assert_null(cbt_open_note(t));
+  assert_string_equal(q(t, id, 0, 0), "5242880+4096,5251072+4096,20971520+41943040");
+  cbt_close(t);
+}
 
-  /* The copy a third mark would write next (B) torn: nothing lost, nothing reset. */
-  uint8_t junk[1000];
-  memset(junk, 0xa5, sizeof junk);
-  patch(f->path, CTK_DATA_OFF + CTK_PAGE + 1500, junk, sizeof junk);
-  t = open_ok(f->path, "d", MiB, 0);
-  assert_null(cbt_reset_reason(t));
-  assert_string_equal(q(t, id, 0, 0), "4096+4096");
-  assert_string_equal(q(t, "*", 0, 0), "0+8192");
-  /* Marks go on into the torn copy and survive. */
-  assert_int_equal(cbt_mark(t, 3 * 4096, 1), 0);
-  cbt_close(t);
-  t = open_ok(f->path, "d", MiB, 0);
-  assert_null(cbt_reset_reason(t));
-  assert_string_equal(q(t, id, 0, 0), "4096+4096,12288+4096");
-
-  /* The newest copy torn (its write never completed, so its mark was never acknowledged):
-   * the previous copy is used, still no reset. */
-  cbt_close(t);
-  patch(f->path, CTK_DATA_OFF + CTK_PAGE + 1500, junk, sizeof junk);
-  t = open_ok(f->path, "d", MiB, 0);
-  assert_null(cbt_reset_reason(t));
-  assert_string_equal(q(t, id, 0, 0), "4096+4096");
-  cbt_close(t);
+/* The activity log as a crash leaves it (the tracker still open), then one slot damaged:
+ * the slot that may hold the newest entry -> every block changed (the hot set is unknown);
+ * an older slot -> only logged; a torn entry (sectors of two entries, each whole) -> the
+ * previous entry holds, no damage. */
+static void test_al_damage(void **state)
+{
+  struct fx *f = *state;
+  char id[CBT_CHANGEID_MAX], copy[160], cmd[400];
+  snprintf(copy, sizeof copy, "%s/crashed.ctk", f->dir);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", f->path, copy);
+  for (int k = 0; k < 3; k++) {
+    unlink(f->path);
+    struct cbt *t = open_ok(f->path, "d", 64 * MiB, 4096);  /* log entry 1 in slot 1 */
+    assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
+    assert_int_equal(cbt_mark(t, 5 * MiB, 4096), 0);       /* entry 2 in slot 2: extent 1 */
+    assert_int_equal(system(cmd), 0);
+    cbt_close(t);
+    uint8_t junk[16];
+    memset(junk, 0xa5, sizeof junk);
+    if (k == 0)                                /* the newest entry's slot, one sector hit */
+      patch(copy, CTK_AL_OFF + 2 * CTK_PAGE + 3 * CTK_AL_SECTOR + 40, junk, sizeof junk);
+    else if (k == 1)                           /* an older entry's slot */
+      patch(copy, CTK_AL_OFF + 1 * CTK_PAGE + 100, junk, sizeof junk);
+    else {                                     /* entry 2 torn: its last sectors never written */
+      uint8_t *z = calloc(1, CTK_PAGE / 2);
+      patch(copy, CTK_AL_OFF + 2 * CTK_PAGE + CTK_PAGE / 2, z, CTK_PAGE / 2);
+      free(z);
+    }
+    t = open_ok(copy, "d", 64 * MiB, 0);
+    assert_null(cbt_reset_reason(t));
+    const char *note = cbt_open_note(t);
+    assert_non_null(note);
+    if (k == 0) {
+      assert_string_equal(q(t, id, 0, 0), "0+67108864");
+      assert_non_null(strstr(note, "every block counted as changed"));
+    } else if (k == 1) {
+      assert_string_equal(q(t, id, 0, 0), "4194304+4194304");    /* extent 1, the log's */
+      assert_non_null(strstr(note, "older entries only"));
+    } else {
+      assert_string_equal(q(t, id, 0, 0), "");                   /* entry 1: empty */
+      assert_non_null(strstr(note, "torn activity-log entry"));
+    }
+    cbt_close(t);
+    unlink(copy);
+  }
 }
 
 /* A crash in the middle of a compaction/resize/reset leaves "X.ctk.tmp.XXXXXX" behind: the
@@ -623,9 +777,14 @@ static void test_info_read_errors(void **state)
   struct cbt *t = open_ok(f->path, "d", 3 * MiB, 0);
   assert_int_equal(cbt_mark(t, MiB, MiB), 0);
   assert_int_equal(cbt_info_read(f->path, &info), 0);
-  assert_int_equal(info.blocks_marked, 16);
+  /* The mark is in memory and its extent (the whole 3 MiB disk) in the activity log: read
+   * from the file alone, as after a crash, the logged extent counts as changed. */
+  assert_int_equal(info.blocks_marked, 48);
   assert_int_equal(info.disk_size, 3 * MiB);
   cbt_close(t);
+  /* Closed cleanly: pages written, log emptied, exact. */
+  assert_int_equal(cbt_info_read(f->path, &info), 0);
+  assert_int_equal(info.blocks_marked, 16);
 }
 
 /* ---- concurrency: every acknowledged mark is visible, group commit under contention ---- */
@@ -697,6 +856,84 @@ static void test_concurrent(void **state)
   cbt_close(t);
 }
 
+/* The activity log under contention: 4 threads mark random blocks of a 256 MiB disk (64
+ * extents) through a hot set of 4 extents, so that evictions run all the time, with a few
+ * wide marks (written directly), while the background writer runs every millisecond and the
+ * main thread takes change IDs and forces write-backs. Then the file is copied as it stands,
+ * the tracker still open (what kill -9 would leave), and the copy must report every mark. */
+struct lworker {
+  struct cbt *t;
+  unsigned seed;
+  uint64_t off[600], len[600];
+};
+
+static void *log_worker(void *arg)
+{
+  struct lworker *w = arg;
+  for (int i = 0; i < 600; i++) {
+    bool wide = rand_r(&w->seed) % 50 == 0;
+    w->len[i] = wide ? 40 * MiB : 4096;
+    w->off[i] = (rand_r(&w->seed) % (wide ? 200 : 65536)) * (wide ? MiB : 4096);
+    if (cbt_mark(w->t, w->off[i], w->len[i]) < 0)
+      return (void *)1;
+  }
+  return NULL;
+}
+
+static void test_concurrent_log(void **state)
+{
+  struct fx *f = *state;
+  enum { T = 4 };
+  unsigned saved = cbt_io.flush_ms;
+  cbt_io.flush_ms = 1;
+  struct cbt *t = open_ok(f->path, "d", 256 * MiB, 4096);
+  cbt_io.flush_ms = saved;
+  cbt_internal_set_al_limit(t, 4);
+  static struct lworker w[T];
+  pthread_t th[T];
+  for (int i = 0; i < T; i++) {
+    w[i].t = t;
+    w[i].seed = 99 + (unsigned)i;
+    pthread_create(&th[i], NULL, log_worker, &w[i]);
+  }
+  char id[CBT_CHANGEID_MAX];
+  for (int i = 0; i < 20; i++) {
+    assert_int_equal(cbt_internal_flush(t, 1), 0);
+    if (i % 4 == 0)
+      assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
+  }
+  for (int i = 0; i < T; i++) {
+    void *r;
+    pthread_join(th[i], &r);
+    assert_null(r);
+  }
+  char copy[160], cmd[400];
+  snprintf(copy, sizeof copy, "%s/crashed.ctk", f->dir);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", f->path, copy);
+  assert_int_equal(system(cmd), 0);
+  cbt_close(t);
+  for (int pass = 0; pass < 2; pass++) {      /* the crashed copy, then the clean file */
+    t = open_ok(pass ? f->path : copy, "d", 256 * MiB, 0);
+    assert_null(cbt_reset_reason(t));
+    struct cbt_extent *e;
+    size_t n;
+    assert_int_equal(cbt_query(t, "*", 0, 0, &e, &n), 0);
+    static uint8_t seen[65536];
+    memset(seen, 0, sizeof seen);
+    for (size_t i = 0; i < n; i++)
+      for (uint64_t b = e[i].offset / 4096; b < (e[i].offset + e[i].length) / 4096; b++)
+        seen[b] = 1;
+    free(e);
+    for (int i = 0; i < T; i++)
+      for (int k = 0; k < 600; k++)
+        for (uint64_t b = w[i].off[k] / 4096; b <= (w[i].off[k] + w[i].len[k] - 1) / 4096; b++)
+          if (!seen[b])
+            fail_msg("%s: block %" PRIu64 " (thread %d, mark %d) not reported",
+                     pass ? "clean" : "crashed", b, i, k);
+    cbt_close(t);
+  }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -705,7 +942,10 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
     cmocka_unit_test_setup_teardown(test_query_errors, setup, teardown),
     cmocka_unit_test_setup_teardown(test_damage, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_torn_copy, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_damaged_page, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_al_damage, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_upgrade_v1, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_enospc_recovers, setup, teardown),
     cmocka_unit_test_setup_teardown(test_stale_tmp, setup, teardown),
     cmocka_unit_test_setup_teardown(test_discard, setup, teardown),
     cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
@@ -713,6 +953,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_info_print, setup, teardown),
     cmocka_unit_test_setup_teardown(test_info_read_errors, setup, teardown),
     cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_concurrent_log, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
