@@ -163,7 +163,7 @@ int agent_precheck(struct svm_agent *a, const char *vmname, const char *dsname,
     if (t)
       svm_peer_hangup(t);
   }
-  c.cold = cold;
+  c.cold = cold || !host;     /* a move within this host does not use the migration network */
   svm_pc_run(&c, host, identity, kind, err, errnum, rep);
   free(m);
   if (c.peer)

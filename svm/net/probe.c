@@ -82,8 +82,10 @@ int svm_net_ping(const struct svm_net_iface *i, struct in_addr dst, size_t paylo
   t0 = now_us();
   deadline = t0 + timeout_ms * 1000LL;
   if (sendto(fd, pkt, len, 0, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    r = errno == EMSGSIZE ? -EMSGSIZE : svm_error(errno, "ping %s from %s: %s",
-                                                 inet_ntoa(dst), i->addr, strerror(errno));
+    char d[INET_ADDRSTRLEN];
+    int e = errno;
+    inet_ntop(AF_INET, &dst, d, sizeof d);
+    r = e == EMSGSIZE ? -EMSGSIZE : svm_error(e, "ping %s from %s: %s", d, i->addr, strerror(e));
     goto out;
   }
   for (long long now; (now = now_us()) < deadline;) {

@@ -126,7 +126,7 @@ static void *accept_thread(void *arg)
                            { .fd = s->stop_pipe[0], .events = POLLIN } };
     struct sockaddr_in sa;
     socklen_t sl = sizeof sa;
-    char peer[64];
+    char peer[64], h[INET_ADDRSTRLEN];
     int fd;
 
     if (poll(p, 2, -1) < 0 && errno != EINTR)
@@ -138,7 +138,8 @@ static void *accept_thread(void *arg)
     fd = accept4(s->lfd, (struct sockaddr *)&sa, &sl, SOCK_CLOEXEC);
     if (fd < 0)
       continue;
-    snprintf(peer, sizeof peer, "%s:%u", inet_ntoa(sa.sin_addr), ntohs(sa.sin_port));
+    inet_ntop(AF_INET, &sa.sin_addr, h, sizeof h);
+    snprintf(peer, sizeof peer, "%s:%u", h, ntohs(sa.sin_port));
     serve(s, fd, peer);
     close(fd);
   }
@@ -189,14 +190,15 @@ int svm_net_dial(const struct svm_peer_creds *creds, const struct svm_net_iface 
                  char *peer_host, size_t peer_host_len, struct nfc_tls **out)
 {
   struct svm_peer_msg *m = malloc(sizeof *m);
-  char label[64];
+  char label[64], ip[INET_ADDRSTRLEN];
   struct nfc_tls *t = NULL;
   int fd, r;
 
   *out = NULL;
   if (!m)
     return svm_error(ENOMEM, "out of memory");
-  snprintf(label, sizeof label, "%s:%u", inet_ntoa(dst), port);
+  inet_ntop(AF_INET, &dst, ip, sizeof ip);
+  snprintf(label, sizeof label, "%s:%u", ip, port);
   fd = svm_net_connect(i, dst, port, SVM_PEER_HANDSHAKE_MS);
   if (fd < 0) {
     free(m);
