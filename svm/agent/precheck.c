@@ -65,6 +65,14 @@ int agent_net_start(struct svm_agent *a)
   r = svm_net_server_start(&i, port, a->creds.server, a->name, net_log, &a->mig_server);
   if (r < 0)
     return r;
+  if (port == 0) {
+    /* PORT 0: the kernel's choice, which peers learn through INFO */
+    char *spec;
+    if (asprintf(&spec, "%s:%u", i.addr, svm_net_server_port(a->mig_server)) < 0)
+      return svm_error(ENOMEM, "out of memory");
+    free(a->migration);
+    a->migration = spec;
+  }
   agent_log("migration interface %s: listening on %s (%s)", i.name, a->migration,
             a->creds.server ? nfc_tls_config_kind(a->creds.server) : "plaintext: --insecure");
   return 0;

@@ -68,6 +68,8 @@ int svm_net_server_start(const struct svm_net_iface *i, unsigned port,
                          struct nfc_tls_config *tls, const char *self,
                          void (*log)(const char *fmt, ...), struct svm_net_server **out);
 void svm_net_server_stop(struct svm_net_server *s);
+/* The port it listens on (the kernel's choice when started with port 0). */
+unsigned svm_net_server_port(const struct svm_net_server *s);
 
 /* The client side: a TLS session to the peer's migration listener from the local migration
  * interface, HELLO with channel; *out the session. */

@@ -172,6 +172,16 @@ int svm_net_server_start(const struct svm_net_iface *i, unsigned port,
   return 0;
 }
 
+unsigned svm_net_server_port(const struct svm_net_server *s)
+{
+  struct sockaddr_in sa;
+  socklen_t sl = sizeof sa;
+
+  if (getsockname(s->lfd, (struct sockaddr *)&sa, &sl) < 0)
+    return 0;
+  return ntohs(sa.sin_port);
+}
+
 void svm_net_server_stop(struct svm_net_server *s)
 {
   if (!s)

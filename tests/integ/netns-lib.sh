@@ -13,7 +13,7 @@
 #   MGMT_A MGMT_B MIG_A MIG_B   the addresses; GW_A GW_B the router's (routed)
 #   nsx a|b|sw CMD...           run CMD in that namespace
 #   ns_agent a|b [svmd args...] svmd in host a or b (agent name hostA / hostB), --mgmt on
-#                               MGMT_X:7100 and --migration MIG_X:7200
+#                               MGMT_X:7100 and --migration MIG_X:${MIG_PORT:-7200}
 #   ns_third IP                 a third host on the migration segment holding IP
 #   ns_counter a|b IFACE        the interface's tx+rx bytes (/sys/class/net/*/statistics)
 require ip
@@ -92,7 +92,7 @@ ns_agent() {
   b) name=hostB mgmt=$MGMT_B mig=$MIG_B ;;
   esac
   AGENT_PREFIX="ip netns exec $NS_P-$x" start_agent "$name" --mgmt "$mgmt:7100" \
-    --migration "$mig:7200" "$@"
+    --migration "$mig:${MIG_PORT:-7200}" "$@"
 }
 
 ns_third() {
