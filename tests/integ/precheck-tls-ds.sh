@@ -17,6 +17,17 @@ mount -t tmpfs -o size=16M,mode=0700 "pc$$-ds" "$TMP/hostB/ds1"
 on_exit "umount '$TMP/hostB/ds1'"
 ns_agent b --tls-dir "$TMP/tls-b"
 
+# svmd refuses a migration address it does not have, and a gateway off the migration subnet
+mkdir -p "$TMP/x-ds"
+svmd_x() { nsx a "$SVM_BIN/svmd" --name x --state "$TMP/x-state" --datastore "ds1=$TMP/x-ds" --insecure "$@"; }
+expect_exit 1 "svmd: --migration 198.51.100.9:7300: no interface of this host has address 198.51.100.9 \(ip addr add 198.51.100.9/PREFIX dev IFACE\)" \
+  svmd_x --migration 198.51.100.9:7300
+expect_exit 1 "svmd: --migration-gateway 203.0.113.254 is not on mig0's subnet 198.51.100.1/24" \
+  svmd_x --migration 198.51.100.1:7300 --migration-gateway 203.0.113.254
+expect_exit 2 "svmd: --migration-gateway needs --migration ADDR:PORT" svmd_x --migration-gateway 198.51.100.254
+nsx a ip rule | grep -q 21334 && fail "a refused svmd left a rule"
+ok "svmd refuses a migration address it does not have and a gateway off its subnet"
+
 # another CA
 ns_agent a --tls-dir "$TMP/tls-other"
 on hostA vm create vm1 --datastore ds1 --disk 8M:thin >/dev/null

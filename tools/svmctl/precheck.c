@@ -12,7 +12,8 @@
 
 static const char precheck_help[] =
   "Usage: svmctl precheck VM --datastore DS [--host ADDR:PORT]\n"
-  "                       [--provisioning same|thin|thick|eager-zeroed-thick] [--bandwidth] [--json]\n"
+  "                       [--provisioning same|thin|thick|eager-zeroed-thick]\n"
+  "                       [--bandwidth] [--json]\n"
   "Checks, before a move of VM to datastore DS (of the agent at ADDR:PORT, its svmd --mgmt),\n"
   "everything that is known to make moves fail: the migration interfaces of both hosts\n"
   "(present, up, addressed, unique on the segment), reachability over the migration network\n"
