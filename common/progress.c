@@ -37,7 +37,7 @@ void svm_progress_init(struct svm_progress *p, const char *label)
 void svm_progress_format(const struct svm_progress *p, uint64_t done, uint64_t total,
                          double elapsed, char *buf, size_t len)
 {
-  char bar[128], hd[32], ht[32], rate[32];
+  char bar[128], hd[32], ht[32], rate[32], eta[32] = "";
   unsigned w = p->width < sizeof bar - 1 ? p->width : (unsigned)sizeof bar - 1;
   double frac = total > 0 ? (double)done / (double)total : 1.0;
 
@@ -54,8 +54,19 @@ void svm_progress_format(const struct svm_progress *p, uint64_t done, uint64_t t
                                                         (char[32]){ 0 }, 32));
   else
     snprintf(rate, sizeof rate, "-");
-  snprintf(buf, len, "%s [%s] %3u%% %s / %s %s", p->label ? p->label : "", bar,
-           (unsigned)(frac * 100), hd, ht, rate);
+  if (elapsed > 0.05 && done > 0 && done < total) {
+    /* time left at the rate so far */
+    uint64_t s = (uint64_t)((double)(total - done) * elapsed / (double)done + 0.5);
+    if (s < 60)
+      snprintf(eta, sizeof eta, " ETA %us", (unsigned)s);
+    else if (s < 3600)
+      snprintf(eta, sizeof eta, " ETA %um%02us", (unsigned)(s / 60), (unsigned)(s % 60));
+    else
+      snprintf(eta, sizeof eta, " ETA %uh%02um", (unsigned)(s / 3600),
+               (unsigned)(s / 60 % 60));
+  }
+  snprintf(buf, len, "%s [%s] %3u%% %s / %s %s%s", p->label ? p->label : "", bar,
+           (unsigned)(frac * 100), hd, ht, rate, eta);
 }
 
 static void draw(struct svm_progress *p, uint64_t done, uint64_t total)

@@ -28,6 +28,9 @@
  *   -ECONNRESET    the peer closed the connection in the middle of something
  *   -EPROTO        any other TLS failure
  *
+ * A write to a peer that hung up raises SIGPIPE inside OpenSSL: programs using this module
+ * ignore SIGPIPE (svmd does) and get -EPIPE.
+ *
  * Threads: a config is immutable once made and may be shared by any number of sessions on any
  * threads (it is reference counted by OpenSSL's SSL_CTX). A session is used by one thread at a
  * time.

@@ -16,3 +16,7 @@ if(SVM_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
   add_test(NAME fuzz-peer COMMAND fuzz-peer -max_total_time=10 -max_len=20000 -timeout=10)
   set_tests_properties(fuzz-peer PROPERTIES TIMEOUT 120)
 endif()
+
+# The peer link's messages and the server's state table (a real server over loopback TLS).
+svm_unit_test(test-peer SOURCES unit/test-peer.c LIBS svmotion)
+set_tests_properties(test-peer PROPERTIES LABELS threads)

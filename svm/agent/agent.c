@@ -145,7 +145,8 @@ void agent_vm_unref(struct agent_vm *vm)
 
 static void free_agent(struct svm_agent *a)
 {
-  agent_hostmoves_stop(a);         /* cancels and joins moves before their VMs go */
+  agent_hostmoves_stop(a);         /* cancels and joins host moves before their VMs go */
+  agent_moves_stop(a);             /* cancels and joins moves before their VMs go */
   agent_net_stop(a);
   agent_peer_stop(a);              /* no peer thread touches a VM after this */
   while (a->vms) {
@@ -170,6 +171,11 @@ static void free_agent(struct svm_agent *a)
   free(a->migration_gw);
   free(a->tls_dir);
   free(a->tls_psk);
+  while (a->creating) {
+    struct agent_name *n = a->creating;
+    a->creating = n->next;
+    free(n);
+  }
   pthread_mutex_destroy(&a->mu);
   free(a);
 }
@@ -306,6 +312,8 @@ int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
   if (!r)
     r = mkdir_p(a->nbds_dir);
   if (!r)
+    r = agent_moves_init(a);     /* a move cut by a crash is resolved before the scan */
+  if (!r)
     r = agent_set_access(a, a->nbds_dir, true);
   if (!r)
     r = scan_datastores(a);
@@ -393,8 +401,11 @@ static int need_disk(struct svm_agent *a, const struct svm_ctl_request *r,
                      vm->ndisks, vm->ndisks > 1 ? " ..." : "");
   *d = &vm->disks[i];
   if (!(*d)->cbt)
-    return svm_error(EBUSY, "VM %s is being moved to another host (svmctl status): its disks "
-                     "are closed until the move ends", vm->desc->name);
+    return agent_hostmove_running(a, vm->desc->name)
+               ? svm_error(EBUSY, "VM %s is being moved to another host (svmctl status): its "
+                           "disks are closed until the move ends", vm->desc->name)
+               : svm_error(EIO, "VM %s disk %s has no change tracking now (a move could not "
+                           "reopen it; see the log); restart svmd to reopen it", vm->desc->name, s);
   return 0;
 }
 
@@ -439,13 +450,19 @@ static int do_vm_show(struct svm_agent *a, const struct svm_ctl_request *r, bool
   return ret < 0 ? ret : agent_out_vm(a, vm, json, payload);
 }
 
+/* Runs outside a->mu: an eager-zeroed create writes every byte of its disks. */
 static int do_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                         char **payload)
 {
   struct agent_vm *vm;
   int ret = agent_vm_create(a, r, &vm);
 
-  return ret < 0 ? ret : agent_out_vm(a, vm, json, payload);
+  if (ret < 0)
+    return ret;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&a->mu);
+  ret = agent_out_vm(a, vm, json, payload);
+  agent_vm_unref(vm);
+  return ret;
 }
 
 static int do_vm_delete(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
@@ -458,9 +475,11 @@ static int do_vm_delete(struct svm_agent *a, const struct svm_ctl_request *r, bo
 
   if (ret < 0)
     return ret;
-  if (vm->refs)
+  if (vm->move)
     return svm_error(EBUSY, "VM %s is being moved (svmctl status); wait for the move or cancel "
                      "it with svmctl migrate --cancel %s", vm->desc->name, vm->desc->name);
+  if (vm->refs)
+    return svm_error(EBUSY, "VM %s is busy with another request; try again", vm->desc->name);
   name = strdup(vm->desc->name);
   if (!name)
     return svm_error(ENOMEM, "out of memory");
@@ -483,14 +502,95 @@ static int do_vm_delete(struct svm_agent *a, const struct svm_ctl_request *r, bo
   return 0;
 }
 
+/* Runs outside a->mu: it drains the disk's export (up to 30 s when a request hangs). */
 static int do_cbt_changeid(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                            char **payload)
 {
   struct agent_disk *d;
-  int ret = need_disk(a, r, &d);
+  struct agent_vm *vm;
+  int ret;
 
-  return ret < 0 ? ret : agent_cbt_changeid(d, json, payload);
+  pthread_mutex_lock(&a->mu);
+  ret = need_disk(a, r, &d);
+  vm = ret < 0 ? NULL : d->vm;
+  if (vm)
+    agent_vm_ref(vm);
+  pthread_mutex_unlock(&a->mu);
+  if (ret < 0)
+    return ret;
+  pthread_mutex_lock(&vm->op_mu);
+  ret = agent_cbt_changeid(d, json, payload);
+  pthread_mutex_unlock(&vm->op_mu);
+  pthread_mutex_lock(&a->mu);
+  agent_vm_unref(vm);
+  pthread_mutex_unlock(&a->mu);
+  return ret;
 }
+
+static int do_migrate(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                      char **payload)
+{
+  if (svm_ctl_arg(r, "host")) {           /* to another host: svm/agent/hostmove.c */
+    int ret = agent_precheck_gate(a, r);  /* svm/agent/precheck.c: refuses on an error */
+    if (ret < 0)
+      return ret;
+    return agent_hostmove_start(a, r, json, payload);
+  }
+  return agent_move_start(a, r, json, payload);
+}
+
+static int do_migrate_cancel(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                             char **payload)
+{
+  const char *vm = svm_ctl_arg(r, "vm");
+
+  if (!vm)
+    return svm_error(EINVAL, "migrate-cancel: missing argument 'vm'");
+  int ret = agent_hostmove_cancel(a, vm, json, payload);
+  if (ret != -ENOENT)
+    return ret;
+  return agent_move_cancel(a, vm, json, payload);
+}
+
+static int do_status(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                     char **payload)
+{
+  const char *id = svm_ctl_arg(r, "id");
+  char *moves = NULL, *hosts = NULL;
+  size_t len;
+  bool first = true;
+  FILE *f;
+  int ret;
+
+  if (id && strtoul(id, NULL, 10) > AGENT_HOSTMOVE_ID_BASE)
+    return agent_hostmove_show(a, (unsigned)strtoul(id, NULL, 10), json, payload);
+  ret = agent_move_status(a, id, json, &moves);
+  if (ret < 0 || id)
+    return *payload = moves, ret;
+  /* The host moves (hostmove.c) after the datastore moves: "host_moves": [...] in JSON. */
+  f = open_memstream(&hosts, &len);
+  if (!f) {
+    free(moves);
+    return svm_error(ENOMEM, "out of memory");
+  }
+  agent_hostmove_status(a, json, f, &first);
+  fclose(f);
+  len = strlen(moves);
+  if (json && len && moves[len - 1] == '}') {
+    moves[len - 1] = '\0';
+    ret = asprintf(payload, "%s, \"host_moves\": [%s]}", moves, hosts ? hosts : "");
+  } else {
+    ret = asprintf(payload, "%s%s", moves, hosts ? hosts : "");
+  }
+  free(moves);
+  free(hosts);
+  if (ret < 0) {
+    *payload = NULL;
+    return svm_error(ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
 
 /* An optional numeric argument: *v is left alone when it is absent. */
 static int parse_num(const struct svm_ctl_request *r, const char *key, uint64_t *v)
@@ -527,56 +627,6 @@ static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bo
   return agent_cbt_query(d, since, cursor, (size_t)limit, json, payload);
 }
 
-static int do_migrate(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
-                      char **payload)
-{
-  if (!svm_ctl_arg(r, "host"))
-    return svm_error(EOPNOTSUPP, "migrate: this svmd moves VMs to other hosts only (--host)");
-  int ret = agent_precheck_gate(a, r);
-  if (ret < 0)
-    return ret;
-  return agent_hostmove_start(a, r, json, payload);
-}
-
-static int do_migrate_cancel(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
-                             char **payload)
-{
-  const char *vm = svm_ctl_arg(r, "vm");
-
-  if (!vm)
-    return svm_error(EINVAL, "migrate-cancel: missing argument 'vm'");
-  if (agent_hostmove_cancel(a, vm) < 0)
-    return svm_error(ENOENT, "no move of VM %s is running on host %s", vm, a->name);
-  if (asprintf(payload, json ? "{\"cancelled\": \"%s\"}" : "move of VM %s cancelled\n", vm) < 0) {
-    *payload = NULL;
-    return svm_error(ENOMEM, "out of memory");
-  }
-  return 0;
-}
-
-static int do_status(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
-                     char **payload)
-{
-  const char *id = svm_ctl_arg(r, "id");
-  bool first = true;
-  FILE *f;
-
-  if (id)
-    return agent_hostmove_show(a, (unsigned)strtoul(id, NULL, 10), json, payload);
-  f = open_memstream(payload, &(size_t){ 0 });
-  if (!f)
-    return svm_error(ENOMEM, "out of memory");
-  if (json)
-    fputs("{\"host\": ", f), agent_json_str(f, a->name), fputs(", \"migrations\": [", f);
-  agent_hostmove_status(a, json, f, &first);
-  if (json)
-    fputs("]}", f);
-  else if (first)
-    fputs("no migrations\n", f);
-  fclose(f);
-  return 0;
-}
-
 static int do_precheck(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                        char **payload)
 {
@@ -599,23 +649,26 @@ static int do_precheck(struct svm_agent *a, const struct svm_ctl_request *r, boo
 }
 
 /* The protocol's commands and the arguments each takes (besides format). */
+/* The protocol's commands and the arguments each takes (besides format). `unlocked` commands
+ * take a->mu themselves (they do long work outside it); the others run under it. */
 static const struct command {
   const char *verb;
   const char *const args[6];   /* NULL-terminated */
   int (*fn)(struct svm_agent *a, const struct svm_ctl_request *r, bool json, char **payload);
+  bool unlocked;
 } commands[] = {
-  { "ping", { NULL }, do_ping },
-  { "vm-list", { NULL }, do_vm_list },
-  { "vm-show", { "vm", NULL }, do_vm_show },
-  { "vm-create", { "vm", "datastore", "disk", "tcp", NULL }, do_vm_create },
-  { "vm-delete", { "vm", NULL }, do_vm_delete },
-  { "cbt-changeid", { "vm", "disk", NULL }, do_cbt_changeid },
-  { "cbt-query", { "vm", "disk", "since", "cursor", "limit", NULL }, do_cbt_query },
-  { "migrate", { "vm", "datastore", "host", "provisioning", NULL }, do_migrate },
-  { "migrate-cancel", { "vm", NULL }, do_migrate_cancel },
-  { "status", { "id", NULL }, do_status },
+  { "ping", { NULL }, do_ping, false },
+  { "vm-list", { NULL }, do_vm_list, false },
+  { "vm-show", { "vm", NULL }, do_vm_show, false },
+  { "vm-create", { "vm", "datastore", "disk", "tcp", NULL }, do_vm_create, true },
+  { "vm-delete", { "vm", NULL }, do_vm_delete, false },
+  { "cbt-changeid", { "vm", "disk", NULL }, do_cbt_changeid, true },
+  { "cbt-query", { "vm", "disk", "since", "cursor", "limit", NULL }, do_cbt_query, false },
+  { "migrate", { "vm", "datastore", "provisioning", "rate", "host", NULL }, do_migrate, false },
+  { "migrate-cancel", { "vm", NULL }, do_migrate_cancel, false },
+  { "status", { "id", NULL }, do_status, false },
   { "precheck", { "vm", "datastore", "host", "bandwidth", "provisioning", NULL },
-    do_precheck },
+    do_precheck, false },
 };
 
 static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
@@ -628,6 +681,8 @@ static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
     int ret = check_args(r, c->args);
     if (ret < 0)
       return ret;
+    if (c->unlocked)
+      return c->fn(a, r, want_json(r), payload);
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&a->mu);
     return c->fn(a, r, want_json(r), payload);
   }

@@ -40,7 +40,11 @@ static int meta_resolve(void *opaque, const char *name)
   struct agent_disk *d = opaque;
   struct cbt_extent *e = NULL;
   size_t n = 0;
-  int r = cbt_query(d->cbt, strip_prefix(name), 0, 512, &e, &n);
+  int r;
+
+  if (!d->cbt)
+    return svm_error(ENOENT, "%s: no change tracking now", d->export_name);
+  r = cbt_query(d->cbt, strip_prefix(name), 0, 512, &e, &n);
 
   free(e);
   if (r < 0) {
@@ -56,10 +60,13 @@ static int meta_extents(void *opaque, const char *name, uint64_t offset, uint64_
   struct agent_disk *d = opaque;
   struct cbt_extent *e = NULL;
   size_t n = 0;
-  int r = cbt_query(d->cbt, strip_prefix(name), offset, length, &e, &n);
+  int r;
 
   *out = NULL;
   *nout = 0;
+  if (!d->cbt)
+    return svm_error(ENOENT, "%s: no change tracking now", d->export_name);
+  r = cbt_query(d->cbt, strip_prefix(name), offset, length, &e, &n);
   if (r < 0)
     return r;
   if (n == 0)

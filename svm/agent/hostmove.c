@@ -474,6 +474,11 @@ static struct agent_hostmove *find_running(struct svm_agent *a, const char *vm)
   return NULL;
 }
 
+bool agent_hostmove_running(struct svm_agent *a, const char *vm)
+{
+  return find_running(a, vm) != NULL;
+}
+
 static void out_move(FILE *f, struct agent_hostmove *hm)
 {
   double secs = (hm->state == HM_RUNNING ? now_s() : hm->end) - hm->start;
@@ -488,12 +493,15 @@ static void out_move(FILE *f, struct agent_hostmove *hm)
   agent_json_str(f, hm->ds);
   fputs(", \"provisioning\": ", f);
   agent_json_str(f, hm->prov);
-  fprintf(f, ", \"state\": \"%s\", \"step\": \"%s\", \"bytes_total\": %" PRIu64
-          ", \"bytes_copied\": %" PRIu64 ", \"bytes_wire\": %" PRIu64
+  fputs(", \"to\": ", f);
+  agent_json_str(f, hm->ds);
+  fprintf(f, ", \"state\": \"%s\", \"step\": \"%s\", \"phase\": \"%s\", \"bytes_total\": %" PRIu64
+          ", \"bytes_copied\": %" PRIu64 ", \"bytes_done\": %" PRIu64 ", \"bytes_wire\": %" PRIu64
           ", \"bytes_resumed\": %" PRIu64 ", \"resumes\": %" PRIu64
           ", \"seconds\": %.3f, \"downtime_ms\": 0, \"error\": ",
-          state_names[hm->state], hm->step,
+          state_names[hm->state], hm->step, hm->step,
           hm->total, atomic_load(&hm->done_before) + atomic_load(&hm->done_file),
+          atomic_load(&hm->done_before) + atomic_load(&hm->done_file),
           atomic_load(&hm->bytes_wire), atomic_load(&hm->bytes_resumed),
           atomic_load(&hm->resumes), secs);
   if (hm->error[0])
@@ -539,7 +547,7 @@ int agent_hostmove_start(struct svm_agent *a, const struct svm_ctl_request *r, b
   if (!vm)
     return svm_error(ENOENT, "no such VM '%s' on host %s (svmctl vm list shows the VMs)",
                      vmname, a->name);
-  if (find_running(a, vmname) || vm->refs)
+  if (find_running(a, vmname) || vm->refs || vm->move)
     return svm_error(EBUSY, "VM %s is busy (being moved: svmctl status)", vmname);
   for (unsigned i = 0; i < vm->ndisks; i++) {
     uint64_t clients = agent_disk_clients(&vm->disks[i]);
@@ -558,7 +566,7 @@ int agent_hostmove_start(struct svm_agent *a, const struct svm_ctl_request *r, b
     return svm_error(ENOMEM, "out of memory");
   hm->a = a;
   hm->vm = vm;
-  hm->id = ++a->hostmoves->next_id;
+  hm->id = AGENT_HOSTMOVE_ID_BASE + ++a->hostmoves->next_id;
   snprintf(hm->name, sizeof hm->name, "%s", vmname);
   snprintf(hm->hostport, sizeof hm->hostport, "%s", host);
   snprintf(hm->ds, sizeof hm->ds, "%s", ds);
@@ -592,14 +600,23 @@ int agent_hostmove_start(struct svm_agent *a, const struct svm_ctl_request *r, b
   return 0;
 }
 
-int agent_hostmove_cancel(struct svm_agent *a, const char *vm)
+int agent_hostmove_cancel(struct svm_agent *a, const char *vm, bool json, char **out)
 {
   struct agent_hostmove *hm = find_running(a, vm);
+  FILE *f;
 
   if (!hm)
     return -ENOENT;
   hm->cancel = 1;
   agent_log("host move %u of VM %s: cancel requested", hm->id, vm);
+  f = open_memstream(out, &(size_t){ 0 });
+  if (!f)
+    return svm_error(ENOMEM, "out of memory");
+  if (json)
+    out_move(f, hm);
+  else
+    out_text(f, hm);
+  fclose(f);
   return 0;
 }
 

@@ -1,9 +1,17 @@
 /* Internal to the agent (svm/agent*.c).
  *
- * Threads: the VM list and every field below are changed only by the thread running
- * svm_agent_run (control requests are served one at a time). Export I/O threads reach a disk
- * only through the tracking layer (the tracker) and the meta context provider (the agent_disk);
- * a disk is freed only after its export has been freed (which joins those threads). */
+ * Threads: control requests are served concurrently, one thread each (svm/control/server.h),
+ * and moves run on job threads (move.c). `a->mu` guards the VM list, every field of every VM
+ * and disk below, and the move table: short commands (vm list, status, cbt query) run
+ * entirely under it. Long work runs outside it: a command takes a reference on its VM
+ * (vm->refs) under the lock, drops the lock, works, and gives the reference back; a VM with
+ * references or a move is never deleted (vm delete answers EBUSY). vm->op_mu serializes what
+ * drains a VM's exports and acts on its trackers (a change ID, a move's switchover), so a
+ * change ID never lands between a tracker's copy and its switch. Fields a switchover changes
+ * (paths, dir, datastore, tracker) change with both op_mu and a->mu held.
+ * Export I/O threads reach a disk only through the tracking layer (the tracker) and the meta
+ * context provider (the agent_disk); a disk is freed only after its export has been freed
+ * (which joins those threads). */
 #ifndef SVM_AGENT_INTERNAL_H
 #define SVM_AGENT_INTERNAL_H
 
@@ -41,10 +49,14 @@ struct agent_disk {
   struct svm_export *export;
 };
 
+struct agent_move;
+
 struct agent_vm {
   struct agent_vm *next;
-  unsigned refs;          /* long operations using the VM outside the control thread (a host
-                             move): it is not deleted while they run */
+  unsigned refs;          /* long operations using the VM outside a->mu (a host
+                             move holds one while it runs) */
+  struct agent_move *move;   /* its move, queued or running, else NULL */
+  pthread_mutex_t op_mu;  /* see the top */
   const struct svm_datastore *ds;
   char *dir;              /* DS/VM */
   char *desc_path;        /* DS/VM/VM.svm */
@@ -70,8 +82,7 @@ struct svm_agent {
   unsigned nfc_streams;           /* --nfc-streams */
   uint64_t nfc_rate;              /* --nfc-rate, bytes/s, 0: none */
   /* The peer link (peer.c) and host moves (hostmove.c) run on threads of their own: they take
-   * mu to touch the VM list or a VM, and control requests run under it. */
-  pthread_mutex_t mu;
+   * mu (below) to touch the VM list or a VM. */
   struct svm_peer_creds creds;
   bool have_creds;
   struct svm_peer_server *peer;
@@ -88,11 +99,19 @@ struct svm_agent {
   struct agent_degraded *degraded;
   int lock_fd;
   struct svm_control *control;
+  pthread_mutex_t mu;     /* see the top */
+  struct agent_name *creating;   /* names of VMs being created (outside the lock) */
+  struct agent_moves *moves;     /* move.c */
+};
+
+struct agent_name {
+  struct agent_name *next;
+  char name[72];
 };
 
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* agent.c: a reference on a VM for work outside the control thread (a->mu held) */
+/* agent.c: a reference on a VM for work outside a->mu (called with a->mu held) */
 void agent_vm_ref(struct agent_vm *vm);
 void agent_vm_unref(struct agent_vm *vm);
 
@@ -108,11 +127,16 @@ int agent_remove_folder(const char *dir);
 struct agent_hostmoves;
 int agent_hostmove_start(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                          char **out);             /* a->mu held */
-int agent_hostmove_cancel(struct svm_agent *a, const char *vm);   /* -ENOENT: none running */
+/* Host moves are numbered from AGENT_HOSTMOVE_ID_BASE + 1 (datastore moves from 1): `status
+ * id=N` tells them apart. */
+enum { AGENT_HOSTMOVE_ID_BASE = 1000000 };
+/* Cancel VM's running host move: its record in *out; -ENOENT (no message) when none runs. */
+int agent_hostmove_cancel(struct svm_agent *a, const char *vm, bool json, char **out);
 /* The moves as JSON objects (comma-separated, *first tracks the comma) or text lines. */
 void agent_hostmove_status(struct svm_agent *a, bool json, FILE *f, bool *first);
 int agent_hostmove_show(struct svm_agent *a, unsigned id, bool json, char **out);
 void agent_hostmoves_stop(struct svm_agent *a);  /* a->mu not held */
+bool agent_hostmove_running(struct svm_agent *a, const char *vm);   /* a->mu held */
 /* Explicit modes whatever the umask: a directory on the way to a socket 0700, a socket 0600;
  * with --group 0710 and 0660, group G. */
 int agent_set_access(struct svm_agent *a, const char *path, bool dir);
@@ -138,8 +162,11 @@ const struct svm_datastore *agent_find_ds(struct svm_agent *a, const char *name)
 int agent_vm_open(struct svm_agent *a, const struct svm_datastore *ds, const char *dir,
                   const char *desc_path, struct svm_desc *desc, struct agent_vm **out);
 void agent_vm_close(struct agent_vm *vm);
+/* Takes a->mu itself (the files are made outside it); on success *out carries a reference. */
 int agent_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, struct agent_vm **out);
 int agent_vm_delete(struct svm_agent *a, const char *name);
+/* Unlink the VM from the agent's list (a->mu held); it stays allocated. */
+void agent_vm_unlink(struct svm_agent *a, struct agent_vm *vm);
 
 /* confine.c: `name` inside the folder `dir`, not following a symbolic link, never opening it
  * (so a FIFO or a device cannot block or react): 0 for a regular file (its stat in *st when
@@ -167,6 +194,14 @@ int agent_cbt_query(struct agent_disk *d, const char *since, uint64_t cursor, si
                     bool json, char **out);
 /* The disk's CBT state for vm list/show: writes JSON members ("granularity": ..., ...) */
 void agent_disk_cbt_json(struct agent_disk *d, FILE *f);
+
+/* move.c: live moves between datastores (svm/migrate), their queue and the crash journal */
+int agent_moves_init(struct svm_agent *a);       /* before the scan: resolves crashed moves */
+void agent_moves_stop(struct svm_agent *a);      /* cancels and joins every move */
+int agent_move_start(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                     char **out);                 /* a->mu held */
+int agent_move_cancel(struct svm_agent *a, const char *vm, bool json, char **out);
+int agent_move_status(struct svm_agent *a, const char *id, bool json, char **out);
 
 /* json.c: answers as JSON or text */
 int agent_out_vm_list(struct svm_agent *a, bool json, char **out);

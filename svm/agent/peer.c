@@ -213,7 +213,8 @@ static int commit(void *opaque, const char *peer, const char *dir, const struct 
   /* Every disk and tracker the descriptor names must have arrived. */
   for (unsigned i = 0; i < desc->ndisks; i++) {
     struct stat st;
-    if (pathf(path, "%s/%s", dir, desc->disks[i].file) < 0 || stat(path, &st) < 0 || (uint64_t)st.st_size != desc->disks[i].size) {
+    if (pathf(path, "%s/%s", dir, desc->disks[i].file) < 0 || stat(path, &st) < 0 ||
+        (uint64_t)st.st_size != desc->disks[i].size) {
       svm_desc_free(desc);
       return svm_error(EINVAL, "VM %s is incomplete: disk%u (%s) %s", name, i,
                        desc->disks[i].file, errno == ENOENT ? "is missing" : "has another size");

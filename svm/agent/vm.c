@@ -42,6 +42,7 @@ static void free_vm(struct agent_vm *vm)
     free(d->sock_path);
   }
   free(vm->disks);
+  pthread_mutex_destroy(&vm->op_mu);
   svm_desc_free(vm->desc);
   free(vm->dir);
   free(vm->desc_path);
@@ -159,6 +160,7 @@ int agent_vm_open(struct svm_agent *a, const struct svm_datastore *ds, const cha
     svm_desc_free(desc);
     return svm_error(ENOMEM, "out of memory");
   }
+  pthread_mutex_init(&vm->op_mu, NULL);
   vm->ds = ds;
   vm->desc = desc;
   vm->dir = strdup(dir);
@@ -311,6 +313,9 @@ static int validate_create(struct svm_agent *a, const struct svm_ctl_request *r,
   if (other)
     return svm_error(EEXIST, "VM %s exists already (datastore %s, %s)", spec->name,
                      other->ds->name, other->dir);
+  for (const struct agent_name *n = a->creating; n; n = n->next)
+    if (strcmp(n->name, spec->name) == 0)
+      return svm_error(EEXIST, "VM %s is being created by another request", spec->name);
   const struct agent_degraded *g = agent_degraded_find(a, spec->name);
   if (g)
     return svm_error(EEXIST, "VM %s exists already (datastore %s, %s; degraded: %s)",
@@ -456,18 +461,72 @@ static void remove_partial_vm(const char *dir, const char *path, unsigned ndisks
   rmdir(dir);
 }
 
+static int reserve_name(struct svm_agent *a, const char *name, struct agent_name **out)
+{
+  struct agent_name *n = calloc(1, sizeof *n);
+
+  if (!n)
+    return svm_error(ENOMEM, "out of memory");
+  snprintf(n->name, sizeof n->name, "%s", name);
+  n->next = a->creating;
+  a->creating = n;
+  *out = n;
+  return 0;
+}
+
+static void release_name(struct svm_agent *a, struct agent_name *n)
+{
+  for (struct agent_name **pp = &a->creating; *pp; pp = &(*pp)->next)
+    if (*pp == n) {
+      *pp = n->next;
+      free(n);
+      return;
+    }
+}
+
+static int create_vm(struct svm_agent *a, const struct vm_spec *s, struct agent_vm **out);
+
 int agent_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, struct agent_vm **out)
 {
   struct vm_spec spec = { .ndisks = 0 };
+  struct agent_name *reserved = NULL;
+  struct agent_vm *vm = NULL;
+  int ret;
+
+  *out = NULL;
+  /* the name is checked and reserved under the lock; the files are made outside it */
+  pthread_mutex_lock(&a->mu);
+  ret = validate_create(a, r, &spec);
+  if (ret == 0)
+    ret = reserve_name(a, spec.name, &reserved);
+  pthread_mutex_unlock(&a->mu);
+  if (ret < 0)
+    return ret;
+  ret = create_vm(a, &spec, &vm);
+  pthread_mutex_lock(&a->mu);
+  release_name(a, reserved);
+  if (ret == 0) {
+    vm->next = a->vms;
+    a->vms = vm;
+    agent_vm_ref(vm);
+  }
+  pthread_mutex_unlock(&a->mu);
+  if (ret < 0)
+    return ret;
+  agent_log("created VM %s in datastore %s with %u disk(s)", spec.name, spec.ds->name,
+            spec.ndisks);
+  *out = vm;
+  return 0;
+}
+
+static int create_vm(struct svm_agent *a, const struct vm_spec *s, struct agent_vm **out)
+{
+  const struct vm_spec spec = *s;
   CLEANUP_FREE char *dir = NULL;
   CLEANUP_FREE char *path = NULL;
   struct agent_vm *vm;
   int ret;
 
-  *out = NULL;
-  ret = validate_create(a, r, &spec);
-  if (ret < 0)
-    return ret;
   /* asprintf leaves its pointer undefined on failure: reset it for the cleanup */
   if (asprintf(&dir, "%s/%s", spec.ds->dir, spec.name) < 0) {
     dir = NULL;
@@ -485,15 +544,21 @@ int agent_vm_create(struct svm_agent *a, const struct svm_ctl_request *r, struct
     remove_partial_vm(dir, path, spec.ndisks);
     return ret;
   }
-  vm->next = a->vms;
-  a->vms = vm;
-  agent_log("created VM %s in datastore %s with %u disk(s)", spec.name, spec.ds->name,
-            spec.ndisks);
   *out = vm;
   return 0;
 }
 
 /* ---- delete ---- */
+
+void agent_vm_unlink(struct svm_agent *a, struct agent_vm *vm)
+{
+  for (struct agent_vm **pp = &a->vms; *pp; pp = &(*pp)->next)
+    if (*pp == vm) {
+      *pp = vm->next;
+      vm->next = NULL;
+      return;
+    }
+}
 
 int agent_vm_delete(struct svm_agent *a, const char *name)
 {

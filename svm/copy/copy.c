@@ -359,6 +359,8 @@ static void drain_ready(struct svm_copy *c)
         done(s);
       }
     } else if (s->state == SLOT_DONE) {
+      if (c->o.chunk_done)
+        c->o.chunk_done(c->o.chunk_opaque, s->off, s->len, c->err);
       if (c->err == 0)
         progress(c, s->len);
       s->state = SLOT_FREE;

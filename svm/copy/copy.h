@@ -49,6 +49,12 @@ struct svm_copy_options {
   svm_copy_progress_fn progress;
   void *progress_opaque;
   volatile int *cancel;     /* set (e.g. by a signal handler) to stop with -ECANCELED */
+  /* Optional: the engine is finished with the chunk [off, off+len) on both ends - its
+   * writes completed (res 0), or it was given up (res < 0: failed, or the copy is failing).
+   * For a caller that shares the source with writers and holds each chunk's range while it
+   * is copied (a gate of svm/copy/end.h). Called from the copying thread. */
+  void (*chunk_done)(void *opaque, uint64_t off, uint64_t len, int res);
+  void *chunk_opaque;
 };
 
 struct svm_copy_counters {

@@ -1,8 +1,8 @@
 /* Internal: the ends of a copy. An end is a table of operations and a little common state, so
  * the copy engine (svm/copy/copy.h) runs the same loop whatever it reads from and writes to
  * (nbdcopy's struct rw_ops is the model). Today: a raw file through the I/O engine (file.c), an
- * NBD export through libnbd's asynchronous API (nbd.c) and an NFC stream (nfc.c, declared in
- * nfc.h). A disk layer stack (the migration's bulk pass) is meant to be a further table.
+ * NBD export through libnbd's asynchronous API (nbd.c), a disk layer stack (layer.c: the
+ * mirror's bulk pass) and an NFC stream (nfc.c, declared in nfc.h).
  *
  * Data operations are asynchronous: they queue one request and return 0, or -EAGAIN when the
  * end has no room (the engine retries after reaping), or another -errno when the request could
@@ -91,5 +91,26 @@ int svm_copy_file_end_new(const char *name, int fd, int fd_buffered, bool direct
  * is asked for so the map skips holes. Returns 0 or -errno with a message naming the URI and
  * the fix. */
 int svm_copy_nbd_end_open(const char *uri, bool writable, struct svm_copy_end **out);
+
+/* A gate a layer end passes each read through before issuing it: a table of ranges shared
+ * with writers of the same layer (the mirror's region table). enter() returns 0 when the read
+ * may go at once, or 1 when it parked it: it then posts go(arg, 0) on io through node
+ * (svm_io_post_node) when the range is free, or go(arg, -errno) to fail the read. The range
+ * stays the gate's until the copy engine reports the chunk finished (svm_copy_options
+ * chunk_done). */
+struct svm_copy_gate {
+  int (*enter)(void *opaque, uint64_t off, uint64_t len, struct svm_io *io,
+               struct svm_io_posted *node, svm_io_cb go, void *arg);
+  void *opaque;
+};
+
+struct svm_layer;
+/* A disk layer stack, read or written through an I/O engine of the copying thread (layer.c).
+ * gate may be NULL. Reads skip what the layer's block status says reads as zeros. The layer
+ * stays the caller's. */
+int svm_copy_layer_end_new(const char *name, struct svm_layer *l, bool writable,
+                           const struct svm_copy_gate *gate, struct svm_copy_end **out);
+/* The end's I/O engine (after the copy engine started it), e.g. to post to it. */
+struct svm_io *svm_copy_layer_end_io(struct svm_copy_end *e);
 
 #endif

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "svm/disk/extents.h"
 #include "svm/io/io.h"
 
 struct svm_layer;
@@ -38,12 +39,9 @@ enum {
   SVM_LAYER_FAST = 4,       /* zero: fail with -ENOTSUP rather than write zeros slowly */
 };
 
-/* Extent flags of block_status: the disk's own meaning, which the NBD server maps to its
- * base:allocation bits. */
-enum {
-  SVM_EXTENT_HOLE = 1,      /* not allocated in the file */
-  SVM_EXTENT_ZERO = 2,      /* reads as zeros */
-};
+/* Extent flags of block_status (SVM_EXTENT_HOLE: not allocated in the file; SVM_EXTENT_ZERO:
+ * reads as zeros) are those of extent maps (svm/disk/extents.h): the disk's own meaning, which
+ * the NBD server maps to its base:allocation bits. */
 
 /* An extent as block_status reports it. */
 struct svm_layer_extent {

@@ -9,7 +9,8 @@
  * The payload is text: "key=value\n" lines. A key is 1..32 of [a-z0-9-]; a value 0..1024 bytes
  * without NUL or newline; at most 64 lines; a key may repeat ("ds=..." once per datastore).
  * A request may carry seq=N; the answer carries the same, so a client that gave up waiting
- * for one answer never takes it for the next one's. Everything is checked before use; a message that breaks a limit is refused with EPROTO and
+ * for one answer never takes it for the next one's. Everything is checked before use; a
+ * message that breaks a limit is refused with EPROTO and
  * the connection closed.
  *
  * The first message of every connection is HELLO, and its `channel` says what the connection

@@ -21,7 +21,6 @@ expect_fail 1 "No such file or directory (give an existing directory)" "$SVM_BIN
   --state "$SVM_STATE" --datastore "ds1=$T/nonexistent"
 expect_fail 2 "unknown option '--bogus'" svmctl --bogus vm list
 expect_fail 2 "unknown command 'vm frobnicate'" svmctl vm frobnicate
-expect_fail 2 "migrate: needs --datastore DS" svmctl migrate vm1
 expect_fail 2 "unknown command 'frobnicate'" svmctl frobnicate vm1
 expect_fail 2 "unknown option '--bogus'" svmctl vm list --bogus
 expect_fail 2 "needs --datastore DS" svmctl vm create vm1 --disk 1G

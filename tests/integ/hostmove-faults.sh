@@ -50,7 +50,7 @@ cp --sparse=always "$SRC/vm1/disk0.raw" "$TMP/vm1.ref"
 on hostA migrate vm1 --datastore ds1 --host "$DEST" >/dev/null 2>"$TMP/mig.err" &
 MIG=$!
 for _ in $(seq 1 100); do on hostA status --json | grep -q '"vm": "vm1"' && break; sleep 0.1; done
-ID=$(on hostA status --json | json_get "[m['id'] for m in d['migrations'] if m['vm'] == 'vm1'][0]")
+ID=$(on hostA status --json | json_get "[m['id'] for m in d['host_moves'] if m['vm'] == 'vm1'][0]")
 wait_received "$DST/.svm-incoming.vm1/disk0.raw" $((2 * M))
 dd if=/dev/zero of="$DST/filler" bs=1M count=24 2>/dev/null || true
 rc=0
@@ -67,10 +67,10 @@ ok "destination full mid-copy: aborted ($(cut -c1-140 "$TMP/mig.err"))"
 on hostA migrate vm1 --datastore ds1 --host "$DEST" >/dev/null 2>"$TMP/mig.err" &
 MIG=$!
 for _ in $(seq 1 100); do
-  [ "$(on hostA status --json | json_get "len([m for m in d['migrations'] if m['vm'] == 'vm1'])")" -eq 2 ] && break
+  [ "$(on hostA status --json | json_get "len([m for m in d['host_moves'] if m['vm'] == 'vm1'])")" -eq 2 ] && break
   sleep 0.1
 done
-ID=$(on hostA status --json | json_get "max(m['id'] for m in d['migrations'] if m['vm'] == 'vm1')")
+ID=$(on hostA status --json | json_get "max(m['id'] for m in d['host_moves'] if m['vm'] == 'vm1')")
 wait_received "$DST/.svm-incoming.vm1/disk0.raw" $((2 * M))
 kill_agent hostB
 rc=0

@@ -118,7 +118,7 @@ SUM4=$(checksum "$SRC/vm4/disk0.raw")
 on hostA migrate vm4 --datastore ds1 --host "$DEST" >"$TMP/mig4.out" 2>"$TMP/mig4.err" &
 MIG=$!
 for _ in $(seq 1 100); do on hostA status --json | grep -q '"vm": "vm4"' && break; sleep 0.1; done
-ID=$(on hostA status --json | json_get "[m['id'] for m in d['migrations'] if m['vm'] == 'vm4'][0]")
+ID=$(on hostA status --json | json_get "[m['id'] for m in d['host_moves'] if m['vm'] == 'vm4'][0]")
 wait_received "$DST/.svm-incoming.vm4/disk0.raw" $((4 * M))
 on hostA migrate --cancel vm4 >/dev/null
 rc=0

@@ -132,3 +132,12 @@ ns_down() {
   ip netns del "$NS_B"
   ip netns del "$NS_SW"
 }
+
+# says REGEX CMD...: CMD's output matches REGEX (read whole: `CMD | grep -q` under pipefail
+# fails when grep stops reading before CMD has written everything)
+says() {
+  local re=$1 out
+  shift
+  out=$("$@" 2>&1) || true
+  grep -Eq -- "$re" <<<"$out"
+}

@@ -68,7 +68,7 @@ json_get() {
 }
 
 move_field() {   # NAME ID FIELD
-  on "$1" status --json | json_get "[m for m in d['migrations'] if m['id'] == $2][0]['$3']"
+  on "$1" status --json | json_get "[m for m in d['host_moves'] if m['id'] == $2][0]['$3']"
 }
 
 wait_move() {    # NAME ID STATE [SECONDS]

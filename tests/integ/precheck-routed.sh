@@ -23,11 +23,11 @@ grep -q '^[a-z]* *tcp' "$TMP/pc.out" && fail "probes ran without a route"
 
 stop_agent hostA
 stop_agent hostB
-nsx a ip route | grep -q default && fail "hostA has a default route: the test would prove nothing"
+says default nsx a ip route && fail "hostA has a default route: the test would prove nothing"
 ns_agent a --tls-dir "$TMP/tls-a" --migration-gateway "$GW_A"
 ns_agent b --tls-dir "$TMP/tls-b" --migration-gateway "$GW_B"
-nsx a ip rule | grep -q "from 198.51.100.1 lookup 21334" || fail "no policy rule on hostA"
-nsx a ip route show table 21334 | grep -q "default via $GW_A dev mig0" || fail "no route on hostA"
+says "from 198.51.100.1 lookup 21334" nsx a ip rule || fail "no policy rule on hostA"
+says "default via $GW_A dev mig0" nsx a ip route show table 21334 || fail "no route on hostA"
 precheck --bandwidth
 expect_check 0 ok route "host hostA: 203.0.113.2 is routed through migration gateway 198.51.100.254 on mig0"
 expect_check 0 ok route "host hostB: 198.51.100.1 is routed through migration gateway 203.0.113.254 on mig0"
@@ -38,7 +38,7 @@ grep -q '^ok      bandwidth  .* from 198.51.100.1 (mig0) to 203.0.113.2 over x50
 # management keeps the host's main table: no default route there
 nsx a ip route get 203.0.113.2 2>/dev/null && fail "the main table routes migration traffic"
 stop_agent hostA
-nsx a ip rule | grep -q 21334 && fail "svmd left its rule behind"
+says 21334 nsx a ip rule && fail "svmd left its rule behind"
 ok "the migration gateway's rule and table are gone with svmd"
 ns_down
 
@@ -48,7 +48,7 @@ ns_agent a --tls-dir "$TMP/tls-a"
 MIG_PORT=0 ns_agent b --tls-dir "$TMP/tls-b"     # a port of the kernel's choice, told by INFO
 grep -Eq 'migration interface mig0: listening on 198\.51\.100\.2:[1-9][0-9]* \(x509\)' "$TMP/hostB.log" ||
   fail "hostB's migration port 0 was not resolved"
-nsx a ip route get 198.51.100.2 | grep -q 'dev mgmt0' || fail "management is not the preferred route"
+says 'dev mgmt0' nsx a ip route get 198.51.100.2 || fail "management is not the preferred route"
 for x in a b; do for i in mgmt0 mig0; do printf -v "C0_${x}_$i" %s "$(ns_counter $x $i)"; done; done
 precheck --bandwidth
 expect_check 0 warning subnet "host hostA: management (mgmt0 198.51.100.11) and migration (mig0 198.51.100.1) share subnet 198.51.100.0/24; fix: svmotion still binds migration traffic to mig0; to separate them, put host hostA's migration interface on a subnet (or VLAN) of its own"

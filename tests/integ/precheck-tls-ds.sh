@@ -25,7 +25,7 @@ expect_exit 1 "svmd: --migration 198.51.100.9:7300: no interface of this host ha
 expect_exit 1 "svmd: --migration-gateway 203.0.113.254 is not on mig0's subnet 198.51.100.1/24" \
   svmd_x --migration 198.51.100.1:7300 --migration-gateway 203.0.113.254
 expect_exit 2 "svmd: --migration-gateway needs --migration ADDR:PORT" svmd_x --migration-gateway 198.51.100.254
-nsx a ip rule | grep -q 21334 && fail "a refused svmd left a rule"
+says 21334 nsx a ip rule && fail "a refused svmd left a rule"
 ok "svmd refuses a migration address it does not have and a gateway off its subnet"
 
 # another CA

@@ -49,7 +49,7 @@ if [ "$have_vlan" = 1 ]; then
   done
   ns_agent a --tls-dir "$TMP/tls-a"
   ns_agent b --tls-dir "$TMP/tls-b"
-  on hostA vm list | grep -q vm1 || on hostA vm create vm1 --datastore ds1 --disk 8M:thin >/dev/null
+  says vm1 on hostA vm list || on hostA vm create vm1 --datastore ds1 --disk 8M:thin >/dev/null
   precheck
   expect_check 1 error vlan "VLAN IDs differ: host hostA mig0.100 VLAN 100, host hostB mig0.200 VLAN 200; fix: put both migration interfaces on the same VLAN (e.g. VLAN 100 on host hostB as on host hostA)"
 fi

@@ -60,7 +60,9 @@ static void test_progress(void **state)
   svm_progress_init_file(&p, "copy", f, true);
   svm_progress_format(&p, 1 << 30, 4ULL << 30, 2.0, line, sizeof line);
   assert_string_equal(line, "copy [#######-----------------------]  25% 1.0 GiB / 4.0 GiB "
-                            "512.0 MiB/s");
+                            "512.0 MiB/s ETA 6s");
+  svm_progress_format(&p, 1 << 20, 4ULL << 30, 2.0, line, sizeof line);
+  assert_non_null(strstr(line, " ETA 2h16m"));    /* 4095 MiB left at 512 KiB/s */
   svm_progress_format(&p, 5, 0, 0, line, sizeof line);     /* total 0: full, no rate */
   assert_non_null(strstr(line, "100%"));
   assert_non_null(strstr(line, " -"));

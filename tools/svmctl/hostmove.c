@@ -1,8 +1,9 @@
-/* svmctl migrate VM --host ADDR:PORT ... (the cold host move), migrate --cancel, status, and
+/* svmctl migrate VM --host ADDR:PORT ... (the cold host move; migrate.c hands it over), and
  * tls init (test credentials, made here with the OpenSSL library, no agent needed).
  *
  * A move runs inside svmd; svmctl starts it, then follows it through `status id=N` until it
- * ends, drawing a progress bar on a terminal, and prints the move's final record. */
+ * ends (`status id=N`), drawing a progress bar on a terminal, and prints the move's
+ * final record. `migrate --cancel` and `status` are migrate.c's (svmd routes them). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -97,7 +98,7 @@ static const char migrate_help[] =
   "--provisioning: of the destination's disks (same: as they are). Progress on a terminal;\n"
   "--json prints the move's record: state, bytes_copied, seconds, downtime_ms, ...\n";
 
-int svmctl_migrate(const char *state, int argc, char **argv)
+int svmctl_migrate_host(const char *state, int argc, char **argv)
 {
   const char *vm = NULL, *ds = NULL, *host = NULL, *prov = NULL, *cancel = NULL;
   bool json = false;
@@ -109,7 +110,7 @@ int svmctl_migrate(const char *state, int argc, char **argv)
   size_t k = 0;
   int r;
 
-  for (int i = 1; i < argc; i++) {
+  for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char **slot = strcmp(a, "--datastore") == 0      ? &ds
                         : strcmp(a, "--host") == 0         ? &host
@@ -199,36 +200,6 @@ int svmctl_migrate(const char *state, int argc, char **argv)
   }
   free(payload);
   return strcmp(st, "done") == 0 ? 0 : 1;
-}
-
-int svmctl_status(const char *state, int argc, char **argv)
-{
-  bool json = false;
-  const char *keys[1] = { "format" }, *vals[1];
-  char *payload = NULL;
-  int r;
-
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0) {
-      json = true;
-    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      fputs("Usage: svmctl status [--json]\nThe migrations this agent started: running, done, "
-            "failed or cancelled,\nwith bytes copied and time.\n", stdout);
-      return 0;
-    } else {
-      return usage("status", "unexpected argument '%s'", argv[i]);
-    }
-  }
-  if (!state || !*state) {
-    fprintf(stderr, "%s: no state directory: give --state DIR or set SVM_STATE\n", prog);
-    return 2;
-  }
-  vals[0] = json ? "json" : "text";
-  r = request(state, "status", 1, keys, vals, &payload);
-  if (r == 0)
-    printf("%s%s", payload, json ? "\n" : "");
-  free(payload);
-  return r;
 }
 
 const char svmctl_tls_init_help[] =

@@ -31,10 +31,12 @@ static void usage_main(FILE *f)
         "  cbt changeid VM DISK [--json]   closes the current epoch, prints <uuid>/<seq>\n"
         "  cbt query VM DISK --since CHANGEID|* [--json]   extents changed since CHANGEID\n"
         "  cbt info FILE.ctk [--json]  reads a tracking file directly (no agent needed)\n"
+        "  migrate VM --datastore DS [--provisioning same|thin|thick|eager-zeroed-thick]\n"
+        "             [--rate RATE] [--json]   moves VM live to datastore DS, waits for the end\n"
         "  migrate VM --datastore DS --host ADDR:PORT [--provisioning P] [--json]\n"
         "                              moves a VM without a guest to another host's agent\n"
-        "  migrate --cancel VM         stops a move; the VM stays here\n"
-        "  status [--json]             migrations in flight and done\n"
+        "  migrate --cancel VM [--json]        aborts VM's move: it stays where it was\n"
+        "  status [--json]             moves running, queued and the last ones done\n"
         "  precheck VM --datastore DS [--host ADDR:PORT] [--bandwidth] [--json]\n"
         "                              checks a move before it starts: network, space, CPU\n"
         "  tls init --dir DIR --host NAME [--ca DIR]   test CA + host certificates (QEMU layout)\n"
@@ -325,6 +327,12 @@ static int run(const char *state, int argc, char **argv)
   struct request rq = { .n = 0 };
   int maxpos, r;
 
+  if (strcmp(argv[0], "migrate") == 0)
+    return svmctl_migrate(state, argc - 1, argv + 1);
+  if (strcmp(argv[0], "status") == 0)
+    return svmctl_status(state, argc - 1, argv + 1);
+  if (strcmp(argv[0], "precheck") == 0)
+    return svmctl_precheck(state, argc, argv);
   r = find_command(&c, argc, argv);
   if (r)
     return r;
@@ -393,11 +401,5 @@ int main(int argc, char **argv)
     fprintf(stderr, "%s: no command given (see svmctl --help)\n", prog);
     return 2;
   }
-  if (strcmp(argv[i], "migrate") == 0)
-    return svmctl_migrate(state, argc - i, argv + i);
-  if (strcmp(argv[i], "precheck") == 0)
-    return svmctl_precheck(state, argc - i, argv + i);
-  if (strcmp(argv[i], "status") == 0)
-    return svmctl_status(state, argc - i, argv + i);
   return run(state, argc - i, argv + i);
 }

@@ -18,12 +18,15 @@ int svmctl_cbt_query(const char *state, bool json, size_t nargs, const char **ke
 
 int svmctl_disk_spec(const char *spec, char *out, size_t len, char *err, size_t errlen);
 
-/* precheck.c: svmctl precheck */
+/* precheck.c: svmctl precheck (argv[0] is "precheck") */
 int svmctl_precheck(const char *state, int argc, char **argv);
 
-/* hostmove.c: migrate --host, migrate --cancel, status; tls init */
+/* migrate.c: `svmctl migrate ...` and `svmctl status ...` (argv after the command word);
+ * the exit status. */
 int svmctl_migrate(const char *state, int argc, char **argv);
 int svmctl_status(const char *state, int argc, char **argv);
+/* hostmove.c: migrate --host (called by svmctl_migrate, same arguments); tls init */
+int svmctl_migrate_host(const char *state, int argc, char **argv);
 extern const char svmctl_tls_init_help[];
 int svmctl_tls_init(const char *dir, const char *host, const char *ca, const char *days,
                     bool json);

@@ -1,0 +1,313 @@
+/* The layer end of a copy: a disk layer stack (svm/disk/layer.h) read or written through an I/O
+ * engine of the copying thread. The mirror's bulk pass reads the source below the mirror layer
+ * and writes the destination through it.
+ *
+ * Every completion reaches the engine from poll_done or wait (end.h): a layer may complete a
+ * request inline, inside the call, so each request's result is posted to the end's own I/O
+ * engine and delivered from there.
+ *
+ * A gate (end.h) may hold a read back: the read then waits, parked, until the gate lets it go;
+ * once through, the read asks the layer's block status for its range (the range cannot change
+ * under a gate that excludes writers) and fills what reads as zeros without reading it - so a
+ * single data extent over the whole disk costs no I/O for its holes, and a map taken at the
+ * start can never hide data written into a hole later. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "svm/copy/end.h"
+#include "svm/disk/layer.h"
+
+struct lreq {
+  struct layer_end *le;
+  struct lreq *prev, *next;   /* the end's live requests */
+  struct svm_io_posted node;  /* gate resume, then the completion */
+  void *buf;
+  size_t len;
+  uint64_t off;
+  svm_io_cb cb;
+  void *opaque;
+};
+
+struct layer_end {
+  struct svm_copy_end e;      /* first: the engine sees this */
+  struct svm_layer *l;
+  struct svm_copy_gate gate;
+  struct svm_io *io;
+  struct lreq *live;
+  unsigned pending;           /* requests whose callback has not run yet */
+};
+
+enum { MAX_EXTENTS = 64 };
+
+static struct layer_end *LE(struct svm_copy_end *e)
+{
+  return (struct layer_end *)e;
+}
+
+static int layer_start(struct svm_copy_end *e, unsigned requests)
+{
+  struct layer_end *le = LE(e);
+  unsigned depth = requests * 8 > 4096 ? 4096 : requests * 8;
+
+  if (le->io != NULL)
+    return 0;
+  if (svm_io_new(SVM_IO_AUTO, depth < 64 ? 64 : depth, &le->io) < 0)
+    return svm_error_prefix("%s", e->name);
+  return 0;
+}
+
+static int layer_extents(struct svm_copy_end *e, uint64_t size, struct svm_extent_list *l)
+{
+  struct svm_layer_extent ext[MAX_EXTENTS];
+  uint64_t off = 0;
+
+  while (off < size) {
+    size_t n = 0;
+    int r = svm_layer_block_status(LE(e)->l, off, size - off, ext, MAX_EXTENTS, &n);
+    if (r < 0)
+      return svm_error_prefix("%s: cannot map its extents", e->name);
+    if (n == 0)
+      return svm_error(EIO, "%s: block status at offset %llu reported nothing", e->name,
+                       (unsigned long long)off);
+    for (size_t i = 0; i < n && off < size; i++) {
+      uint64_t len = ext[i].length < size - off ? ext[i].length : size - off;
+      if ((r = svm_extent_list_add(l, off, len, ext[i].flags)) < 0)
+        return svm_error(-r, "%s: out of memory for its extent map", e->name);
+      off += len;
+    }
+  }
+  return 0;
+}
+
+/* ---- requests ------------------------------------------------------------------------------ */
+
+static struct lreq *lreq_new(struct layer_end *le, void *buf, size_t len, uint64_t off,
+                             svm_io_cb cb, void *opaque)
+{
+  struct lreq *q = calloc(1, sizeof *q);
+
+  if (q == NULL)
+    return NULL;
+  *q = (struct lreq){ .le = le, .buf = buf, .len = len, .off = off, .cb = cb,
+                      .opaque = opaque, .next = le->live };
+  if (le->live)
+    le->live->prev = q;
+  le->live = q;
+  le->pending++;
+  return q;
+}
+
+static void lreq_free(struct lreq *q)
+{
+  struct layer_end *le = q->le;
+
+  if (q->prev)
+    q->prev->next = q->next;
+  else
+    le->live = q->next;
+  if (q->next)
+    q->next->prev = q->prev;
+  free(q);
+}
+
+/* Posted: hand the result to the engine. */
+static void lreq_deliver(void *opaque, int64_t res)
+{
+  struct lreq *q = opaque;
+  svm_io_cb cb = q->cb;
+  void *cb_opaque = q->opaque;
+
+  q->le->pending--;
+  lreq_free(q);
+  cb(cb_opaque, res);
+}
+
+/* The layer's completion, perhaps inline: deliver it from the next reap. */
+static void lreq_done(void *opaque, int64_t res)
+{
+  struct lreq *q = opaque;
+
+  svm_io_post_node(q->le->io, &q->node, lreq_deliver, q, res);
+}
+
+/* Through the gate: read what holds data, fill what reads as zeros. */
+static void lreq_read(void *opaque, int64_t res)
+{
+  struct lreq *q = opaque;
+  struct layer_end *le = q->le;
+  struct svm_layer_extent ext[MAX_EXTENTS];
+  size_t n = 0;
+  int r;
+
+  if (res < 0) {                /* the gate refused (e.g. the copy was cancelled) */
+    lreq_done(q, res);
+    return;
+  }
+  r = svm_layer_block_status(le->l, q->off, q->len, ext, MAX_EXTENTS, &n);
+  if (r == 0 && n > 0 && (ext[0].flags & SVM_EXTENT_ZERO) && ext[0].length >= q->len) {
+    memset(q->buf, 0, q->len);
+    lreq_done(q, (int64_t)q->len);
+    return;
+  }
+  svm_error_clear();            /* block status is a hint here: when in doubt, read */
+  r = svm_layer_read(le->l, le->io, q->buf, q->len, q->off, lreq_done, q);
+  if (r < 0) {
+    svm_error(-r, "%s: read at offset %llu: %s", le->e.name, (unsigned long long)q->off,
+              strerror(-r));
+    lreq_done(q, r);
+  }
+}
+
+static int layer_read(struct svm_copy_end *e, void *buf, size_t len, uint64_t off, svm_io_cb cb,
+                      void *opaque)
+{
+  struct layer_end *le = LE(e);
+  struct lreq *q = lreq_new(le, buf, len, off, cb, opaque);
+
+  if (q == NULL)
+    return svm_error(ENOMEM, "%s: out of memory", e->name);
+  if (le->gate.enter != NULL &&
+      le->gate.enter(le->gate.opaque, off, len, le->io, &q->node, lreq_read, q) > 0)
+    return 0;                   /* parked: the gate posts lreq_read when the range is free */
+  lreq_read(q, 0);
+  return 0;
+}
+
+static int layer_write(struct svm_copy_end *e, const void *buf, size_t len, uint64_t off,
+                       svm_io_cb cb, void *opaque)
+{
+  struct layer_end *le = LE(e);
+  struct lreq *q = lreq_new(le, (void *)buf, len, off, cb, opaque);
+  int r;
+
+  if (q == NULL)
+    return svm_error(ENOMEM, "%s: out of memory", e->name);
+  r = svm_layer_write(le->l, le->io, buf, len, off, 0, lreq_done, q);
+  if (r < 0) {
+    le->pending--;
+    lreq_free(q);
+    if (r != -EAGAIN)
+      svm_error(-r, "%s: write at offset %llu: %s", e->name, (unsigned long long)off,
+                strerror(-r));
+  }
+  return r;
+}
+
+static int layer_zero(struct svm_copy_end *e, uint64_t off, uint64_t len, bool allocate,
+                      svm_io_cb cb, void *opaque)
+{
+  struct layer_end *le = LE(e);
+  struct lreq *q = lreq_new(le, NULL, 0, off, cb, opaque);
+  int r;
+
+  if (q == NULL)
+    return svm_error(ENOMEM, "%s: out of memory", e->name);
+  r = svm_layer_zero(le->l, le->io, off, len, allocate ? SVM_LAYER_NO_HOLE : 0, lreq_done, q);
+  if (r < 0) {
+    le->pending--;
+    lreq_free(q);
+    if (r != -EAGAIN)
+      svm_error(-r, "%s: zero at offset %llu: %s", e->name, (unsigned long long)off,
+                strerror(-r));
+  }
+  return r;
+}
+
+/* ---- the event loop ------------------------------------------------------------------------ */
+
+static int layer_poll_prepare(struct svm_copy_end *e, struct pollfd *pfd)
+{
+  struct layer_end *le = LE(e);
+  int r = svm_io_submit(le->io);
+
+  if (r < 0)
+    return svm_error(-r, "%s: I/O engine: %s", e->name, strerror(-r));
+  if (le->pending == 0)
+    return 0;
+  *pfd = (struct pollfd){ .fd = svm_io_event_fd(le->io), .events = POLLIN };
+  return 1;
+}
+
+static int layer_poll_done(struct svm_copy_end *e, const struct pollfd *pfd)
+{
+  uint64_t cnt;
+  int r;
+
+  if (!(pfd->revents & POLLIN))
+    return 0;
+  if (read(pfd->fd, &cnt, sizeof cnt) < 0 && errno != EAGAIN)
+    return svm_error(errno, "%s: I/O engine event fd: %s", e->name, strerror(errno));
+  r = svm_io_reap(LE(e)->io, 0);
+  return r < 0 ? svm_error(-r, "%s: I/O engine: %s", e->name, strerror(-r)) : 0;
+}
+
+/* Results arrive from the engine or as posts (gates, inline completions): wait on the event
+ * fd, which both signal. */
+static int layer_wait(struct svm_copy_end *e)
+{
+  struct pollfd p;
+  int r = layer_poll_prepare(e, &p);
+
+  if (r <= 0)
+    return r;
+  if (poll(&p, 1, -1) < 0)
+    return errno == EINTR ? 0 : svm_error(errno, "poll: %s", strerror(errno));
+  return layer_poll_done(e, &p);
+}
+
+static int layer_finish(struct svm_copy_end *e)
+{
+  return svm_layer_flush_sync(LE(e)->l);
+}
+
+/* svm_io_free() waits for the engine's requests and drops posts never reaped; requests the
+ * layer still holds elsewhere (parked at the gate) are the gate owner's to withdraw first. */
+static void layer_free(struct svm_copy_end *e)
+{
+  struct layer_end *le = LE(e);
+
+  if (le->io != NULL)
+    svm_io_free(le->io);
+  while (le->live)
+    lreq_free(le->live);
+  free(le);
+}
+
+static const struct svm_copy_end_ops layer_ops = {
+  .kind = "layer",
+  .start = layer_start,
+  .extents = layer_extents,
+  .read = layer_read,
+  .write = layer_write,
+  .zero = layer_zero,
+  .poll_prepare = layer_poll_prepare,
+  .poll_done = layer_poll_done,
+  .wait = layer_wait,
+  .finish = layer_finish,
+  .free = layer_free,
+};
+
+int svm_copy_layer_end_new(const char *name, struct svm_layer *l, bool writable,
+                           const struct svm_copy_gate *gate, struct svm_copy_end **out)
+{
+  struct layer_end *le = calloc(1, sizeof *le);
+
+  if (le == NULL)
+    return svm_error(ENOMEM, "%s: out of memory", name);
+  le->e = (struct svm_copy_end){ .ops = &layer_ops, .name = name, .size = svm_layer_size(l),
+                                 .writable = writable };
+  le->l = l;
+  if (gate != NULL)
+    le->gate = *gate;
+  *out = &le->e;
+  return 0;
+}
+
+struct svm_io *svm_copy_layer_end_io(struct svm_copy_end *e)
+{
+  return LE(e)->io;
+}

@@ -1,0 +1,348 @@
+/* One disk's part of a live move (migrate.h): the destination file, the mirror in the disk's
+ * stack, the bulk pass, the switch to the destination, and the way back. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <svmotion/cbt.h>
+
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "svm/disk/layer.h"
+#include "svm/disk/provision.h"
+#include "svm/disk/track.h"
+#include "svm/migrate/migrate.h"
+#include "svm/mirror/mirror.h"
+#include "svm/nbd/export.h"
+
+enum {
+  DST_TIMEOUT_S = 30,            /* a destination request hung longer drops the destination */
+};
+
+static uint64_t now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The destination file, empty, in its provisioning (an eager-zeroed one is written with zeros
+ * here, before the copy: the copy then skips the source's zeros), durable. */
+static int create_dst(struct svm_move_disk *m)
+{
+  CLEANUP_CLOSE int fd = open(m->dst_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int r;
+
+  if (fd < 0)
+    return svm_error(errno, "%s: %s", m->dst_path, strerror(errno));
+  m->dst_created = true;
+  if (fchmod(fd, 0600) < 0)                       /* whatever the umask */
+    return svm_error(errno, "%s: chmod: %s", m->dst_path, strerror(errno));
+  r = svm_provision_prepare(fd, m->dst_path, m->size, m->prov);
+  if (r == 0)
+    r = svm_provision_finish(fd, m->dst_path, m->size, m->prov, NULL);
+  if (r == 0 && fdatasync(fd) < 0)
+    r = svm_error(errno, "%s: fdatasync: %s", m->dst_path, strerror(errno));
+  return r;
+}
+
+/* The bulk pass reports here; with a rate cap it also waits here, so that the copier runs
+ * no faster than asked (an operator's cap, and the tests' way to make a move last). */
+static void on_progress(void *opaque, uint64_t done, uint64_t total)
+{
+  struct svm_move_disk *m = opaque;
+
+  atomic_store(&m->done, done);
+  atomic_store(&m->total, total);
+  if (!m->rate)
+    return;
+  for (;;) {
+    uint64_t due = m->copy_start_ns + (uint64_t)((double)done / (double)m->rate * 1e9);
+    uint64_t now = now_ns();
+    if (now >= due || atomic_load(&m->cancelled))
+      return;
+    uint64_t wait = due - now < 50000000u ? due - now : 50000000u;
+    nanosleep(&(struct timespec){ .tv_sec = 0, .tv_nsec = (long)wait }, NULL);
+  }
+}
+
+/* raw_src (a new descriptor) -> mirror(raw_dst) -> track(the disk's tracker) */
+static int build_mirror_stack(struct svm_move_disk *m, struct svm_layer **top)
+{
+  struct svm_mirror_opts o = {
+    .dst_reads_zero = true,                          /* a new file, or zeroed (eager) */
+    .zero_allocates = m->prov != SVM_PROVISIONING_THIN,
+    .dst_timeout_ns = (uint64_t)DST_TIMEOUT_S * 1000000000u,
+    .progress = on_progress,
+    .progress_opaque = m,
+  };
+  struct svm_layer *src = NULL, *mir = NULL;
+  int r;
+
+  if (m->rate) {
+    /* one chunk at a time, so that the pacing wait in on_progress (after a chunk completed)
+     * never holds a chunk in flight, and a guest write never waits for it */
+    o.requests = 1;
+    o.request_size = 256 * 1024;
+  }
+  r = svm_layer_open_raw(m->src_path, false, &src);
+  if (r < 0)
+    return r;
+  r = svm_mirror_new(src, m->raw_dst, &o, &mir, &m->mirror);
+  if (r < 0) {
+    svm_layer_free(src);
+    return r;
+  }
+  r = svm_layer_open_track(m->cbt, mir, top);
+  if (r < 0) {
+    svm_layer_free(mir);
+    m->mirror = NULL;
+  }
+  return r;
+}
+
+int svm_move_disk_prepare(struct svm_move_disk *m)
+{
+  struct svm_layer *top = NULL, *old = NULL;
+  int r;
+
+  atomic_store(&m->total, m->size);
+  r = create_dst(m);
+  if (r == 0)
+    r = svm_layer_open_raw(m->dst_path, false, &m->raw_dst);
+  if (r == 0)
+    r = build_mirror_stack(m, &top);
+  if (r < 0)
+    return svm_error_prefix("%s: preparing the destination", m->name);
+  r = svm_export_swap(m->export, top, &old, NULL);
+  if (r < 0) {
+    svm_layer_free(top);      /* never served: frees the mirror and raw_src */
+    m->mirror = NULL;
+    return svm_error_prefix("%s: putting the mirror in", m->name);
+  }
+  svm_layer_free(old);        /* raw -> track of the same tracker, drained by the swap */
+  return 0;
+}
+
+int svm_move_disk_copy(struct svm_move_disk *m)
+{
+  int r;
+
+  m->copy_start_ns = now_ns();
+  if (atomic_load(&m->cancelled))
+    return svm_error(ECANCELED, "%s: move cancelled", m->name);
+  r = svm_mirror_run(m->mirror);
+  if (r == -ECANCELED || atomic_load(&m->cancelled))
+    return svm_error(ECANCELED, "%s: move cancelled", m->name);
+  if (r < 0)
+    return svm_error_prefix("%s: bulk copy", m->name);
+  return 0;
+}
+
+void svm_move_disk_cancel(struct svm_move_disk *m)
+{
+  atomic_store(&m->cancelled, true);
+  if (m->mirror)
+    svm_mirror_cancel(m->mirror);
+}
+
+void svm_move_disk_progress(struct svm_move_disk *m, bool live, uint64_t *done, uint64_t *total,
+                            uint64_t *copied, uint64_t *mirrored)
+{
+  struct svm_mirror_counters c;
+
+  *done = atomic_load(&m->done);
+  *total = atomic_load(&m->total);
+  if (live && m->mirror) {
+    svm_mirror_get_counters(m->mirror, &c);
+    *copied = c.bytes_copied;
+    *mirrored = c.bytes_mirrored;
+    if (c.total) {
+      *done = c.done;
+      *total = c.total;
+    }
+  } else {
+    *copied = m->bytes_copied;
+    *mirrored = m->bytes_mirrored;
+  }
+}
+
+void svm_move_disk_snapshot(struct svm_move_disk *m)
+{
+  struct svm_mirror_counters c;
+
+  if (!m->mirror)
+    return;
+  svm_mirror_get_counters(m->mirror, &c);
+  m->bytes_copied = c.bytes_copied;
+  m->bytes_mirrored = c.bytes_mirrored;
+  m->writes_parked = c.writes_parked;
+  if (c.total) {
+    atomic_store(&m->done, c.done);
+    atomic_store(&m->total, c.total);
+  }
+}
+
+int svm_move_disk_preflush(struct svm_move_disk *m)
+{
+  int r = svm_layer_flush_sync(m->raw_dst);
+
+  return r < 0 ? svm_error_prefix("%s: flushing the destination %s", m->name, m->dst_path) : 0;
+}
+
+/* The source tracker again, after a switch closed it and could not finish. NULL when even
+ * that fails (the disk is then served without tracking, and the caller says so). */
+static void reopen_source_tracker(struct svm_move_disk *m)
+{
+  if (m->cbt)
+    return;
+  if (cbt_open(m->src_ctk, m->disk_id, m->size, 0, &m->cbt) < 0) {
+    fprintf(stderr, "svmd: %s: could not reopen the change tracking %s: %s; the disk is "
+            "served without it until svmd restarts\n", m->name, m->src_ctk, svm_last_error());
+    m->cbt = NULL;
+  }
+}
+
+/* The tracker moves with the disk. A clean close leaves the .ctk exactly the tracker (every
+ * page written, nothing left to a log), and with the export drained no mark is in flight; so
+ * the copy beside the destination, opened, is the same tracker: change IDs answer exactly. */
+static int move_tracker(struct svm_move_disk *m, struct cbt **out)
+{
+  struct cbt *t = NULL;
+  int r;
+
+  cbt_close(m->cbt);
+  m->cbt = NULL;
+  r = svm_move_copy_file(m->src_ctk, m->dst_ctk);
+  if (r == 0)
+    m->ctk_created = true;
+  if (r == 0)
+    r = cbt_open(m->dst_ctk, m->disk_id, m->size, 0, &t);
+  if (r == 0 && cbt_reset_reason(t)) {
+    r = svm_error(EIO, "the copy %s does not read back as the original (%s)", m->dst_ctk,
+                  cbt_reset_reason(t));
+    cbt_close(t);
+  }
+  if (r < 0) {
+    r = svm_error_prefix("%s: moving the change tracking to %s", m->name, m->dst_ctk);
+    reopen_source_tracker(m);
+    return r;
+  }
+  *out = t;
+  return 0;
+}
+
+int svm_move_disk_switch(struct svm_move_disk *m)
+{
+  struct svm_layer *raw = NULL, *top = NULL, *old = NULL;
+  struct cbt *t = NULL;
+  int r = svm_mirror_status(m->mirror);
+
+  if (r < 0)
+    return svm_error(-r, "%s: the destination %s failed during the move: %s", m->name,
+                     m->dst_path, strerror(-r));
+  /* the destination holds every acknowledged write now: make it durable before anything
+   * points at it */
+  r = svm_layer_flush_sync(m->raw_dst);
+  if (r < 0)
+    return svm_error_prefix("%s: flushing the destination %s", m->name, m->dst_path);
+  /* a second descriptor on the destination: raw_dst stays the mirror's until finish */
+  r = svm_layer_open_raw(m->dst_path, false, &raw);
+  if (r < 0)
+    return svm_error_prefix("%s: opening %s", m->name, m->dst_path);
+  r = move_tracker(m, &t);
+  if (r == 0) {
+    r = svm_layer_open_track(t, raw, &top);
+    if (r == 0) {
+      raw = NULL;
+      r = svm_export_swap(m->export, top, &old, NULL);   /* nested in the caller's pause */
+      if (r < 0)
+        svm_layer_free(top);
+    }
+    if (r < 0) {
+      r = svm_error_prefix("%s: switching to %s", m->name, m->dst_path);
+      cbt_close(t);
+      reopen_source_tracker(m);
+    }
+  }
+  svm_layer_free(raw);
+  if (r < 0)
+    return r;
+  m->old_top = old;               /* its tracking layer points at the closed tracker */
+  m->cbt = t;
+  m->switched = true;
+  return 0;
+}
+
+void svm_move_disk_finish(struct svm_move_disk *m)
+{
+  svm_layer_free(m->old_top);     /* track(closed) -> mirror -> raw_src */
+  m->old_top = NULL;
+  m->mirror = NULL;
+  svm_layer_free(m->raw_dst);
+  m->raw_dst = NULL;
+}
+
+/* The export back on raw_src -> track(source tracker), a fresh stack (the mirror's, or the
+ * switched one, goes), then the destination's files. */
+void svm_move_disk_abort(struct svm_move_disk *m)
+{
+  if (m->switched) {
+    cbt_close(m->cbt);            /* the destination's copy; the export is paused */
+    m->cbt = NULL;
+    m->switched = false;
+  }
+  if (m->mirror) {
+    struct svm_layer *raw = NULL, *top = NULL, *old = NULL;
+    int r;
+    reopen_source_tracker(m);
+    r = svm_layer_open_raw(m->src_path, false, &raw);
+    if (r == 0 && m->cbt) {
+      r = svm_layer_open_track(m->cbt, raw, &top);
+      if (r < 0)
+        svm_layer_free(raw);
+    } else if (r == 0) {
+      top = raw;                  /* no tracker: the data path must go on all the same */
+    }
+    if (r == 0) {
+      r = svm_export_swap(m->export, top, &old, NULL);
+      if (r < 0)
+        svm_layer_free(top);
+    }
+    if (r < 0) {
+      /* the stack in the export stays: the mirror serves the source alone once the
+       * destination is dropped, so the guest is served; its files must stay too */
+      fprintf(stderr, "svmd: %s: could not take the mirror out (%s); it stays, serving the "
+              "source\n", m->name, svm_last_error());
+      svm_mirror_cancel(m->mirror);
+      return;
+    }
+    svm_layer_free(old);          /* track -> mirror -> raw_src, or raw_dst -> track(copy) */
+    svm_layer_free(m->old_top);   /* after a switch: the mirror's stack */
+    m->old_top = NULL;
+    m->mirror = NULL;
+  }
+  svm_layer_free(m->raw_dst);
+  m->raw_dst = NULL;
+  if (m->dst_created && unlink(m->dst_path) < 0 && errno != ENOENT)
+    fprintf(stderr, "svmd: %s: could not remove %s: %s\n", m->name, m->dst_path,
+            strerror(errno));
+  if (m->ctk_created && unlink(m->dst_ctk) < 0 && errno != ENOENT)
+    fprintf(stderr, "svmd: %s: could not remove %s: %s\n", m->name, m->dst_ctk,
+            strerror(errno));
+  m->dst_created = m->ctk_created = false;
+}
+
+void svm_move_disk_clear(struct svm_move_disk *m)
+{
+  free(m->src_path);
+  free(m->dst_path);
+  free(m->src_ctk);
+  free(m->dst_ctk);
+  m->src_path = m->dst_path = m->src_ctk = m->dst_ctk = NULL;
+}

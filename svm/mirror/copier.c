@@ -1,0 +1,182 @@
+/* The bulk pass (svm_mirror_run): one run of the copy engine (svm/copy) from a layer end over
+ * the source (the layer below the mirror) to a layer end over the guard (the destination).
+ *
+ * The engine is given one data extent over the whole disk; the source end's gate takes each
+ * chunk's range in the region table before reading it (parking while guest writes to it are in
+ * flight), and the end then asks the source's block status under that range: holes cost no
+ * I/O, and a guest write into a hole is never lost to a map taken earlier. When the engine has
+ * written the chunk (chunk_done), the chunk is marked copied and only then released: a guest
+ * write parked on it goes to both sides from then on.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "svm/copy/copy.h"
+#include "svm/mirror/internal.h"
+
+struct mirror_chunk {
+  struct svm_mirror *m;
+  bool used;
+  struct svm_region reg;
+  struct svm_io *io;
+  struct svm_io_posted *node;
+  svm_io_cb go;
+  void *arg;
+};
+
+/* Granted while parked (another thread, table locked): let the read go on the copier's
+ * thread. */
+static void chunk_granted(struct svm_region *r)
+{
+  struct mirror_chunk *ch = r->opaque;
+
+  svm_io_post_node(ch->io, ch->node, ch->go, ch->arg, 0);
+}
+
+static int gate_enter(void *opaque, uint64_t off, uint64_t len, struct svm_io *io,
+                      struct svm_io_posted *node, svm_io_cb go, void *arg)
+{
+  struct svm_mirror *m = opaque;
+  struct mirror_chunk *ch = NULL;
+
+  for (unsigned i = 0; i < m->nchunks && ch == NULL; i++)
+    if (!m->chunks[i].used)
+      ch = &m->chunks[i];
+  if (ch == NULL) {             /* more reads than slots: cannot happen; fail the read */
+    svm_io_post_node(io, node, go, arg, -EIO);
+    return 1;
+  }
+  *ch = (struct mirror_chunk){ .m = m, .used = true, .io = io, .node = node, .go = go,
+                               .arg = arg };
+  ch->reg = (struct svm_region){ .off = off, .len = len, .granted = chunk_granted,
+                                 .opaque = ch };
+  return svm_region_acquire(&m->rt, &ch->reg) ? 0 : 1;
+}
+
+static struct mirror_chunk *find_chunk(struct svm_mirror *m, uint64_t off)
+{
+  for (unsigned i = 0; i < m->nchunks; i++)
+    if (m->chunks[i].used && m->chunks[i].reg.off == off)
+      return &m->chunks[i];
+  return NULL;
+}
+
+static void chunk_done(void *opaque, uint64_t off, uint64_t len, int res)
+{
+  struct svm_mirror *m = opaque;
+  struct mirror_chunk *ch = find_chunk(m, off);
+
+  if (ch == NULL)               /* the read never passed the gate */
+    return;
+  if (res == 0)
+    mirror_mark_copied(m, off, len);
+  svm_region_release(&m->rt, &ch->reg);
+  ch->used = false;
+}
+
+/* After the engine stopped early: give back the ranges of chunks it never finished. */
+static void release_all(struct svm_mirror *m)
+{
+  for (unsigned i = 0; i < m->nchunks; i++) {
+    if (m->chunks[i].used) {
+      svm_region_release(&m->rt, &m->chunks[i].reg);
+      m->chunks[i].used = false;
+    }
+  }
+}
+
+/* Every granule passed: from now on every guest write goes to both sides. A gap would be a
+ * range the destination may lack while the move reports success: refuse it loudly. */
+static int check_all_copied(struct svm_mirror *m)
+{
+  for (uint64_t i = 0; i < m->ngranules; i++)
+    if (!(atomic_load(&m->copied[i / 64]) & (UINT64_C(1) << (i % 64))))
+      return svm_error(EIO, "mirror of %s: internal error: the copy ended with the range at "
+                       "%llu not copied", svm_layer_path(m->layer->below),
+                       (unsigned long long)(i << MIRROR_GRANULE_SHIFT));
+  return 0;
+}
+
+static void on_progress(void *opaque, uint64_t done, uint64_t total)
+{
+  struct svm_mirror *m = opaque;
+  struct svm_copy_counters n;
+
+  svm_copy_get_counters(m->copy, &n);
+  atomic_store_explicit(&m->bytes_copied, n.bytes_written, memory_order_relaxed);
+  atomic_store_explicit(&m->done, done, memory_order_relaxed);
+  if (m->o.progress)
+    m->o.progress(m->o.progress_opaque, done, total);
+}
+
+int svm_mirror_run(struct svm_mirror *m)
+{
+  struct svm_layer *src = m->layer->below;
+  struct svm_copy_end *se = NULL, *de = NULL;
+  struct svm_copy *c = NULL;
+  struct svm_extent_list map;
+  struct svm_copy_gate gate = { .enter = gate_enter, .opaque = m };
+  struct svm_copy_options co = {
+    .request_size = m->o.request_size,
+    .requests = m->o.requests,
+    .dst_reads_zero = m->o.dst_reads_zero,
+    .zero_allocates = m->o.zero_allocates,
+    .progress = on_progress,
+    .progress_opaque = m,
+    .chunk_done = chunk_done,
+    .chunk_opaque = m,
+  };
+  struct svm_copy_counters n;
+  char msg[512];
+  int r, err;
+
+  if (atomic_exchange(&m->ran, true))
+    return svm_error(EINVAL, "mirror of %s: internal error: the bulk copy runs once",
+                     svm_layer_path(src));
+  svm_extent_list_init(&map);
+  m->nchunks = m->o.requests ? m->o.requests : SVM_COPY_DEFAULT_REQUESTS;
+  m->chunks = calloc(m->nchunks, sizeof *m->chunks);
+  if (m->chunks == NULL) {
+    r = svm_error(ENOMEM, "mirror of %s: out of memory", svm_layer_path(src));
+    goto out;
+  }
+  if ((r = svm_extent_list_add(&map, 0, svm_layer_size(src), 0)) < 0) {
+    r = svm_error(-r, "mirror of %s: out of memory", svm_layer_path(src));
+    goto out;
+  }
+  if ((r = svm_copy_layer_end_new(svm_layer_path(src), src, false, &gate, &se)) < 0 ||
+      (r = svm_copy_layer_end_new(svm_layer_path(m->dst), mirror_guard_layer(m->g), true, NULL,
+                                  &de)) < 0 ||
+      (r = svm_copy_new(se, de, &co, &c)) < 0)
+    goto out;
+  m->copy = c;
+  r = svm_copy_run(c, &map);
+  m->copy = NULL;
+  svm_copy_get_counters(c, &n);
+  atomic_store(&m->bytes_copied, n.bytes_written);
+
+out:
+  /* The ends first (end.h: no buffer of the engine is used after), then the chunk ranges. */
+  if (r < 0)
+    snprintf(msg, sizeof msg, "%s", svm_last_error());
+  svm_copy_end_free(se);
+  svm_copy_end_free(de);
+  release_all(m);
+  svm_copy_free(c);
+  svm_extent_list_free(&map);
+  free(m->chunks);
+  m->chunks = NULL;
+  m->nchunks = 0;
+  if (r == 0 && (r = check_all_copied(m)) < 0)
+    snprintf(msg, sizeof msg, "%s", svm_last_error());
+  if (r < 0)
+    mirror_guard_drop(m->g, r, "%s", msg);      /* the copy failed: the move cannot finish */
+  /* The first cause, not what the engine saw of it (a dropped destination fails its
+   * writes with the drop's error). */
+  if ((err = mirror_guard_status(m->g, msg, sizeof msg)) != 0)
+    return svm_error(-err, "%s", msg);
+  return r;
+}

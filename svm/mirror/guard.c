@@ -1,0 +1,525 @@
+/* The destination guard (internal.h).
+ *
+ * Requests (struct gop) sit on one list, in arrival order, from the call until their result is
+ * handed back. A write first takes budget for its copy of the data; when the budget is spent
+ * it waits on the list (state WAITING) and is issued, on its own thread (svm_io_post_node), by
+ * whichever completion frees enough. The watchdog thread wakes at the oldest request's
+ * deadline; past it, it drops the destination.
+ *
+ * Dropping takes every request off the list, marks it ABANDONED and posts its callback with the
+ * drop's error to the thread that owns its engine; the request's late completion, if it ever
+ * comes, only frees the copy (and gives its budget back). A request is freed when both its
+ * owners are done with it: the layer below (or the pending issue post) and the abandonment
+ * post (refs).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/error.h"
+#include "svm/mirror/internal.h"
+
+enum kind { OP_WRITE, OP_ZERO, OP_TRIM, OP_FLUSH };
+enum state { ST_WAITING, ST_ISSUED, ST_ABANDONED };
+
+struct gop {
+  struct mirror_guard *g;
+  struct gop *prev, *next;      /* g->ops */
+  struct gop *alink;            /* collecting, under g->mu */
+  enum kind kind;
+  enum state state;
+  atomic_int refs;
+  struct svm_io *io;
+  const void *buf;              /* the caller's data, valid until its callback runs */
+  void *copy;
+  uint64_t off, len;
+  uint64_t held;                /* budget taken (bytes) */
+  unsigned flags;
+  svm_io_cb cb;
+  void *opaque;
+  uint64_t start_ns;
+  struct svm_io_posted issue_node, done_node;
+};
+
+struct mirror_guard {
+  struct svm_layer layer;       /* over dst; never freed with svm_layer_free */
+  struct svm_layer *dst;
+  atomic_int refs;              /* the owner + every request alive */
+  atomic_int err;
+  pthread_mutex_t mu;
+  struct gop *head, *tail;
+  uint64_t budget, used, peak;
+  char msg[512];
+  uint64_t timeout_ns;
+  pthread_cond_t cv;
+  bool stop;
+  pthread_t watchdog;
+};
+
+static const char *kind_name[] = { "write", "zero", "trim", "flush" };
+
+static uint64_t now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void guard_unref(struct mirror_guard *g)
+{
+  if (atomic_fetch_sub(&g->refs, 1) != 1)
+    return;
+  pthread_mutex_destroy(&g->mu);
+  pthread_cond_destroy(&g->cv);
+  free(g);
+}
+
+static void gop_unref(struct gop *op)
+{
+  struct mirror_guard *g = op->g;
+
+  if (atomic_fetch_sub(&op->refs, 1) != 1)
+    return;
+  free(op->copy);
+  free(op);
+  guard_unref(g);
+}
+
+static void unlink_locked(struct mirror_guard *g, struct gop *op)
+{
+  if (op->prev)
+    op->prev->next = op->next;
+  else
+    g->head = op->next;
+  if (op->next)
+    op->next->prev = op->prev;
+  else
+    g->tail = op->prev;
+  op->prev = op->next = NULL;
+}
+
+static void append_locked(struct mirror_guard *g, struct gop *op)
+{
+  op->next = NULL;
+  op->prev = g->tail;
+  if (g->tail)
+    g->tail->next = op;
+  else
+    g->head = op;
+  g->tail = op;
+}
+
+/* ---- dropping ------------------------------------------------------------------------------ */
+
+static void abandoned(void *opaque, int64_t res)
+{
+  struct gop *op = opaque;
+
+  op->cb(op->opaque, res);
+  gop_unref(op);
+}
+
+__attribute__((format(printf, 3, 0)))
+static void drop_v(struct mirror_guard *g, int err, const char *fmt, va_list ap)
+{
+  struct gop *list = NULL, *op;
+
+  pthread_mutex_lock(&g->mu);
+  if (atomic_load(&g->err) == 0) {
+    vsnprintf(g->msg, sizeof g->msg, fmt, ap);
+    atomic_store(&g->err, err < 0 ? err : -EIO);
+  }
+  err = atomic_load(&g->err);
+  while ((op = g->head) != NULL) {
+    unlink_locked(g, op);
+    if (op->state == ST_ISSUED)
+      atomic_fetch_add(&op->refs, 1);   /* the layer below (or the issue post) keeps its own */
+    op->state = ST_ABANDONED;
+    op->alink = list;
+    list = op;
+  }
+  pthread_mutex_unlock(&g->mu);
+  /* Oldest first: list is newest first, but each goes to its own engine, in posting order
+   * there; the order between engines does not matter. */
+  while ((op = list) != NULL) {
+    list = op->alink;
+    svm_io_post_node(op->io, &op->done_node, abandoned, op, err);
+  }
+}
+
+void mirror_guard_drop(struct mirror_guard *g, int err, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  drop_v(g, err, fmt, ap);
+  va_end(ap);
+}
+
+static void drop(struct mirror_guard *g, int err, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+static void drop(struct mirror_guard *g, int err, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  drop_v(g, err, fmt, ap);
+  va_end(ap);
+}
+
+static const char *fix_for(int err)
+{
+  switch (-err) {
+  case ENOSPC:
+  case EDQUOT:
+    return "the destination is full: free space on its datastore or choose another one";
+  case ETIMEDOUT:
+    return "the destination hangs: check its storage (or network) and try again";
+  case ENOMEM:
+    return "out of memory: try again with fewer moves at once";
+  default:
+    return "check the destination's storage and try again";
+  }
+}
+
+/* ---- requests ------------------------------------------------------------------------------ */
+
+static int issue(struct gop *op, bool retry);
+static void issue_posted(void *opaque, int64_t res);
+
+/* Under g->mu: the waiting writes that fit in the budget now, in order, taken off the wait
+ * (chained by alink) for the caller to post once unlocked. */
+static struct gop *grant_locked(struct mirror_guard *g)
+{
+  struct gop *go = NULL, **tail = &go;
+
+  for (struct gop *w = g->head; w; w = w->next) {
+    if (w->state != ST_WAITING)
+      continue;
+    if (g->used > 0 && g->used + w->len > g->budget)
+      break;
+    w->state = ST_ISSUED;
+    w->held = w->len;
+    g->used += w->len;
+    g->peak = g->used > g->peak ? g->used : g->peak;
+    w->alink = NULL;
+    *tail = w;
+    tail = &w->alink;
+  }
+  return go;
+}
+
+static void post_granted(struct gop *go)
+{
+  struct gop *w;
+
+  while ((w = go) != NULL) {
+    go = w->alink;
+    svm_io_post_node(w->io, &w->issue_node, issue_posted, w, 0);
+  }
+}
+
+/* The layer below completed the request (on op->io's thread). */
+static void gop_done(void *opaque, int64_t res)
+{
+  struct gop *op = opaque, *go = NULL;
+  struct mirror_guard *g = op->g;
+  bool gone;
+
+  pthread_mutex_lock(&g->mu);
+  g->used -= op->held;
+  op->held = 0;
+  gone = op->state == ST_ABANDONED;
+  if (!gone) {
+    unlink_locked(g, op);
+    go = grant_locked(g);
+  }
+  pthread_mutex_unlock(&g->mu);
+  free(op->copy);
+  op->copy = NULL;
+  post_granted(go);
+  if (gone) {
+    gop_unref(op);
+    return;
+  }
+  if (res < 0)
+    drop(g, (int)res, "%s: %s at offset %" PRIu64 " failed: %s (%s)", svm_layer_path(g->dst),
+         kind_name[op->kind], op->off, strerror((int)-res), fix_for((int)res));
+  op->cb(op->opaque, res);
+  gop_unref(op);
+}
+
+/* A waiting write got its budget: issue it here, on its own thread, unless it was abandoned
+ * meanwhile (then the caller's buffer may be gone: touch nothing). */
+static void issue_posted(void *opaque, int64_t res)
+{
+  struct gop *op = opaque;
+  struct mirror_guard *g = op->g;
+  bool gone;
+
+  (void)res;
+  pthread_mutex_lock(&g->mu);
+  gone = op->state == ST_ABANDONED;
+  if (gone) {
+    g->used -= op->held;
+    op->held = 0;
+  }
+  pthread_mutex_unlock(&g->mu);
+  if (gone)
+    gop_unref(op);
+  else
+    issue(op, true);
+}
+
+/* Send the request down. -EAGAIN (the caller's engine is full) goes back to the caller when
+ * the request is new (submit() undoes it), else it is tried again on the engine's next turn.
+ * Any other failure is the request's result. */
+static int issue(struct gop *op, bool retry)
+{
+  struct mirror_guard *g = op->g;
+  struct svm_layer *d = g->dst;
+  int r = -EINVAL;
+
+  switch (op->kind) {
+  case OP_WRITE:
+    op->copy = malloc(op->len ? op->len : 1);
+    if (op->copy == NULL) {
+      r = -ENOMEM;
+      break;
+    }
+    memcpy(op->copy, op->buf, op->len);
+    r = svm_layer_write(d, op->io, op->copy, op->len, op->off, op->flags, gop_done, op);
+    break;
+  case OP_ZERO:
+    r = svm_layer_zero(d, op->io, op->off, op->len, op->flags, gop_done, op);
+    break;
+  case OP_TRIM:
+    r = svm_layer_trim(d, op->io, op->off, op->len, op->flags, gop_done, op);
+    break;
+  case OP_FLUSH:
+    r = svm_layer_flush(d, op->io, gop_done, op);
+    break;
+  }
+  if (r == -EAGAIN) {
+    free(op->copy);
+    op->copy = NULL;
+    if (!retry)
+      return r;
+    svm_io_post_node(op->io, &op->issue_node, issue_posted, op, 0);
+  } else if (r < 0) {
+    gop_done(op, r);            /* never reached the layer: fail it the same way */
+  }
+  return 0;
+}
+
+static int submit(struct svm_layer *l, enum kind kind, struct svm_io *io, const void *buf,
+                  uint64_t len, uint64_t off, unsigned flags, svm_io_cb cb, void *opaque)
+{
+  struct mirror_guard *g = l->priv;
+  struct gop *op;
+  bool now = true;
+  int err = atomic_load_explicit(&g->err, memory_order_relaxed);
+
+  if (err)
+    return err;
+  if ((op = calloc(1, sizeof *op)) == NULL)
+    return -ENOMEM;
+  *op = (struct gop){ .g = g, .kind = kind, .io = io, .buf = buf, .off = off, .len = len,
+                      .flags = flags, .cb = cb, .opaque = opaque, .start_ns = now_ns() };
+  atomic_init(&op->refs, 1);
+  pthread_mutex_lock(&g->mu);
+  if ((err = atomic_load(&g->err)) != 0) {
+    pthread_mutex_unlock(&g->mu);
+    free(op);
+    return err;
+  }
+  atomic_fetch_add(&g->refs, 1);
+  op->state = ST_ISSUED;
+  if (kind == OP_WRITE) {
+    bool waits = g->used > 0 && g->used + len > g->budget;
+    /* Behind a waiting write too: writes keep their order. */
+    for (struct gop *w = g->head; w && !waits; w = w->next)
+      waits = w->state == ST_WAITING;
+    if (waits) {
+      op->state = ST_WAITING;
+      now = false;
+    } else {
+      op->held = len;
+      g->used += len;
+      g->peak = g->used > g->peak ? g->used : g->peak;
+    }
+  }
+  append_locked(g, op);
+  pthread_mutex_unlock(&g->mu);
+  if (now && issue(op, false) == -EAGAIN) {
+    struct gop *go;
+    bool gone;
+
+    pthread_mutex_lock(&g->mu);
+    gone = op->state == ST_ABANDONED;
+    if (!gone) {
+      unlink_locked(g, op);
+      g->used -= op->held;
+    }
+    go = grant_locked(g);
+    pthread_mutex_unlock(&g->mu);
+    post_granted(go);
+    gop_unref(op);              /* abandoned meanwhile: its abandonment answers the caller */
+    return gone ? 0 : -EAGAIN;
+  }
+  return 0;
+}
+
+/* ---- the layer ----------------------------------------------------------------------------- */
+
+static int guard_write(struct svm_layer *l, struct svm_io *io, const void *buf, size_t len,
+                       uint64_t off, unsigned flags, svm_io_cb cb, void *opaque)
+{
+  return submit(l, OP_WRITE, io, buf, len, off, flags, cb, opaque);
+}
+
+static int guard_zero(struct svm_layer *l, struct svm_io *io, uint64_t off, uint64_t len,
+                      unsigned flags, svm_io_cb cb, void *opaque)
+{
+  return submit(l, OP_ZERO, io, NULL, len, off, flags, cb, opaque);
+}
+
+static int guard_trim(struct svm_layer *l, struct svm_io *io, uint64_t off, uint64_t len,
+                      unsigned flags, svm_io_cb cb, void *opaque)
+{
+  return submit(l, OP_TRIM, io, NULL, len, off, flags, cb, opaque);
+}
+
+static int guard_flush(struct svm_layer *l, struct svm_io *io, svm_io_cb cb, void *opaque)
+{
+  return submit(l, OP_FLUSH, io, NULL, 0, 0, 0, cb, opaque);
+}
+
+/* Reads, block status and flush_sync pass through to dst (NULL operations). */
+static const struct svm_layer_ops guard_ops = {
+  .kind = "mirror-destination",
+  .write = guard_write,
+  .zero = guard_zero,
+  .trim = guard_trim,
+  .flush = guard_flush,
+};
+
+/* ---- the watchdog -------------------------------------------------------------------------- */
+
+static void *watchdog_main(void *arg)
+{
+  struct mirror_guard *g = arg;
+
+  pthread_mutex_lock(&g->mu);
+  while (!g->stop) {
+    const struct gop *old = NULL;
+    uint64_t now = now_ns(), until;
+    struct timespec ts;
+
+    for (const struct gop *op = g->head; op; op = op->next)
+      if (old == NULL || op->start_ns < old->start_ns)
+        old = op;
+    if (old != NULL && now - old->start_ns >= g->timeout_ns) {
+      enum kind k = old->kind;
+      uint64_t off = old->off, age = now - old->start_ns;
+      pthread_mutex_unlock(&g->mu);
+      drop(g, -ETIMEDOUT, "%s: a %s at offset %" PRIu64 " has not completed after %.1f s (%s)",
+           svm_layer_path(g->dst), kind_name[k], off, (double)age / 1e9,
+           fix_for(-ETIMEDOUT));
+      pthread_mutex_lock(&g->mu);
+      continue;
+    }
+    until = old != NULL ? old->start_ns + g->timeout_ns : now + g->timeout_ns;
+    ts.tv_sec = (time_t)(until / 1000000000u);
+    ts.tv_nsec = (long)(until % 1000000000u);
+    pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+  }
+  pthread_mutex_unlock(&g->mu);
+  return NULL;
+}
+
+/* ---- life ---------------------------------------------------------------------------------- */
+
+int mirror_guard_new(struct svm_layer *dst, uint64_t timeout_ns, uint64_t budget,
+                     struct mirror_guard **out)
+{
+  struct mirror_guard *g = calloc(1, sizeof *g);
+  pthread_condattr_t ca;
+  int r;
+
+  *out = NULL;
+  if (g == NULL)
+    return svm_error(ENOMEM, "mirror to %s: out of memory", svm_layer_path(dst));
+  g->layer = (struct svm_layer){ .ops = &guard_ops, .below = dst, .priv = g,
+                                 .size = dst->size, .readonly = dst->readonly };
+  g->dst = dst;
+  g->timeout_ns = timeout_ns;
+  g->budget = budget;
+  atomic_init(&g->refs, 1);
+  atomic_init(&g->err, 0);
+  pthread_mutex_init(&g->mu, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&g->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  if ((r = pthread_create(&g->watchdog, NULL, watchdog_main, g)) != 0) {
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g);
+    return svm_error(r, "mirror to %s: cannot start its watchdog thread: %s",
+                     svm_layer_path(dst), strerror(r));
+  }
+  *out = g;
+  return 0;
+}
+
+struct svm_layer *mirror_guard_layer(struct mirror_guard *g)
+{
+  return &g->layer;
+}
+
+int mirror_guard_err(struct mirror_guard *g)
+{
+  return atomic_load_explicit(&g->err, memory_order_relaxed);
+}
+
+int mirror_guard_status(struct mirror_guard *g, char *msg, size_t len)
+{
+  int err;
+
+  pthread_mutex_lock(&g->mu);
+  err = atomic_load(&g->err);
+  if (msg != NULL && len > 0)
+    snprintf(msg, len, "%s", err ? g->msg : "");
+  pthread_mutex_unlock(&g->mu);
+  return err;
+}
+
+uint64_t mirror_guard_peak(struct mirror_guard *g)
+{
+  uint64_t n;
+
+  pthread_mutex_lock(&g->mu);
+  n = g->peak;
+  pthread_mutex_unlock(&g->mu);
+  return n;
+}
+
+/* The stack above is drained: only requests abandoned to a hung destination may still be out,
+ * and they keep the guard alive until they come back. */
+void mirror_guard_close(struct mirror_guard *g)
+{
+  if (g == NULL)
+    return;
+  pthread_mutex_lock(&g->mu);
+  g->stop = true;
+  pthread_cond_signal(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+  pthread_join(g->watchdog, NULL);
+  guard_unref(g);
+}
