@@ -8,5 +8,9 @@ set_tests_properties(test-mirror-model PROPERTIES LABELS threads TIMEOUT 300)
 # the same with every request of the raw layers on the I/O engine (no inline fast path)
 add_test(NAME test-mirror-model-engine COMMAND test-mirror-model)
 set_tests_properties(test-mirror-model-engine PROPERTIES LABELS threads TIMEOUT 300
-                     ENVIRONMENT "${SVM_TEST_ENV};SVM_NBD_INLINE=0;SVM_MIRROR_SEEDS=24"
+                     ENVIRONMENT "${SVM_TEST_ENV};SVM_NBD_INLINE=0;SVM_MIRROR_SEEDS=64"
                      SKIP_RETURN_CODE 77)
+# the mirror under a real NBD export: libnbd clients writing through the mirror's swap-in, the
+# copy, and the switchover (source and destination identical while paused)
+svm_unit_test(test-mirror-export SOURCES unit/test-mirror-export.c LIBS svmotion)
+set_tests_properties(test-mirror-export PROPERTIES LABELS threads TIMEOUT 300)

@@ -39,6 +39,7 @@ struct layer_end {
   struct svm_io *io;
   struct lreq *live;
   unsigned pending;           /* requests whose callback has not run yet */
+  bool dying;                 /* being freed: results go nowhere */
 };
 
 enum { MAX_EXTENTS = 64 };
@@ -55,7 +56,13 @@ static int layer_start(struct svm_copy_end *e, unsigned requests)
 
   if (le->io != NULL)
     return 0;
-  if (svm_io_new(SVM_IO_AUTO, depth < 64 ? 64 : depth, &le->io) < 0)
+  depth = depth < 64 ? 64 : depth;
+  /* Writes through libaio where there is one, as the file end does (file.c): io_submit()
+   * allocates O_DIRECT blocks in the order issued, a compact extent tree. */
+  if (e->writable && svm_io_new(SVM_IO_AIO, depth, &le->io) == 0)
+    return 0;
+  svm_error_clear();
+  if (svm_io_new(SVM_IO_AUTO, depth, &le->io) < 0)
     return svm_error_prefix("%s", e->name);
   return 0;
 }
@@ -121,9 +128,12 @@ static void lreq_deliver(void *opaque, int64_t res)
   svm_io_cb cb = q->cb;
   void *cb_opaque = q->opaque;
 
+  bool dying = q->le->dying;
+
   q->le->pending--;
   lreq_free(q);
-  cb(cb_opaque, res);
+  if (!dying)
+    cb(cb_opaque, res);
 }
 
 /* The layer's completion, perhaps inline: deliver it from the next reap. */
@@ -264,14 +274,20 @@ static int layer_finish(struct svm_copy_end *e)
   return svm_layer_flush_sync(LE(e)->l);
 }
 
-/* svm_io_free() waits for the engine's requests and drops posts never reaped; requests the
- * layer still holds elsewhere (parked at the gate) are the gate owner's to withdraw first. */
+/* Requests still in the engine are run to completion, callbacks included, so that a layer's
+ * multi-step request (a write, then its sync) ends and frees its state; their results go
+ * nowhere. svm_io_free() then drops posts never reaped. Requests the layer holds elsewhere
+ * (parked at the gate) are the gate owner's to withdraw first. */
 static void layer_free(struct svm_copy_end *e)
 {
   struct layer_end *le = LE(e);
 
-  if (le->io != NULL)
+  le->dying = true;
+  if (le->io != NULL) {
+    while (svm_io_in_flight(le->io) > 0 && svm_io_reap(le->io, 1) >= 0)
+      ;
     svm_io_free(le->io);
+  }
   while (le->live)
     lreq_free(le->live);
   free(le);

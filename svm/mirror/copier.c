@@ -6,12 +6,15 @@
  * flight), and the end then asks the source's block status under that range: holes cost no
  * I/O, and a guest write into a hole is never lost to a map taken earlier. When the engine has
  * written the chunk (chunk_done), the chunk is marked copied and only then released: a guest
- * write parked on it goes to both sides from then on.
+ * write parked on it goes to both sides from then on. At the end the destination is flushed,
+ * so that the switchover's flush has only the last mirrored writes to make durable.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/error.h"
 #include "svm/copy/copy.h"
@@ -100,6 +103,46 @@ static int check_all_copied(struct svm_mirror *m)
   return 0;
 }
 
+struct flush_wait {
+  bool done;
+  int64_t res;
+};
+
+static void flush_done(void *opaque, int64_t res)
+{
+  struct flush_wait *w = opaque;
+
+  w->res = res;
+  w->done = true;
+}
+
+/* Make the copy durable before saying it is done, through the guard (so a hang is timed out
+ * and a failure drops the destination), on the destination end's engine: otherwise all the
+ * copy's dirty pages would be written back by the flush at the switchover, while the guest
+ * is paused. */
+static int flush_dst(struct svm_mirror *m, struct svm_copy_end *de)
+{
+  struct svm_io *io = svm_copy_layer_end_io(de);
+  struct flush_wait w = { 0 };
+  int r = svm_layer_flush(mirror_guard_layer(m->g), io, flush_done, &w);
+
+  if (r < 0)
+    return svm_error(-r, "%s: flush: %s", svm_layer_path(m->dst), strerror(-r));
+  while (!w.done) {
+    struct pollfd p = { .fd = svm_io_event_fd(io), .events = POLLIN };
+    uint64_t v;
+    if ((r = svm_io_reap(io, 0)) < 0)
+      return svm_error(-r, "%s: flush: %s", svm_layer_path(m->dst), strerror(-r));
+    if (w.done)
+      break;
+    if (poll(&p, 1, -1) > 0 && read(p.fd, &v, sizeof v) < 0) { /* raced: reap anyway */ }
+  }
+  if (w.res < 0)
+    return svm_error((int)-w.res, "%s: flush: %s", svm_layer_path(m->dst),
+                     strerror((int)-w.res));
+  return 0;
+}
+
 static void on_progress(void *opaque, uint64_t done, uint64_t total)
 {
   struct svm_mirror *m = opaque;
@@ -116,6 +159,7 @@ int svm_mirror_run(struct svm_mirror *m)
 {
   struct svm_layer *src = m->layer->below;
   struct svm_copy_end *se = NULL, *de = NULL;
+  struct svm_layer *direct_src = NULL;
   struct svm_copy *c = NULL;
   struct svm_extent_list map;
   struct svm_copy_gate gate = { .enter = gate_enter, .opaque = m };
@@ -147,24 +191,32 @@ int svm_mirror_run(struct svm_mirror *m)
     r = svm_error(-r, "mirror of %s: out of memory", svm_layer_path(src));
     goto out;
   }
-  if ((r = svm_copy_layer_end_new(svm_layer_path(src), src, false, &gate, &se)) < 0 ||
-      (r = svm_copy_layer_end_new(svm_layer_path(m->dst), mirror_guard_layer(m->g), true, NULL,
-                                  &de)) < 0 ||
+  if ((r = mirror_direct_open(src, false, &direct_src)) < 0)
+    goto out;
+  if ((r = svm_copy_layer_end_new(svm_layer_path(src), direct_src ? direct_src : src, false,
+                                  &gate, &se)) < 0 ||
+      (r = svm_copy_layer_end_new(svm_layer_path(m->dst), mirror_guard_copier_layer(m->g),
+                                  true, NULL, &de)) < 0 ||
       (r = svm_copy_new(se, de, &co, &c)) < 0)
     goto out;
   m->copy = c;
   r = svm_copy_run(c, &map);
   m->copy = NULL;
+  if (r == 0)
+    r = flush_dst(m, de);
   svm_copy_get_counters(c, &n);
   atomic_store(&m->bytes_copied, n.bytes_written);
 
 out:
-  /* The ends first (end.h: no buffer of the engine is used after), then the chunk ranges. */
+  /* The ranges of chunks the engine never finished first (once withdrawn, no release can
+   * grant one and post to the source end's engine), then the ends (end.h: no buffer of the
+   * engine is used after), then the engine. */
   if (r < 0)
     snprintf(msg, sizeof msg, "%s", svm_last_error());
+  release_all(m);
   svm_copy_end_free(se);
   svm_copy_end_free(de);
-  release_all(m);
+  mirror_direct_close(direct_src);
   svm_copy_free(c);
   svm_extent_list_free(&map);
   free(m->chunks);

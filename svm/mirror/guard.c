@@ -29,8 +29,11 @@ enum state { ST_WAITING, ST_ISSUED, ST_ABANDONED };
 
 struct gop {
   struct mirror_guard *g;
+  struct svm_layer *target;     /* where it goes: dst, or the direct way */
   struct gop *prev, *next;      /* g->ops */
-  struct gop *alink;            /* collecting, under g->mu */
+  struct gop *alink;            /* drop_v's chain of abandoned requests (set under g->mu) */
+  struct gop *glink;            /* grant_locked's chain of granted writes (set under g->mu):
+                                   a request may be on both at once, so two fields */
   enum kind kind;
   enum state state;
   atomic_int refs;
@@ -48,6 +51,8 @@ struct gop {
 
 struct mirror_guard {
   struct svm_layer layer;       /* over dst; never freed with svm_layer_free */
+  struct svm_layer copier_layer;  /* over direct (or dst): the bulk copy's way */
+  struct svm_layer *direct;     /* O_DIRECT writes to dst's file (direct.c), or NULL */
   struct svm_layer *dst;
   atomic_int refs;              /* the owner + every request alive */
   atomic_int err;
@@ -76,6 +81,7 @@ static void guard_unref(struct mirror_guard *g)
     return;
   pthread_mutex_destroy(&g->mu);
   pthread_cond_destroy(&g->cv);
+  mirror_direct_close(g->direct);
   free(g);
 }
 
@@ -193,7 +199,7 @@ static int issue(struct gop *op, bool retry);
 static void issue_posted(void *opaque, int64_t res);
 
 /* Under g->mu: the waiting writes that fit in the budget now, in order, taken off the wait
- * (chained by alink) for the caller to post once unlocked. */
+ * (chained by glink) for the caller to post once unlocked. */
 static struct gop *grant_locked(struct mirror_guard *g)
 {
   struct gop *go = NULL, **tail = &go;
@@ -207,9 +213,9 @@ static struct gop *grant_locked(struct mirror_guard *g)
     w->held = w->len;
     g->used += w->len;
     g->peak = g->used > g->peak ? g->used : g->peak;
-    w->alink = NULL;
+    w->glink = NULL;
     *tail = w;
-    tail = &w->alink;
+    tail = &w->glink;
   }
   return go;
 }
@@ -219,7 +225,7 @@ static void post_granted(struct gop *go)
   struct gop *w;
 
   while ((w = go) != NULL) {
-    go = w->alink;
+    go = w->glink;
     svm_io_post_node(w->io, &w->issue_node, issue_posted, w, 0);
   }
 }
@@ -281,14 +287,14 @@ static void issue_posted(void *opaque, int64_t res)
  * Any other failure is the request's result. */
 static int issue(struct gop *op, bool retry)
 {
-  struct mirror_guard *g = op->g;
-  struct svm_layer *d = g->dst;
+  struct svm_layer *d = op->target;
   int r = -EINVAL;
 
   switch (op->kind) {
   case OP_WRITE:
-    op->copy = malloc(op->len ? op->len : 1);
-    if (op->copy == NULL) {
+    /* aligned, for the direct way (O_DIRECT) */
+    if (posix_memalign(&op->copy, SVM_IO_ALIGN, op->len ? op->len : 1) != 0) {
+      op->copy = NULL;
       r = -ENOMEM;
       break;
     }
@@ -329,7 +335,7 @@ static int submit(struct svm_layer *l, enum kind kind, struct svm_io *io, const 
     return err;
   if ((op = calloc(1, sizeof *op)) == NULL)
     return -ENOMEM;
-  *op = (struct gop){ .g = g, .kind = kind, .io = io, .buf = buf, .off = off, .len = len,
+  *op = (struct gop){ .g = g, .target = l->below, .kind = kind, .io = io, .buf = buf, .off = off, .len = len,
                       .flags = flags, .cb = cb, .opaque = opaque, .start_ns = now_ns() };
   atomic_init(&op->refs, 1);
   pthread_mutex_lock(&g->mu);
@@ -458,6 +464,12 @@ int mirror_guard_new(struct svm_layer *dst, uint64_t timeout_ns, uint64_t budget
   g->layer = (struct svm_layer){ .ops = &guard_ops, .below = dst, .priv = g,
                                  .size = dst->size, .readonly = dst->readonly };
   g->dst = dst;
+  if ((r = mirror_direct_open(dst, true, &g->direct)) < 0) {
+    free(g);
+    return r;
+  }
+  g->copier_layer = g->layer;
+  g->copier_layer.below = g->direct ? g->direct : dst;
   g->timeout_ns = timeout_ns;
   g->budget = budget;
   atomic_init(&g->refs, 1);
@@ -470,6 +482,7 @@ int mirror_guard_new(struct svm_layer *dst, uint64_t timeout_ns, uint64_t budget
   if ((r = pthread_create(&g->watchdog, NULL, watchdog_main, g)) != 0) {
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
+    mirror_direct_close(g->direct);
     free(g);
     return svm_error(r, "mirror to %s: cannot start its watchdog thread: %s",
                      svm_layer_path(dst), strerror(r));
@@ -481,6 +494,11 @@ int mirror_guard_new(struct svm_layer *dst, uint64_t timeout_ns, uint64_t budget
 struct svm_layer *mirror_guard_layer(struct mirror_guard *g)
 {
   return &g->layer;
+}
+
+struct svm_layer *mirror_guard_copier_layer(struct mirror_guard *g)
+{
+  return &g->copier_layer;
 }
 
 int mirror_guard_err(struct mirror_guard *g)

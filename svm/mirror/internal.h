@@ -22,6 +22,8 @@ struct mirror_guard;
 int mirror_guard_new(struct svm_layer *dst, uint64_t timeout_ns, uint64_t budget,
                      struct mirror_guard **out);
 struct svm_layer *mirror_guard_layer(struct mirror_guard *g);
+/* The same guard, for the bulk copy: its aligned writes go to the file with O_DIRECT. */
+struct svm_layer *mirror_guard_copier_layer(struct mirror_guard *g);
 /* 0 or the -errno that dropped the destination (a relaxed load: cheap on every request). */
 int mirror_guard_err(struct mirror_guard *g);
 int mirror_guard_status(struct mirror_guard *g, char *msg, size_t len);
@@ -31,6 +33,10 @@ void mirror_guard_drop(struct mirror_guard *g, int err, const char *fmt, ...)
 /* Bytes of data copies alive at most so far. */
 uint64_t mirror_guard_peak(struct mirror_guard *g);
 void mirror_guard_close(struct mirror_guard *g);
+
+/* ---- direct.c: O_DIRECT writes to dst's file for the copier, the rest to dst ---- */
+int mirror_direct_open(struct svm_layer *l, bool writable, struct svm_layer **out);  /* NULL: none */
+void mirror_direct_close(struct svm_layer *l);
 
 /* ---- mirror.c ---- */
 enum { MIRROR_GRANULE_SHIFT = 16 };     /* the copied map's granule: 64 KiB */

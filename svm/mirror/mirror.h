@@ -16,6 +16,15 @@
  * Usage (svm/migrate): the stack raw_src -> track becomes raw_src -> mirror(dst) -> track and is
  * swapped into the export; svm_mirror_run() on a job thread; then pause the export, check
  * svm_mirror_status() == 0, flush dst, swap to raw_dst -> track, resume. Abort: swap back.
+ *
+ * Memory: each guest request costs a small record; writes to dst are made from the mirror's
+ * own copies of the data, at most buffer_budget bytes at once. The copier holds `requests`
+ * chunk buffers. Raw files are read and written by the copier with O_DIRECT (direct.c).
+ * Limit: a destination request stuck in the kernel is given up at the timeout (the guest goes
+ * on, run() fails), but the I/O engine that issued it still waits for it when it is freed
+ * (svm_io_free): for the copier's own engines, that is when run() returns. When such a
+ * request finally completes it touches only the mirror's own memory, which outlives the layer
+ * until then.
  */
 #ifndef SVM_MIRROR_H
 #define SVM_MIRROR_H
@@ -61,7 +70,7 @@ int svm_mirror_new(struct svm_layer *src, struct svm_layer *dst, const struct sv
                    struct svm_layer **layer_out, struct svm_mirror **m);
 
 /* The bulk copy: one pass of the copy engine over src on the calling thread (with its own I/O
- * engines). Returns 0 when every region is copied (from then on every guest write goes to both,
+ * engines), then a flush of dst. Returns 0 when every region is copied and durable (from then on every guest write goes to both,
  * so src and dst stay identical), -ECANCELED after svm_mirror_cancel(), or the dst failure's
  * -errno (ENOSPC, EIO, ETIMEDOUT...) with svm_error set naming dst, the offset and the fix.
  * Runs once. */

@@ -135,6 +135,7 @@ static void test_routing(void **state)
 
   assert_int_equal(svm_mirror_run(x.m), 0);
   assert_same(&x);                                       /* the copier carried it */
+  assert_int_equal(atomic_load(&x.f->flushes), 2);      /* and made it durable */
 
   memset(w, 'B', sizeof w);
   assert_int_equal(sync_write(x.top, x.io, w, sizeof w, 4096, SVM_LAYER_FUA),
@@ -145,7 +146,7 @@ static void test_routing(void **state)
   assert_int_equal(sync_trim(x.top, x.io, 2 << 20, 64 << 10), 0);
   assert_int_equal(atomic_load(&x.f->trims), 1);
   assert_int_equal(sync_flush(x.top, x.io), 0);
-  assert_int_equal(atomic_load(&x.f->flushes), 2);
+  assert_int_equal(atomic_load(&x.f->flushes), 3);
   assert_same(&x);
   svm_mirror_get_counters(x.m, &c);
   assert_int_equal(c.bytes_mirrored, sizeof w + (128 << 10));
