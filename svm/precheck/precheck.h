@@ -35,7 +35,7 @@ struct svm_pc_report {
   struct svm_pc_item items[SVM_PC_MAX_ITEMS];
 };
 
-/* fix: NULL for ok, else printf-like after found's arguments is not possible: give it whole. */
+/* One item: what was found (printf-like) and the fix in the operator's words (NULL for ok). */
 void svm_pc_add(struct svm_pc_report *r, const char *check, enum svm_pc_level level,
                 const char *fix, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 bool svm_pc_failed(const struct svm_pc_report *r);
