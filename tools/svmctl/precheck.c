@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <svmotion/client.h>
 
@@ -81,6 +82,10 @@ int svmctl_precheck(const char *state, int argc, char **argv)
   if (bw)
     keys[k] = "bandwidth", vals[k++] = "1";
   keys[k] = "format", vals[k++] = json ? "json" : "text";
+  /* The probes take a few seconds (the bandwidth probe three more): say so on a terminal. */
+  if (isatty(STDERR_FILENO))
+    fprintf(stderr, "svmctl: checking the move of VM %s%s%s (a few seconds%s)...\n", vm,
+            host ? " to " : "", host ? host : "", bw ? ", 3 more for --bandwidth" : "");
   r = svm_client_connect(state, &c);
   if (r == 0) {
     r = svm_client_call(c, "precheck", k, keys, vals, &payload);
