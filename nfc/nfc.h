@@ -18,7 +18,9 @@
  *                                        <-   DONE
  *
  * After a dropped connection the sender opens the range again and READY says where to go on:
- * only what was not yet durable travels again.
+ * only what was not yet durable travels again. One connection holds a range at a time; a new
+ * OPEN of a held range aborts the holder (nfc_conn_abort: a link cut without a reset leaves a
+ * receiver waiting on a silent connection) and goes on once it has checkpointed.
  *
  * Get: a client sends GET (name, provisioning); the server, if the sink lets it, sends that
  * file back on the same connection as a one-stream put (OPEN ... COMMIT, the client now the

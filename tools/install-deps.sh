@@ -9,7 +9,7 @@ pkgs=(
   liburing-dev libaio-dev libnbd-dev libssl-dev libcmocka-dev
   # peers the tests and benchmarks run for real
   qemu-utils nbdkit libnbd-bin fio e2fsprogs coreutils util-linux iproute2 procps
-  python3 python3-libnbd
+  python3 python3-libnbd openssl
 )
 
 missing=()

@@ -30,9 +30,10 @@ struct svm_agent_config {
   const char *mgmt;               /* --mgmt ADDR:PORT: the peer link's listener */
   const char *migration;          /* --migration ADDR:PORT: the migration listener, bound */
   const char *migration_gw;       /* --migration-gateway GW: policy routing for migration */
-  const char *tls_dir;            /* --tls-dir DIR: x509 credentials, QEMU layout */
-  const char *tls_psk;            /* --tls-psk FILE: identity:hexkey lines */
-  bool insecure;                  /* --insecure: plaintext peer link (tests) */
+  const char *tls_dir;            /* --tls-dir DIR: x509 credentials, QEMU layout (the peer
+                                   * link, TCP exports' TLS) */
+  const char *tls_psk;            /* --tls-psk FILE: identity:hexkey lines instead of tls_dir */
+  bool insecure;                  /* --insecure: plaintext peer link and TCP exports (tests) */
   unsigned nfc_streams;           /* --nfc-streams N: TCP streams per file (0: 1) */
   uint64_t nfc_rate;              /* --nfc-rate: bytes/s cap of NFC copies (0: none) */
   const char *group;              /* --group G: G may use the control and NBD sockets too

@@ -16,6 +16,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "nfc/tls.h"
 #include "svm/agent/internal.h"
 #include "svm/control/peercred.h"
 #include "svm/control/server.h"
@@ -176,6 +177,7 @@ static void free_agent(struct svm_agent *a)
     a->creating = n->next;
     free(n);
   }
+  nfc_tls_config_free(a->nbd_tls);   /* after the VMs: their exports used it */
   pthread_mutex_destroy(&a->mu);
   free(a);
 }
@@ -274,6 +276,13 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
   r = resolve_group(a, cfg->group);
   if (r < 0)
     return r;
+  if (cfg->tls_dir || cfg->tls_psk) {
+    /* TCP exports speak TLS (NBD_OPT_STARTTLS): the host's server certificate, or a PSK */
+    r = cfg->tls_dir ? nfc_tls_config_x509(NFC_TLS_SERVER, cfg->tls_dir, &a->nbd_tls)
+                     : nfc_tls_config_psk(NFC_TLS_SERVER, cfg->tls_psk, &a->nbd_tls);
+    if (r < 0)
+      return svm_error_prefix(cfg->tls_dir ? "--tls-dir" : "--tls-psk");
+  }
   r = mkdir_p(cfg->state_dir);
   if (r < 0)
     return r;
@@ -660,7 +669,7 @@ static const struct command {
   { "ping", { NULL }, do_ping, false },
   { "vm-list", { NULL }, do_vm_list, false },
   { "vm-show", { "vm", NULL }, do_vm_show, false },
-  { "vm-create", { "vm", "datastore", "disk", "tcp", NULL }, do_vm_create, true },
+  { "vm-create", { "vm", "datastore", "disk", "tcp", "tcp-any", NULL }, do_vm_create, true },
   { "vm-delete", { "vm", NULL }, do_vm_delete, false },
   { "cbt-changeid", { "vm", "disk", NULL }, do_cbt_changeid, true },
   { "cbt-query", { "vm", "disk", "since", "cursor", "limit", NULL }, do_cbt_query, false },

@@ -125,6 +125,18 @@ int agent_disk_start(struct svm_agent *a, struct agent_disk *d)
     r = svm_export_listen_unix(d->export, d->sock_path);
   if (r == 0)
     r = agent_set_access(a, d->sock_path, false);   /* 0600, or 0660 for --group */
+  if (r == 0 && d->tcp_addr[0] && !a->insecure && !a->nbd_tls) {
+    /* NBD over TCP is TLS (svmd --tls-dir / --tls-psk), or plaintext when the operator said
+     * so (svmd --insecure); otherwise not at all, and the local guest keeps its unix socket */
+    agent_log("%s: not exported over TCP (%s:%s): it would be plaintext; start svmd with "
+              "--tls-dir DIR or --tls-psk FILE (TLS), or --insecure", d->export_name,
+              d->tcp_addr, d->tcp_port);
+    d->tcp_addr[0] = '\0';
+  }
+  if (r == 0 && d->tcp_addr[0] && a->nbd_tls) {
+    svm_export_set_tls(d->export, a->nbd_tls);
+    d->tcp_tls = true;
+  }
   if (r == 0 && d->tcp_addr[0]) {
     char port[16];
     r = svm_export_listen_tcp(d->export, d->tcp_addr, d->tcp_port, port, sizeof port);

@@ -45,6 +45,7 @@ struct agent_disk {
   char *sock_path;        /* STATE/nbd/VM-diskN.sock */
   char tcp_addr[64];      /* host part of export.tcp, "" when not exported over TCP */
   char tcp_port[16];      /* the bound port */
+  bool tcp_tls;           /* TCP clients must use TLS (svmd --tls-dir): nbds:// */
   struct cbt *cbt;
   struct svm_export *export;
 };
@@ -65,6 +66,7 @@ struct agent_vm {
   struct agent_disk *disks;
 };
 
+struct nfc_tls_config;
 /* A VM found on a datastore that svmd does not serve (degraded.c). */
 struct agent_degraded {
   struct agent_degraded *next;
@@ -87,6 +89,7 @@ struct svm_agent {
   bool have_creds;
   struct svm_peer_server *peer;
   struct agent_hostmoves *hostmoves;
+  struct nfc_tls_config *nbd_tls;   /* --tls-dir's server credentials: TCP exports' STARTTLS */
   gid_t group;            /* --group, or SVM_NO_GROUP */
   /* The migration network (precheck.c): --migration-gateway, the listener, the interface. */
   char *migration_gw;

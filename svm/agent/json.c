@@ -68,8 +68,8 @@ static char *tcp_uri(const struct agent_disk *d)
   bool v6 = strchr(d->tcp_addr, ':') != NULL;
   char *u;
 
-  if (asprintf(&u, "nbd://%s%s%s:%s/%s", v6 ? "[" : "", d->tcp_addr, v6 ? "]" : "",
-               d->tcp_port, d->export_name) < 0)
+  if (asprintf(&u, "nbd%s://%s%s%s:%s/%s", d->tcp_tls ? "s" : "", v6 ? "[" : "",
+               d->tcp_addr, v6 ? "]" : "", d->tcp_port, d->export_name) < 0)
     u = NULL;
   return u;
 }

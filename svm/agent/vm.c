@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -58,11 +61,14 @@ void agent_vm_close(struct agent_vm *vm)
   free_vm(vm);
 }
 
-/* "ADDR:PORT" (ADDR may be [v6]) -> addr, port */
-static int split_hostport(const char *s, char *addr, size_t alen, char *port, size_t plen)
+/* "ADDR:PORT" (ADDR may be [v6]) -> addr, port. The port strictly: 1 to 5 digits, at most
+ * 65535 (0: ephemeral ports); `ndisks` disks listen on PORT..PORT+ndisks-1, which must fit. */
+static int split_hostport(const char *s, unsigned ndisks, char *addr, size_t alen, char *port,
+                          size_t plen)
 {
   const char *colon = strrchr(s, ':');
   const char *h = s;
+  unsigned long p = 0;
   size_t hl;
 
   if (!colon || !colon[1])
@@ -77,12 +83,43 @@ static int split_hostport(const char *s, char *addr, size_t alen, char *port, si
   memcpy(addr, h, hl);
   addr[hl] = '\0';
   strcpy(port, colon + 1);
-  for (const char *p = port; *p; p++)
-    if (*p < '0' || *p > '9')
-      return svm_error(EINVAL, "'%s': the port must be a number", s);
-  if (atoi(port) > 65535)
-    return svm_error(EINVAL, "'%s': port out of range", s);
+  if (strlen(port) > 5)
+    return svm_error(EINVAL, "'%s': the port must be a number from 1 to 65535 (0: any free "
+                     "port)", s);
+  for (const char *c = port; *c; c++) {
+    if (*c < '0' || *c > '9')
+      return svm_error(EINVAL, "'%s': the port must be a number from 1 to 65535 (0: any free "
+                       "port)", s);
+    p = p * 10 + (unsigned long)(*c - '0');
+  }
+  if (p > 65535)
+    return svm_error(EINVAL, "'%s': port %lu is out of range (1-65535; 0: any free port)", s, p);
+  if (p && ndisks > 1 && p + ndisks - 1 > 65535)
+    return svm_error(EINVAL, "'%s': %u disks need ports %lu-%lu, past 65535; choose a lower "
+                     "port", s, ndisks, p, p + ndisks - 1);
   return 0;
+}
+
+/* An address that means "every interface" (0, 0.0.0.0, ::, [::], 0::0...): it exposes the
+ * disks to every network the host is on, so it is taken only through --tcp-any. */
+static bool wildcard_addr(const char *addr)
+{
+  struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICHOST, .ai_socktype = SOCK_STREAM };
+  struct addrinfo *res;
+  bool any = false;
+
+  if (strcmp(addr, "*") == 0)
+    return true;
+  if (getaddrinfo(addr, NULL, &hints, &res) != 0)
+    return false;                   /* a host name: resolved when the export listens */
+  for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+    if (ai->ai_family == AF_INET)
+      any |= ((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr == htonl(INADDR_ANY);
+    else if (ai->ai_family == AF_INET6)
+      any |= IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr);
+  }
+  freeaddrinfo(res);
+  return any;
 }
 
 /* asprintf, but NULL on failure (asprintf leaves its pointer undefined, and free_vm frees
@@ -170,7 +207,8 @@ int agent_vm_open(struct svm_agent *a, const struct svm_datastore *ds, const cha
   if (!vm->dir || !vm->desc_path || !vm->disks)
     r = svm_error(ENOMEM, "out of memory");
   if (!r && desc->tcp &&
-      split_hostport(desc->tcp, tcp_addr, sizeof tcp_addr, tcp_port, sizeof tcp_port) < 0)
+      split_hostport(desc->tcp, desc->ndisks, tcp_addr, sizeof tcp_addr, tcp_port,
+                     sizeof tcp_port) < 0)
     r = svm_error_prefix("%s: export.tcp", desc_path);
   for (unsigned i = 0; !r && i < vm->ndisks; i++)
     r = init_disk(a, vm, i, tcp_addr, tcp_port);
@@ -249,6 +287,7 @@ static int setf(struct svm_desc *d, const char *val, const char *fmt, ...)
 /* What vm-create asks for, checked before anything is made. */
 struct vm_spec {
   const char *name, *tcp;
+  char tcp_any[16];                 /* --tcp-any PORT, as export.tcp: "0.0.0.0:PORT" */
   const struct svm_datastore *ds;
   unsigned ndisks;
   uint64_t sizes[SVM_DESC_MAX_DISKS];
@@ -290,6 +329,40 @@ static int parse_disk_args(const struct svm_ctl_request *r, struct vm_spec *spec
   return 0;
 }
 
+/* --tcp ADDR:PORT or --tcp-any PORT: strict ports, no wildcard address by accident, and
+ * never plaintext unless svmd was started with --insecure. */
+static int validate_tcp(struct svm_agent *a, const struct svm_ctl_request *r,
+                        struct vm_spec *spec)
+{
+  const char *any = svm_ctl_arg(r, "tcp-any");
+  char h[64], p[16];
+
+  if (!spec->tcp && !any)
+    return 0;
+  if (spec->tcp && any)
+    return svm_error(EINVAL, "--tcp and --tcp-any exclude each other");
+  if (any) {
+    if (snprintf(spec->tcp_any, sizeof spec->tcp_any, "0.0.0.0:%s", any) >=
+        (int)sizeof spec->tcp_any || split_hostport(spec->tcp_any, spec->ndisks, h, sizeof h,
+                                                    p, sizeof p) < 0)
+      return svm_error_prefix("--tcp-any");
+    spec->tcp = spec->tcp_any;
+  } else {
+    if (split_hostport(spec->tcp, spec->ndisks, h, sizeof h, p, sizeof p) < 0)
+      return svm_error_prefix("--tcp");
+    if (wildcard_addr(h))
+      return svm_error(EINVAL, "--tcp %s: '%s' means every address of this host; give the "
+                       "address to listen on, or say --tcp-any PORT to export on all of them",
+                       spec->tcp, h);
+  }
+  if (!a->insecure && !a->nbd_tls)
+    return svm_error(EPERM, "--tcp: VM %s: NBD over TCP would be plaintext; start svmd with "
+                     "--tls-dir DIR or --tls-psk FILE (TCP clients then need TLS) or "
+                     "--insecure to allow plaintext (the unix sockets need neither)",
+                     spec->name);
+  return 0;
+}
+
 static int validate_create(struct svm_agent *a, const struct svm_ctl_request *r,
                            struct vm_spec *spec)
 {
@@ -320,12 +393,10 @@ static int validate_create(struct svm_agent *a, const struct svm_ctl_request *r,
   if (g)
     return svm_error(EEXIST, "VM %s exists already (datastore %s, %s; degraded: %s)",
                      spec->name, g->ds->name, g->dir, g->reason);
-  if (spec->tcp) {
-    char h[64], p[16];
-    if (split_hostport(spec->tcp, h, sizeof h, p, sizeof p) < 0)
-      return svm_error_prefix("--tcp");
-  }
-  return parse_disk_args(r, spec);
+  ret = parse_disk_args(r, spec);
+  if (ret < 0)
+    return ret;
+  return validate_tcp(a, r, spec);
 }
 
 /* 0700 whatever the umask: the VM's files are svmd's alone (guests reach them over NBD). */

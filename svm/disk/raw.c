@@ -198,15 +198,62 @@ static ssize_t try_inline(struct raw *l, bool write, void *buf, size_t len, uint
   return n == (ssize_t)len ? n : -1;      /* errors and short writes: retried on the engine */
 }
 
+/* A read the engine returned short: the file ended before the range did (it shrank behind our
+ * back: another tool truncated it), or an I/O error cut it. Every byte of buf is defined before
+ * the caller sees success: past the end of the file the disk reads as zeros (as a hole does);
+ * a short read that the file's size does not explain is -EIO. Never the buffer's old contents,
+ * which may hold another client's or another VM's data. */
+struct raw_rd {
+  int fd;
+  void *buf;
+  size_t len;
+  uint64_t off;
+  svm_io_cb cb;
+  void *opaque;
+};
+
+static int64_t raw_read_short(int fd, void *buf, size_t len, uint64_t off, int64_t res)
+{
+  struct stat st;
+
+  if (res < 0 || (uint64_t)res >= len)
+    return res;
+  if (fstat(fd, &st) < 0 || (uint64_t)st.st_size > off + (uint64_t)res)
+    return -EIO;
+  memset((uint8_t *)buf + res, 0, len - (size_t)res);
+  return (int64_t)len;
+}
+
+static void raw_read_done(void *opaque, int64_t res)
+{
+  struct raw_rd *rd = opaque;
+  svm_io_cb cb = rd->cb;
+  void *cb_opaque = rd->opaque;
+
+  res = raw_read_short(rd->fd, rd->buf, rd->len, rd->off, res);
+  free(rd);
+  cb(cb_opaque, res);
+}
+
 static int raw_read(struct svm_layer *l, struct svm_io *io, void *buf, size_t len, uint64_t off,
                     svm_io_cb cb, void *opaque)
 {
   ssize_t n = try_inline(raw_of(l), false, buf, len, off);
+  struct raw_rd *rd;
+  int r;
+
   if (n >= 0) {
     cb(opaque, n);
     return 0;
   }
-  return svm_io_pread(io, raw_of(l)->fd, buf, len, off, cb, opaque);
+  rd = malloc(sizeof *rd);
+  if (rd == NULL)
+    return -ENOMEM;
+  *rd = (struct raw_rd){ raw_of(l)->fd, buf, len, off, cb, opaque };
+  r = svm_io_pread(io, rd->fd, buf, len, off, raw_read_done, rd);
+  if (r < 0)
+    free(rd);
+  return r;
 }
 
 static int raw_write(struct svm_layer *l, struct svm_io *io, const void *buf, size_t len,

@@ -5,6 +5,7 @@
  * from the moment it is started until its reply is queued; the stack pointer is read only then,
  * which is what lets svm_export_swap replace it while paused. */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,17 +14,31 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "nfc/tls.h"
 #include "svm/nbd/internal.h"
 
 void nbds_conn_log(struct nbds_conn *c, const char *fmt, ...)
 {
   char msg[512];
+  unsigned suppressed;
   va_list ap;
 
+  if (!nbds_ratelimit_ok(&c->rl, &suppressed))
+    return;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  nbds_log_client(c->s.peer, "%s", msg);
+  if (suppressed)
+    nbds_log_client(c->s.peer, "%s (%u lines about this client left out before)", msg,
+                    suppressed);
+  else
+    nbds_log_client(c->s.peer, "%s", msg);
+}
+
+void nbds_conn_drop(struct nbds_conn *c)
+{
+  c->dead = true;
+  c->eof = true;
 }
 
 /* Fatal for this client only: log once, stop reading and writing, close when idle. */
@@ -117,7 +132,39 @@ static bool req_dispatch(struct nbds_conn *c, struct nbds_req *q)
   return req_start(c, q);
 }
 
+/* Room for one more request of this client (NBD_CONN_MAX_*). */
+static inline bool conn_room(const struct nbds_conn *c)
+{
+  return c->nreqs < NBD_CONN_MAX_REQUESTS && c->bytes < NBD_CONN_MAX_BYTES;
+}
+
+/* q now counts against c's caps until it is freed (nbds_req_free). */
+static void req_hold(struct nbds_conn *c, struct nbds_req *q, size_t bytes)
+{
+  q->held = bytes;
+  c->nreqs++;
+  c->bytes += bytes;
+}
+
+static bool conn_process(struct nbds_conn *c);
+
+/* A request that has begun to arrive (a partial header, or a WRITE payload) must be in by its
+ * deadline: a per-recv timeout would let a client that trickles a byte at a time hold its
+ * buffers for ever. No deadline while we are not reading it (at its caps, or paused). */
 bool nbds_conn_process(struct nbds_conn *c)
+{
+  bool r = conn_process(c);
+
+  if (!c->dead && (c->rd || c->in_end > c->in_start) && nbds_conn_wants_input(c)) {
+    if (c->deadline_ns == 0)
+      c->deadline_ns = nbds_now_ns() + c->e->request_timeout_ns;
+  } else {
+    c->deadline_ns = 0;
+  }
+  return r;
+}
+
+static bool conn_process(struct nbds_conn *c)
 {
   if (c->dead)
     return false;
@@ -126,7 +173,7 @@ bool nbds_conn_process(struct nbds_conn *c)
       return c->w->active >= c->w->max_active;
     c->ready = NULL;
   }
-  while (!c->dead && c->inflight < NBD_CONN_MAX_INFLIGHT && c->out_bytes < NBD_CONN_MAX_OUT) {
+  while (!c->dead) {
     size_t avail = c->in_end - c->in_start;
     struct nbds_request r;
     struct nbds_req *q;
@@ -144,13 +191,14 @@ bool nbds_conn_process(struct nbds_conn *c)
       if (p->got < p->r.length)
         break;
       c->rd = NULL;
+      c->deadline_ns = 0;           /* it is in: the next one has a deadline of its own */
       if (!req_dispatch(c, p)) {
         c->ready = p;
         return c->w->active >= c->w->max_active;
       }
       continue;
     }
-    if (c->eof || avail < NBD_REQUEST_SIZE)
+    if (c->eof || avail < NBD_REQUEST_SIZE || !conn_room(c))
       break;
     if (nbds_decode_request(c->in + c->in_start, avail, &r) < 0) {
       nbds_conn_kill(c, "bad request magic 0x%08x: dropping the client",
@@ -176,6 +224,10 @@ bool nbds_conn_process(struct nbds_conn *c)
     q->c = c;
     q->r = r;
     q->err = (uint32_t)err;
+    c->deadline_ns = 0;
+    /* what it will hold: its payload, or its READ buffer (BLOCK_STATUS: a little) */
+    req_hold(c, q, payload > 0 ? payload
+                   : r.type == NBD_CMD_READ && err == NBD_OK ? r.length : 4096);
     if (payload > 0) {
       if (err == NBD_OK && (q->buf = malloc(payload)) == NULL)
         q->err = NBD_ENOMEM;        /* payload still read, and dropped */
@@ -200,8 +252,27 @@ bool nbds_conn_process(struct nbds_conn *c)
 
 bool nbds_conn_wants_input(const struct nbds_conn *c)
 {
-  return !c->eof && !c->dead && c->ready == NULL && c->inflight < NBD_CONN_MAX_INFLIGHT &&
-         c->out_bytes < NBD_CONN_MAX_OUT;
+  /* a WRITE payload that has begun is always taken: it is counted already */
+  return !c->eof && !c->dead && c->ready == NULL && (c->rd != NULL || conn_room(c));
+}
+
+/* recv(), or a TLS read: bytes, 0 at the end of the stream, or -1 with errno (EAGAIN: wait
+ * for c->rd_events). */
+static inline ssize_t conn_recv(struct nbds_conn *c, void *buf, size_t len)
+{
+  ssize_t n;
+
+  if (c->s.tls == NULL)
+    return recv(c->s.fd, buf, len, MSG_DONTWAIT);
+  n = nfc_tls_read(c->s.tls, buf, len);
+  if (n >= 0) {
+    c->rd_events = POLLIN;
+    return n;
+  }
+  if (n == -EAGAIN)
+    c->rd_events = nfc_tls_want(c->s.tls);
+  errno = (int)-n;
+  return -1;
 }
 
 /* Receive what the socket has. */
@@ -213,7 +284,7 @@ void nbds_conn_read(struct nbds_conn *c)
 
     if (p && c->in_start == c->in_end && p->buf && p->r.length - p->got >= 4096) {
       /* a large payload goes straight into its buffer */
-      n = recv(c->s.fd, (uint8_t *)p->buf + p->got, p->r.length - p->got, MSG_DONTWAIT);
+      n = conn_recv(c, (uint8_t *)p->buf + p->got, p->r.length - p->got);
       if (n > 0) {
         p->got += (uint32_t)n;
         if (p->got == p->r.length)
@@ -228,7 +299,7 @@ void nbds_conn_read(struct nbds_conn *c)
         c->in_end -= c->in_start;
         c->in_start = 0;
       }
-      n = recv(c->s.fd, c->in + c->in_end, NBD_IN_SIZE - c->in_end, MSG_DONTWAIT);
+      n = conn_recv(c, c->in + c->in_end, NBD_IN_SIZE - c->in_end);
       if (n > 0) {
         c->in_end += (size_t)n;
         return;
@@ -258,10 +329,11 @@ void nbds_conn_free(struct nbds_conn *c)
   }
   nbds_req_free(c->rd);
   nbds_req_free(c->ready);
+  nbds_session_end_tls(&c->s);
   close(c->s.fd);
   nbds_session_clear(&c->s);
   free(c->in);
-  nbds_export_client_gone(c->e);
+  nbds_client_gone(c->s.l);
   free(c);
 }
 
@@ -283,12 +355,14 @@ struct nbds_conn *nbds_conn_new(struct nbds_worker *w, const struct nbds_session
     return NULL;
   }
   c->w = w;
-  c->e = w->e;
+  c->e = s->e;
   c->s = *s;
-  c->lim.size = w->e->size;
+  c->lim.size = s->e->size;
   c->lim.max_len = NBD_MAX_REQUEST;
-  c->lim.read_only = atomic_load(&w->e->top)->readonly;
+  c->lim.read_only = atomic_load(&s->e->top)->readonly;
   c->lim.structured = s->structured;
   c->lim.have_contexts = s->ncontexts > 0;
+  c->rd_events = POLLIN;
+  c->wr_events = POLLOUT;
   return c;
 }

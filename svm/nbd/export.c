@@ -1,5 +1,6 @@
-/* An NBD export: listeners, the acceptor thread, handshake threads, the I/O threads
- * (worker.c), meta context providers, and pause / resume / swap / flush.
+/* An NBD export: its listeners (polled by the pool's acceptor, pool.c), handshake threads,
+ * meta context providers, and pause / resume / swap / flush. Its clients run on the pool's
+ * I/O threads (worker.c), shared with every other export.
  *
  * Pause protocol (Dekker style, all seq_cst atomics): a worker counts a request in `inflight`
  * and then checks `paused`; if set it uncounts it and leaves the request waiting. pause() sets
@@ -31,31 +32,6 @@
 
 enum { HANDSHAKE_STACK = 256 * 1024, LISTEN_BACKLOG = 1024 };
 
-uint64_t nbds_now_ns(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-void nbds_log_client(const char *peer, const char *fmt, ...)
-{
-  char msg[768];
-  va_list ap;
-  int n;
-
-  n = snprintf(msg, sizeof msg, "%s: nbd: client %s: ", program_invocation_short_name, peer);
-  if (n < 0 || (size_t)n >= sizeof msg)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(msg + n, sizeof msg - (size_t)n - 1, fmt, ap);
-  va_end(ap);
-  n = (int)strlen(msg);
-  msg[n++] = '\n';
-  /* one write(2), so that lines of several threads do not mix */
-  if (write(STDERR_FILENO, msg, (size_t)n) < 0) { /* nowhere to report it */ }
-}
-
 /* ---- requests and pause ---- */
 
 bool nbds_export_start_request(struct svm_export *e)
@@ -77,18 +53,21 @@ void nbds_export_end_request(struct svm_export *e)
   }
 }
 
+/* Under e->mu (a client's end, not a request's): free() waits under it for the count to reach
+ * zero and then frees e, so the last touch of e must be inside the lock. */
 void nbds_export_client_gone(struct svm_export *e)
 {
-  atomic_fetch_sub(&e->clients, 1);
+  pthread_mutex_lock(&e->mu);
+  if (atomic_fetch_sub(&e->clients, 1) == 1 && atomic_load(&e->dropping))
+    pthread_cond_broadcast(&e->hs_cv);
+  pthread_mutex_unlock(&e->mu);
 }
 
 /* Under pause_mu: give one pause back; the last one lets the workers go on. */
 static void unpause_locked(struct svm_export *e)
 {
-  if (atomic_fetch_sub(&e->paused, 1) == 1) {
-    for (unsigned i = 0; i < e->nthreads; i++)
-      nbds_worker_wake(e->workers[i]);
-  }
+  if (atomic_fetch_sub(&e->paused, 1) == 1)
+    nbds_pool_wake_all();
 }
 
 int svm_export_pause(struct svm_export *e, uint64_t timeout_ns)
@@ -204,44 +183,57 @@ void svm_export_get_stats(struct svm_export *e, struct svm_export_stats *st)
 /* ---- clients ---- */
 
 struct hs_arg {
-  struct svm_export *e;
   struct nbds_session s;
   unsigned slot;
 };
 
+/* A failed handshake: one line, rate-limited per listener (a client may connect and fail as
+ * fast as it likes). */
+static void log_failed(struct nbds_listener *l, const char *peer, const char *why)
+{
+  unsigned suppressed;
+  bool ok;
+
+  pthread_mutex_lock(&nbds_pool.mu);
+  ok = nbds_ratelimit_ok(&l->rl, &suppressed);
+  pthread_mutex_unlock(&nbds_pool.mu);
+  if (!ok)
+    return;
+  if (suppressed)
+    nbds_log_client(peer, "%s (%u lines about clients of this socket left out before)", why,
+                    suppressed);
+  else
+    nbds_log_client(peer, "%s", why);
+}
+
 static void *handshake_main(void *arg)
 {
   struct hs_arg *a = arg;
-  struct svm_export *e = a->e;
   struct nbds_session *s = &a->s;
+  struct svm_export *e = s->e;
   int r = nbds_handshake(e, s);
   bool handed = false;
 
   if (r > 0) {
-    struct timeval none = { 0, 0 };
-    struct nbds_worker *w;
-
-    setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
-    setsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
     pthread_mutex_lock(&e->mu);
-    w = e->workers[e->next_worker++ % e->nthreads];
     e->hs_fds[a->slot] = -1;       /* the worker owns it now: free must not shut it down */
     pthread_mutex_unlock(&e->mu);
-    r = nbds_worker_add(w, s);
+    r = nbds_worker_add(nbds_pool_pick(), s);
     if (r == 0)
       handed = true;
   }
   if (!handed) {
     if (r < 0) {
-      nbds_log_client(s->peer, "%s", svm_last_error());
+      log_failed(s->l, s->peer, svm_last_error());
       atomic_fetch_add(&e->st_errors, 1);
     }
     nbds_session_clear(s);
+    nbds_session_end_tls(s);
     pthread_mutex_lock(&e->mu);
     e->hs_fds[a->slot] = -1;
     pthread_mutex_unlock(&e->mu);
     close(s->fd);
-    nbds_export_client_gone(e);
+    nbds_client_gone(s->l);
   }
   free(a);
   pthread_mutex_lock(&e->mu);
@@ -266,62 +258,55 @@ static void peer_name(int fd, bool tcp, unsigned long n, char *buf, size_t len)
   snprintf(buf, len, "unix#%lu", n);
 }
 
-static void accept_one(struct svm_export *e, int lfd)
+/* Refused before its handshake began: nothing of it is counted yet. */
+static void refuse(struct nbds_listener *l, int fd, const char *peer, const char *why)
 {
-  struct sockaddr_storage ss;
-  socklen_t sl = sizeof ss;
-  struct timeval tmo = { NBD_HANDSHAKE_TIMEOUT_S, 0 };
+  unsigned suppressed;
+
+  close(fd);
+  if (nbds_ratelimit_ok(&l->rl, &suppressed))      /* under nbds_pool.mu */
+    nbds_log_client(peer, "refused: %s", why);
+}
+
+void nbds_accept_client(struct nbds_listener *l, int fd, bool tcp)
+{
+  struct svm_export *e = l->e;
   struct hs_arg *a;
   pthread_attr_t attr;
   pthread_t t;
   unsigned slot;
   unsigned long n;
-  int fd, r, one = 1;
-  bool tcp;
+  int r, one = 1;
 
-  fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
-  if (fd < 0) {
-    if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
-      nbds_log_client("(new)", "accept: %s: waiting", strerror(errno));
-      usleep(10000);
-    }
-    return;
-  }
-  tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
   n = atomic_fetch_add(&e->st_clients_total, 1) + 1;
   a = calloc(1, sizeof *a);
   if (a == NULL) {
     close(fd);
     return;
   }
-  a->e = e;
   a->s.fd = fd;
+  a->s.e = e;
+  a->s.l = l;
+  a->s.tls_required = tcp && e->tls != NULL;
   peer_name(fd, tcp, n, a->s.peer, sizeof a->s.peer);
-  if (atomic_load(&e->clients) >= NBD_MAX_CLIENTS) {
-    nbds_log_client(a->s.peer, "refused: %d clients already", NBD_MAX_CLIENTS);
-    close(fd);
-    free(a);
-    return;
-  }
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof tmo);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tmo, sizeof tmo);
   if (tcp)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
   pthread_mutex_lock(&e->mu);
   for (slot = 0; slot < NBD_MAX_CLIENTS && e->hs_fds[slot] != -1; slot++)
     ;
-  if (slot == NBD_MAX_CLIENTS) {
+  if (e->stopping || slot == NBD_MAX_CLIENTS || atomic_load(&e->clients) >= NBD_MAX_CLIENTS) {
     pthread_mutex_unlock(&e->mu);
-    nbds_log_client(a->s.peer, "refused: too many handshakes at once");
-    close(fd);
+    refuse(l, fd, a->s.peer, e->stopping ? "the export is closing" : "too many clients");
     free(a);
     return;
   }
   e->hs_fds[slot] = fd;
   a->slot = slot;
+  a->s.deadline_ns = nbds_now_ns() + e->handshake_timeout_ns;
   e->handshaking++;
   atomic_fetch_add(&e->clients, 1);
+  atomic_fetch_add(&l->clients, 1);
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, HANDSHAKE_STACK);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -330,72 +315,53 @@ static void accept_one(struct svm_export *e, int lfd)
   if (r != 0) {
     e->hs_fds[slot] = -1;
     e->handshaking--;
-    pthread_mutex_unlock(&e->mu);
-    nbds_log_client(a->s.peer, "refused: cannot start a thread: %s", strerror(r));
     atomic_fetch_sub(&e->clients, 1);
-    close(fd);
+    atomic_fetch_sub(&l->clients, 1);   /* not nbds_client_gone: the acceptor holds the lock */
+    pthread_mutex_unlock(&e->mu);
+    refuse(l, fd, a->s.peer, strerror(r));
     free(a);
     return;
   }
   pthread_mutex_unlock(&e->mu);
 }
 
-static void *acceptor_main(void *arg)
-{
-  struct svm_export *e = arg;
-
-  for (;;) {
-    struct pollfd pfd[NBD_MAX_LISTENERS + 1];
-    unsigned n;
-
-    pthread_mutex_lock(&e->mu);
-    if (e->stopping) {
-      pthread_mutex_unlock(&e->mu);
-      break;
-    }
-    pfd[0] = (struct pollfd){ .fd = e->acceptor_wake, .events = POLLIN };
-    for (n = 0; n < e->nlisteners; n++)
-      pfd[n + 1] = (struct pollfd){ .fd = e->lfd[n], .events = POLLIN };
-    pthread_mutex_unlock(&e->mu);
-
-    if (poll(pfd, n + 1, -1) < 0)
-      continue;
-    if (pfd[0].revents & POLLIN) {
-      uint64_t v;
-      if (read(e->acceptor_wake, &v, sizeof v) < 0) { /* a wake-up only */ }
-    }
-    for (unsigned i = 1; i <= n; i++)
-      if (pfd[i].revents & POLLIN)
-        accept_one(e, pfd[i].fd);
-  }
-  return NULL;
-}
-
-static void acceptor_wake(struct svm_export *e)
-{
-  uint64_t one = 1;
-  if (write(e->acceptor_wake, &one, sizeof one) < 0) { /* already pending */ }
-}
-
 /* ---- listeners ---- */
 
+void svm_export_set_tls(struct svm_export *e, struct nfc_tls_config *cfg)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&e->mu);
+  e->tls = cfg;
+}
+
 /* Takes the socket over, also on failure. */
-static int add_listener(struct svm_export *e, int fd_owned, const char *path)
+static int add_listener(struct svm_export *e, int fd_owned, const char *path, bool tcp)
 {
   CLEANUP_CLOSE int fd = fd_owned;
-  int fl = fcntl(fd, F_GETFL);
+  struct nbds_listener *l;
+  int fl = fcntl(fd, F_GETFL), r;
 
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
     return svm_error(errno, "export %s: fcntl: %s", e->name, strerror(errno));
+  l = calloc(1, sizeof *l);
+  if (l == NULL || (path && (l->path = strdup(path)) == NULL)) {
+    free(l);
+    return svm_error(ENOMEM, "out of memory");
+  }
+  l->e = e;
+  l->tcp = tcp;
+  l->max_clients = tcp ? NBD_LISTENER_MAX_TCP : NBD_LISTENER_MAX_UNIX;
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&e->mu);
-    if (e->nlisteners == NBD_MAX_LISTENERS)
+    if (e->nlisteners == NBD_MAX_LISTENERS) {
+      free(l->path);
+      free(l);
       return svm_error(ENOSPC, "export %s: at most %d listeners", e->name, NBD_MAX_LISTENERS);
-    e->lpath[e->nlisteners] = path ? strdup(path) : NULL;
-    e->lfd[e->nlisteners++] = TAKE_FD(fd);
+    }
+    l->fd = TAKE_FD(fd);
+    e->ls[e->nlisteners++] = l;
   }
-  acceptor_wake(e);
-  return 0;
+  r = nbds_pool_add_listener(l);
+  return r;                         /* on failure, free() closes it with the others */
 }
 
 /* A socket nobody answers on is stale (a previous agent died): remove it. */
@@ -437,7 +403,7 @@ int svm_export_listen_unix(struct svm_export *e, const char *path)
     return svm_error(errno, "socket: %s", strerror(errno));
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
     return svm_error(errno, "%s: cannot listen: %s", path, strerror(errno));
-  return add_listener(e, TAKE_FD(fd), path);
+  return add_listener(e, TAKE_FD(fd), path, false);
 }
 
 int svm_export_listen_tcp(struct svm_export *e, const char *addr, const char *port,
@@ -475,27 +441,25 @@ int svm_export_listen_tcp(struct svm_export *e, const char *addr, const char *po
       getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, bound_port, len,
                   NI_NUMERICHOST | NI_NUMERICSERV);
   }
-  return add_listener(e, fd, NULL);
+  return add_listener(e, fd, NULL, true);
 }
 
 /* ---- life cycle ---- */
 
-/* How long an I/O thread keeps polling after activity before it sleeps (worker.c says why):
- * SVM_NBD_BUSY_POLL_US microseconds, 0 to sleep at once; 50 by default, about two wake-ups of a
- * virtual CPU, so an idle export costs nothing and a guest at depth 1 rarely waits for one. */
-static uint64_t busy_poll_ns(void)
+/* A deadline in seconds from the environment (tests shorten them), else the default. */
+static uint64_t timeout_ns(const char *var, unsigned dflt)
 {
-  const char *v = getenv("SVM_NBD_BUSY_POLL_US");
+  const char *v = getenv(var);
   char *end;
-  unsigned long us;
+  unsigned long n;
 
-  if (v == NULL || *v == '\0')
-    return 50 * 1000;
-  errno = 0;
-  us = strtoul(v, &end, 10);
-  if (errno || *end || us > 1000000)
-    return 50 * 1000;
-  return (uint64_t)us * 1000;
+  if (v && *v) {
+    errno = 0;
+    n = strtoul(v, &end, 10);
+    if (errno == 0 && *end == '\0' && n >= 1 && n <= 3600)
+      return (uint64_t)n * 1000000000u;
+  }
+  return (uint64_t)dflt * 1000000000u;
 }
 
 int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
@@ -515,13 +479,14 @@ int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
     free(e);
     return svm_error(ENOMEM, "out of memory");
   }
-  e->nthreads = o && o->threads ? o->threads : NBD_DEFAULT_THREADS;
-  e->busy_poll_ns = busy_poll_ns();
-  e->depth = o && o->queue_depth ? o->queue_depth : NBD_DEFAULT_DEPTH;
-  if (e->nthreads > 64)
-    e->nthreads = 64;
-  if (e->depth > 1024)
-    e->depth = 1024;
+  r = nbds_pool_get(o);
+  if (r < 0) {
+    free(e->name);
+    free(e);
+    return r;
+  }
+  e->handshake_timeout_ns = timeout_ns("SVM_NBD_HANDSHAKE_TIMEOUT_S", NBD_HANDSHAKE_TIMEOUT_S);
+  e->request_timeout_ns = timeout_ns("SVM_NBD_REQUEST_TIMEOUT_S", NBD_REQUEST_TIMEOUT_S);
   atomic_store(&e->top, top);
   e->size = svm_layer_size(top);
   for (unsigned i = 0; i < NBD_MAX_CLIENTS; i++)
@@ -538,53 +503,19 @@ int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
   }
   pthread_cond_init(&e->hs_cv, NULL);
   pthread_mutex_init(&e->swap_mu, NULL);
-  e->acceptor_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  e->workers = calloc(e->nthreads, sizeof *e->workers);
-  if (e->acceptor_wake < 0 || e->workers == NULL) {
-    r = svm_error(errno ? errno : ENOMEM, "export %s: %s", name, strerror(errno));
-    goto fail;
-  }
-  for (unsigned i = 0; i < e->nthreads; i++) {
-    r = nbds_worker_new(e, &e->workers[i]);
-    if (r < 0)
-      goto fail;
-  }
-  r = pthread_create(&e->acceptor, NULL, acceptor_main, e);
-  if (r != 0) {
-    r = svm_error(r, "export %s: cannot start the acceptor: %s", name, strerror(r));
-    goto fail;
-  }
   *out = e;
   return 0;
-
-fail:
-  for (unsigned i = 0; e->workers && i < e->nthreads; i++)
-    nbds_worker_stop(e->workers[i]);
-  pthread_mutex_destroy(&e->swap_mu);
-  free(e->workers);
-  if (e->acceptor_wake >= 0)
-    close(e->acceptor_wake);
-  pthread_mutex_destroy(&e->mu);
-  pthread_mutex_destroy(&e->pause_mu);
-  pthread_cond_destroy(&e->pause_cv);
-  pthread_cond_destroy(&e->hs_cv);
-  free(e->name);
-  free(e);
-  return r;
 }
 
 void svm_export_free(struct svm_export *e)
 {
   if (e == NULL)
     return;
+  /* No new clients: the acceptor forgets the listeners (it accepts under the pool's lock, so
+   * once this returns it touches them no more), then handshakes are cut short. */
+  nbds_pool_remove_listeners(e);
   pthread_mutex_lock(&e->mu);
   e->stopping = true;
-  pthread_mutex_unlock(&e->mu);
-  acceptor_wake(e);
-  pthread_join(e->acceptor, NULL);
-
-  /* Clients still in their handshake: cut them short and wait for their threads. */
-  pthread_mutex_lock(&e->mu);
   for (unsigned i = 0; i < NBD_MAX_CLIENTS; i++)
     if (e->hs_fds[i] >= 0)
       shutdown(e->hs_fds[i], SHUT_RDWR);
@@ -592,24 +523,33 @@ void svm_export_free(struct svm_export *e)
     pthread_cond_wait(&e->hs_cv, &e->mu);
   pthread_mutex_unlock(&e->mu);
 
-  for (unsigned i = 0; i < e->nthreads; i++)
-    nbds_worker_stop(e->workers[i]);
+  /* Connected clients live on the shared I/O threads: ask them to drop this export's, and
+   * wait until the last is gone (each closes once its started requests have completed, since
+   * the engine's callbacks refer to them and to the layer stack). */
+  atomic_store(&e->dropping, true);
+  atomic_fetch_add_explicit(&nbds_pool.drop_gen, 1, memory_order_release);
+  nbds_pool_wake_all();
+  pthread_mutex_lock(&e->mu);
+  while (atomic_load(&e->clients) > 0)
+    pthread_cond_wait(&e->hs_cv, &e->mu);
+  pthread_mutex_unlock(&e->mu);
+
   pthread_mutex_destroy(&e->swap_mu);
   for (unsigned i = 0; i < e->nlisteners; i++) {
-    close(e->lfd[i]);
-    if (e->lpath[i])
-      unlink(e->lpath[i]);
-    free(e->lpath[i]);
+    close(e->ls[i]->fd);
+    if (e->ls[i]->path)
+      unlink(e->ls[i]->path);
+    free(e->ls[i]->path);
+    free(e->ls[i]);
   }
   for (unsigned i = 0; i < NBD_MAX_PROVIDERS; i++)
     free(e->provider_prefix[i]);
   svm_layer_free(atomic_load(&e->top));
-  close(e->acceptor_wake);
   pthread_mutex_destroy(&e->mu);
   pthread_mutex_destroy(&e->pause_mu);
   pthread_cond_destroy(&e->pause_cv);
   pthread_cond_destroy(&e->hs_cv);
-  free(e->workers);
   free(e->name);
   free(e);
+  nbds_pool_put();
 }

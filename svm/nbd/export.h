@@ -8,9 +8,12 @@
  * (NBD_FLAG_CAN_MULTI_CONN): a FLUSH on any of them makes every write completed before it
  * durable, since all share one file descriptor per layer.
  *
- * Threads: an acceptor runs every listener; each new client does its handshake on a short-lived
- * thread of its own (so a slow client delays nobody), then joins one of `threads` I/O threads,
- * each running its own engine and a poll() loop over its clients.
+ * Threads are the process's, shared by every export (svm/nbd/pool.c): one acceptor runs every
+ * listener of every export; each new client does its handshake on a short-lived thread of its
+ * own (so a slow client delays nobody; one deadline for the whole handshake), then joins one of
+ * the pool's I/O threads, each running its own engine and a poll() loop over its clients.
+ * Resources are bounded per client (requests and bytes held), per listener (connections) and
+ * in time (handshake and request deadlines); see internal.h.
  */
 #ifndef SVM_EXPORT_H
 #define SVM_EXPORT_H
@@ -25,8 +28,10 @@ struct svm_export;
 
 struct svm_export_opts {
   const char *name;             /* export name clients ask for, e.g. "vm1/disk0" */
-  unsigned threads;             /* I/O threads (0 = default) */
-  unsigned queue_depth;         /* per thread (0 = default) */
+  /* The pool's size, taken by the export that starts it (the first of the process; later
+   * ones share it as it is). SVM_NBD_THREADS overrides threads. */
+  unsigned threads;             /* I/O threads (0 = one per CPU, 2 to 8) */
+  unsigned queue_depth;         /* requests started per thread (0 = 128) */
 };
 
 /* On success the export owns `top` (svm_export_free frees it); on failure the caller does. */
@@ -36,6 +41,14 @@ void svm_export_free(struct svm_export *e);        /* closes listeners, disconne
 int svm_export_listen_unix(struct svm_export *e, const char *path);  /* removes a stale socket */
 int svm_export_listen_tcp(struct svm_export *e, const char *addr, const char *port,
                           char *bound_port, size_t len);  /* port "0" = ephemeral */
+
+/* TLS (NBD_OPT_STARTTLS) with a server config of nfc/tls.h (x509 or PSK), which must outlive
+ * the export. Clients of a TCP listener must then start TLS before anything else (other
+ * options are answered NBD_REP_ERR_TLS_REQD, plaintext transmission is refused); clients of a
+ * unix socket may. Without a config (the default) STARTTLS is unsupported. Set it before the
+ * first listener. */
+struct nfc_tls_config;
+void svm_export_set_tls(struct svm_export *e, struct nfc_tls_config *cfg);
 
 /* An extent reported by a meta context provider. */
 struct svm_meta_extent {

@@ -1,14 +1,17 @@
-/* The fixed newstyle handshake, on a blocking socket with send/receive timeouts, on a thread of
- * its own per client (export.c). Every option is length-checked before its payload is read;
- * malformed options get the protocol's error reply and the client may go on, while a broken
+/* The fixed newstyle handshake, on a thread of its own per client (export.c), with one
+ * deadline for the whole of it (s->deadline_ns): a client that sends a byte now and then
+ * never trips a per-recv timeout, but it does not outlive this one. Every option is
+ * length-checked before its payload is read; malformed options get the protocol's error reply and the client may go on, while a broken
  * stream (bad magic, truncated data, timeout) ends the client. */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "nfc/tls.h"
 #include "svm/nbd/internal.h"
 
 enum { MAX_OPTIONS = 1024 };    /* a client looping forever on options is dropped */
@@ -17,20 +20,74 @@ enum { MAX_OPTIONS = 1024 };    /* a client looping forever on options is droppe
  * the handshake (ABORT); negative: drop the client. */
 enum { OPT_NEXT = 0, OPT_TRANSMIT = 1, OPT_ENDED = 2 };
 
+/* Wait until fd is ready for `events` or the handshake's deadline passes. */
+static int wait_ready(struct nbds_session *s, short events, const char *what)
+{
+  for (;;) {
+    uint64_t now = nbds_now_ns();
+    struct pollfd p = { .fd = s->fd, .events = events };
+    int n;
+
+    if (now >= s->deadline_ns)
+      return svm_error(ETIMEDOUT, "handshake timed out: not complete within %llu s (%s)",
+                       (unsigned long long)(s->e->handshake_timeout_ns / 1000000000u), what);
+    n = poll(&p, 1, (int)((s->deadline_ns - now) / 1000000) + 1);
+    if (n > 0 || (n < 0 && errno != EINTR))
+      return 0;                     /* ready, or an error the next call reports */
+  }
+}
+
+/* recv() or a TLS read: bytes, 0 at the end of the stream, or -1 with errno. */
+static ssize_t hs_recv(struct nbds_session *s, void *buf, size_t len, short *want)
+{
+  ssize_t n;
+
+  *want = POLLIN;
+  if (s->tls == NULL)
+    return recv(s->fd, buf, len, MSG_DONTWAIT);
+  n = nfc_tls_read(s->tls, buf, len);
+  if (n >= 0)
+    return n;
+  if (n == -EAGAIN)
+    *want = nfc_tls_want(s->tls);
+  errno = (int)-n;
+  return -1;
+}
+
+static ssize_t hs_send(struct nbds_session *s, const void *buf, size_t len, short *want)
+{
+  ssize_t n;
+
+  *want = POLLOUT;
+  if (s->tls == NULL)
+    return send(s->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  n = nfc_tls_write(s->tls, buf, len);
+  if (n >= 0)
+    return n;
+  if (n == -EAGAIN)
+    *want = nfc_tls_want(s->tls);
+  errno = (int)-n;
+  return -1;
+}
+
 static int recv_full(struct nbds_session *s, void *buf, size_t len, const char *what)
 {
   uint8_t *p = buf;
   while (len > 0) {
-    ssize_t n = recv(s->fd, p, len, 0);
+    short want;
+    ssize_t n = hs_recv(s, p, len, &want);
     if (n == 0 || (n < 0 && errno == ECONNRESET))
       return svm_error(ECONNRESET, "disconnected during the handshake (reading %s)", what);
     if (n < 0) {
+      int r;
       if (errno == EINTR)
         continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return svm_error(ETIMEDOUT, "handshake timed out after %d s (reading %s)",
-                         NBD_HANDSHAKE_TIMEOUT_S, what);
-      return svm_error(errno, "handshake: reading %s: %s", what, strerror(errno));
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        return svm_error(errno, "handshake: reading %s: %s", what, strerror(errno));
+      r = wait_ready(s, want, what);
+      if (r < 0)
+        return r;
+      continue;
     }
     p += n;
     len -= (size_t)n;
@@ -55,14 +112,18 @@ static int send_full(struct nbds_session *s, const void *buf, size_t len)
 {
   const uint8_t *p = buf;
   while (len > 0) {
-    ssize_t n = send(s->fd, p, len, MSG_NOSIGNAL);
+    short want;
+    ssize_t n = hs_send(s, p, len, &want);
     if (n < 0) {
+      int r;
       if (errno == EINTR)
         continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return svm_error(ETIMEDOUT, "handshake timed out after %d s (client not reading)",
-                         NBD_HANDSHAKE_TIMEOUT_S);
-      return svm_error(errno, "handshake: send: %s", strerror(errno));
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        return svm_error(errno, "handshake: send: %s", strerror(errno));
+      r = wait_ready(s, want, "client not reading");
+      if (r < 0)
+        return r;
+      continue;
     }
     p += n;
     len -= (size_t)n;
@@ -98,6 +159,43 @@ uint16_t nbds_export_tflags(const struct svm_export *e, bool structured)
   if (structured)
     f |= NBD_FLAG_SEND_DF;    /* reads always go out in one chunk */
   return f;
+}
+
+void nbds_session_end_tls(struct nbds_session *s)
+{
+  if (s->tls) {
+    nfc_tls_shutdown(s->tls);
+    nfc_tls_free(s->tls);
+    s->tls = NULL;
+  }
+}
+
+/* NBD_OPT_STARTTLS: acknowledged in plaintext, then the TLS handshake, within the handshake's
+ * deadline. What was negotiated before is forgotten (the protocol says so: it could have been
+ * tampered with). */
+static int opt_starttls(struct svm_export *e, struct nbds_session *s, uint32_t opt, uint32_t len)
+{
+  uint64_t now;
+  int r;
+
+  if (e->tls == NULL)
+    return reply(s, opt, NBD_REP_ERR_UNSUP, NULL, 0);
+  if (len != 0 || s->tls)
+    return reply(s, opt, NBD_REP_ERR_INVALID, NULL, 0);
+  r = reply(s, opt, NBD_REP_ACK, NULL, 0);
+  if (r < 0)
+    return r;
+  r = nfc_tls_new(e->tls, s->fd, s->peer, NULL, &s->tls);
+  if (r < 0)
+    return r;
+  now = nbds_now_ns();
+  r = nfc_tls_handshake(s->tls, now >= s->deadline_ns ? 0
+                                 : (int)((s->deadline_ns - now) / 1000000) + 1);
+  if (r < 0)
+    return svm_error_prefix("STARTTLS");
+  s->structured = false;
+  nbds_session_clear(s);
+  return OPT_NEXT;
 }
 
 void nbds_session_clear(struct nbds_session *s)
@@ -285,7 +383,16 @@ static int opt_list(struct svm_export *e, struct nbds_session *s, uint32_t opt, 
 static int opt_dispatch(struct svm_export *e, struct nbds_session *s, uint32_t opt,
                         const uint8_t *d, uint32_t len, bool no_zeroes)
 {
+  if (s->tls_required && s->tls == NULL && opt != NBD_OPT_STARTTLS && opt != NBD_OPT_ABORT) {
+    /* TCP to an export with TLS: nothing in plaintext, not even the export's name */
+    if (opt == NBD_OPT_EXPORT_NAME)
+      return svm_error(EACCES, "NBD_OPT_EXPORT_NAME in plaintext: this export requires TLS "
+                       "(the client must use NBD_OPT_STARTTLS, e.g. nbdinfo --tls=require)");
+    return reply(s, opt, NBD_REP_ERR_TLS_REQD, NULL, 0);
+  }
   switch (opt) {
+  case NBD_OPT_STARTTLS:
+    return opt_starttls(e, s, opt, len);
   case NBD_OPT_EXPORT_NAME:
     return opt_export_name(e, s, d, len, no_zeroes);
   case NBD_OPT_ABORT:
@@ -304,7 +411,7 @@ static int opt_dispatch(struct svm_export *e, struct nbds_session *s, uint32_t o
   case NBD_OPT_LIST_META_CONTEXT:
   case NBD_OPT_SET_META_CONTEXT:
     return opt_meta(e, s, opt, d, len);
-  default:                      /* STARTTLS (TLS is the agent's business) and unknown */
+  default:                      /* unknown */
     return reply(s, opt, NBD_REP_ERR_UNSUP, NULL, 0);
   }
 }

@@ -3,6 +3,7 @@
  * also when it stops counting as in flight for pause and swap; replies leave in completion
  * order, batched in one sendmsg() per loop turn. */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <sys/uio.h>
 
 #include "common/error.h"
+#include "nfc/tls.h"
 #include "svm/nbd/internal.h"
 
 enum {
@@ -22,6 +24,10 @@ void nbds_req_free(struct nbds_req *q)
 {
   if (q == NULL)
     return;
+  if (q->c) {
+    q->c->nreqs--;
+    q->c->bytes -= q->held;
+  }
   free(q->buf);
   free(q);
 }
@@ -39,7 +45,6 @@ static void queue_reply(struct nbds_conn *c, struct nbds_req *q)
   else
     c->out_head = q;
   c->out_tail = q;
-  c->out_bytes += q->hdrlen + q->buflen;
 }
 
 static void set_simple(struct nbds_req *q, uint32_t err)
@@ -113,6 +118,10 @@ void nbds_req_done(void *opaque, int64_t res)
   struct nbds_req *q = opaque;
   struct nbds_conn *c = q->c;
 
+  /* A read answers with all of its buffer: one that completed with fewer bytes than asked
+   * (a layer that let a short read through) would send memory it never filled. */
+  if (res >= 0 && q->r.type == NBD_CMD_READ && (uint64_t)res != q->r.length)
+    res = -EIO;
   if (res < 0)
     nbds_reply_error(c, q, nbds_errno_to_wire((int)-res));
   else
@@ -230,9 +239,70 @@ int nbds_block_status(struct nbds_conn *c, struct svm_layer *top, struct nbds_re
   return 0;
 }
 
+/* The queue's first `sent` bytes are out: free the replies they complete. */
+static void sent_bytes(struct nbds_conn *c, size_t sent)
+{
+  while (sent > 0) {
+    struct nbds_req *q = c->out_head;
+    size_t left = q->hdrlen + q->buflen - q->sent;
+    if (sent < left) {
+      q->sent += sent;
+      break;
+    }
+    sent -= left;
+    c->out_head = q->next;
+    if (c->out_head == NULL)
+      c->out_tail = NULL;
+    nbds_req_free(q);
+  }
+}
+
+/* TLS has no writev: each reply's header and data go as they are (TLS makes its records),
+ * until the session would block. A retried write passes the same buffer and length, as
+ * OpenSSL requires. */
+static void send_tls(struct nbds_conn *c)
+{
+  while (c->out_head && !c->dead) {
+    struct nbds_req *q = c->out_head;
+    const uint8_t *p;
+    size_t len;
+    ssize_t n;
+
+    if (q->sent < q->hdrlen) {
+      p = q->hdr + q->sent;
+      len = q->hdrlen - q->sent;
+    } else {
+      p = (const uint8_t *)q->buf + (q->sent - q->hdrlen);
+      len = q->hdrlen + q->buflen - q->sent;
+    }
+    if (len == 0) {                 /* nothing to send (cannot happen today): next */
+      c->out_head = q->next;
+      if (c->out_head == NULL)
+        c->out_tail = NULL;
+      nbds_req_free(q);
+      continue;
+    }
+    n = nfc_tls_write(c->s.tls, p, len);
+    if (n == -EAGAIN) {
+      c->wr_events = nfc_tls_want(c->s.tls);
+      return;
+    }
+    if (n < 0) {
+      nbds_conn_kill(c, "send: %s", svm_last_error());
+      return;
+    }
+    c->wr_events = POLLOUT;
+    sent_bytes(c, (size_t)n);
+  }
+}
+
 /* Send queued replies, as many as one sendmsg() takes. */
 void nbds_conn_send(struct nbds_conn *c)
 {
+  if (c->s.tls) {
+    send_tls(c);
+    return;
+  }
   while (c->out_head && !c->dead) {
     struct iovec iov[MAX_IOV];
     struct msghdr mh = { .msg_iov = iov };
@@ -262,19 +332,6 @@ void nbds_conn_send(struct nbds_conn *c)
         nbds_conn_kill(c, "send: %s", strerror(errno));
       return;
     }
-    c->out_bytes -= (size_t)sent;
-    while (sent > 0) {
-      struct nbds_req *q = c->out_head;
-      size_t left = q->hdrlen + q->buflen - q->sent;
-      if ((size_t)sent < left) {
-        q->sent += (size_t)sent;
-        break;
-      }
-      sent -= (ssize_t)left;
-      c->out_head = q->next;
-      if (c->out_head == NULL)
-        c->out_tail = NULL;
-      nbds_req_free(q);
-    }
+    sent_bytes(c, (size_t)sent);
   }
 }

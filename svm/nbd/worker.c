@@ -1,9 +1,11 @@
-/* The I/O threads: each runs its own engine (svm/io/io.h) and a poll() loop over its clients'
- * sockets, its wake-up eventfd and the engine's eventfd, which also wakes it for completions
- * that a layer posts from another thread (svm_io_post: a change-tracking first mark).
+/* An I/O thread of the process-wide pool (pool.c): it runs its own engine (svm/io/io.h) and a
+ * poll() loop over its clients' sockets (clients of any export), its wake-up eventfd and the
+ * engine's eventfd, which also wakes it for completions that a layer posts from another
+ * thread (svm_io_post: a change-tracking first mark).
  *
  * Thread model: a connection belongs to one worker and is touched only by that thread; the
- * export's counters are atomics. */
+ * export's counters are atomics. An export going away bumps nbds_pool.drop_gen: each worker
+ * then drops that export's clients (one atomic load per loop turn when nothing goes away). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -16,6 +18,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "nfc/tls.h"
 #include "svm/nbd/internal.h"
 
 static bool take_incoming(struct nbds_worker *w)
@@ -37,9 +40,10 @@ static bool take_incoming(struct nbds_worker *w)
       c = nbds_conn_new(w, s);
     if (c == NULL) {
       nbds_log_client(s->peer, "out of memory: dropping the client");
+      nbds_session_end_tls(s);
       close(s->fd);
       nbds_session_clear(s);
-      nbds_export_client_gone(w->e);
+      nbds_client_gone(s->l);
       continue;
     }
     w->conns[w->nconns++] = c;
@@ -53,7 +57,15 @@ static bool take_incoming(struct nbds_worker *w)
 static bool worker_turn(struct nbds_worker *w)
 {
   bool spin = false;
+  unsigned gen = atomic_load_explicit(&nbds_pool.drop_gen, memory_order_acquire);
 
+  if (gen != w->drop_seen) {
+    /* an export is going away: its clients go now (they close once their I/O is done) */
+    w->drop_seen = gen;
+    for (unsigned i = 0; i < w->nconns; i++)
+      if (atomic_load(&w->conns[i]->e->dropping))
+        nbds_conn_drop(w->conns[i]);
+  }
   for (unsigned i = 0; i < w->nconns; i++)
     spin |= nbds_conn_process(w->conns[i]);
   svm_io_reap(w->io, 0);            /* submit, and run what completed or was posted */
@@ -102,6 +114,9 @@ static void drain_eventfd(int fd)
 static void worker_poll(struct nbds_worker *w, bool spin)
 {
   unsigned np = 0;
+  uint64_t deadline = 0;            /* the earliest of the clients' request deadlines */
+  bool tls_pending = false;         /* a TLS client has decrypted bytes waiting: no sleep */
+  int timeout;
 
   if (w->pfd_cap < w->nconns + 2) {
     struct pollfd *p = reallocarray(w->pfd, w->nconns + 2 + 16, sizeof *p);
@@ -121,14 +136,24 @@ static void worker_poll(struct nbds_worker *w, bool spin)
   for (unsigned i = 0; i < w->nconns; i++) {
     struct nbds_conn *c = w->conns[i];
     short ev = 0;
-    if (nbds_conn_wants_input(c))
-      ev |= POLLIN;
+    if (nbds_conn_wants_input(c)) {
+      ev |= c->rd_events;
+      if (c->s.tls && nfc_tls_pending(c->s.tls) > 0)
+        tls_pending = true;
+    }
     if (c->out_head && !c->dead)
-      ev |= POLLOUT;
+      ev |= c->wr_events;
     /* dead clients with I/O still in the engine: not polled (fd -1) */
     w->pfd[np++] = (struct pollfd){ .fd = c->dead ? -1 : c->s.fd, .events = ev };
+    if (c->deadline_ns && !c->dead && (deadline == 0 || c->deadline_ns < deadline))
+      deadline = c->deadline_ns;
   }
-  int n = poll(w->pfd, np, poll_timeout(w, spin));
+  timeout = tls_pending ? 0 : poll_timeout(w, spin);
+  if (timeout < 0 && deadline) {
+    uint64_t now = mono_ns();
+    timeout = now >= deadline ? 0 : (int)((deadline - now) / 1000000) + 1;
+  }
+  int n = poll(w->pfd, np, timeout);
   if (n < 0 && errno != EINTR)
     usleep(1000);
   if (n > 0 && w->busy_poll_ns)
@@ -137,15 +162,34 @@ static void worker_poll(struct nbds_worker *w, bool spin)
     drain_eventfd(w->wake);
   if (w->pfd[1].revents & POLLIN)
     drain_eventfd(w->pfd[1].fd);    /* the next turn's reap collects */
+  uint64_t now = deadline ? mono_ns() : 0;
   for (unsigned i = 0; i < w->nconns; i++) {
     struct nbds_conn *c = w->conns[i];
     short re = w->pfd[i + 2].revents;
-    if (re & POLLIN)
-      nbds_conn_read(c);
-    else if (re & (POLLERR | POLLHUP | POLLNVAL))
-      nbds_conn_kill(c, "connection lost");
-    if ((re & POLLOUT) && !c->dead)
-      nbds_conn_send(c);
+    if (c->s.tls) {
+      /* TLS: a read may wait for POLLOUT and a send for POLLIN (TLS's own records), and
+       * decrypted bytes may wait with the socket quiet */
+      if ((re & (POLLIN | POLLOUT)) ||
+          (tls_pending && nbds_conn_wants_input(c) && nfc_tls_pending(c->s.tls) > 0)) {
+        if (nbds_conn_wants_input(c))
+          nbds_conn_read(c);
+        if (c->out_head && !c->dead)
+          nbds_conn_send(c);
+      } else if (re & (POLLERR | POLLHUP | POLLNVAL)) {
+        nbds_conn_kill(c, "connection lost");
+      }
+    } else {
+      if (re & POLLIN)
+        nbds_conn_read(c);
+      else if (re & (POLLERR | POLLHUP | POLLNVAL))
+        nbds_conn_kill(c, "connection lost");
+      if ((re & POLLOUT) && !c->dead)
+        nbds_conn_send(c);
+    }
+    if (now && c->deadline_ns && now >= c->deadline_ns)
+      nbds_conn_kill(c, "request timed out: its header or payload did not arrive within %llu "
+                     "s: dropping the client",
+                     (unsigned long long)(c->e->request_timeout_ns / 1000000000u));
   }
 }
 
@@ -182,7 +226,7 @@ static void *worker_main(void *arg)
   return NULL;
 }
 
-int nbds_worker_new(struct svm_export *e, struct nbds_worker **out)
+int nbds_worker_new(unsigned depth, uint64_t busy_poll_ns, struct nbds_worker **out)
 {
   struct nbds_worker *w = calloc(1, sizeof *w);
   int r;
@@ -190,9 +234,9 @@ int nbds_worker_new(struct svm_export *e, struct nbds_worker **out)
   *out = NULL;
   if (w == NULL)
     return svm_error(ENOMEM, "out of memory");
-  w->e = e;
-  w->max_active = e->depth;
-  w->busy_poll_ns = e->busy_poll_ns;
+  w->max_active = depth;
+  w->busy_poll_ns = busy_poll_ns;
+  w->drop_seen = atomic_load(&nbds_pool.drop_gen);
   w->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (w->wake < 0) {
     r = svm_error(errno, "eventfd: %s", strerror(errno));
@@ -201,7 +245,7 @@ int nbds_worker_new(struct svm_export *e, struct nbds_worker **out)
   }
   /* Twice the requests we start: a chained step (FUA sync, zero fallback) is queued from a
    * completion callback and must always find room. */
-  r = svm_io_new(SVM_IO_AUTO, 2 * e->depth, &w->io);
+  r = svm_io_new(SVM_IO_AUTO, 2 * depth, &w->io);
   if (r < 0) {
     close(w->wake);
     free(w);
@@ -237,9 +281,10 @@ void nbds_worker_stop(struct nbds_worker *w)
   pthread_join(w->thread, NULL);
   /* sessions handed over but never taken */
   for (unsigned i = 0; i < w->nincoming; i++) {
+    nbds_session_end_tls(&w->incoming[i]);
     close(w->incoming[i].fd);
     nbds_session_clear(&w->incoming[i]);
-    nbds_export_client_gone(w->e);
+    nbds_client_gone(w->incoming[i].l);
   }
   svm_io_free(w->io);
   close(w->wake);

@@ -34,6 +34,7 @@ struct transfer {
   struct transfer *next;
   char token[SVM_PEER_TOKEN_LEN + 1];
   char dir[PATH_MAX];
+  char owner[SVM_PEER_MAX_VALUE + 1];   /* the preparing peer's identity: streams must match */
   bool dead;                   /* ending: no new stream joins */
   int last_errno;              /* the last stream that failed: why (STATUS tells) */
   char last_error[512];
@@ -124,6 +125,7 @@ static int do_prepare(struct control *k, struct svm_peer_msg *req)
   }
   for (size_t i = 0; i < sizeof rnd; i++)
     sprintf(x->token + 2 * i, "%02x", rnd[i]);
+  snprintf(x->owner, sizeof x->owner, "%s", nfc_tls_peer_identity(k->t));
   r = s->ops->prepare(s->ops->opaque, k->c->peer, k->host, req, x->dir);
   if (r < 0) {
     free(x);
@@ -303,7 +305,10 @@ static void serve_nfc(struct conn *c, struct nfc_tls *t, const struct svm_peer_m
 
   pthread_mutex_lock(&s->mu);
   x = token ? transfer_find_locked(s, token) : NULL;
-  if (x && !x->dead && x->nstreams < MAX_STREAMS) {
+  /* Only the peer that prepared the transfer (the same certificate or PSK identity) may feed
+   * it: a token alone is not enough. */
+  if (x && !x->dead && x->nstreams < MAX_STREAMS &&
+      strcmp(x->owner, nfc_tls_peer_identity(t)) == 0) {
     x->fds[x->nstreams++] = c->fd;
     snprintf(dir, sizeof dir, "%s", x->dir);
   } else {
@@ -312,7 +317,7 @@ static void serve_nfc(struct conn *c, struct nfc_tls *t, const struct svm_peer_m
   pthread_mutex_unlock(&s->mu);
   if (!x) {
     s->ops->log("peer %s: NFC stream refused: %s", c->peer,
-                token ? "no such transfer in progress (or too many streams)"
+                token ? "no such transfer in progress for this peer (or too many streams)"
                       : "no transfer token");
     svm_peer_send_error(t, EACCES, "no such transfer in progress on this host");
     return;

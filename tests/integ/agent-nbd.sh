@@ -7,7 +7,7 @@ source "$(dirname "$0")/agent-lib.sh"
 requires qemu-io qemu-img nbdinfo nbdcopy fio
 
 SIZE=$((64 * 1024 * 1024))
-start_svmd
+start_svmd --insecure      # the TCP export below is plaintext
 svmctl vm create vm1 --datastore ds1 --disk 64M --disk 4M:thick --tcp 127.0.0.1:0 --json >"$T/c.json"
 U=$(uri vm1 0)
 [ "$(json_get 'd["disks"][0]["nbd-uri"]' <"$T/c.json")" = "$U" ] || fail "nbd-uri"

@@ -237,6 +237,27 @@ static void server_and_client(void **state)
   raw_request(path, big, SVM_CTL_MAX_REQUEST + 100, resp, sizeof resp);
   assert_string_equal(resp, "ERR 90 request%20longer%20than%2065536%20bytes\n");
   free(big);
+  /* a client that sent half a request and one that sent nothing hold only their own threads:
+   * another is answered meanwhile (a one-at-a-time server would wait out their deadlines) */
+  {
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int half = socket(AF_UNIX, SOCK_STREAM, 0), idle = socket(AF_UNIX, SOCK_STREAM, 0);
+    strcpy(sa.sun_path, path);
+    assert_int_equal(connect(half, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(connect(idle, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(send(half, "SVMCTL/1 ec", 11, MSG_NOSIGNAL), 11);
+    assert_int_equal(svm_client_connect(dir, &c), 0);
+    assert_int_equal(svm_client_call(c, "echo", 1, k, v, &payload), 0);
+    assert_string_equal(payload, "hello world = 100%");
+    free(payload);
+    svm_client_close(c);
+    /* the half request is still unanswered: nothing to read yet */
+    char b[8];
+    assert_int_equal(recv(half, b, sizeof b, MSG_DONTWAIT), -1);
+    assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+    close(half);
+    close(idle);
+  }
   /* still serving */
   assert_int_equal(svm_client_connect(dir, &c), 0);
   assert_int_equal(svm_client_call(c, "echo", 1, k, v, &payload), 0);

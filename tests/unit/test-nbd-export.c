@@ -726,6 +726,53 @@ static bool covered(const struct cbt_extent *e, size_t n, uint64_t off, uint64_t
   return false;
 }
 
+/* ---- exports share the process-wide threads ---- */
+
+/* A second export beside the fixture's: both run on the same pool. A pause of one does not
+ * hold the other's clients; freeing one while its client is connected drops that client only,
+ * and the other export goes on serving. */
+static void test_shared_pool(void **st)
+{
+  struct fixture *f = *st;
+  struct svm_export_opts o = { .name = "vm2/disk0" };
+  struct svm_layer *raw2 = NULL;
+  struct svm_export *e2 = NULL;
+  struct nbd_handle *h1, *h2;
+  char path2[160], sock2[160], uri2[320], buf[BLK];
+
+  snprintf(path2, sizeof path2, "%s/disk2.raw", f->dir);
+  snprintf(sock2, sizeof sock2, "%s/nbd2.sock", f->dir);
+  snprintf(uri2, sizeof uri2, "nbd+unix:///vm2/disk0?socket=%s", sock2);
+  write_file(path2, DISK, 0x42);
+  assert_int_equal(svm_layer_open_raw(path2, false, &raw2), 0);
+  assert_int_equal(svm_export_new(&o, raw2, &e2), 0);
+  assert_int_equal(svm_export_listen_unix(e2, sock2), 0);
+
+  h1 = client(f, NULL);
+  h2 = nbd_create();
+  assert_non_null(h2);
+  if (nbd_connect_uri(h2, uri2) < 0)
+    fail_msg("connect %s: %s", uri2, nbd_get_error());
+
+  /* the first export paused: the second one's client is served all the same */
+  assert_int_equal(svm_export_pause(f->e, 10ull * SEC), 0);
+  assert_int_equal(nbd_pread(h2, buf, sizeof buf, 0, 0), 0);
+  assert_int_equal(buf[0], 0x42);
+  assert_int_equal(svm_export_resume(f->e, NULL), 0);
+
+  memset(buf, 0x17, sizeof buf);
+  assert_int_equal(nbd_pwrite(h1, buf, sizeof buf, 0, 0), 0);
+
+  /* the second export goes while its client is connected */
+  svm_export_free(e2);
+  assert_true(nbd_pread(h2, buf, sizeof buf, 0, 0) < 0);
+  memset(buf, 0, sizeof buf);
+  assert_int_equal(nbd_pread(h1, buf, sizeof buf, 0, 0), 0);
+  assert_int_equal(buf[0], 0x17);
+  nbd_close(h2);
+  nbd_close(h1);
+}
+
 static void test_track(void **st)
 {
   struct track_fixture *tf = *st;
@@ -791,6 +838,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_pause_deadline, setup, teardown),
     cmocka_unit_test_setup_teardown(test_flush_while_paused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_swap_stack, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_shared_pool, setup, teardown),
     cmocka_unit_test_setup_teardown(test_track, setup_track, teardown_track),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,6 +23,7 @@
 static char root[] = "/tmp/test-peer.XXXXXX";
 static struct svm_peer_creds creds;         /* hostA's: the client */
 static struct svm_peer_creds server_creds;  /* hostB's: the server */
+static struct svm_peer_creds other_creds;   /* hostC's: same CA, another host */
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -188,6 +189,9 @@ static int setup(void **state)
   /* the client side is hostA's, the server hostB's: load both roles from each */
   assert_int_equal(svm_peer_creds_load(a, NULL, false, &creds), 0);
   assert_int_equal(svm_peer_creds_load(b, NULL, false, &server_creds), 0);
+  snprintf(a, sizeof a, "%s/c", root);
+  assert_int_equal(nfc_tls_make_credentials(a, "hostC", b, 30), 0);
+  assert_int_equal(svm_peer_creds_load(a, NULL, false, &other_creds), 0);
   return 0;
 }
 
@@ -197,6 +201,7 @@ static int teardown(void **state)
   (void)state;
   svm_peer_creds_clear(&creds);
   svm_peer_creds_clear(&server_creds);
+  svm_peer_creds_clear(&other_creds);
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   return system(cmd) == 0 ? 0 : -1;
 }
@@ -267,6 +272,9 @@ static void state_table(void **state)
   assert_memory_equal(b, "ping", 4);
   svm_peer_hangup(n);
   WAIT_FOR(streams, 1);
+  /* the right token from another host (same CA) is refused: the token is not enough */
+  assert_int_equal(svm_peer_dial(&other_creds, svm_peer_server_addr(s), "nfc", "hostC", token,
+                                 &m, &n), -EACCES);
   /* a stream with a made-up token is refused */
   assert_int_equal(svm_peer_dial(&creds, svm_peer_server_addr(s), "nfc", "hostA",
                                  "00000000000000000000000000000000", &m, &n), -EACCES);

@@ -24,7 +24,8 @@ static void usage_main(FILE *f)
         "\n"
         "Talks to the local agent svmd through DIR/control.sock (--state defaults to\n"
         "$SVM_STATE). Commands:\n"
-        "  vm create VM --datastore DS --disk SIZE[:PROVISIONING] [--disk ...] [--tcp ADDR:PORT]\n"
+        "  vm create VM --datastore DS --disk SIZE[:PROVISIONING] [--disk ...]\n"
+        "            [--tcp ADDR:PORT | --tcp-any PORT]\n"
         "  vm list [--json]            each disk with its NBD URI and datastore path\n"
         "  vm show VM [--json]\n"
         "  vm delete VM [--json]\n"
@@ -59,12 +60,13 @@ static const struct cmd_help {
 } helps[] = {
   { "vm", "create",
     "Usage: svmctl vm create VM --datastore DS --disk SIZE[:PROVISIONING] [--disk ...]\n"
-    "                        [--tcp ADDR:PORT] [--json]\n"
+    "                        [--tcp ADDR:PORT | --tcp-any PORT] [--json]\n"
     "Creates the folder DS/VM with the descriptor VM.svm and one raw file per disk\n"
     "(diskN.raw: thin = sparse, thick = allocated, eager-zeroed-thick = allocated and zeroed),\n"
     "starts change tracking (diskN.ctk) and exports each disk over NBD on a unix socket.\n"
     "--tcp ADDR:PORT also exports over TCP: disk N on PORT+N (PORT 0: ephemeral ports; the\n"
-    "URIs are in `vm show`).\n" },
+    "URIs are in `vm show`). ADDR is one address of this host; --tcp-any PORT listens on\n"
+    "all of them. TCP exports are plaintext: svmd must run with --insecure.\n" },
   { "vm", "list", "Usage: svmctl vm list [--json]\nLists the VMs, each disk with its NBD URI.\n" },
   { "vm", "show", "Usage: svmctl vm show VM [--json]\nShows one VM and its disks.\n" },
   { "vm", "delete",
@@ -279,6 +281,8 @@ static int vm_create_args(const struct cmdline *c, struct request *rq)
   add_arg(rq, "datastore", ds);
   if (opt1(c, "tcp"))
     add_arg(rq, "tcp", opt1(c, "tcp"));
+  if (opt1(c, "tcp-any"))
+    add_arg(rq, "tcp-any", opt1(c, "tcp-any"));
   for (int i = 0; i < c->nopt; i++) {
     char err[256];
     if (strcmp(c->okey[i], "disk") != 0)
@@ -320,7 +324,7 @@ static int build_request(const struct cmdline *c, struct request *rq)
 static int run(const char *state, int argc, char **argv)
 {
   static const char *const none[] = { NULL };
-  static const char *const create_opts[] = { "datastore", "disk", "tcp", NULL };
+  static const char *const create_opts[] = { "datastore", "disk", "tcp", "tcp-any", NULL };
   static const char *const query_opts[] = { "since", NULL };
   static const char *const tls_opts[] = { "dir", "host", "ca", "days", NULL };
   struct cmdline c = { 0 };

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -45,11 +46,13 @@ static void usage(FILE *f)
         "                          needs CAP_NET_ADMIN\n"
         "  --tls-dir DIR           TLS 1.3 with certificates, QEMU's x509 layout: ca-cert.pem,\n"
         "                          server-cert.pem, server-key.pem, client-cert.pem,\n"
-        "                          client-key.pem (svmctl tls init makes a test set)\n"
+        "                          client-key.pem (svmctl tls init makes a test set); the\n"
+        "                          peer link and TCP exports (NBD STARTTLS) use them\n"
         "  --tls-psk FILE          TLS 1.3 with a pre-shared key: identity:hexkey lines (the\n"
         "                          format of nbdkit, libnbd and QEMU's tls-creds-psk)\n"
-        "  --insecure              plaintext peer link (tests only); without it a peer that\n"
-        "                          does not authenticate is refused\n"
+        "  --insecure              plaintext peer link and TCP exports (tests only); without\n"
+        "                          it a peer that does not authenticate is refused, and\n"
+        "                          exports over TCP (svmctl vm create --tcp) need TLS\n"
         "  --nfc-streams N         TCP streams per file of a host move (1-16, default 1)\n"
         "  --nfc-rate RATE         cap of host-move copies in bytes/s (K, M, G suffixes)\n"
         "  --group GROUP           members of GROUP may use the control and NBD sockets too\n"
@@ -184,6 +187,21 @@ static int block_signals(void)
   return sfd;
 }
 
+/* Every disk's export holds descriptors for its clients, files and sockets: take all the
+ * descriptors the hard limit allows (the soft one is often 1024), as servers do. What is left
+ * when even that runs out, the NBD acceptor handles (it backs off, it does not spin). */
+static void raise_nofile(void)
+{
+  struct rlimit rl;
+
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+    return;
+  rl.rlim_cur = rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+    fprintf(stderr, "svmd: cannot raise the open files limit to %llu: %s\n",
+            (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 /* Start the agent, serve until a signal, stop: the exit status. */
 static int serve(const struct svm_agent_config *cfg, int sfd)
 {
@@ -214,6 +232,7 @@ int main(int argc, char **argv)
   cfg.datastores = ds;
   status = parse_args(argc, argv, &cfg, ds);
   if (status == SVMD_RUN) {
+    raise_nofile();
     sfd = block_signals();
     status = sfd < 0 ? 1 : serve(&cfg, sfd);
     if (sfd >= 0)

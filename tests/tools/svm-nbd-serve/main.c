@@ -26,6 +26,7 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "svm/disk/track.h"
+#include "nfc/tls.h"
 #include "svm/nbd/export.h"
 
 static const char usage_text[] =
@@ -35,9 +36,14 @@ static const char usage_text[] =
   "  --socket PATH        listen on a unix socket (default when no --tcp is given:\n"
   "                       FILE.sock)\n"
   "  --tcp ADDR:PORT      listen on TCP (PORT 0 = any free port); may be combined\n"
+  "  --tls-dir DIR        TLS for TCP clients (NBD_OPT_STARTTLS, required on TCP): x509\n"
+  "                       credentials in QEMU's layout (ca-cert.pem, server-cert.pem,\n"
+  "                       server-key.pem; clients present a certificate of that CA)\n"
+  "  --tls-psk FILE       TLS with pre-shared keys instead (identity:hexkey lines)\n"
   "  --name NAME          export name (default: \"disk\")\n"
   "  --readonly           refuse writes\n"
-  "  --threads N          I/O threads (default 2)\n"
+  "  --threads N          I/O threads of the process-wide NBD pool (default: one per\n"
+  "                       CPU, 2 to 8; SVM_NBD_THREADS overrides)\n"
   "  --queue-depth N      requests in flight per thread (default 128)\n"
   "  --dirty-layer        a filter layer that marks every write, zero and trim in an\n"
   "                       in-memory bitmap (64 KiB grain), served as the meta context\n"
@@ -189,7 +195,8 @@ static int cbt_extents(void *opaque, const char *name, uint64_t off, uint64_t le
 /* ---- the program ---- */
 
 struct serve {
-  const char *file, *sock, *tcp, *name, *swap_to, *ctk;
+  const char *file, *sock, *tcp, *name, *swap_to, *ctk, *tls_dir, *tls_psk;
+  struct nfc_tls_config *tls;
   bool readonly, dirty;
   unsigned threads, depth;
   char *defsock;
@@ -212,6 +219,8 @@ static int parse_args(int argc, char **argv, struct serve *sv)
     { "dirty-layer", no_argument, NULL, 'd' },
     { "swap-to", required_argument, NULL, 'S' },
     { "ctk", required_argument, NULL, 'k' },
+    { "tls-dir", required_argument, NULL, 'x' },
+    { "tls-psk", required_argument, NULL, 'p' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
     { NULL, 0, NULL, 0 },
@@ -228,6 +237,8 @@ static int parse_args(int argc, char **argv, struct serve *sv)
     case 'd': sv->dirty = true; break;
     case 'S': sv->swap_to = optarg; break;
     case 'k': sv->ctk = optarg; break;
+    case 'x': sv->tls_dir = optarg; break;
+    case 'p': sv->tls_psk = optarg; break;
     case 'T':
     case 'q': {
       unsigned long v = strtoul(optarg, &end, 10);
@@ -253,6 +264,10 @@ static int parse_args(int argc, char **argv, struct serve *sv)
   sv->file = argv[optind];
   if (sv->tcp && strrchr(sv->tcp, ':') == NULL) {
     fprintf(stderr, "svm-nbd-serve: --tcp %s: expected ADDR:PORT\n", sv->tcp);
+    return 2;
+  }
+  if (sv->tls_dir && sv->tls_psk) {
+    fprintf(stderr, "svm-nbd-serve: --tls-dir and --tls-psk exclude each other\n");
     return 2;
   }
   if (sv->dirty && sv->ctk) {
@@ -340,6 +355,13 @@ static int start_export(struct serve *sv)
     svm_layer_free(top);
     return r;
   }
+  if (sv->tls_dir || sv->tls_psk) {
+    r = sv->tls_dir ? nfc_tls_config_x509(NFC_TLS_SERVER, sv->tls_dir, &sv->tls)
+                    : nfc_tls_config_psk(NFC_TLS_SERVER, sv->tls_psk, &sv->tls);
+    if (r < 0)
+      return r;
+    svm_export_set_tls(sv->e, sv->tls);
+  }
   sv->cur = strdup(sv->file);
   return add_providers(sv);
 }
@@ -360,9 +382,9 @@ static int listen_tcp(struct serve *sv)
     colon[-1] = '\0';
   }
   r = svm_export_listen_tcp(sv->e, host, colon + 1, port, sizeof port);
-  if (r == 0)
-    printf(strchr(host, ':') ? "nbd://[%s]:%s/%s\n" : "nbd://%s:%s/%s\n",
-           *host ? host : "localhost", port, sv->name);
+  if (r == 0)                       /* nbds:// when TCP clients must use TLS */
+    printf(strchr(host, ':') ? "nbd%s://[%s]:%s/%s\n" : "nbd%s://%s:%s/%s\n",
+           sv->tls ? "s" : "", *host ? host : "localhost", port, sv->name);
   return r;
 }
 
@@ -485,6 +507,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "svm-nbd-serve: %s\n", svm_last_error());
   }
   svm_export_free(sv.e);
+  nfc_tls_config_free(sv.tls);   /* after the export: its sessions are gone */
   cbt_close(sv.tracker);        /* after the export: no write can be marked any more */
   free((void *)sv.dm.bits);
   free(sv.defsock);
