@@ -28,7 +28,8 @@ struct svm_agent_config {
   size_t ndatastores;
   const char *const *datastores;  /* "NAME=DIR" each */
   const char *mgmt;               /* --mgmt ADDR:PORT: the peer link's listener */
-  const char *migration;          /* --migration ADDR:PORT (stored; migration not implemented) */
+  const char *migration;          /* --migration ADDR:PORT: the migration listener, bound */
+  const char *migration_gw;       /* --migration-gateway GW: policy routing for migration */
   const char *tls_dir;            /* --tls-dir DIR: x509 credentials, QEMU layout (the peer
                                    * link, TCP exports' TLS) */
   const char *tls_psk;            /* --tls-psk FILE: identity:hexkey lines instead of tls_dir */

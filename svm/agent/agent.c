@@ -20,6 +20,7 @@
 #include "svm/agent/internal.h"
 #include "svm/control/peercred.h"
 #include "svm/control/server.h"
+#include "svm/precheck/precheck.h"
 
 void agent_log(const char *fmt, ...)
 {
@@ -147,6 +148,7 @@ static void free_agent(struct svm_agent *a)
 {
   agent_hostmoves_stop(a);         /* cancels and joins host moves before their VMs go */
   agent_moves_stop(a);             /* cancels and joins moves before their VMs go */
+  agent_net_stop(a);
   agent_peer_stop(a);              /* no peer thread touches a VM after this */
   while (a->vms) {
     struct agent_vm *vm = a->vms;
@@ -167,6 +169,7 @@ static void free_agent(struct svm_agent *a)
   free(a->nbds_dir);
   free(a->mgmt);
   free(a->migration);
+  free(a->migration_gw);
   free(a->tls_dir);
   free(a->tls_psk);
   while (a->creating) {
@@ -263,6 +266,7 @@ static int setup_state(struct svm_agent *a, const struct svm_agent_config *cfg)
   a->name = strdup(cfg->name);
   a->mgmt = dup_opt(cfg->mgmt);
   a->migration = dup_opt(cfg->migration);
+  a->migration_gw = dup_opt(cfg->migration_gw);
   a->tls_dir = dup_opt(cfg->tls_dir);
   a->tls_psk = dup_opt(cfg->tls_psk);
   a->insecure = cfg->insecure;
@@ -326,6 +330,8 @@ int svm_agent_start(const struct svm_agent_config *cfg, struct svm_agent **out)
     r = open_control(a);
   if (!r)
     r = agent_peer_start(a);     /* after the scan: a peer may ask about VMs at once */
+  if (!r)
+    r = agent_net_start(a);      /* after the peer link: its credentials */
   if (r < 0) {
     free_agent(a);   /* one teardown for whatever was set up */
     return r;
@@ -533,8 +539,12 @@ static int do_cbt_changeid(struct svm_agent *a, const struct svm_ctl_request *r,
 static int do_migrate(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                       char **payload)
 {
-  if (svm_ctl_arg(r, "host"))             /* to another host: svm/agent/hostmove.c */
+  if (svm_ctl_arg(r, "host")) {           /* to another host: svm/agent/hostmove.c */
+    int ret = agent_precheck_gate(a, r);  /* svm/agent/precheck.c: refuses on an error */
+    if (ret < 0)
+      return ret;
     return agent_hostmove_start(a, r, json, payload);
+  }
   return agent_move_start(a, r, json, payload);
 }
 
@@ -626,6 +636,28 @@ static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bo
   return agent_cbt_query(d, since, cursor, (size_t)limit, json, payload);
 }
 
+static int do_precheck(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
+                       char **payload)
+{
+  const char *vm = svm_ctl_arg(r, "vm"), *ds = svm_ctl_arg(r, "datastore");
+  const char *host = svm_ctl_arg(r, "host"), *bw = svm_ctl_arg(r, "bandwidth");
+  struct svm_pc_report *rep;
+  int ret;
+
+  if (!vm || !ds)
+    return svm_error(EINVAL, "precheck: needs vm and datastore");
+  rep = calloc(1, sizeof *rep);
+  if (!rep)
+    return svm_error(ENOMEM, "out of memory");
+  ret = agent_precheck(a, vm, ds, host, svm_ctl_arg(r, "provisioning"), bw && *bw == '1', false,
+                       rep);
+  if (ret == 0)
+    ret = svm_pc_format(rep, vm, host, json, payload);
+  free(rep);
+  return ret;
+}
+
+/* The protocol's commands and the arguments each takes (besides format). */
 /* The protocol's commands and the arguments each takes (besides format). `unlocked` commands
  * take a->mu themselves (they do long work outside it); the others run under it. */
 static const struct command {
@@ -644,6 +676,8 @@ static const struct command {
   { "migrate", { "vm", "datastore", "provisioning", "rate", "host", NULL }, do_migrate, false },
   { "migrate-cancel", { "vm", NULL }, do_migrate_cancel, false },
   { "status", { "id", NULL }, do_status, false },
+  { "precheck", { "vm", "datastore", "host", "bandwidth", "provisioning", NULL },
+    do_precheck, false },
 };
 
 static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
@@ -663,7 +697,7 @@ static int handle(void *opaque, const struct svm_ctl_request *r, char **payload)
   }
   return svm_error(EOPNOTSUPP, "unknown command '%s' (this svmd %s knows ping, vm-list, "
                    "vm-show, vm-create, vm-delete, cbt-changeid, cbt-query, migrate, "
-                   "migrate-cancel, status)", r->verb, SVM_VERSION);
+                   "migrate-cancel, status, precheck)", r->verb, SVM_VERSION);
 }
 
 int svm_agent_run(struct svm_agent *a, int stop_fd)

@@ -28,6 +28,7 @@
 #include "svm/agent/datastore.h"
 #include "svm/agent/descriptor.h"
 #include "svm/peer/peer.h"
+#include "svm/net/net.h"
 
 struct cbt;
 struct svm_export;
@@ -90,6 +91,11 @@ struct svm_agent {
   struct agent_hostmoves *hostmoves;
   struct nfc_tls_config *nbd_tls;   /* --tls-dir's server credentials: TCP exports' STARTTLS */
   gid_t group;            /* --group, or SVM_NO_GROUP */
+  /* The migration network (precheck.c): --migration-gateway, the listener, the interface. */
+  char *migration_gw;
+  struct svm_net_server *mig_server;
+  struct svm_net_iface mig_iface;
+  bool gw_installed;
   size_t nds;
   struct svm_datastore *ds;
   struct agent_vm *vms;
@@ -137,6 +143,19 @@ bool agent_hostmove_running(struct svm_agent *a, const char *vm);   /* a->mu hel
 /* Explicit modes whatever the umask: a directory on the way to a socket 0700, a socket 0600;
  * with --group 0710 and 0660, group G. */
 int agent_set_access(struct svm_agent *a, const char *path, bool dir);
+
+/* precheck.c: the migration listener, the prechecks, the peer link's INFO */
+struct svm_pc_report;
+int agent_net_start(struct svm_agent *a);
+void agent_net_stop(struct svm_agent *a);
+int agent_precheck_info(void *opaque, const struct svm_peer_msg *req, struct svm_peer_msg *reply);
+/* A report for VM to datastore DS (of host ADDR:PORT, or here when host is NULL). cold: for a
+ * cold move (the migration network checked only when this host has one). */
+int agent_precheck(struct svm_agent *a, const char *vm, const char *ds, const char *host,
+                   const char *prov, bool bandwidth, bool cold, struct svm_pc_report *rep);
+
+/* The prechecks before a move (migrate): -errno naming every error and its fix. */
+int agent_precheck_gate(struct svm_agent *a, const struct svm_ctl_request *r);
 
 /* vm.c */
 struct agent_vm *agent_find_vm(struct svm_agent *a, const char *name);

@@ -298,6 +298,7 @@ static struct svm_peer_ops peer_ops = {
   .commit = commit,
   .abort = abort_transfer,
   .nfc_stream = nfc_stream,
+  .info = agent_precheck_info,
 };
 
 int agent_peer_start(struct svm_agent *a)

@@ -94,6 +94,8 @@ struct svm_peer_ops {
   void (*abort)(void *opaque, const char *peer, const char *dir);
   /* An NFC stream of a prepared transfer: serve it (files land in dir only) until it ends. */
   int (*nfc_stream)(void *opaque, struct nfc_tls *t, const char *dir);
+  /* INFO (prechecks, optional): this host's facts into reply. Changes nothing. */
+  int (*info)(void *opaque, const struct svm_peer_msg *req, struct svm_peer_msg *reply);
   void *opaque;
 };
 

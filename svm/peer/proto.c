@@ -15,6 +15,7 @@ static const char *const type_names[] = {
   [SVM_PEER_HELLO] = "HELLO", [SVM_PEER_PREPARE] = "PREPARE", [SVM_PEER_COMMIT] = "COMMIT",
   [SVM_PEER_ABORT] = "ABORT", [SVM_PEER_OK] = "OK",           [SVM_PEER_ERROR] = "ERROR",
   [SVM_PEER_STATUS] = "STATUS",
+  [SVM_PEER_INFO] = "INFO",
 };
 
 const char *svm_peer_type_name(unsigned type)

@@ -59,7 +59,9 @@ enum svm_peer_type {
   SVM_PEER_OK,
   SVM_PEER_ERROR,         /* errno=N message=TEXT */
   SVM_PEER_STATUS,        /* how is the prepared transfer: OK [errno=N message=TEXT] */
-  SVM_PEER_TYPE_MAX = SVM_PEER_STATUS,
+  SVM_PEER_INFO,          /* prechecks: datastore=DS -> OK with the host's migration network,
+                             datastore and CPU facts (svm/precheck/info.c) */
+  SVM_PEER_TYPE_MAX = SVM_PEER_INFO,
 };
 
 struct svm_peer_field {

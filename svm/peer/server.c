@@ -215,6 +215,15 @@ static int do_status(struct control *k, struct svm_peer_msg *req)
   return 0;
 }
 
+static int do_info(struct control *k, struct svm_peer_msg *req)
+{
+  const struct svm_peer_ops *ops = k->c->s->ops;
+
+  if (!ops->info)
+    return svm_error(EOPNOTSUPP, "this host does not answer prechecks");
+  return ops->info(ops->opaque, req, &k->reply);
+}
+
 static const struct transition {
   enum cstate state;
   uint8_t type;
@@ -224,6 +233,7 @@ static const struct transition {
   { C_PREPARED, SVM_PEER_COMMIT, do_commit },
   { C_PREPARED, SVM_PEER_ABORT, do_abort },
   { C_PREPARED, SVM_PEER_STATUS, do_status },
+  { C_READY, SVM_PEER_INFO, do_info },
 };
 
 static void serve_control(struct control *k, struct svm_peer_msg *req)

@@ -6,7 +6,7 @@ source "$(dirname "$0")/agent-lib.sh"
 
 # ---- usage errors and help, no agent needed ----
 "$SVM_BIN/svmd" --help | grep -q -- '--datastore NAME=DIR' || fail "svmd --help"
-"$SVM_BIN/svmd" --help | grep -q 'migration is not implemented yet' || fail "svmd --help: migration"
+"$SVM_BIN/svmd" --help | grep -q -- '--migration-gateway GW' || fail "svmd --help: migration"
 [ "$("$SVM_BIN/svmd" --version)" = "svmd 0.1.0" ] || fail "svmd --version"
 [ "$(svmctl --version)" = "svmctl 0.1.0" ] || fail "svmctl --version"
 svmctl --help | grep -q 'cbt query VM DISK --since' || fail "svmctl --help"

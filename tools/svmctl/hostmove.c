@@ -93,6 +93,8 @@ static const char migrate_help[] =
   "must have no guest connected (its exports are closed while it moves). The destination\n"
   "commits durably and exports the disks before this host removes its copy; a move that\n"
   "fails or is cancelled leaves the VM here, untouched, and the destination clean.\n"
+  "The prechecks run first (svmctl precheck: peer, datastore space, the migration network\n"
+  "when this host has one); an error refuses the move and names the fix.\n"
   "--provisioning: of the destination's disks (same: as they are). Progress on a terminal;\n"
   "--json prints the move's record: state, bytes_copied, seconds, downtime_ms, ...\n";
 

@@ -38,6 +38,8 @@ static void usage_main(FILE *f)
         "                              moves a VM without a guest to another host's agent\n"
         "  migrate --cancel VM [--json]        aborts VM's move: it stays where it was\n"
         "  status [--json]             moves running, queued and the last ones done\n"
+        "  precheck VM --datastore DS [--host ADDR:PORT] [--bandwidth] [--json]\n"
+        "                              checks a move before it starts: network, space, CPU\n"
         "  tls init --dir DIR --host NAME [--ca DIR]   test CA + host certificates (QEMU layout)\n"
         "\n"
         "SIZE takes K, M, G, T (powers of 1024); PROVISIONING is thin (default), thick or\n"
@@ -333,6 +335,8 @@ static int run(const char *state, int argc, char **argv)
     return svmctl_migrate(state, argc - 1, argv + 1);
   if (strcmp(argv[0], "status") == 0)
     return svmctl_status(state, argc - 1, argv + 1);
+  if (strcmp(argv[0], "precheck") == 0)
+    return svmctl_precheck(state, argc, argv);
   r = find_command(&c, argc, argv);
   if (r)
     return r;

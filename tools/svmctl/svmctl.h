@@ -18,6 +18,9 @@ int svmctl_cbt_query(const char *state, bool json, size_t nargs, const char **ke
 
 int svmctl_disk_spec(const char *spec, char *out, size_t len, char *err, size_t errlen);
 
+/* precheck.c: svmctl precheck (argv[0] is "precheck") */
+int svmctl_precheck(const char *state, int argc, char **argv);
+
 /* migrate.c: `svmctl migrate ...` and `svmctl status ...` (argv after the command word);
  * the exit status. */
 int svmctl_migrate(const char *state, int argc, char **argv);

@@ -16,7 +16,7 @@
 static void usage(FILE *f)
 {
   fputs("Usage: svmd --name HOST --state DIR --datastore NAME=DIR [--datastore NAME=DIR ...]\n"
-        "            [--mgmt ADDR:PORT] [--migration ADDR:PORT]\n"
+        "            [--mgmt ADDR:PORT] [--migration ADDR:PORT [--migration-gateway GW]]\n"
         "            [--tls-dir DIR | --tls-psk FILE | --insecure] [--group GROUP]\n"
         "            [--nfc-streams N] [--nfc-rate RATE]\n"
         "\n"
@@ -36,8 +36,14 @@ static void usage(FILE *f)
         "  --datastore NAME=DIR    a datastore: an existing directory (repeatable)\n"
         "  --mgmt ADDR:PORT        management interface: other agents connect here (the peer\n"
         "                          link and NFC file copies of host moves; PORT 0: any)\n"
-        "  --migration ADDR:PORT   migration interface (recorded only:\n"
-        "                          migration is not implemented yet)\n"
+        "  --migration ADDR:PORT   migration interface (PORT 0: any): ADDR is the address of\n"
+        "                          the interface migration traffic uses (IPv4); its listener\n"
+        "                          is bound to that address and interface, and so are\n"
+        "                          outgoing migration connections (svmctl precheck probes it)\n"
+        "  --migration-gateway GW  a routed migration network's router: svmd adds policy\n"
+        "                          routing (ip rule from ADDR lookup table 21334, default via\n"
+        "                          GW there) so that management keeps the default route;\n"
+        "                          needs CAP_NET_ADMIN\n"
         "  --tls-dir DIR           TLS 1.3 with certificates, QEMU's x509 layout: ca-cert.pem,\n"
         "                          server-cert.pem, server-key.pem, client-cert.pem,\n"
         "                          client-key.pem (svmctl tls init makes a test set); the\n"
@@ -66,14 +72,15 @@ enum { SVMD_RUN = -1 };
 /* ds has room for argc entries; cfg->datastores points to it. */
 static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const char **ds)
 {
-  enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_TLS, O_PSK, O_INSECURE, O_STREAMS,
-         O_RATE, O_GROUP, O_HELP, O_VERSION };
+  enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_MIGR_GW, O_TLS, O_PSK, O_INSECURE,
+         O_STREAMS, O_RATE, O_GROUP, O_HELP, O_VERSION };
   static const struct option opts[] = {
     { "name", required_argument, NULL, O_NAME },
     { "state", required_argument, NULL, O_STATE },
     { "datastore", required_argument, NULL, O_DS },
     { "mgmt", required_argument, NULL, O_MGMT },
     { "migration", required_argument, NULL, O_MIGR },
+    { "migration-gateway", required_argument, NULL, O_MIGR_GW },
     { "tls-dir", required_argument, NULL, O_TLS },
     { "tls-psk", required_argument, NULL, O_PSK },
     { "insecure", no_argument, NULL, O_INSECURE },
@@ -94,6 +101,7 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
     case O_DS: ds[cfg->ndatastores++] = optarg; break;
     case O_MGMT: cfg->mgmt = optarg; break;
     case O_MIGR: cfg->migration = optarg; break;
+    case O_MIGR_GW: cfg->migration_gw = optarg; break;
     case O_TLS: cfg->tls_dir = optarg; break;
     case O_PSK: cfg->tls_psk = optarg; break;
     case O_INSECURE: cfg->insecure = true; break;
@@ -138,6 +146,15 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
             !cfg->name        ? "--name HOST"
             : !cfg->state_dir ? "--state DIR"
                               : "--datastore NAME=DIR");
+    return 2;
+  }
+  if (cfg->migration_gw && !cfg->migration) {
+    fprintf(stderr, "svmd: --migration-gateway needs --migration ADDR:PORT\n");
+    return 2;
+  }
+  if (cfg->migration && !cfg->tls_dir && !cfg->tls_psk && !cfg->insecure) {
+    fprintf(stderr, "svmd: --migration needs --tls-dir DIR or --tls-psk FILE (or --insecure "
+            "for tests: plaintext)\n");
     return 2;
   }
   if (!!cfg->tls_dir + !!cfg->tls_psk + cfg->insecure > 1) {
