@@ -159,6 +159,7 @@ struct cbt {
   /* The background writer of dirty pages. */
   pthread_t flusher;
   bool flusher_on, stopping;
+  unsigned flush_ms;             /* cbt_io.flush_ms at open: the flusher's period */
   pthread_cond_t flush_cv;
 };
 

@@ -422,7 +422,8 @@ int cbt_open(const char *ctk_path, const char *disk_id, uint64_t disk_size,
   t->ep_bytes = (size_t)t->nblocks * 2;
   if (t->note)                                /* the agent logs stderr; so do we, once */
     fprintf(stderr, "%s: change tracking: %s\n", program_invocation_short_name, t->note);
-  if (cbt_io.flush_ms) {
+  t->flush_ms = cbt_io.flush_ms;
+  if (t->flush_ms) {
     if (pthread_create(&t->flusher, NULL, flusher_main, t) == 0)
       t->flusher_on = true;
   }
@@ -691,8 +692,8 @@ static void *flusher_main(void *arg)
   while (!t->stopping) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += cbt_io.flush_ms / 1000;
-    ts.tv_nsec += (long)(cbt_io.flush_ms % 1000) * 1000000;
+    ts.tv_sec += t->flush_ms / 1000;
+    ts.tv_nsec += (long)(t->flush_ms % 1000) * 1000000;
     if (ts.tv_nsec >= 1000000000) {
       ts.tv_sec++;
       ts.tv_nsec -= 1000000000;
