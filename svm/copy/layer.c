@@ -30,6 +30,8 @@ struct lreq {
   uint64_t off;
   svm_io_cb cb;
   void *opaque;
+  unsigned parts;             /* a read split around holes: its reads not yet done */
+  int64_t err;                /* the first of those that failed */
 };
 
 struct layer_end {
@@ -144,6 +146,62 @@ static void lreq_done(void *opaque, int64_t res)
   svm_io_post_node(q->le->io, &q->node, lreq_deliver, q, res);
 }
 
+/* Does block status say part of q's range reads as zeros? */
+static bool has_zero(const struct lreq *q, const struct svm_layer_extent *ext, size_t n)
+{
+  uint64_t pos = q->off, end = q->off + q->len;
+
+  for (size_t i = 0; i < n && pos < end; pos += ext[i].length, i++)
+    if (ext[i].flags & SVM_EXTENT_ZERO)
+      return true;
+  return false;
+}
+
+/* One of a split read's parts is done (on the copier's thread, as every part was issued on
+ * its engine); the last one completes the request. */
+static void lreq_part_done(void *opaque, int64_t res)
+{
+  struct lreq *q = opaque;
+
+  if (res < 0 && q->err == 0)
+    q->err = res;
+  if (--q->parts == 0)
+    lreq_done(q, q->err ? q->err : (int64_t)q->len);
+}
+
+/* A chunk that is partly holes (a thin disk's common case): fill the zero extents and read only
+ * the data ones, as the engine does with a map for a file end, so that holes cost neither a
+ * read nor a zero check. Past the last extent reported, read. */
+static void read_around_holes(struct lreq *q, const struct svm_layer_extent *ext, size_t n)
+{
+  struct layer_end *le = q->le;
+  uint64_t pos = q->off, end = q->off + q->len;
+  size_t i = 0;
+
+  q->parts = 1;                 /* ours, until every part is issued */
+  while (pos < end && q->err == 0) {
+    uint64_t len = i < n ? ext[i].length : end - pos;
+    bool zero = i < n && (ext[i].flags & SVM_EXTENT_ZERO);
+    len = len < end - pos ? len : end - pos;
+    if (zero) {
+      memset((char *)q->buf + (pos - q->off), 0, len);
+    } else {
+      q->parts++;
+      int r = svm_layer_read(le->l, le->io, (char *)q->buf + (pos - q->off), len, pos,
+                             lreq_part_done, q);
+      if (r < 0) {
+        svm_error(-r, "%s: read at offset %llu: %s", le->e.name, (unsigned long long)pos,
+                  strerror(-r));
+        q->parts--;
+        q->err = r;
+      }
+    }
+    pos += len;
+    i++;
+  }
+  lreq_part_done(q, 0);
+}
+
 /* Through the gate: read what holds data, fill what reads as zeros. */
 static void lreq_read(void *opaque, int64_t res)
 {
@@ -164,6 +222,10 @@ static void lreq_read(void *opaque, int64_t res)
     return;
   }
   svm_error_clear();            /* block status is a hint here: when in doubt, read */
+  if (r == 0 && n > 0 && has_zero(q, ext, n)) {
+    read_around_holes(q, ext, n);
+    return;
+  }
   r = svm_layer_read(le->l, le->io, q->buf, q->len, q->off, lreq_done, q);
   if (r < 0) {
     svm_error(-r, "%s: read at offset %llu: %s", le->e.name, (unsigned long long)q->off,

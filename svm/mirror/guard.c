@@ -59,12 +59,62 @@ struct mirror_guard {
   pthread_mutex_t mu;
   struct gop *head, *tail;
   uint64_t budget, used, peak;
+  /* Copies of large writes (the copier's chunks) are kept for reuse: a fresh multi-megabyte
+   * allocation is new pages, and faulting and zeroing them cost more than the copy itself.
+   * Bounded by cache_cap bytes; taken and given under mu. */
+  struct cached_buf *cache;
+  uint64_t cache_bytes, cache_cap;
   char msg[512];
   uint64_t timeout_ns;
   pthread_cond_t cv;
   bool stop;
   pthread_t watchdog;
 };
+
+struct cached_buf {
+  struct cached_buf *next;      /* stored in the buffer itself */
+  size_t len;
+};
+
+enum { CACHE_MIN = 64 * 1024, CACHE_MAX_BYTES = 128 << 20 };
+
+static void *copy_alloc(struct mirror_guard *g, size_t len)
+{
+  void *p = NULL;
+
+  if (len >= CACHE_MIN) {
+    pthread_mutex_lock(&g->mu);
+    for (struct cached_buf **pp = &g->cache; *pp; pp = &(*pp)->next)
+      if ((*pp)->len == len) {
+        p = *pp;
+        *pp = (*pp)->next;
+        g->cache_bytes -= len;
+        break;
+      }
+    pthread_mutex_unlock(&g->mu);
+    if (p)
+      return p;
+  }
+  /* aligned, for the direct way (O_DIRECT) */
+  return posix_memalign(&p, SVM_IO_ALIGN, len ? len : 1) == 0 ? p : NULL;
+}
+
+static void copy_free(struct mirror_guard *g, void *p, size_t len)
+{
+  if (p && len >= CACHE_MIN) {
+    pthread_mutex_lock(&g->mu);
+    if (g->cache_bytes + len <= g->cache_cap) {
+      struct cached_buf *c = p;
+      c->len = len;
+      c->next = g->cache;
+      g->cache = c;
+      g->cache_bytes += len;
+      p = NULL;
+    }
+    pthread_mutex_unlock(&g->mu);
+  }
+  free(p);
+}
 
 static const char *kind_name[] = { "write", "zero", "trim", "flush" };
 
@@ -79,6 +129,11 @@ static void guard_unref(struct mirror_guard *g)
 {
   if (atomic_fetch_sub(&g->refs, 1) != 1)
     return;
+  while (g->cache) {
+    struct cached_buf *c = g->cache;
+    g->cache = c->next;
+    free(c);
+  }
   pthread_mutex_destroy(&g->mu);
   pthread_cond_destroy(&g->cv);
   mirror_direct_close(g->direct);
@@ -91,7 +146,7 @@ static void gop_unref(struct gop *op)
 
   if (atomic_fetch_sub(&op->refs, 1) != 1)
     return;
-  free(op->copy);
+  copy_free(g, op->copy, op->len);
   free(op);
   guard_unref(g);
 }
@@ -246,7 +301,7 @@ static void gop_done(void *opaque, int64_t res)
     go = grant_locked(g);
   }
   pthread_mutex_unlock(&g->mu);
-  free(op->copy);
+  copy_free(g, op->copy, op->len);
   op->copy = NULL;
   post_granted(go);
   if (gone) {
@@ -292,9 +347,7 @@ static int issue(struct gop *op, bool retry)
 
   switch (op->kind) {
   case OP_WRITE:
-    /* aligned, for the direct way (O_DIRECT) */
-    if (posix_memalign(&op->copy, SVM_IO_ALIGN, op->len ? op->len : 1) != 0) {
-      op->copy = NULL;
+    if ((op->copy = copy_alloc(op->g, op->len)) == NULL) {
       r = -ENOMEM;
       break;
     }
@@ -312,7 +365,7 @@ static int issue(struct gop *op, bool retry)
     break;
   }
   if (r == -EAGAIN) {
-    free(op->copy);
+    copy_free(op->g, op->copy, op->len);
     op->copy = NULL;
     if (!retry)
       return r;
@@ -472,6 +525,7 @@ int mirror_guard_new(struct svm_layer *dst, uint64_t timeout_ns, uint64_t budget
   g->copier_layer.below = g->direct ? g->direct : dst;
   g->timeout_ns = timeout_ns;
   g->budget = budget;
+  g->cache_cap = budget < CACHE_MAX_BYTES ? budget : CACHE_MAX_BYTES;
   atomic_init(&g->refs, 1);
   atomic_init(&g->err, 0);
   pthread_mutex_init(&g->mu, NULL);
