@@ -331,6 +331,15 @@ int svm_mirror_new(struct svm_layer *src, struct svm_layer *dst, const struct sv
     return svm_error(ENOMEM, "mirror of %s: out of memory", svm_layer_path(src));
   if (o != NULL)
     m->o = *o;
+  /* The copier's window (chunk x chunks in flight) is what guest writes can park on: a write
+   * into a chunk being copied waits for its read and write. 16 MiB in flight (QEMU's mirror
+   * buf-size) keeps that to a few writes in a thousand on a large disk, so the guest's p99
+   * stays where it was, and still keeps the device busy (the idle copy took as long with
+   * 64 MiB in flight). */
+  if (m->o.request_size == 0)
+    m->o.request_size = SVM_MIRROR_DEFAULT_REQUEST;
+  if (m->o.requests == 0)
+    m->o.requests = SVM_MIRROR_DEFAULT_REQUESTS;
   m->dst = dst;
   m->ngranules = (svm_layer_size(src) + (UINT64_C(1) << MIRROR_GRANULE_SHIFT) - 1) >>
                  MIRROR_GRANULE_SHIFT;
@@ -341,8 +350,7 @@ int svm_mirror_new(struct svm_layer *src, struct svm_layer *dst, const struct sv
     return svm_error(ENOMEM, "mirror of %s: out of memory", svm_layer_path(src));
   }
   /* The copies of data in flight to dst: the copier's chunks, plus as much again for guests. */
-  budget = (m->o.request_size ? m->o.request_size : 2u << 20) *
-           (m->o.requests ? m->o.requests : 32u);
+  budget = m->o.request_size * m->o.requests;
   budget = budget < (64u << 20) ? (64u << 20) + budget : 2 * budget;
   if (m->o.buffer_budget)
     budget = m->o.buffer_budget;

@@ -37,9 +37,14 @@
 
 struct svm_mirror;
 
+enum {
+  SVM_MIRROR_DEFAULT_REQUEST = 1 << 20,   /* 16 x 1 MiB in flight: mirror.c says why */
+  SVM_MIRROR_DEFAULT_REQUESTS = 16,
+};
+
 struct svm_mirror_opts {
-  uint64_t request_size;      /* copier chunk (0: default, 2 MiB) */
-  unsigned requests;          /* copier chunks in flight (0: default, 32) */
+  uint64_t request_size;      /* copier chunk (0: default, SVM_MIRROR_DEFAULT_REQUEST) */
+  unsigned requests;          /* copier chunks in flight (0: default, SVM_MIRROR_DEFAULT_REQUESTS) */
   bool dst_reads_zero;        /* dst is fresh and reads as zeros: zeros need not be written */
   bool zero_allocates;        /* dst provisioning is thick / eager-zeroed: zero runs stay
                                  allocated (zeros and trims to dst keep the range allocated) */
