@@ -680,6 +680,13 @@ static int flush_pages(struct cbt *t, unsigned max_batches)
   return rc;
 }
 
+int cbt_writeback(struct cbt *t)
+{
+  if (t == NULL || t->fd < 0 || t->ep == NULL || t->broken)
+    return 0;
+  return flush_pages(t, 0);
+}
+
 int cbt_internal_flush(struct cbt *t, unsigned max_batches)
 {
   return flush_pages(t, max_batches);

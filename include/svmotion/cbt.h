@@ -117,6 +117,11 @@ const char *cbt_open_note(const struct cbt *t);
  * leaves the log, hence its bounded over-report), frees the tracker. NULL is accepted. */
 void cbt_close(struct cbt *t);
 
+/* Write every page dirty now, as the background writer would over the next seconds, so that a
+ * cbt_close() soon after has little left to write (a live move calls it before it pauses the
+ * guest, and closes the tracker inside the pause). Thread-safe; marks go on meanwhile. */
+int cbt_writeback(struct cbt *t);
+
 /* Thread-safe. Returns 0 once the marks covering [offset,offset+length) are crash-safe (see
  * the top: no I/O unless an extent enters the activity log; a range wider than 8 extents
  * writes its pages directly). Call before acknowledging the write it covers (concurrently
