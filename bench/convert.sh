@@ -43,28 +43,7 @@ bench_need_bin svm-convert
 [ "$SIZE_MB" -ge 10 ] || bench_fail "SIZE_MB=$SIZE_MB: at least 10"
 
 # ---- the source disk (layout version 2) ----
-src=$BENCH_DIR/convert-src-v2-${SIZE_MB}M.raw
-if [ ! -f "$src" ]; then
-  bench_log "making $src (${SIZE_MB} MiB: 1 MiB slots, even ones allocated, 1 in 5 of them zeros)"
-  python3 - "$src" "$SIZE_MB" <<'PY'
-import os, sys
-path, n = sys.argv[1], int(sys.argv[2])
-MiB = 1 << 20
-fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-os.ftruncate(fd, n * MiB)
-zero = bytes(MiB)
-for k, slot in enumerate(range(0, n, 2)):
-    os.pwrite(fd, zero if k % 5 == 2 else os.urandom(MiB), slot * MiB)
-os.fsync(fd)
-os.close(fd)
-os.rename(path + ".tmp", path)
-PY
-fi
-size=$((SIZE_MB * 1048576))
-[ "$(stat -c %s "$src")" -eq "$size" ] || bench_fail "$src has the wrong size: remove it"
-alloc_slots=$(((SIZE_MB + 1) / 2))
-data_bytes=$(((alloc_slots - (alloc_slots + 2) / 5) * 1048576))
-thin_max=$((data_bytes + data_bytes / 100 + 1048576))
+bench_convert_src
 src_alloc=$(($(stat -c %b "$src") * 512))
 [ "$src_alloc" -ge $((alloc_slots * 1048576)) ] || bench_fail "$src is not 50% allocated: remove it"
 
