@@ -157,10 +157,9 @@ struct cbt {
   char broken_msg[256];
 
   /* The background writer of dirty pages. */
-  pthread_t flusher;
-  bool flusher_on, stopping;
+  struct cbt *writer_next;        /* on the shared page writer's list (tracker.c) */
+  bool flusher_on;               /* on that list */
   unsigned flush_ms;             /* cbt_io.flush_ms at open: the flusher's period */
-  pthread_cond_t flush_cv;
 };
 
 /* tracker.c: the writes and flushes of marks and change IDs in place (pages, log, header

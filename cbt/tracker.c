@@ -367,7 +367,9 @@ static int open_existing(struct cbt *t, int fd, uint32_t granularity)
   return r;
 }
 
-static void *flusher_main(void *arg);
+static void writer_add(struct cbt *t);
+static void writer_remove(struct cbt *t);
+static void writer_kick(struct cbt *t);
 
 int cbt_open(const char *ctk_path, const char *disk_id, uint64_t disk_size,
              uint32_t granularity, struct cbt **out)
@@ -395,11 +397,6 @@ int cbt_open(const char *ctk_path, const char *disk_id, uint64_t disk_size,
   pthread_mutex_init(&t->mu, NULL);
   pthread_mutex_init(&t->wmu, NULL);
   pthread_cond_init(&t->cv, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&t->flush_cv, &ca);
-  pthread_condattr_destroy(&ca);
   pthread_rwlock_init(&t->shape, NULL);
   t->path = strdup(ctk_path);
   t->disk_id = strdup(disk_id);
@@ -423,10 +420,8 @@ int cbt_open(const char *ctk_path, const char *disk_id, uint64_t disk_size,
   if (t->note)                                /* the agent logs stderr; so do we, once */
     fprintf(stderr, "%s: change tracking: %s\n", program_invocation_short_name, t->note);
   t->flush_ms = cbt_io.flush_ms;
-  if (t->flush_ms) {
-    if (pthread_create(&t->flusher, NULL, flusher_main, t) == 0)
-      t->flusher_on = true;
-  }
+  if (t->flush_ms)
+    writer_add(t);
   *out = t;
   return 0;
 }
@@ -448,13 +443,8 @@ void cbt_close(struct cbt *t)
 {
   if (!t)
     return;
-  if (t->flusher_on) {
-    pthread_mutex_lock(&t->mu);
-    t->stopping = true;
-    pthread_cond_broadcast(&t->flush_cv);
-    pthread_mutex_unlock(&t->mu);
-    pthread_join(t->flusher, NULL);
-  }
+  if (t->flusher_on)
+    writer_remove(t);
   /* Clean close: every page written, then an empty log entry, so that the next open trusts
    * the pages alone and reports nothing extra. On failure the log stays: still safe. */
   if (t->fd >= 0 && t->ep && !t->broken && flush_pages(t, 0) == 0 && t->ndirty == 0 &&
@@ -478,7 +468,6 @@ void cbt_close(struct cbt *t)
   pthread_mutex_destroy(&t->mu);
   pthread_mutex_destroy(&t->wmu);
   pthread_cond_destroy(&t->cv);
-  pthread_cond_destroy(&t->flush_cv);
   pthread_rwlock_destroy(&t->shape);
   free(t);
 }
@@ -692,31 +681,105 @@ int cbt_internal_flush(struct cbt *t, unsigned max_batches)
   return flush_pages(t, max_batches);
 }
 
-static void *flusher_main(void *arg)
+/* The lazy page writer: one thread for every tracker of the process (32 disks must not cost
+ * 32 threads), started with the first tracker and stopped with the last. Each round it gives
+ * every tracker with dirty pages a bounded share: 32 pages, 4 fdatasyncs - the log already
+ * makes the marks safe; the write-back only keeps evictions cheap, so it must not load the
+ * datastore even when a guest dirties every page of a large disk each second. A failure waits a
+ * round. The list and the rounds are under writer_mu, so a tracker unlinked under it is never
+ * touched again; a change ID asks for an early round without it (writer_kick), since it holds
+ * the tracker's locks, which a round takes after writer_mu. */
+static pthread_mutex_t writer_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t writer_cv;
+static pthread_once_t writer_once = PTHREAD_ONCE_INIT;
+static struct cbt *writer_list;
+static pthread_t writer_thread;
+static bool writer_running;
+static unsigned writer_gen;       /* a thread runs while the generation it started with lasts */
+
+static void writer_init(void)
 {
-  struct cbt *t = arg;
-  pthread_mutex_lock(&t->mu);
-  while (!t->stopping) {
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&writer_cv, &ca);
+  pthread_condattr_destroy(&ca);
+}
+
+static void *writer_main(void *arg)
+{
+  unsigned gen = (unsigned)(uintptr_t)arg;
+
+  pthread_mutex_lock(&writer_mu);
+  while (writer_gen == gen) {
+    unsigned period = 1000;
+    for (struct cbt *t = writer_list; t; t = t->writer_next)
+      period = t->flush_ms < period ? t->flush_ms : period;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += t->flush_ms / 1000;
-    ts.tv_nsec += (long)(t->flush_ms % 1000) * 1000000;
+    ts.tv_sec += period / 1000;
+    ts.tv_nsec += (long)(period % 1000) * 1000000;
     if (ts.tv_nsec >= 1000000000) {
       ts.tv_sec++;
       ts.tv_nsec -= 1000000000;
     }
-    pthread_cond_timedwait(&t->flush_cv, &t->mu, &ts);
-    if (t->stopping || !t->ndirty || t->broken)
-      continue;
-    pthread_mutex_unlock(&t->mu);
-    /* A bounded round (32 pages, 4 fdatasyncs): the log already makes the marks safe; the
-     * write-back only keeps evictions cheap, so it must not load the datastore even when a
-     * guest dirties every page of a large disk each second. A failure waits a round. */
-    flush_pages(t, FLUSH_ROUND_BATCHES);
-    pthread_mutex_lock(&t->mu);
+    pthread_cond_timedwait(&writer_cv, &writer_mu, &ts);
+    for (struct cbt *t = writer_list; t && writer_gen == gen; t = t->writer_next) {
+      pthread_mutex_lock(&t->mu);
+      bool work = t->ndirty && !t->broken;
+      pthread_mutex_unlock(&t->mu);
+      if (work)
+        flush_pages(t, FLUSH_ROUND_BATCHES);
+    }
   }
-  pthread_mutex_unlock(&t->mu);
+  pthread_mutex_unlock(&writer_mu);
   return NULL;
+}
+
+static void writer_add(struct cbt *t)
+{
+  pthread_once(&writer_once, writer_init);
+  pthread_mutex_lock(&writer_mu);
+  if (!writer_running &&
+      pthread_create(&writer_thread, NULL, writer_main, (void *)(uintptr_t)writer_gen) == 0)
+    writer_running = true;
+  if (writer_running) {
+    t->writer_next = writer_list;
+    writer_list = t;
+    t->flusher_on = true;
+  }
+  pthread_mutex_unlock(&writer_mu);
+}
+
+static void writer_remove(struct cbt *t)
+{
+  pthread_t tid;
+  bool stop;
+
+  pthread_mutex_lock(&writer_mu);
+  for (struct cbt **pp = &writer_list; *pp; pp = &(*pp)->writer_next)
+    if (*pp == t) {
+      *pp = t->writer_next;
+      break;
+    }
+  t->flusher_on = false;
+  stop = writer_list == NULL && writer_running;
+  if (stop) {
+    writer_gen++;                 /* the running thread ends; a new one may start meanwhile */
+    writer_running = false;
+    tid = writer_thread;
+  }
+  pthread_cond_broadcast(&writer_cv);
+  pthread_mutex_unlock(&writer_mu);
+  if (stop)
+    pthread_join(tid, NULL);
+}
+
+static void writer_kick(struct cbt *t)
+{
+  (void)t;
+  pthread_once(&writer_once, writer_init);
+  pthread_cond_signal(&writer_cv);    /* a lost wake-up only waits for the next round */
 }
 
 /* ---- marks ----------------------------------------------------------------------------- */
@@ -1113,7 +1176,7 @@ int cbt_changeid(struct cbt *t, char *buf, size_t buflen)
   /* The hot set stays (the new epoch's first writes cost no I/O); the lazy writer is asked
    * to catch up now rather than at its next round. */
   if (rc == 0)
-    pthread_cond_signal(&t->flush_cv);
+    writer_kick(t);
   unlock_exclusive(t);
   if (rc == 0)
     snprintf(buf, buflen, "%s/%" PRIu64, uuid, seq);
