@@ -84,6 +84,12 @@ static inline void svm_copy_end_free(struct svm_copy_end *e)
  * through the default I/O engine (io_uring, or libaio); writes through libaio where it is
  * available, whose io_submit() allocates O_DIRECT blocks in the order the writes are issued
  * (a compact extent tree), which io_uring's worker threads do not. */
+/* For ends whose completions all come through one I/O engine (file.c, layer.c): submit what
+ * is queued and, while `busy`, poll the engine's event fd; then reap what fired. */
+int svm_copy_io_poll_prepare(struct svm_copy_end *e, struct svm_io *io, bool busy,
+                             struct pollfd *pfd);
+int svm_copy_io_poll_done(struct svm_copy_end *e, struct svm_io *io, const struct pollfd *pfd);
+
 int svm_copy_file_end_new(const char *name, int fd, int fd_buffered, bool direct, uint64_t size,
                           bool writable, struct svm_copy_end **out);
 

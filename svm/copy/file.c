@@ -81,20 +81,20 @@ static int file_write(struct svm_copy_end *e, const void *buf, size_t len, uint6
   return r;
 }
 
-static int file_poll_prepare(struct svm_copy_end *e, struct pollfd *pfd)
+int svm_copy_io_poll_prepare(struct svm_copy_end *e, struct svm_io *io, bool busy,
+                             struct pollfd *pfd)
 {
-  struct file_end *f = F(e);
-  int r = svm_io_submit(f->io);
+  int r = svm_io_submit(io);
 
   if (r < 0)
     return svm_error(-r, "%s: I/O engine: %s", e->name, strerror(-r));
-  if (svm_io_in_flight(f->io) == 0)
+  if (!busy)
     return 0;
-  *pfd = (struct pollfd){ .fd = svm_io_event_fd(f->io), .events = POLLIN };
+  *pfd = (struct pollfd){ .fd = svm_io_event_fd(io), .events = POLLIN };
   return 1;
 }
 
-static int file_poll_done(struct svm_copy_end *e, const struct pollfd *pfd)
+int svm_copy_io_poll_done(struct svm_copy_end *e, struct svm_io *io, const struct pollfd *pfd)
 {
   uint64_t cnt;
   int r;
@@ -103,8 +103,18 @@ static int file_poll_done(struct svm_copy_end *e, const struct pollfd *pfd)
     return 0;
   if (read(pfd->fd, &cnt, sizeof cnt) < 0 && errno != EAGAIN)
     return svm_error(errno, "%s: I/O engine event fd: %s", e->name, strerror(errno));
-  r = svm_io_reap(F(e)->io, 0);
+  r = svm_io_reap(io, 0);
   return r < 0 ? svm_error(-r, "%s: I/O engine: %s", e->name, strerror(-r)) : 0;
+}
+
+static int file_poll_prepare(struct svm_copy_end *e, struct pollfd *pfd)
+{
+  return svm_copy_io_poll_prepare(e, F(e)->io, svm_io_in_flight(F(e)->io) > 0, pfd);
+}
+
+static int file_poll_done(struct svm_copy_end *e, const struct pollfd *pfd)
+{
+  return svm_copy_io_poll_done(e, F(e)->io, pfd);
 }
 
 static int file_wait(struct svm_copy_end *e)

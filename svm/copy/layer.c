@@ -291,30 +291,15 @@ static int layer_zero(struct svm_copy_end *e, uint64_t off, uint64_t len, bool a
 
 /* ---- the event loop ------------------------------------------------------------------------ */
 
+/* pending, not the engine's count: a posted result (gate, inline completion) is still owed */
 static int layer_poll_prepare(struct svm_copy_end *e, struct pollfd *pfd)
 {
-  struct layer_end *le = LE(e);
-  int r = svm_io_submit(le->io);
-
-  if (r < 0)
-    return svm_error(-r, "%s: I/O engine: %s", e->name, strerror(-r));
-  if (le->pending == 0)
-    return 0;
-  *pfd = (struct pollfd){ .fd = svm_io_event_fd(le->io), .events = POLLIN };
-  return 1;
+  return svm_copy_io_poll_prepare(e, LE(e)->io, LE(e)->pending > 0, pfd);
 }
 
 static int layer_poll_done(struct svm_copy_end *e, const struct pollfd *pfd)
 {
-  uint64_t cnt;
-  int r;
-
-  if (!(pfd->revents & POLLIN))
-    return 0;
-  if (read(pfd->fd, &cnt, sizeof cnt) < 0 && errno != EAGAIN)
-    return svm_error(errno, "%s: I/O engine event fd: %s", e->name, strerror(errno));
-  r = svm_io_reap(LE(e)->io, 0);
-  return r < 0 ? svm_error(-r, "%s: I/O engine: %s", e->name, strerror(-r)) : 0;
+  return svm_copy_io_poll_done(e, LE(e)->io, pfd);
 }
 
 /* Results arrive from the engine or as posts (gates, inline completions): wait on the event
