@@ -9,8 +9,10 @@
  * Dropping takes every request off the list, marks it ABANDONED and posts its callback with the
  * drop's error to the thread that owns its engine; the request's late completion, if it ever
  * comes, only frees the copy (and gives its budget back). A request is freed when both its
- * owners are done with it: the layer below (or the pending issue post) and the abandonment
- * post (refs).
+ * owners are done with it: the layer below and the abandonment post (refs). A request whose
+ * issue post is still pending (queued) is answered by that post instead: posts run in order,
+ * and an abandonment posted before a late issue post would let the caller finish and free its
+ * engine with the issue post, and the request, never run.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -36,6 +38,8 @@ struct gop {
                                    a request may be on both at once, so two fields */
   enum kind kind;
   enum state state;
+  bool queued;                  /* an issue post is pending on io (set under g->mu): that post,
+                                   not an abandonment post, then answers a drop */
   atomic_int refs;
   struct svm_io *io;
   const void *buf;              /* the caller's data, valid until its callback runs */
@@ -197,12 +201,15 @@ static void drop_v(struct mirror_guard *g, int err, const char *fmt, va_list ap)
   }
   err = atomic_load(&g->err);
   while ((op = g->head) != NULL) {
+    bool answer = !op->queued;  /* else issue_posted() answers it */
     unlink_locked(g, op);
-    if (op->state == ST_ISSUED)
-      atomic_fetch_add(&op->refs, 1);   /* the layer below (or the issue post) keeps its own */
+    if (op->state == ST_ISSUED && answer)
+      atomic_fetch_add(&op->refs, 1);   /* the layer below keeps its own */
     op->state = ST_ABANDONED;
-    op->alink = list;
-    list = op;
+    if (answer) {
+      op->alink = list;
+      list = op;
+    }
   }
   pthread_mutex_unlock(&g->mu);
   /* Oldest first: list is newest first, but each goes to its own engine, in posting order
@@ -265,6 +272,7 @@ static struct gop *grant_locked(struct mirror_guard *g)
     if (g->used > 0 && g->used + w->len > g->budget)
       break;
     w->state = ST_ISSUED;
+    w->queued = true;
     w->held = w->len;
     g->used += w->len;
     g->peak = g->used > g->peak ? g->used : g->peak;
@@ -315,26 +323,32 @@ static void gop_done(void *opaque, int64_t res)
   gop_unref(op);
 }
 
-/* A waiting write got its budget: issue it here, on its own thread, unless it was abandoned
- * meanwhile (then the caller's buffer may be gone: touch nothing). */
+/* A waiting write got its budget, or a request is tried again: issue it here, on its own
+ * thread, unless it was abandoned meanwhile; then answer the caller with the drop's error
+ * (the drop left that to this post) and touch nothing else: its buffer is the caller's. */
 static void issue_posted(void *opaque, int64_t res)
 {
   struct gop *op = opaque;
   struct mirror_guard *g = op->g;
   bool gone;
+  int err;
 
   (void)res;
   pthread_mutex_lock(&g->mu);
+  op->queued = false;
   gone = op->state == ST_ABANDONED;
   if (gone) {
     g->used -= op->held;
     op->held = 0;
   }
+  err = atomic_load(&g->err);
   pthread_mutex_unlock(&g->mu);
-  if (gone)
+  if (gone) {
+    op->cb(op->opaque, err);
     gop_unref(op);
-  else
+  } else {
     issue(op, true);
+  }
 }
 
 /* Send the request down. -EAGAIN (the caller's engine is full) goes back to the caller when
@@ -365,11 +379,26 @@ static int issue(struct gop *op, bool retry)
     break;
   }
   if (r == -EAGAIN) {
-    copy_free(op->g, op->copy, op->len);
+    struct mirror_guard *g = op->g;
+    bool gone;
+
+    copy_free(g, op->copy, op->len);
     op->copy = NULL;
     if (!retry)
       return r;
-    svm_io_post_node(op->io, &op->issue_node, issue_posted, op, 0);
+    pthread_mutex_lock(&g->mu);
+    gone = op->state == ST_ABANDONED;   /* dropped while down here: its answer is posted */
+    if (gone) {
+      g->used -= op->held;
+      op->held = 0;
+    } else {
+      op->queued = true;
+    }
+    pthread_mutex_unlock(&g->mu);
+    if (gone)
+      gop_unref(op);                    /* the layer below's reference: it took nothing */
+    else
+      svm_io_post_node(op->io, &op->issue_node, issue_posted, op, 0);
   } else if (r < 0) {
     gop_done(op, r);            /* never reached the layer: fail it the same way */
   }

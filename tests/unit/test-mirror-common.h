@@ -64,6 +64,10 @@ struct fault {
   atomic_int requests;          /* write/zero/trim/flush seen */
   int fail_at, fail_errno;      /* from the fail_at-th request on: fail with -fail_errno */
   int hang_at;                  /* from the hang_at-th request on: never complete */
+  int eagain_at;                /* the eagain_at-th request: on_eagain(arg), then -EAGAIN, as
+                                   a full engine would answer */
+  void (*on_eagain)(void *arg);
+  void *eagain_arg;
   bool no_fast_zero;            /* fast zeros fail with -ENOTSUP (and change nothing) */
   atomic_int flushes, fuas, zeros_no_hole, trims, fast_zeros;
   pthread_mutex_t mu;
@@ -71,11 +75,18 @@ struct fault {
   unsigned nheld;
 };
 
+/* 0: pass the request on; 1: answered (failed) or held here; -EAGAIN: refused, as a full
+ * engine refuses. */
 static inline int fault_check(struct svm_layer *l, svm_io_cb cb, void *opaque)
 {
   struct fault *f = l->priv;
   int n = atomic_fetch_add(&f->requests, 1) + 1;
 
+  if (f->eagain_at && n == f->eagain_at) {
+    if (f->on_eagain)
+      f->on_eagain(f->eagain_arg);
+    return -EAGAIN;
+  }
   if (f->fail_at && n >= f->fail_at) {
     cb(opaque, -f->fail_errno);
     return 1;
@@ -101,10 +112,11 @@ static inline int fault_write(struct svm_layer *l, struct svm_io *io, const void
                               void *opaque)
 {
   struct fault *f = l->priv;
+  int r;
   if (flags & SVM_LAYER_FUA)
     atomic_fetch_add(&f->fuas, 1);
-  if (fault_check(l, cb, opaque))
-    return 0;
+  if ((r = fault_check(l, cb, opaque)) != 0)
+    return r < 0 ? r : 0;
   return svm_layer_write(l->below, io, buf, len, off, flags, cb, opaque);
 }
 
@@ -112,6 +124,7 @@ static inline int fault_zero(struct svm_layer *l, struct svm_io *io, uint64_t of
                              uint64_t len, unsigned flags, svm_io_cb cb, void *opaque)
 {
   struct fault *f = l->priv;
+  int r;
   if (flags & SVM_LAYER_NO_HOLE)
     atomic_fetch_add(&f->zeros_no_hole, 1);
   if (flags & SVM_LAYER_FAST)
@@ -120,8 +133,8 @@ static inline int fault_zero(struct svm_layer *l, struct svm_io *io, uint64_t of
     cb(opaque, -ENOTSUP);
     return 0;
   }
-  if (fault_check(l, cb, opaque))
-    return 0;
+  if ((r = fault_check(l, cb, opaque)) != 0)
+    return r < 0 ? r : 0;
   return svm_layer_zero(l->below, io, off, len, flags, cb, opaque);
 }
 
@@ -129,9 +142,10 @@ static inline int fault_trim(struct svm_layer *l, struct svm_io *io, uint64_t of
                              uint64_t len, unsigned flags, svm_io_cb cb, void *opaque)
 {
   struct fault *f = l->priv;
+  int r;
   atomic_fetch_add(&f->trims, 1);
-  if (fault_check(l, cb, opaque))
-    return 0;
+  if ((r = fault_check(l, cb, opaque)) != 0)
+    return r < 0 ? r : 0;
   return svm_layer_trim(l->below, io, off, len, flags, cb, opaque);
 }
 
@@ -139,9 +153,10 @@ static inline int fault_flush(struct svm_layer *l, struct svm_io *io, svm_io_cb 
                               void *opaque)
 {
   struct fault *f = l->priv;
+  int r;
   atomic_fetch_add(&f->flushes, 1);
-  if (fault_check(l, cb, opaque))
-    return 0;
+  if ((r = fault_check(l, cb, opaque)) != 0)
+    return r < 0 ? r : 0;
   return svm_layer_flush(l->below, io, cb, opaque);
 }
 

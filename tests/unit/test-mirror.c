@@ -366,6 +366,77 @@ static void test_bad_sizes(void **state)
   free(b);
 }
 
+static void cancel_mirror(void *arg)
+{
+  svm_mirror_cancel(arg);
+}
+
+/* A write that waited for budget is issued from its post, finds the engine full and, while it
+ * is down there, the destination is dropped: the guest's write still completes, once, and
+ * nothing is left behind for an engine freed right after (ASan's leak check is the judge). */
+static void test_drop_during_retry(void **state)
+{
+  struct svm_mirror_opts o = { .request_size = CHUNK, .requests = 2, .dst_reads_zero = true,
+                               .buffer_budget = 4096 };
+  struct done_flag a = { 0 }, b = { 0 };
+  struct fixture x;
+  char wa[4096], wb[4096];
+  int n;
+
+  (void)state;
+  make(&x, &o, false);
+  assert_int_equal(svm_mirror_run(x.m), 0);
+  n = atomic_load(&x.f->requests);
+  x.f->hang_at = n + 1;                 /* a's destination write waits here ... */
+  x.f->eagain_at = n + 2;               /* ... b's, granted its budget by a's end, meets a full
+                                           engine while the move is cancelled */
+  x.f->on_eagain = cancel_mirror;
+  x.f->eagain_arg = x.m;
+  memset(wa, 'A', sizeof wa);
+  memset(wb, 'B', sizeof wb);
+  assert_int_equal(svm_layer_write(x.top, x.io, wa, sizeof wa, 0, 0, done_cb, &a), 0);
+  assert_int_equal(svm_layer_write(x.top, x.io, wb, sizeof wb, 1 << 20, 0, done_cb, &b), 0);
+  x.f->hang_at = 0;
+  assert_int_equal(fault_release(x.dst, 0), 1);
+  assert_int_equal(wait_done(x.io, &a), (int64_t)sizeof wa);
+  assert_int_equal(wait_done(x.io, &b), (int64_t)sizeof wb);
+  assert_int_equal(svm_mirror_status(x.m), -ECANCELED);
+  unmake(&x);
+}
+
+/* A write granted its budget on another thread, its issue post not yet run on its own engine,
+ * when the destination is dropped: that post answers it, once, and the drop does not answer
+ * it too (an answer ahead of the post would let its owner finish and free the engine with the
+ * post, and the request, never run). */
+static void test_drop_while_granted(void **state)
+{
+  struct svm_mirror_opts o = { .request_size = CHUNK, .requests = 2, .dst_reads_zero = true,
+                               .buffer_budget = 4096 };
+  struct done_flag a = { 0 }, b = { 0 };
+  struct fixture x;
+  struct svm_io *io_b;
+  char wa[4096], wb[4096];
+
+  (void)state;
+  make(&x, &o, false);
+  assert_int_equal(svm_mirror_run(x.m), 0);
+  assert_int_equal(svm_io_new(SVM_IO_AUTO, 8, &io_b), 0);
+  x.f->hang_at = atomic_load(&x.f->requests) + 1;       /* a's destination write waits */
+  memset(wa, 'A', sizeof wa);
+  memset(wb, 'B', sizeof wb);
+  assert_int_equal(svm_layer_write(x.top, x.io, wa, sizeof wa, 0, 0, done_cb, &a), 0);
+  assert_int_equal(svm_layer_write(x.top, io_b, wb, sizeof wb, 1 << 20, 0, done_cb, &b), 0);
+  x.f->hang_at = 0;
+  assert_int_equal(fault_release(x.dst, 0), 1);          /* a done: b granted, posted to io_b */
+  svm_mirror_cancel(x.m);                                /* ... and dropped before it runs */
+  assert_int_equal(wait_done(x.io, &a), (int64_t)sizeof wa);
+  assert_int_equal(wait_done(io_b, &b), (int64_t)sizeof wb);
+  assert_int_equal(svm_io_reap(io_b, 0), 0);             /* nothing more for b's engine */
+  assert_int_equal(svm_mirror_status(x.m), -ECANCELED);
+  svm_io_free(io_b);
+  unmake(&x);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -381,6 +452,8 @@ int main(void)
     cmocka_unit_test(test_fast_zero),
     cmocka_unit_test(test_engine_full),
     cmocka_unit_test(test_cancel),
+    cmocka_unit_test(test_drop_during_retry),
+    cmocka_unit_test(test_drop_while_granted),
     cmocka_unit_test(test_bad_sizes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
