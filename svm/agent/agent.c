@@ -573,7 +573,7 @@ static int do_status(struct svm_agent *a, const struct svm_ctl_request *r, bool 
 
   if (id && strtoul(id, NULL, 10) > AGENT_HOSTMOVE_ID_BASE)
     return agent_hostmove_show(a, (unsigned)strtoul(id, NULL, 10), json, payload);
-  ret = agent_move_status(a, id, json, &moves);
+  ret = agent_move_status(a, id, svm_ctl_arg(r, "wait_ms"), json, &moves);
   if (ret < 0 || id)
     return *payload = moves, ret;
   /* The host moves (hostmove.c) after the datastore moves: "host_moves": [...] in JSON. */
@@ -675,7 +675,7 @@ static const struct command {
   { "cbt-query", { "vm", "disk", "since", "cursor", "limit", NULL }, do_cbt_query, false },
   { "migrate", { "vm", "datastore", "provisioning", "rate", "host", NULL }, do_migrate, false },
   { "migrate-cancel", { "vm", NULL }, do_migrate_cancel, false },
-  { "status", { "id", NULL }, do_status, false },
+  { "status", { "id", "wait_ms", NULL }, do_status, false },
   { "precheck", { "vm", "datastore", "host", "bandwidth", "provisioning", NULL },
     do_precheck, false },
 };

@@ -402,18 +402,41 @@ static void abort_move(struct agent_move *m, const char *dst_dir)
   free(left);
 }
 
-/* After the commit: the source goes. */
-static void clean_source(struct agent_move *m, const char *src_dir)
+/* After the commit: the source's files closed and its folder retired (renamed out of the
+ * VM's name); *retired (malloc'd) is what is left to remove once the move has reported, or
+ * NULL when the folder is gone already (removed here: it could not be renamed). */
+static void retire_source(struct agent_move *m, const char *src_dir, char **retired)
 {
-  char *left = NULL;
+  char tag[16], *left = NULL;
 
   set_phase(m, "cleaning");
   for (unsigned i = 0; i < m->ndisks; i++)
     svm_move_disk_finish(&m->disks[i]);
+  snprintf(tag, sizeof tag, "%u", m->id);
+  if (svm_move_retire_folder(src_dir, tag, retired) == 0)
+    return;
+  agent_log("%s: moved; %s; removing the source folder now", m->vm, svm_last_error());
   if (svm_move_remove_folder(src_dir, &left) < 0)
     agent_log("%s: moved; the source folder %s was not removed completely: %s", m->vm,
               src_dir, svm_last_error());
   free(left);
+}
+
+/* The retired source's blocks freed, after the move reported: the move's thread is still
+ * counted (a->moves->threads), so svmd's stop waits for it. */
+static void remove_retired(struct svm_agent *a, const char *vm, char *retired)
+{
+  char *left = NULL;
+
+  if (retired && svm_move_remove_folder(retired, &left) < 0)
+    agent_log("%s: moved; its old folder %s was not removed completely: %s", vm, retired,
+              svm_last_error());
+  free(left);
+  free(retired);
+  pthread_mutex_lock(&a->mu);
+  a->moves->threads--;
+  pthread_cond_broadcast(&a->moves->cv);
+  pthread_mutex_unlock(&a->mu);
 }
 
 static void end_move(struct agent_move *m, int r, const char *why)
@@ -432,9 +455,8 @@ static void end_move(struct agent_move *m, int r, const char *why)
   m->vmp->move = NULL;
   agent_vm_unref(m->vmp);
   m->vmp = NULL;
-  a->moves->threads--;
-  pthread_cond_broadcast(&a->moves->cv);
-  agent_moves_schedule_locked(a);
+  pthread_cond_broadcast(&a->moves->cv);   /* status waiters (moves.c) */
+  agent_moves_schedule_locked(a);      /* may free m: kept finished moves are bounded */
 }
 
 static int run_move(struct agent_move *m, char **src_out, char **dst_out)
@@ -488,14 +510,16 @@ void *agent_move_thread(void *opaque)
 {
   struct agent_move *m = opaque;
   struct svm_agent *a = m->a;
-  char *src = NULL, *dst = NULL;
+  char *src = NULL, *dst = NULL, *retired = NULL;
+  char vm[sizeof m->vm];
   CLEANUP_FREE char *why = NULL;
   int r;
 
   agent_log("%s: moving from datastore %s to %s", m->vm, m->src_ds->name, m->dst_ds->name);
   r = run_move(m, &src, &dst);
+  snprintf(vm, sizeof vm, "%s", m->vm);
   if (r == 1) {
-    clean_source(m, src);
+    retire_source(m, src, &retired);
     agent_log("%s: moved to datastore %s (%s) in %.1f s, guest paused %.2f ms", m->vm,
               m->dst_ds->name, dst, (double)(agent_move_now_ns() - m->start_ns) / 1e9, m->downtime_ms);
   } else {
@@ -513,5 +537,6 @@ void *agent_move_thread(void *opaque)
   free(src);
   free(dst);
   end_move(m, r < 0 ? r : 0, why);
+  remove_retired(a, vm, retired);
   return NULL;
 }

@@ -13,6 +13,7 @@
 
 enum {
   MOVES_KEPT = 16,                  /* finished moves that status still shows */
+  STATUS_WAIT_MAX_MS = 1000,        /* the longest a status request waits for a move to end */
 };
 #define SWITCH_PAUSE_NS (5ull * 1000 * 1000 * 1000)   /* the longest drain at switchover */
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <svmotion/cli.h>
@@ -126,20 +127,41 @@ static void resolve_journal(void *opaque, const char *file, const struct svm_jou
   svm_journal_remove(a->moves->dir, j->vm);
 }
 
+static void retired_removed(void *opaque, const char *path, const char *err)
+{
+  (void)opaque;
+  if (err)
+    agent_log("the old folder of a VM moved away, %s, was not removed completely: %s", path,
+              err);
+  else
+    agent_log("removed %s: the old folder of a VM that had moved away when svmd stopped", path);
+}
+
 int agent_moves_init(struct svm_agent *a)
 {
   struct agent_moves *ms = calloc(1, sizeof *ms);
+  int r;
 
   if (!ms || asprintf(&ms->dir, "%s/moves", a->state_dir) < 0) {
     free(ms);
     return svm_error(ENOMEM, "out of memory");
   }
-  pthread_cond_init(&ms->cv, NULL);
+  {
+    pthread_condattr_t ca;          /* one_move() waits against the monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ms->cv, &ca);
+    pthread_condattr_destroy(&ca);
+  }
   ms->next_id = 1;
   a->moves = ms;
   if (mkdir(ms->dir, 0700) < 0 && errno != EEXIST)
     return svm_error(errno, "%s: %s", ms->dir, strerror(errno));
-  return svm_journal_scan(ms->dir, resolve_journal, a);
+  r = svm_journal_scan(ms->dir, resolve_journal, a);
+  /* source folders a move had retired but not yet removed (move.c) */
+  for (size_t i = 0; i < a->nds; i++)
+    svm_move_remove_retired(a->ds[i].dir, retired_removed, NULL);
+  return r;
 }
 
 void agent_moves_stop(struct svm_agent *a)
@@ -374,21 +396,61 @@ int agent_move_cancel(struct svm_agent *a, const char *name, bool json, char **o
   return out_move(m, json, out);
 }
 
-int agent_move_status(struct svm_agent *a, const char *id, bool json, char **out)
+static struct agent_move *find_move(struct agent_moves *ms, const char *id)
+{
+  char *end;
+  unsigned long n = strtoul(id, &end, 10);
+
+  for (struct agent_move *m = ms->list; *id && !*end && m; m = m->next)
+    if (m->id == n)
+      return m;
+  return NULL;
+}
+
+/* One move; with wait_ms, once it has finished or after wait_ms (at most STATUS_WAIT_MAX_MS),
+ * whichever comes first: svmctl follows a move with these, and learns of its end at once
+ * rather than at its next poll. a->mu held (released while waiting). */
+static int one_move(struct svm_agent *a, const char *id, const char *wait_ms, bool json,
+                    char **out)
+{
+  struct agent_moves *ms = a->moves;
+  struct agent_move *m = find_move(ms, id);
+  uint64_t wait = 0, until;
+  struct timespec ts;
+
+  if (wait_ms) {
+    char *end;
+    errno = 0;
+    wait = strtoull(wait_ms, &end, 10);
+    if (!*wait_ms || *end || errno || wait_ms[0] == '-')
+      return svm_error(EINVAL, "status: wait_ms '%s' is not a number of milliseconds",
+                       wait_ms);
+    wait = wait < STATUS_WAIT_MAX_MS ? wait : STATUS_WAIT_MAX_MS;
+  }
+  until = agent_move_now_ns() + wait * 1000000u;
+  while (m && !finished(m) && !ms->stopping && agent_move_now_ns() < until) {
+    ts.tv_sec = (time_t)(until / 1000000000u);
+    ts.tv_nsec = (long)(until % 1000000000u);
+    pthread_cond_timedwait(&ms->cv, &a->mu, &ts);
+    m = find_move(ms, id);             /* it may have been forgotten meanwhile */
+  }
+  if (!m)
+    return svm_error(ENOENT, "no move #%s on host %s (status lists the last %d moves)", id,
+                     a->name, MOVES_KEPT);
+  return out_move(m, json, out);
+}
+
+int agent_move_status(struct svm_agent *a, const char *id, const char *wait_ms, bool json,
+                      char **out)
 {
   static const enum move_state order[] = { MOVE_RUNNING, MOVE_QUEUED };
   struct agent_moves *ms = a->moves;
   FILE *f;
 
-  if (id) {
-    char *end;
-    unsigned long n = strtoul(id, &end, 10);
-    for (struct agent_move *m = ms->list; *id && !*end && m; m = m->next)
-      if (m->id == n)
-        return out_move(m, json, out);
-    return svm_error(ENOENT, "no move #%s on host %s (status lists the last %d moves)", id,
-                     a->name, MOVES_KEPT);
-  }
+  if (id)
+    return one_move(a, id, wait_ms, json, out);
+  if (wait_ms)
+    return svm_error(EINVAL, "status: wait_ms needs the id of a move");
   f = open_memstream(out, &(size_t){ 0 });
   if (!f)
     return svm_error(ENOMEM, "out of memory");

@@ -69,7 +69,7 @@ static int open_file(struct svm_conv_file *f, const char *path, uint64_t *size, 
 static int open_end(struct svm_conv *c)
 {
   const char *path = c->src_name;
-  uint64_t size;
+  uint64_t size = 0;
   int r;
 
   if (svm_convert_is_nbd_uri(path))

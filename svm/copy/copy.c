@@ -276,15 +276,35 @@ static int start_zero(struct svm_copy *c, uint64_t off, uint64_t left)
   return 1;
 }
 
+/* The caller's pace (svm_copy_options): -EAGAIN when the window is full, else the chunk size
+ * for the next read in *chunk. */
+static int paced(struct svm_copy *c, uint64_t *chunk)
+{
+  unsigned slots = c->nslots;
+  uint64_t bytes = c->request;
+
+  *chunk = c->request;
+  if (c->o.pace == NULL)
+    return 0;
+  c->o.pace(c->o.pace_opaque, &slots, &bytes);
+  slots = slots < 1 ? 1 : slots > c->nslots ? c->nslots : slots;
+  bytes = bytes / SVM_COPY_ZERO_BLOCK * SVM_COPY_ZERO_BLOCK;
+  *chunk = bytes < SVM_COPY_ZERO_BLOCK ? SVM_COPY_ZERO_BLOCK : bytes > c->request ? c->request
+                                                                                  : bytes;
+  return c->active >= slots ? -EAGAIN : 0;
+}
+
 static int start_read(struct svm_copy *c, uint64_t off, uint64_t left)
 {
-  struct slot *s = pop(&c->free_list);
-  if (s == NULL)
+  uint64_t chunk;
+  struct slot *s;
+
+  if (paced(c, &chunk) < 0 || (s = pop(&c->free_list)) == NULL)
     return -EAGAIN;
-  uint64_t n = left > c->request ? c->request : left;
-  /* End chunks on request-size boundaries so that later chunks stay aligned. */
-  if (n == c->request && off % c->request != 0)
-    n = c->request - off % c->request;
+  uint64_t n = left > chunk ? chunk : left;
+  /* End chunks on chunk-size boundaries so that later chunks stay aligned. */
+  if (n == chunk && off % chunk != 0)
+    n = chunk - off % chunk;
   *s = (struct slot){ .c = c, .buf = s->buf, .off = off, .len = n, .seq = c->next_seq++,
                       .state = SLOT_READING };
   c->ext_pos += n;

@@ -55,6 +55,13 @@ struct svm_copy_options {
    * is copied (a gate of svm/copy/end.h). Called from the copying thread. */
   void (*chunk_done)(void *opaque, uint64_t off, uint64_t len, int res);
   void *chunk_opaque;
+  /* Optional: how much may be in flight now, asked before each read is started: at most
+   * *slots chunks (set to `requests`; kept within 1..requests) of at most *bytes each (set to
+   * the request size; kept within 4096..request size, rounded down to 4096). For a copy that
+   * shares its source with a guest: the mirror eases off while the guest writes. Called from
+   * the copying thread. */
+  void (*pace)(void *opaque, unsigned *slots, uint64_t *bytes);
+  void *pace_opaque;
 };
 
 struct svm_copy_counters {

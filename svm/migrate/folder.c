@@ -1,5 +1,6 @@
 /* The files of a VM folder during a move: config files copied to the destination, a .ctk
- * copied while its tracker is quiet, and a folder made by a move removed again. */
+ * copied while its tracker is quiet, a folder made by a move removed again, and the source
+ * folder retired after the commit. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -164,4 +165,54 @@ int svm_move_remove_folder(const char *dir, char **left)
     fsync_dir(parent);
   }
   return 0;
+}
+
+int svm_move_retire_folder(const char *dir, const char *tag, char **retired)
+{
+  CLEANUP_FREE char *parent = strdup(dir);
+  const char *name;
+  char *to = NULL;
+
+  *retired = NULL;
+  if (!parent)
+    return svm_error(ENOMEM, "out of memory");
+  if (!strrchr(parent, '/'))
+    return svm_error(EINVAL, "%s: not a path to a VM folder", dir);
+  *strrchr(parent, '/') = '\0';
+  name = dir + strlen(parent) + 1;
+  if (asprintf(&to, "%s/" SVM_RETIRED_PREFIX "%s-%s", parent, name, tag) < 0)
+    return svm_error(ENOMEM, "out of memory");
+  /* RENAME_NOREPLACE: a leftover of that name (a crash's) is never merged into */
+  if (renameat2(AT_FDCWD, dir, AT_FDCWD, to, RENAME_NOREPLACE) < 0) {
+    int e = svm_error(errno, "%s: rename to %s: %s", dir, to, strerror(errno));
+    free(to);
+    return e;
+  }
+  fsync_dir(parent);            /* best effort: a start after a crash removes either name */
+  *retired = to;
+  return 0;
+}
+
+void svm_move_remove_retired(const char *ds_dir,
+                             void (*log)(void *opaque, const char *path, const char *err),
+                             void *opaque)
+{
+  DIR *d = opendir(ds_dir);
+  struct dirent *e;
+
+  if (!d)
+    return;
+  while ((e = readdir(d)) != NULL) {
+    CLEANUP_FREE char *path = NULL;
+    char *left = NULL;
+    if (strncmp(e->d_name, SVM_RETIRED_PREFIX, strlen(SVM_RETIRED_PREFIX)) != 0)
+      continue;
+    if (asprintf(&path, "%s/%s", ds_dir, e->d_name) < 0) {
+      path = NULL;
+      break;
+    }
+    log(opaque, path, svm_move_remove_folder(path, &left) < 0 ? svm_last_error() : NULL);
+    free(left);
+  }
+  closedir(d);
 }

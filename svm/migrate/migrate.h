@@ -90,6 +90,19 @@ int svm_move_copy_files(const char *src_dir, const char *dst_dir, const char *co
 /* Remove every regular file of a folder made by a move, then the folder. Reports in *left
  * (malloc'd, NULL when all went) what could not be removed. */
 int svm_move_remove_folder(const char *dir, char **left);
+/* After the commit: the source folder renamed, durably, out of the VM's name, to a hidden
+ * sibling SVM_RETIRED_PREFIX<name>-<tag> (malloc'd in *retired), which svm_move_remove_folder
+ * then removes at leisure. Freeing a large file's blocks can take long (a file system mounted
+ * with discard trims them in unlink: 0.5 s per 2 GiB measured here), and the move is over
+ * once the VM is committed elsewhere; a start after a crash removes what is left
+ * (svm_move_remove_retired). */
+#define SVM_RETIRED_PREFIX ".svm-removing-"
+int svm_move_retire_folder(const char *dir, const char *tag, char **retired);
+/* Remove every SVM_RETIRED_PREFIX folder of datastore folder ds_dir; each one's path goes to
+ * log (with NULL, or with the error when it could not be removed completely). */
+void svm_move_remove_retired(const char *ds_dir,
+                             void (*log)(void *opaque, const char *path, const char *err),
+                             void *opaque);
 /* Copy one file (a .ctk while its tracker is quiet) durably: tmp + fsync + rename + fsync of
  * the folder. */
 int svm_move_copy_file(const char *src, const char *dst);

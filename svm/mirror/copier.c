@@ -155,6 +155,21 @@ static void on_progress(void *opaque, uint64_t done, uint64_t total)
     m->o.progress(m->o.progress_opaque, done, total);
 }
 
+/* The guest comes first: while it writes, the copier keeps a small window (busy_requests
+ * chunks of busy_request_size), so that its writes queue behind little of the copier's I/O
+ * on the device and seldom park on a chunk being copied; when the guest has been quiet for
+ * guest_quiet_ns, the full window, for speed. */
+static void pace(void *opaque, unsigned *slots, uint64_t *bytes)
+{
+  struct svm_mirror *m = opaque;
+  uint64_t last = atomic_load_explicit(&m->guest_ns, memory_order_relaxed);
+
+  if (last == 0 || mirror_now_ns() - last >= m->o.guest_quiet_ns)
+    return;
+  *slots = *slots < m->o.busy_requests ? *slots : m->o.busy_requests;
+  *bytes = *bytes < m->o.busy_request_size ? *bytes : m->o.busy_request_size;
+}
+
 int svm_mirror_run(struct svm_mirror *m)
 {
   struct svm_layer *src = m->layer->below;
@@ -172,6 +187,8 @@ int svm_mirror_run(struct svm_mirror *m)
     .progress_opaque = m,
     .chunk_done = chunk_done,
     .chunk_opaque = m,
+    .pace = pace,
+    .pace_opaque = m,
   };
   struct svm_copy_counters n;
   char msg[512];

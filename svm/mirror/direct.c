@@ -26,13 +26,18 @@ struct direct {
   int fd;
 };
 
+bool mirror_direct_takes(const void *buf, size_t len, uint64_t off, unsigned flags)
+{
+  return flags == 0 && off % SVM_IO_ALIGN == 0 && len % SVM_IO_ALIGN == 0 &&
+         (uintptr_t)buf % SVM_IO_ALIGN == 0;
+}
+
 static int direct_write(struct svm_layer *l, struct svm_io *io, const void *buf, size_t len,
                         uint64_t off, unsigned flags, svm_io_cb cb, void *opaque)
 {
   struct direct *d = l->priv;
 
-  if (flags == 0 && off % SVM_IO_ALIGN == 0 && len % SVM_IO_ALIGN == 0 &&
-      (uintptr_t)buf % SVM_IO_ALIGN == 0)
+  if (mirror_direct_takes(buf, len, off, flags))
     return svm_io_pwrite(io, d->fd, buf, len, off, cb, opaque);
   return svm_layer_write(l->below, io, buf, len, off, flags, cb, opaque);
 }

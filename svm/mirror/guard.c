@@ -43,7 +43,8 @@ struct gop {
   atomic_int refs;
   struct svm_io *io;
   const void *buf;              /* the caller's data, valid until its callback runs */
-  void *copy;
+  void *copy;                   /* what is written: a copy of buf, unless borrowed */
+  bool borrowed;                /* a copier write straight from buf (see submit()) */
   uint64_t off, len;
   uint64_t held;                /* budget taken (bytes) */
   unsigned flags;
@@ -361,6 +362,10 @@ static int issue(struct gop *op, bool retry)
 
   switch (op->kind) {
   case OP_WRITE:
+    if (op->borrowed) {
+      r = svm_layer_write(d, op->io, op->buf, op->len, op->off, op->flags, gop_done, op);
+      break;
+    }
     if ((op->copy = copy_alloc(op->g, op->len)) == NULL) {
       r = -ENOMEM;
       break;
@@ -419,6 +424,13 @@ static int submit(struct svm_layer *l, enum kind kind, struct svm_io *io, const 
     return -ENOMEM;
   *op = (struct gop){ .g = g, .target = l->below, .kind = kind, .io = io, .buf = buf, .off = off, .len = len,
                       .flags = flags, .cb = cb, .opaque = opaque, .start_ns = now_ns() };
+  /* A copier chunk the direct way needs no copy: it goes to the file on the copier's own
+   * engine, whose end waits for everything in its engine before the copy engine frees the
+   * buffer (svm_io_free), even after a drop. A copy would cost a memcpy, and the kernel's
+   * pinning of fresh small pages instead of the engine's huge ones (measured: 8 ms per
+   * io_submit of 30 MiB, the copier's writes bunched up behind it). */
+  op->borrowed = kind == OP_WRITE && l == &g->copier_layer && g->direct != NULL &&
+                 mirror_direct_takes(buf, len, off, flags);
   atomic_init(&op->refs, 1);
   pthread_mutex_lock(&g->mu);
   if ((err = atomic_load(&g->err)) != 0) {
@@ -428,7 +440,7 @@ static int submit(struct svm_layer *l, enum kind kind, struct svm_io *io, const 
   }
   atomic_fetch_add(&g->refs, 1);
   op->state = ST_ISSUED;
-  if (kind == OP_WRITE) {
+  if (kind == OP_WRITE && !op->borrowed) {
     bool waits = g->used > 0 && g->used + len > g->budget;
     /* Behind a waiting write too: writes keep their order. */
     for (struct gop *w = g->head; w && !waits; w = w->next)

@@ -37,9 +37,13 @@ void mirror_guard_close(struct mirror_guard *g);
 /* ---- direct.c: O_DIRECT writes to dst's file for the copier, the rest to dst ---- */
 int mirror_direct_open(struct svm_layer *l, bool writable, struct svm_layer **out);  /* NULL: none */
 void mirror_direct_close(struct svm_layer *l);
+/* Would a write with these go to the file itself (O_DIRECT, on the caller's engine), rather
+ * than to the layer below? */
+bool mirror_direct_takes(const void *buf, size_t len, uint64_t off, unsigned flags);
 
 /* ---- mirror.c ---- */
 enum { MIRROR_GRANULE_SHIFT = 16 };     /* the copied map's granule: 64 KiB */
+#define MIRROR_GUEST_QUIET_NS (100ull * 1000 * 1000)   /* svm_mirror_opts guest_quiet_ns */
 
 struct mirror_chunk;                    /* copier.c */
 struct svm_copy;
@@ -59,6 +63,9 @@ struct svm_mirror {
   _Atomic uint64_t *copied;
   size_t ngranules;
   atomic_uint_fast64_t done, bytes_copied, bytes_mirrored, parked;
+  /* When the guest last sent a write, zero or trim (monotonic ns; 0: never): the copier eases
+   * off while the guest is writing (copier.c, pace()). */
+  atomic_uint_fast64_t guest_ns;
   atomic_bool ran;
   /* The copier's chunks in flight (copier.c, its thread only). */
   struct mirror_chunk *chunks;
@@ -67,5 +74,6 @@ struct svm_mirror {
 };
 
 void mirror_mark_copied(struct svm_mirror *m, uint64_t off, uint64_t len);
+uint64_t mirror_now_ns(void);
 
 #endif

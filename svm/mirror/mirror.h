@@ -38,13 +38,22 @@
 struct svm_mirror;
 
 enum {
-  SVM_MIRROR_DEFAULT_REQUEST = 1 << 20,   /* 16 x 1 MiB in flight: mirror.c says why */
-  SVM_MIRROR_DEFAULT_REQUESTS = 16,
+  SVM_MIRROR_DEFAULT_REQUEST = 2 << 20,   /* the copier's window: mirror.c says why */
+  SVM_MIRROR_DEFAULT_REQUESTS = 32,
+  SVM_MIRROR_DEFAULT_BUSY_REQUEST = 1 << 20,
+  SVM_MIRROR_DEFAULT_BUSY_REQUESTS = 1,
 };
 
 struct svm_mirror_opts {
   uint64_t request_size;      /* copier chunk (0: default, SVM_MIRROR_DEFAULT_REQUEST) */
   unsigned requests;          /* copier chunks in flight (0: default, SVM_MIRROR_DEFAULT_REQUESTS) */
+  /* The copier's window while the guest writes (copier.c, pace()): chunks of at most
+   * busy_request_size (0: SVM_MIRROR_DEFAULT_BUSY_REQUEST), at most busy_requests of them
+   * (0: SVM_MIRROR_DEFAULT_BUSY_REQUESTS). */
+  uint64_t busy_request_size;
+  unsigned busy_requests;
+  uint64_t guest_quiet_ns;    /* quiet for this long, the guest gets the full window again
+                                 (0: 100 ms) */
   bool dst_reads_zero;        /* dst is fresh and reads as zeros: zeros need not be written */
   bool zero_allocates;        /* dst provisioning is thick / eager-zeroed: zero runs stay
                                  allocated (zeros and trims to dst keep the range allocated) */

@@ -48,6 +48,32 @@ json_get 'd["bytes_mirrored"], d["writes_parked"], d["queued_seconds"], d["provi
 
 # the folder moved, whole
 [ ! -e "$T/ds1/vm1" ] || fail "the source folder is still there: $(ls -la "$T/ds1/vm1")"
+# its blocks are freed after the move reported, from a folder renamed out of the way
+wait_retired_gone "$T/ds1"
+
+# status id=N wait_ms=M (svmctl follows a move with it): a finished move answers at once;
+# bad values are refused naming the argument
+ctl() {
+  python3 - "$SVM_STATE/control.sock" "$1" <<'EOF2'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(("SVMCTL/1 " + sys.argv[2] + "\n").encode())
+data = b""
+while not data.endswith(b"\n"):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode().strip())
+EOF2
+}
+id=$(json_get 'd["id"]' <<<"$R")
+ctl "status id=$id wait_ms=1000 format=json" | grep -q "^OK .*%22state%22:%20%22done%22" ||
+  fail "status with wait_ms: $(ctl "status id=$id wait_ms=1000 format=json")"
+ctl "status id=$id wait_ms=soon" | grep -q "^ERR 22 .*wait_ms" ||
+  fail "a bad wait_ms: $(ctl "status id=$id wait_ms=soon")"
+ctl "status wait_ms=10" | grep -q "^ERR 22 .*wait_ms.*id" ||
+  fail "wait_ms without id: $(ctl "status wait_ms=10")"
 for f in vm1.svm disk0.raw disk1.raw disk0.ctk disk1.ctk vm1.notes; do
   [ -f "$T/ds2/vm1/$f" ] || fail "ds2/vm1/$f missing: $(ls -la "$T/ds2/vm1")"
 done

@@ -57,6 +57,19 @@ grep -q "VM vm1: its move from datastore ds1 to ds2 had committed when svmd stop
 svmctl vm show vm1 --json | json_get 'd["datastore"]' | grep -qx ds2 || fail "the VM is not on ds2"
 qemu-io -f raw -c "read -P 31 4M 64k" "$U" | grep -q "^read 65536" || fail "destination data"
 
+# a crash after the commit and the source folder's retirement, before its removal, leaves
+# the retired folder (the journal is gone by then); the restart removes it and nothing else
+stop_svmd
+mkdir -p "$T/ds1/.svm-removing-vm1-7" "$T/ds1/.other"
+head -c 1M /dev/urandom >"$T/ds1/.svm-removing-vm1-7/disk0.raw"
+touch "$T/ds1/.svm-removing-vm1-7/vm1.svm" "$T/ds1/.other/keep"
+start_svmd
+grep -q "removed $T/ds1/.svm-removing-vm1-7: the old folder of a VM that had moved away when svmd stopped" "$LOG" ||
+  fail "log line missing: $(grep -i removing "$LOG")"
+[ ! -e "$T/ds1/.svm-removing-vm1-7" ] || fail "the retired folder is still there"
+[ -f "$T/ds1/.other/keep" ] || fail "a folder that was not retired by svmd was touched"
+svmctl vm show vm1 --json | json_get 'd["datastore"]' | grep -qx ds2 || fail "the VM is not on ds2"
+
 # a journal that names folders outside the datastores is never acted on
 stop_svmd
 mkdir -p "$T/elsewhere/vm1"

@@ -107,3 +107,13 @@ wait_move_end() {
   done
   fail "move #$id never ended; status: $(svmctl status)"
 }
+
+# wait_retired_gone DS_DIR: until the old folders svmd retired after a move (.svm-removing-*)
+# are gone from the datastore folder
+wait_retired_gone() {
+  for _ in $(seq 1 1200); do
+    compgen -G "$1/.svm-removing-*" >/dev/null || return 0
+    sleep 0.05
+  done
+  fail "the retired folders in $1 were never removed: $(ls -la "$1")"
+}

@@ -70,6 +70,8 @@ struct fault {
   void *eagain_arg;
   bool no_fast_zero;            /* fast zeros fail with -ENOTSUP (and change nothing) */
   atomic_int flushes, fuas, zeros_no_hole, trims, fast_zeros;
+  atomic_int writes_in_flight, writes_in_flight_max;
+  _Atomic uint64_t write_len_max;
   pthread_mutex_t mu;
   struct held *held;
   unsigned nheld;
@@ -107,17 +109,52 @@ static inline int fault_check(struct svm_layer *l, svm_io_cb cb, void *opaque)
   return 0;
 }
 
+/* A write passed below, counted while in flight. */
+struct counted {
+  struct fault *f;
+  svm_io_cb cb;
+  void *opaque;
+};
+
+static inline void counted_done(void *opaque, int64_t res)
+{
+  struct counted *c = opaque;
+  svm_io_cb cb = c->cb;
+  void *o = c->opaque;
+
+  atomic_fetch_sub(&c->f->writes_in_flight, 1);
+  free(c);
+  cb(o, res);
+}
+
 static inline int fault_write(struct svm_layer *l, struct svm_io *io, const void *buf,
                               size_t len, uint64_t off, unsigned flags, svm_io_cb cb,
                               void *opaque)
 {
   struct fault *f = l->priv;
-  int r;
+  struct counted *c;
+  uint64_t max;
+  int n, r;
   if (flags & SVM_LAYER_FUA)
     atomic_fetch_add(&f->fuas, 1);
   if ((r = fault_check(l, cb, opaque)) != 0)
     return r < 0 ? r : 0;
-  return svm_layer_write(l->below, io, buf, len, off, flags, cb, opaque);
+  if ((c = malloc(sizeof *c)) == NULL)
+    return -ENOMEM;
+  *c = (struct counted){ .f = f, .cb = cb, .opaque = opaque };
+  n = atomic_fetch_add(&f->writes_in_flight, 1) + 1;
+  for (int m = atomic_load(&f->writes_in_flight_max);
+       n > m && !atomic_compare_exchange_weak(&f->writes_in_flight_max, &m, n);)
+    ;
+  for (max = atomic_load(&f->write_len_max);
+       len > max && !atomic_compare_exchange_weak(&f->write_len_max, &max, len);)
+    ;
+  r = svm_layer_write(l->below, io, buf, len, off, flags, counted_done, c);
+  if (r < 0) {
+    atomic_fetch_sub(&f->writes_in_flight, 1);
+    free(c);
+  }
+  return r;
 }
 
 static inline int fault_zero(struct svm_layer *l, struct svm_io *io, uint64_t off,

@@ -437,6 +437,34 @@ static void test_drop_while_granted(void **state)
   unmake(&x);
 }
 
+/* While the guest writes, the copier keeps to its small window (one chunk of
+ * busy_request_size); quiet, it uses its whole window. guest_quiet_ns is long here, so that
+ * the test does not depend on how fast the machine is. */
+static void test_pace(void **state)
+{
+  struct svm_mirror_opts o = { .request_size = CHUNK, .requests = 8, .dst_reads_zero = true,
+                               .busy_requests = 1, .busy_request_size = 16384,
+                               .guest_quiet_ns = 3600ull * 1000000000u };
+  struct fixture x;
+  char w[4096];
+
+  (void)state;
+  make(&x, &o, false);                  /* quiet: the whole window */
+  assert_int_equal(svm_mirror_run(x.m), 0);
+  assert_true(atomic_load(&x.f->write_len_max) > 16384);
+  assert_same(&x);
+  unmake(&x);
+
+  make(&x, &o, false);
+  memset(w, 'P', sizeof w);             /* the guest writes (where nothing is copied yet) */
+  assert_int_equal(sync_write(x.top, x.io, w, sizeof w, 6 << 20, 0), (int64_t)sizeof w);
+  assert_int_equal(svm_mirror_run(x.m), 0);
+  assert_true(atomic_load(&x.f->write_len_max) <= 16384);
+  assert_int_equal(atomic_load(&x.f->writes_in_flight_max), 1);
+  assert_same(&x);
+  unmake(&x);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -452,6 +480,7 @@ int main(void)
     cmocka_unit_test(test_fast_zero),
     cmocka_unit_test(test_engine_full),
     cmocka_unit_test(test_cancel),
+    cmocka_unit_test(test_pace),
     cmocka_unit_test(test_drop_during_retry),
     cmocka_unit_test(test_drop_while_granted),
     cmocka_unit_test(test_bad_sizes),

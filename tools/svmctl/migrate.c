@@ -113,10 +113,11 @@ static int follow(const char *state, const char *id, char **final)
 
   svm_progress_init(&p, label);
   for (;;) {
-    const char *k[] = { "id", "format" }, *v[] = { id, "json" };
+    /* the agent answers when the move ends, or after 100 ms to redraw the progress bar */
+    const char *k[] = { "id", "format", "wait_ms" }, *v[] = { id, "json", "100" };
     uint64_t done = 0, total = 0;
     free(payload);
-    r = call(state, "status", 2, k, v, &payload);
+    r = call(state, "status", 3, k, v, &payload);
     if (r < 0)
       break;
     json_string(payload, "state", st, sizeof st);
@@ -127,7 +128,6 @@ static int follow(const char *state, const char *id, char **final)
       break;
     snprintf(label, sizeof label, "%-9s", phase);
     svm_progress_update(&p, done, total);
-    nanosleep(&(struct timespec){ .tv_nsec = 100 * 1000 * 1000 }, NULL);
   }
   svm_progress_finish(&p);
   if (r < 0) {
