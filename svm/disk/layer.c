@@ -64,6 +64,13 @@ int svm_layer_flush_sync(struct svm_layer *l)
   return l->ops->flush_sync(l);
 }
 
+void svm_layer_writeback(struct svm_layer *l)
+{
+  l = FIND(l, writeback);
+  if (l->ops->writeback != NULL)
+    l->ops->writeback(l);
+}
+
 int svm_layer_new_filter(const struct svm_layer_ops *ops, void *priv, struct svm_layer *below,
                          struct svm_layer **out)
 {

@@ -64,6 +64,9 @@ struct svm_layer_ops {
   int (*block_status)(struct svm_layer *l, uint64_t off, uint64_t len,
                       struct svm_layer_extent *ext, size_t max, size_t *n);
   int (*flush_sync)(struct svm_layer *l);
+  /* Optional, a hint: start writing cached data back, without waiting for it (a later flush
+   * then has less to do). */
+  void (*writeback)(struct svm_layer *l);
   void (*close)(struct svm_layer *l);   /* frees priv (not the layers below); may be NULL */
 };
 
@@ -103,5 +106,6 @@ int svm_layer_flush(struct svm_layer *l, struct svm_io *io, svm_io_cb cb, void *
 int svm_layer_block_status(struct svm_layer *l, uint64_t off, uint64_t len,
                            struct svm_layer_extent *ext, size_t max, size_t *n);
 int svm_layer_flush_sync(struct svm_layer *l);
+void svm_layer_writeback(struct svm_layer *l);     /* a no-op where no layer has one */
 
 #endif

@@ -323,6 +323,11 @@ static int raw_flush_sync(struct svm_layer *l)
   return 0;
 }
 
+static void raw_writeback(struct svm_layer *l)
+{
+  (void)sync_file_range(raw_of(l)->fd, 0, 0, SYNC_FILE_RANGE_WRITE);   /* a hint */
+}
+
 static int raw_block_status(struct svm_layer *l, uint64_t off, uint64_t len,
                             struct svm_layer_extent *ext, size_t max, size_t *n)
 {
@@ -381,6 +386,7 @@ static const struct svm_layer_ops raw_ops = {
   .flush = raw_flush,
   .block_status = raw_block_status,
   .flush_sync = raw_flush_sync,
+  .writeback = raw_writeback,
   .close = raw_close,
 };
 

@@ -221,6 +221,7 @@ static void reopen_source_tracker(struct svm_move_disk *m)
 static int move_tracker(struct svm_move_disk *m, struct cbt **out)
 {
   struct cbt *t = NULL;
+  struct cbt_hot *hot = cbt_hot_take(m->cbt);
   int r;
 
   cbt_close(m->cbt);
@@ -236,10 +237,18 @@ static int move_tracker(struct svm_move_disk *m, struct cbt **out)
     cbt_close(t);
   }
   if (r < 0) {
+    cbt_hot_free(hot);
     r = svm_error_prefix("%s: moving the change tracking to %s", m->name, m->dst_ctk);
     reopen_source_tracker(m);
     return r;
   }
+  /* the hot set too: else the guest's first write into each extent after the switch waits
+   * for a log write and an fdatasync (measured: a cascade of them, one 6 ms, right after the
+   * resume). Cold still works: a failure is only said. */
+  if (cbt_warm(t, hot) < 0)
+    fprintf(stderr, "svmd: %s: %s (the guest's first writes after the move are slower)\n",
+            m->name, svm_last_error());
+  cbt_hot_free(hot);
   *out = t;
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -193,6 +194,40 @@ int svm_move_retire_folder(const char *dir, const char *tag, char **retired)
   return 0;
 }
 
+/* Shrink one file to nothing, SVM_RETIRE_STEP at a time, resting between steps. Best
+ * effort: the unlink that follows frees whatever is left. */
+static void shrink_file(int dirfd, const char *name)
+{
+  int fd = openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  struct stat st;
+
+  if (fd < 0)
+    return;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    for (off_t size = st.st_size; size > SVM_RETIRE_STEP;) {
+      size -= SVM_RETIRE_STEP;
+      if (ftruncate(fd, size) < 0)
+        break;
+      nanosleep(&(struct timespec){ .tv_nsec = SVM_RETIRE_REST_US * 1000L }, NULL);
+    }
+  }
+  close(fd);
+}
+
+int svm_move_remove_retired_folder(const char *dir, char **left)
+{
+  DIR *d = opendir(dir);
+  struct dirent *e;
+
+  if (d) {
+    while ((e = readdir(d)) != NULL)
+      if (e->d_type == DT_REG || e->d_type == DT_UNKNOWN)
+        shrink_file(dirfd(d), e->d_name);
+    closedir(d);
+  }
+  return svm_move_remove_folder(dir, left);
+}
+
 void svm_move_remove_retired(const char *ds_dir,
                              void (*log)(void *opaque, const char *path, const char *err),
                              void *opaque)
@@ -211,7 +246,7 @@ void svm_move_remove_retired(const char *ds_dir,
       path = NULL;
       break;
     }
-    log(opaque, path, svm_move_remove_folder(path, &left) < 0 ? svm_last_error() : NULL);
+    log(opaque, path, svm_move_remove_retired_folder(path, &left) < 0 ? svm_last_error() : NULL);
     free(left);
   }
   closedir(d);

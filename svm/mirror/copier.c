@@ -147,6 +147,16 @@ static void on_progress(void *opaque, uint64_t done, uint64_t total)
 {
   struct svm_mirror *m = opaque;
   struct svm_copy_counters n;
+  uint64_t now = mirror_now_ns();
+
+  /* The guest's writes mirrored to the destination go through its page cache: start their
+   * write-back as the copy goes, so that the flush at the end of the copy (and the one before
+   * the switchover) has little left. All of it at once, 40 MiB of scattered 4 KiB pages after
+   * a 4 s move under 3000 IOPS, held the guest's writes up to 14 ms. */
+  if (now - m->writeback_ns >= MIRROR_WRITEBACK_NS) {
+    m->writeback_ns = now;
+    svm_layer_writeback(m->dst);
+  }
 
   svm_copy_get_counters(m->copy, &n);
   atomic_store_explicit(&m->bytes_copied, n.bytes_written, memory_order_relaxed);

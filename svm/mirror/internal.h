@@ -44,6 +44,7 @@ bool mirror_direct_takes(const void *buf, size_t len, uint64_t off, unsigned fla
 /* ---- mirror.c ---- */
 enum { MIRROR_GRANULE_SHIFT = 16 };     /* the copied map's granule: 64 KiB */
 #define MIRROR_GUEST_QUIET_NS (100ull * 1000 * 1000)   /* svm_mirror_opts guest_quiet_ns */
+#define MIRROR_WRITEBACK_NS (100ull * 1000 * 1000)     /* copier.c, on_progress() */
 
 struct mirror_chunk;                    /* copier.c */
 struct svm_copy;
@@ -70,6 +71,7 @@ struct svm_mirror {
   /* The copier's chunks in flight (copier.c, its thread only). */
   struct mirror_chunk *chunks;
   unsigned nchunks;
+  uint64_t writeback_ns;                /* the last write-back hint to dst (copier.c) */
   struct svm_copy *copy;
 };
 

@@ -934,10 +934,87 @@ static void test_concurrent_log(void **state)
   }
 }
 
+static int syncs;
+static int counting_fdatasync(int fd)
+{
+  syncs++;
+  return fdatasync(fd);
+}
+
+static void copy_path(const char *from, const char *to)
+{
+  char buf[65536];
+  int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ssize_t n;
+  assert_true(in >= 0 && out >= 0);
+  while ((n = read(in, buf, sizeof buf)) > 0)
+    assert_int_equal(write(out, buf, (size_t)n), n);
+  assert_int_equal(n, 0);
+  close(in);
+  close(out);
+}
+
+/* The hot set carried to a copy of the tracker (a live move): the copy's first marks into
+ * the extents that were hot cost no log write, change IDs still answer exactly, and an extent
+ * that was cold still costs one. Without cbt_warm() the same mark costs an fdatasync. */
+static void test_warm(void **state)
+{
+  struct fx *f = *state;
+  char id[CBT_CHANGEID_MAX], copy[160];
+  struct cbt *t, *c;
+  struct cbt_hot *hot;
+
+  unsigned saved = cbt_io.flush_ms;
+
+  cbt_io.flush_ms = 0;          /* no background writer: it would sync at its own time */
+  t = open_ok(f->path, "d", 64 * MiB, 4096);
+  snprintf(copy, sizeof copy, "%s/copy.ctk", f->dir);
+  assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
+  assert_int_equal(cbt_mark(t, 5 * MiB, 4096), 0);
+  assert_int_equal(cbt_mark(t, 20 * MiB, 4096), 0);
+  hot = cbt_hot_take(t);
+  assert_non_null(hot);
+  cbt_close(t);
+  copy_path(f->path, copy);
+
+  c = open_ok(copy, "d", 64 * MiB, 0);                /* cold: the first mark syncs */
+  cbt_io.fdatasync = counting_fdatasync;
+  syncs = 0;
+  assert_int_equal(cbt_mark(c, 5 * MiB + 8192, 4096), 0);
+  assert_true(syncs > 0);
+  cbt_io.fdatasync = fdatasync;
+  cbt_close(c);
+
+  copy_path(f->path, copy);
+  c = open_ok(copy, "d", 64 * MiB, 0);
+  cbt_io.fdatasync = counting_fdatasync;
+  syncs = 0;
+  assert_int_equal(cbt_warm(c, hot), 0);
+  assert_int_equal(syncs, 1);                         /* one log entry */
+  assert_int_equal(cbt_mark(c, 5 * MiB + 8192, 4096), 0);
+  assert_int_equal(cbt_mark(c, 20 * MiB + 4096, 4096), 0);
+  assert_int_equal(syncs, 1);                         /* hot: no I/O */
+  assert_int_equal(cbt_mark(c, 40 * MiB, 4096), 0);
+  assert_true(syncs > 1);                             /* cold: its own entry */
+  cbt_io.fdatasync = fdatasync;
+  assert_string_equal(q(c, id, 0, 0),
+                      "5242880+4096,5251072+4096,20971520+8192,41943040+4096");
+  cbt_close(c);
+  c = open_ok(copy, "d", 64 * MiB, 0);                /* and after a clean close */
+  assert_null(cbt_open_note(c));
+  assert_string_equal(q(c, id, 0, 0),
+                      "5242880+4096,5251072+4096,20971520+8192,41943040+4096");
+  cbt_close(c);
+  assert_int_equal(cbt_warm(NULL, hot), 0);           /* nothing to warm: no error */
+  cbt_hot_free(hot);
+  cbt_io.flush_ms = saved;
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_warm, setup, teardown),
     cmocka_unit_test_setup_teardown(test_last_partial_block, setup, teardown),
     cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
     cmocka_unit_test_setup_teardown(test_query_errors, setup, teardown),
