@@ -226,7 +226,7 @@ static int move_tracker(struct svm_move_disk *m, struct cbt **out)
 
   cbt_close(m->cbt);
   m->cbt = NULL;
-  r = svm_move_copy_file(m->src_ctk, m->dst_ctk);
+  r = svm_move_copy_file_fresh(m->src_ctk, m->dst_ctk);
   if (r == 0)
     m->ctk_created = true;
   if (r == 0)

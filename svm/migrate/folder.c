@@ -86,6 +86,48 @@ int svm_move_copy_file(const char *src, const char *dst)
   return fsync_dir(dir);
 }
 
+int svm_move_copy_file_fresh(const char *src, const char *dst)
+{
+  CLEANUP_CLOSE int in = open(src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  CLEANUP_CLOSE int out = -1;
+  struct stat st;
+  int r = 0;
+
+  if (in < 0)
+    return svm_error(errno, "%s: %s", src, strerror(errno));
+  if (fstat(in, &st) < 0 || !S_ISREG(st.st_mode))
+    return svm_error(EINVAL, "%s: not a regular file", src);
+  out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, st.st_mode & 0777);
+  if (out < 0)
+    return svm_error(errno, "%s: %s", dst, strerror(errno));
+  fchmod(out, st.st_mode & 0777);      /* whatever the umask */
+  /* in the kernel where it can (no copy through user space), else read and write */
+  for (;;) {
+    ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+    if (n > 0)
+      continue;
+    if (n == 0)
+      break;
+    if (errno == EINTR)
+      continue;
+    if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP) {
+      r = svm_error(errno, "%s: copy to %s: %s", src, dst, strerror(errno));
+      break;
+    }
+    if (lseek(in, 0, SEEK_SET) < 0 || ftruncate(out, 0) < 0 || lseek(out, 0, SEEK_SET) < 0) {
+      r = svm_error(errno, "%s: copy to %s: %s", src, dst, strerror(errno));
+      break;
+    }
+    r = copy_fd(in, out, src, dst);
+    break;
+  }
+  if (r == 0 && fdatasync(out) < 0)
+    r = svm_error(errno, "%s: fdatasync: %s", dst, strerror(errno));
+  if (r < 0)
+    unlink(dst);
+  return r;
+}
+
 static bool skipped(const char *name, const char *const *skip)
 {
   for (size_t i = 0; skip && skip[i]; i++)

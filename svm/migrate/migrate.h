@@ -103,7 +103,7 @@ int svm_move_retire_folder(const char *dir, const char *tag, char **retired);
  * one go holds the file system's journal, and with it every guest's fdatasync, for as long
  * as the device takes to trim them all (measured: 0.5 s per 2 GiB, guest writes stalled for
  * 12 ms). */
-enum { SVM_RETIRE_STEP = 16 << 20, SVM_RETIRE_REST_US = 5000 };
+enum { SVM_RETIRE_STEP = 4 << 20, SVM_RETIRE_REST_US = 5000 };
 int svm_move_remove_retired_folder(const char *dir, char **left);
 /* Remove every SVM_RETIRED_PREFIX folder of datastore folder ds_dir; each one's path goes to
  * log (with NULL, or with the error when it could not be removed completely). */
@@ -113,6 +113,12 @@ void svm_move_remove_retired(const char *ds_dir,
 /* Copy one file (a .ctk while its tracker is quiet) durably: tmp + fsync + rename + fsync of
  * the folder. */
 int svm_move_copy_file(const char *src, const char *dst);
+/* The same into a folder the move made and has not committed yet (the .ctk inside the
+ * switchover's pause): written under its own name (a crash before the commit removes the
+ * whole folder, so no temporary name is needed), its data synced; the folder's own fsync is
+ * the commit's (svm_desc_save() of the descriptor beside it, after). One journal commit
+ * fewer in the guest's pause. The file must not exist. */
+int svm_move_copy_file_fresh(const char *src, const char *dst);
 
 /* journal.c: one file per move in STATE/moves/, written (durably) before the destination
  * folder is made and removed after the move is over either way. A start after a crash reads
