@@ -37,6 +37,10 @@
 #                 whole disk at a steady RATE_IOPS (3000; fio --rate_iops, depth QD=8) through
 #                 the disk's NBD export (svmd's, or qemu-storage-daemon's): svmd migrate and
 #                 qemu mirror. The guest runs PHASE_S (5) s before the move and PHASE_S after.
+#                 Idle moves are timed to a `sync -f` of the destination's file system after
+#                 the job ended; loaded moves to the job's end alone: a file-system-wide sync
+#                 would flush svmd's buffered guest writes (QEMU's go O_DIRECT), and land in
+#                 the switchover's latency window of both.
 #   iops-before/during/after, p50-*/p99-*   the guest's completed writes per second and its
 #                 total write latency (submission to completion) median and 99th percentile,
 #                 from fio's per-I/O latency log (--write_lat_log, --log_avg_msec=0,
@@ -179,13 +183,13 @@ bench_on_exit 'qsd_stop'
 qsd_uri="nbd+unix:///disk?socket=$work/qsd.sock"
 
 # ---- one move of each row; sets T0 T1 (the move), SW0 SW1 (around the switchover), EXTRA ----
-move_svmd() {
+move_svmd() {   # move_svmd [nosync]
   local to
   to=$(other_ds)
   T0=$(bench_now)
   svmctl migrate bench --datastore "$to" --json >"$work/move.json" 2>"$work/move.err" ||
     bench_fail "svmd migrate (round $round): $(cat "$work/move.err")"
-  sync -f "$work/$to"
+  [ "${1:-}" = nosync ] || sync -f "$work/$to"
   T1=$(bench_now)
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(d["state"] != "done")' \
     "$work/move.json" || bench_fail "svmd migrate (round $round): $(cat "$work/move.json")"
@@ -207,7 +211,7 @@ move_svmd() {
   SW1=$(awk -v t="$T1" 'BEGIN { printf "%.3f", t + 0.5 }')
 }
 
-move_qemu() {
+move_qemu() {   # move_qemu [nosync]
   DST=$work/qemu-dst.raw
   rm -f "$DST"
   truncate -s "$size" "$DST"
@@ -215,7 +219,7 @@ move_qemu() {
   T0=$(bench_now)
   python3 "$here/migrate/qmp-mirror.py" "$work/qmp.sock" src "$DST" io_uring >"$work/qmp.json" ||
     bench_fail "qemu mirror (round $round): the mirror failed (log: $work/qsd.log)"
-  sync -f "$work"
+  [ "${1:-}" = nosync ] || sync -f "$work"
   T1=$(bench_now)
   # the job's own time (QMP command to BLOCK_JOB_COMPLETED); the window around the pivot
   read -r EXTRA SW0 SW1 < <(python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))
@@ -285,8 +289,8 @@ run_load() {
   kill -0 "$fio_pid" 2>/dev/null || bench_fail "$name (round $round): fio ended early: $(cat "$work/fio/err")"
   b1=$(bench_now)
   case $row in
-  svmd) move_svmd ;;
-  qemu) move_qemu ;;
+  svmd) move_svmd nosync ;;
+  qemu) move_qemu nosync ;;
   esac
   a0=$T1
   sleep "$PHASE_S"

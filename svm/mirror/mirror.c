@@ -107,7 +107,8 @@ static void src_done(void *opaque, int64_t res)
     if (res >= 0)
       send_dst(q);
     else
-      side_done(q);             /* nothing changed anywhere: the guest falls back */
+      q->pending--;             /* nothing changed anywhere: the guest falls back, and the
+                                   destination's side never runs (this one still counts) */
   }
   side_done(q);
 }
