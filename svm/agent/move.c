@@ -428,7 +428,7 @@ static void remove_retired(struct svm_agent *a, const char *vm, char *retired)
 {
   char *left = NULL;
 
-  if (retired && svm_move_remove_retired_folder(retired, &left) < 0)
+  if (retired && svm_move_remove_retired_folder(retired, &a->moves->retire_stop, &left) < 0)
     agent_log("%s: moved; its old folder %s was not removed completely: %s", vm, retired,
               svm_last_error());
   free(left);

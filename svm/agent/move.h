@@ -5,6 +5,7 @@
 #define SVM_AGENT_MOVE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -49,6 +50,7 @@ struct agent_moves {
   unsigned threads;                 /* job threads running */
   pthread_cond_t cv;                /* signalled when one ends */
   bool stopping;
+  atomic_bool retire_stop;          /* svmd stops: old folders are left to the next start */
 };
 
 /* move.c */

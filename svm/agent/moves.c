@@ -151,6 +151,7 @@ int agent_moves_init(struct svm_agent *a)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&ms->cv, &ca);
+    atomic_init(&ms->retire_stop, false);
     pthread_condattr_destroy(&ca);
   }
   ms->next_id = 1;
@@ -172,6 +173,7 @@ void agent_moves_stop(struct svm_agent *a)
     return;
   pthread_mutex_lock(&a->mu);
   ms->stopping = true;
+  atomic_store(&ms->retire_stop, true);    /* an old folder's removal ends at its next step */
   for (struct agent_move *m = ms->list; m; m = m->next) {
     if (m->state == MOVE_QUEUED) {
       m->state = MOVE_CANCELLED;

@@ -240,9 +240,14 @@ int svm_move_retire_folder(const char *dir, const char *tag, char **retired)
   return 0;
 }
 
-/* Shrink one file to nothing, SVM_RETIRE_STEP at a time, resting between steps. Best
- * effort: the unlink that follows frees whatever is left. */
-static void shrink_file(int dirfd, const char *name)
+static bool stopped(const atomic_bool *stop)
+{
+  return stop != NULL && atomic_load(stop);
+}
+
+/* Shrink one file to nothing, SVM_RETIRE_STEP at a time, resting after the steps that freed
+ * blocks. Best effort: the unlink that follows frees whatever is left. */
+static void shrink_file(int dirfd, const char *name, const atomic_bool *stop)
 {
   int fd = openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   struct stat st;
@@ -250,27 +255,37 @@ static void shrink_file(int dirfd, const char *name)
   if (fd < 0)
     return;
   if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-    for (off_t size = st.st_size; size > SVM_RETIRE_STEP;) {
+    blkcnt_t blocks = st.st_blocks;
+    for (off_t size = st.st_size; size > SVM_RETIRE_STEP && !stopped(stop);) {
       size -= SVM_RETIRE_STEP;
-      if (ftruncate(fd, size) < 0)
+      if (ftruncate(fd, size) < 0 || fstat(fd, &st) < 0)
         break;
-      nanosleep(&(struct timespec){ .tv_nsec = SVM_RETIRE_REST_US * 1000L }, NULL);
+      /* rest in proportion to what was freed: a hole's steps cost none */
+      uint64_t freed = (uint64_t)(blocks - st.st_blocks) * 512, us;
+      blocks = st.st_blocks;
+      us = freed * SVM_RETIRE_REST_US / SVM_RETIRE_STEP;
+      if (us > 0)
+        nanosleep(&(struct timespec){ .tv_sec = (time_t)(us / 1000000),
+                                      .tv_nsec = (long)(us % 1000000) * 1000 }, NULL);
     }
   }
   close(fd);
 }
 
-int svm_move_remove_retired_folder(const char *dir, char **left)
+int svm_move_remove_retired_folder(const char *dir, const atomic_bool *stop, char **left)
 {
   DIR *d = opendir(dir);
   struct dirent *e;
 
+  *left = NULL;
   if (d) {
-    while ((e = readdir(d)) != NULL)
+    while ((e = readdir(d)) != NULL && !stopped(stop))
       if (e->d_type == DT_REG || e->d_type == DT_UNKNOWN)
-        shrink_file(dirfd(d), e->d_name);
+        shrink_file(dirfd(d), e->d_name, stop);
     closedir(d);
   }
+  if (stopped(stop))
+    return svm_error(ECANCELED, "%s: left for the next start of svmd to remove", dir);
   return svm_move_remove_folder(dir, left);
 }
 
@@ -292,7 +307,8 @@ void svm_move_remove_retired(const char *ds_dir,
       path = NULL;
       break;
     }
-    log(opaque, path, svm_move_remove_retired_folder(path, &left) < 0 ? svm_last_error() : NULL);
+    log(opaque, path,
+        svm_move_remove_retired_folder(path, NULL, &left) < 0 ? svm_last_error() : NULL);
     free(left);
   }
   closedir(d);

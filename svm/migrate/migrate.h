@@ -98,13 +98,15 @@ int svm_move_remove_folder(const char *dir, char **left);
  * (svm_move_remove_retired). */
 #define SVM_RETIRED_PREFIX ".svm-removing-"
 int svm_move_retire_folder(const char *dir, const char *tag, char **retired);
-/* Remove a retired folder as svm_move_remove_folder does, its large files shrunk a step at
- * a time first (SVM_RETIRE_STEP bytes, then a short rest): freeing a large file's blocks in
- * one go holds the file system's journal, and with it every guest's fdatasync, for as long
- * as the device takes to trim them all (measured: 0.5 s per 2 GiB, guest writes stalled for
- * 12 ms). */
+/* Remove a retired folder as svm_move_remove_folder does, its files shrunk a step at a time
+ * first (SVM_RETIRE_STEP bytes; after a step that freed blocks, a rest of SVM_RETIRE_REST_US
+ * per step's worth freed; holes cost no rest): freeing a large file's blocks in one go holds
+ * the file system's journal, and with it every guest's fdatasync, for as long as the device
+ * takes to trim them all (measured: 0.5 s per 2 GiB, guest writes stalled for 12 ms; 4 MiB
+ * steps with 5 ms rests left no stall among the largest gaps). When *stop (may be NULL)
+ * becomes true it returns -ECANCELED at once, the folder left (a start removes it). */
 enum { SVM_RETIRE_STEP = 4 << 20, SVM_RETIRE_REST_US = 5000 };
-int svm_move_remove_retired_folder(const char *dir, char **left);
+int svm_move_remove_retired_folder(const char *dir, const atomic_bool *stop, char **left);
 /* Remove every SVM_RETIRED_PREFIX folder of datastore folder ds_dir; each one's path goes to
  * log (with NULL, or with the error when it could not be removed completely). */
 void svm_move_remove_retired(const char *ds_dir,

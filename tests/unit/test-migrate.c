@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -205,6 +206,39 @@ static void copy_fresh(void **state)
   rmdir(dir);
 }
 
+/* A retired folder: shrunk, then removed; with its stop flag set, left whole for the next
+ * start (-ECANCELED naming it). Holes cost no rest: a 1 TiB sparse file goes at once. */
+static void remove_retired(void **state)
+{
+  char dir[] = "/tmp/test-migrate.XXXXXX", f[64], g[64], *left = NULL;
+  atomic_bool stop;
+  int fd;
+
+  (void)state;
+  assert_non_null(mkdtemp(dir));
+  snprintf(f, sizeof f, "%s/disk0.raw", dir);
+  snprintf(g, sizeof g, "%s/big.raw", dir);
+  fd = open(f, O_WRONLY | O_CREAT, 0600);
+  assert_true(fd >= 0);
+  char buf[65536];
+  memset(buf, 7, sizeof buf);
+  for (int i = 0; i < 64; i++)               /* 64 KiB of data every 16 MiB: 1 GiB */
+    assert_int_equal(pwrite(fd, buf, sizeof buf, (off_t)i << 24), (ssize_t)sizeof buf);
+  close(fd);
+  fd = open(g, O_WRONLY | O_CREAT, 0600);
+  assert_true(fd >= 0);
+  assert_int_equal(ftruncate(fd, (off_t)1 << 40), 0);   /* 1 TiB, all hole */
+  close(fd);
+  atomic_init(&stop, true);
+  assert_int_equal(svm_move_remove_retired_folder(dir, &stop, &left), -ECANCELED);
+  assert_non_null(strstr(svm_last_error(), dir));
+  assert_int_equal(access(f, F_OK), 0);
+  atomic_store(&stop, false);
+  assert_int_equal(svm_move_remove_retired_folder(dir, &stop, &left), 0);
+  assert_null(left);
+  assert_int_equal(access(dir, F_OK), -1);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -212,6 +246,7 @@ int main(void)
     cmocka_unit_test(journal_negative),
     cmocka_unit_test(limits),
     cmocka_unit_test(copy_fresh),
+    cmocka_unit_test(remove_retired),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
