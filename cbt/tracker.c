@@ -676,87 +676,41 @@ int cbt_writeback(struct cbt *t)
   return flush_pages(t, 0);
 }
 
-struct cbt_hot {
-  unsigned shift;
-  size_t n;
-  uint32_t ext[];
-};
+static void lock_exclusive(struct cbt *t);
+static void unlock_exclusive(struct cbt *t);
 
-struct cbt_hot *cbt_hot_take(struct cbt *t)
+int cbt_relocate(struct cbt *t, const char *path)
 {
-  struct cbt_hot *h;
+  char *np = strdup(path);
+  int rc = 0;
 
-  if (t == NULL)
-    return NULL;
-  pthread_mutex_lock(&t->mu);
-  h = t->al_n ? malloc(sizeof *h + t->al_n * sizeof h->ext[0]) : NULL;
-  if (h) {
-    h->shift = t->al_shift;
-    h->n = t->al_n;
-    memcpy(h->ext, t->al_ext, t->al_n * sizeof h->ext[0]);
+  if (np == NULL)
+    return svm_error(ENOMEM, "%s: no memory", path);
+  lock_exclusive(t);
+  if (t->broken) {
+    rc = broken_error(t);
+  } else {
+    /* As a compaction does, into another file: the epochs from memory (exact, whatever the
+     * old file still lacks), the hot set logged, every page written and synced. */
+    struct ctk_header h = t->h;
+    h.gen++;
+    int fd = ctk_write_new(np, &h, t->ep, NULL, NULL, t->al_ext, t->al_n);
+    if (fd < 0) {
+      rc = fd;
+    } else {
+      close(t->fd);
+      t->fd = fd;
+      free(t->path);
+      t->path = np;
+      np = NULL;
+      t->h = h;
+      t->al_seq = 1;
+      memset(t->dirty, 0, t->npages);
+      t->ndirty = 0;
+    }
   }
-  pthread_mutex_unlock(&t->mu);
-  return h;
-}
-
-void cbt_hot_free(struct cbt_hot *h)
-{
-  free(h);
-}
-
-int cbt_warm(struct cbt *to, const struct cbt_hot *h)
-{
-  uint32_t *entry;
-  size_t n = 0, nadd;
-  uint64_t seq;
-  int rc;
-
-  if (to == NULL || h == NULL || to->fd < 0 || to->broken)
-    return 0;
-  entry = malloc(CTK_AL_MAX * sizeof *entry);
-  if (!entry)
-    return svm_error(ENOMEM, "%s: no memory for the activity log", to->path);
-  pthread_mutex_lock(&to->mu);
-  while (to->committing)
-    pthread_cond_wait(&to->cv, &to->mu);
-  if (h->shift != to->al_shift) {             /* another granularity: stays cold */
-    pthread_mutex_unlock(&to->mu);
-    free(entry);
-    return 0;
-  }
-  /* the entry: to's own hot extents, then those of h it lacks, within its limit */
-  for (size_t i = 0; i < to->al_n; i++)
-    entry[n++] = to->al_ext[i];
-  for (size_t i = 0; i < h->n && n < to->al_limit; i++) {
-    bool dup = h->ext[i] >= to->nextents || to->al_idx[h->ext[i]] != 0;
-    for (size_t k = to->al_n; k < n && !dup; k++)
-      dup = entry[k] == h->ext[i];
-    if (!dup)
-      entry[n++] = h->ext[i];
-  }
-  nadd = n - to->al_n;
-  if (nadd == 0) {
-    pthread_mutex_unlock(&to->mu);
-    free(entry);
-    return 0;
-  }
-  /* as lead_batch(): marks that come meanwhile queue for the next entry */
-  to->committing = true;
-  seq = to->al_seq + 1;
-  pthread_mutex_unlock(&to->mu);
-  pthread_mutex_lock(&to->wmu);
-  rc = write_al_entry(to, entry, n, seq);
-  pthread_mutex_unlock(&to->wmu);
-  pthread_mutex_lock(&to->mu);
-  if (rc == 0) {
-    to->al_seq = seq;
-    for (size_t i = n - nadd; i < n; i++)
-      al_add(to, entry[i]);
-  }
-  to->committing = false;
-  pthread_cond_broadcast(&to->cv);
-  pthread_mutex_unlock(&to->mu);
-  free(entry);
+  unlock_exclusive(t);
+  free(np);
   return rc;
 }
 

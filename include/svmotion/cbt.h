@@ -122,18 +122,14 @@ void cbt_close(struct cbt *t);
  * guest, and closes the tracker inside the pause). Thread-safe; marks go on meanwhile. */
 int cbt_writeback(struct cbt *t);
 
-/* The activity log's hot set, carried from a tracker to its copy: cbt_hot_take() keeps a
- * copy of t's hot extents (NULL: out of memory, or none); cbt_warm() writes them into `to` (a
- * tracker of the same disk, just opened on a copy of t's .ctk) as one log entry, so that the
- * guest's next writes find them hot, as they were, instead of each first write into one
- * costing a log write and an fdatasync. A live move takes the set before it closes the
- * source's tracker and warms the destination's inside its pause. A crash of `to` then reports
- * those extents whole, as it would have for t. 0 or a negative errno (`to` still works,
- * cold). */
-struct cbt_hot;
-struct cbt_hot *cbt_hot_take(struct cbt *t);
-int cbt_warm(struct cbt *to, const struct cbt_hot *h);
-void cbt_hot_free(struct cbt_hot *h);
+/* Move the tracker to another .ctk file, without closing it: the whole file written at `path`
+ * from memory (epochs exact, the activity log's hot set kept, every page synced; a temporary
+ * name renamed over `path`), then the tracker uses it and leaves its old file as it was (a
+ * live move carries the tracker to the destination's folder inside its pause, and back to the
+ * source's on an abort). Change IDs answer as before; marks must not be in flight. 0, or a
+ * negative errno with the tracker unchanged. */
+int cbt_relocate(struct cbt *t, const char *path);
+
 
 /* Thread-safe. Returns 0 once the marks covering [offset,offset+length) are crash-safe (see
  * the top: no I/O unless an extent enters the activity log; a range wider than 8 extents

@@ -215,48 +215,42 @@ static void reopen_source_tracker(struct svm_move_disk *m)
   }
 }
 
-/* The tracker moves with the disk. A clean close leaves the .ctk exactly the tracker (every
- * page written, nothing left to a log), and with the export drained no mark is in flight; so
- * the copy beside the destination, opened, is the same tracker: change IDs answer exactly. */
-static int move_tracker(struct svm_move_disk *m, struct cbt **out)
+/* The tracker moves with the disk, open: its whole file is written beside the destination
+ * from memory (cbt_relocate: epochs exact, the hot set kept, so the guest's first writes after
+ * the switch find their extents as warm as before), and the same tracker goes on there, so
+ * change IDs answer exactly. One file write and its sync in the pause, where a close, a copy
+ * and an open cost four syncs and a read of the whole file. The export is drained: no mark is
+ * in flight. */
+static int move_tracker(struct svm_move_disk *m)
 {
-  struct cbt *t = NULL;
-  struct cbt_hot *hot = cbt_hot_take(m->cbt);
   int r;
 
+  if (!m->cbt)
+    return 0;
+  r = cbt_relocate(m->cbt, m->dst_ctk);
+  if (r < 0)
+    return svm_error_prefix("%s: moving the change tracking to %s", m->name, m->dst_ctk);
+  m->ctk_created = true;
+  return 0;
+}
+
+/* The tracker back to the source's file after a switch that cannot finish: written from
+ * memory again (exact). Failing that, the source's own file as the relocation left it (its
+ * log covers what it lacks: an over-report, never a miss). */
+static void tracker_back(struct svm_move_disk *m)
+{
+  if (!m->cbt || cbt_relocate(m->cbt, m->src_ctk) == 0)
+    return;
+  fprintf(stderr, "svmd: %s: %s; reopening %s as it is\n", m->name, svm_last_error(),
+          m->src_ctk);
   cbt_close(m->cbt);
   m->cbt = NULL;
-  r = svm_move_copy_file_fresh(m->src_ctk, m->dst_ctk);
-  if (r == 0)
-    m->ctk_created = true;
-  if (r == 0)
-    r = cbt_open(m->dst_ctk, m->disk_id, m->size, 0, &t);
-  if (r == 0 && cbt_reset_reason(t)) {
-    r = svm_error(EIO, "the copy %s does not read back as the original (%s)", m->dst_ctk,
-                  cbt_reset_reason(t));
-    cbt_close(t);
-  }
-  if (r < 0) {
-    cbt_hot_free(hot);
-    r = svm_error_prefix("%s: moving the change tracking to %s", m->name, m->dst_ctk);
-    reopen_source_tracker(m);
-    return r;
-  }
-  /* the hot set too: else the guest's first write into each extent after the switch waits
-   * for a log write and an fdatasync (measured: a cascade of them, one 6 ms, right after the
-   * resume). Cold still works: a failure is only said. */
-  if (cbt_warm(t, hot) < 0)
-    fprintf(stderr, "svmd: %s: %s (the guest's first writes after the move are slower)\n",
-            m->name, svm_last_error());
-  cbt_hot_free(hot);
-  *out = t;
-  return 0;
+  reopen_source_tracker(m);
 }
 
 int svm_move_disk_switch(struct svm_move_disk *m)
 {
   struct svm_layer *raw = NULL, *top = NULL, *old = NULL;
-  struct cbt *t = NULL;
   int r = svm_mirror_status(m->mirror);
 
   if (r < 0)
@@ -271,10 +265,12 @@ int svm_move_disk_switch(struct svm_move_disk *m)
   r = svm_layer_open_raw(m->dst_path, false, &raw);
   if (r < 0)
     return svm_error_prefix("%s: opening %s", m->name, m->dst_path);
-  r = move_tracker(m, &t);
+  r = move_tracker(m);
   if (r == 0) {
-    r = svm_layer_open_track(t, raw, &top);
+    r = m->cbt ? svm_layer_open_track(m->cbt, raw, &top) : 0;
     if (r == 0) {
+      if (!m->cbt)
+        top = raw;                /* no tracker: the data path goes on all the same */
       raw = NULL;
       r = svm_export_swap(m->export, top, &old, NULL);   /* nested in the caller's pause */
       if (r < 0)
@@ -282,15 +278,13 @@ int svm_move_disk_switch(struct svm_move_disk *m)
     }
     if (r < 0) {
       r = svm_error_prefix("%s: switching to %s", m->name, m->dst_path);
-      cbt_close(t);
-      reopen_source_tracker(m);
+      tracker_back(m);
     }
   }
   svm_layer_free(raw);
   if (r < 0)
     return r;
-  m->old_top = old;               /* its tracking layer points at the closed tracker */
-  m->cbt = t;
+  m->old_top = old;               /* its tracking layer points at the same tracker */
   m->switched = true;
   return 0;
 }
@@ -309,8 +303,7 @@ void svm_move_disk_finish(struct svm_move_disk *m)
 void svm_move_disk_abort(struct svm_move_disk *m)
 {
   if (m->switched) {
-    cbt_close(m->cbt);            /* the destination's copy; the export is paused */
-    m->cbt = NULL;
+    tracker_back(m);              /* the export is paused */
     m->switched = false;
   }
   if (m->mirror) {

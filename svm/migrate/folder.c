@@ -97,41 +97,6 @@ int svm_move_copy_file(const char *src, const char *dst)
   return fsync_dir(dir);
 }
 
-int svm_move_copy_file_fresh(const char *src, const char *dst)
-{
-  CLEANUP_CLOSE int in = -1;
-  CLEANUP_CLOSE int out = -1;
-  int r = open_copy_ends(src, dst, O_EXCL, &in, &out);
-
-  if (r < 0)
-    return r;
-  /* in the kernel where it can (no copy through user space), else read and write */
-  for (;;) {
-    ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
-    if (n > 0)
-      continue;
-    if (n == 0)
-      break;
-    if (errno == EINTR)
-      continue;
-    if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP) {
-      r = svm_error(errno, "%s: copy to %s: %s", src, dst, strerror(errno));
-      break;
-    }
-    if (lseek(in, 0, SEEK_SET) < 0 || ftruncate(out, 0) < 0 || lseek(out, 0, SEEK_SET) < 0) {
-      r = svm_error(errno, "%s: copy to %s: %s", src, dst, strerror(errno));
-      break;
-    }
-    r = copy_fd(in, out, src, dst);
-    break;
-  }
-  if (r == 0 && fdatasync(out) < 0)
-    r = svm_error(errno, "%s: fdatasync: %s", dst, strerror(errno));
-  if (r < 0)
-    unlink(dst);
-  return r;
-}
-
 static bool skipped(const char *name, const char *const *skip)
 {
   for (size_t i = 0; skip && skip[i]; i++)

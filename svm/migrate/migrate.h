@@ -9,9 +9,9 @@
  *   -- switchover, with every disk's export paused by the caller (svm_export_pause with a
  *      deadline): no request in flight, so no mark or write happens --
  *   svm_move_disk_switch    the mirror still in sync, the destination flushed (durable), the
- *                           source tracker closed cleanly (its .ctk then holds all of it),
- *                           copied beside the destination and opened as the disk's tracker,
- *                           the export swapped to raw_dst -> track(that tracker)
+ *                           tracker moved, open, to a .ctk beside the destination written
+ *                           from memory (cbt_relocate), the export swapped to
+ *                           raw_dst -> track(the same tracker)
  *   -- the caller commits (the descriptor in the destination) and resumes --
  *   svm_move_disk_finish    frees the source stack
  *
@@ -112,15 +112,9 @@ int svm_move_remove_retired_folder(const char *dir, const atomic_bool *stop, cha
 void svm_move_remove_retired(const char *ds_dir,
                              void (*log)(void *opaque, const char *path, const char *err),
                              void *opaque);
-/* Copy one file (a .ctk while its tracker is quiet) durably: tmp + fsync + rename + fsync of
+/* Copy one file (a config file of the folder) durably: tmp + fsync + rename + fsync of
  * the folder. */
 int svm_move_copy_file(const char *src, const char *dst);
-/* The same into a folder the move made and has not committed yet (the .ctk inside the
- * switchover's pause): written under its own name (a crash before the commit removes the
- * whole folder, so no temporary name is needed), its data synced; the folder's own fsync is
- * the commit's (svm_desc_save() of the descriptor beside it, after). One journal commit
- * fewer in the guest's pause. The file must not exist. */
-int svm_move_copy_file_fresh(const char *src, const char *dst);
 
 /* journal.c: one file per move in STATE/moves/, written (durably) before the destination
  * folder is made and removed after the move is over either way. A start after a crash reads

@@ -941,72 +941,48 @@ static int counting_fdatasync(int fd)
   return fdatasync(fd);
 }
 
-static void copy_path(const char *from, const char *to)
-{
-  char buf[65536];
-  int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  ssize_t n;
-  assert_true(in >= 0 && out >= 0);
-  while ((n = read(in, buf, sizeof buf)) > 0)
-    assert_int_equal(write(out, buf, (size_t)n), n);
-  assert_int_equal(n, 0);
-  close(in);
-  close(out);
-}
-
-/* The hot set carried to a copy of the tracker (a live move): the copy's first marks into
- * the extents that were hot cost no log write, change IDs still answer exactly, and an extent
- * that was cold still costs one. Without cbt_warm() the same mark costs an fdatasync. */
-static void test_warm(void **state)
+/* A tracker moved to another file while open (a live move's switchover): the new file is
+ * written from memory, so change IDs answer exactly there, the hot set comes along (a mark
+ * into an extent that was hot costs no sync; a cold one still does), a reopen of the new file
+ * trusts it, and it moves back the same way. */
+static void test_relocate(void **state)
 {
   struct fx *f = *state;
-  char id[CBT_CHANGEID_MAX], copy[160];
-  struct cbt *t, *c;
-  struct cbt_hot *hot;
-
+  char id[CBT_CHANGEID_MAX], other[160];
   unsigned saved = cbt_io.flush_ms;
+  struct cbt *t;
+  const char *want = "5242880+4096,5251072+4096,20971520+8192,41943040+4096";
 
   cbt_io.flush_ms = 0;          /* no background writer: it would sync at its own time */
   t = open_ok(f->path, "d", 64 * MiB, 4096);
-  snprintf(copy, sizeof copy, "%s/copy.ctk", f->dir);
+  snprintf(other, sizeof other, "%s/other.ctk", f->dir);
   assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
   assert_int_equal(cbt_mark(t, 5 * MiB, 4096), 0);
   assert_int_equal(cbt_mark(t, 20 * MiB, 4096), 0);
-  hot = cbt_hot_take(t);
-  assert_non_null(hot);
+  assert_int_equal(cbt_relocate(t, other), 0);
+  cbt_io.fdatasync = counting_fdatasync;
+  syncs = 0;
+  assert_int_equal(cbt_mark(t, 5 * MiB + 8192, 4096), 0);
+  assert_int_equal(cbt_mark(t, 20 * MiB + 4096, 4096), 0);
+  assert_int_equal(syncs, 0);                         /* hot, as before the move */
+  assert_int_equal(cbt_mark(t, 40 * MiB, 4096), 0);
+  assert_true(syncs > 0);                             /* cold: its own log entry */
+  cbt_io.fdatasync = fdatasync;
+  assert_string_equal(q(t, id, 0, 0), want);
   cbt_close(t);
-  copy_path(f->path, copy);
-
-  c = open_ok(copy, "d", 64 * MiB, 0);                /* cold: the first mark syncs */
-  cbt_io.fdatasync = counting_fdatasync;
-  syncs = 0;
-  assert_int_equal(cbt_mark(c, 5 * MiB + 8192, 4096), 0);
-  assert_true(syncs > 0);
-  cbt_io.fdatasync = fdatasync;
-  cbt_close(c);
-
-  copy_path(f->path, copy);
-  c = open_ok(copy, "d", 64 * MiB, 0);
-  cbt_io.fdatasync = counting_fdatasync;
-  syncs = 0;
-  assert_int_equal(cbt_warm(c, hot), 0);
-  assert_int_equal(syncs, 1);                         /* one log entry */
-  assert_int_equal(cbt_mark(c, 5 * MiB + 8192, 4096), 0);
-  assert_int_equal(cbt_mark(c, 20 * MiB + 4096, 4096), 0);
-  assert_int_equal(syncs, 1);                         /* hot: no I/O */
-  assert_int_equal(cbt_mark(c, 40 * MiB, 4096), 0);
-  assert_true(syncs > 1);                             /* cold: its own entry */
-  cbt_io.fdatasync = fdatasync;
-  assert_string_equal(q(c, id, 0, 0),
-                      "5242880+4096,5251072+4096,20971520+8192,41943040+4096");
-  cbt_close(c);
-  c = open_ok(copy, "d", 64 * MiB, 0);                /* and after a clean close */
-  assert_null(cbt_open_note(c));
-  assert_string_equal(q(c, id, 0, 0),
-                      "5242880+4096,5251072+4096,20971520+8192,41943040+4096");
-  cbt_close(c);
-  assert_int_equal(cbt_warm(NULL, hot), 0);           /* nothing to warm: no error */
-  cbt_hot_free(hot);
+  t = open_ok(other, "d", 64 * MiB, 0);               /* the new file, after a clean close */
+  assert_null(cbt_open_note(t));
+  assert_string_equal(q(t, id, 0, 0), want);
+  assert_int_equal(cbt_relocate(t, f->path), 0);      /* and back, over the old file */
+  assert_int_equal(cbt_mark(t, 60 * MiB, 4096), 0);
+  cbt_close(t);
+  t = open_ok(f->path, "d", 64 * MiB, 0);
+  assert_string_equal(q(t, id, 0, 0),
+                      "5242880+4096,5251072+4096,20971520+8192,41943040+4096,62914560+4096");
+  assert_int_equal(cbt_relocate(t, "/nonexistent-dir/x.ctk"), -ENOENT);
+  assert_non_null(strstr(svm_last_error(), "/nonexistent-dir/x.ctk"));
+  assert_int_equal(cbt_mark(t, 61 * MiB, 4096), 0);   /* unchanged: still tracking */
+  cbt_close(t);
   cbt_io.flush_ms = saved;
 }
 
@@ -1014,7 +990,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_warm, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_relocate, setup, teardown),
     cmocka_unit_test_setup_teardown(test_last_partial_block, setup, teardown),
     cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
     cmocka_unit_test_setup_teardown(test_query_errors, setup, teardown),

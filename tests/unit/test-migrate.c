@@ -174,38 +174,6 @@ static void limits(void **state)
   assert_int_equal(SVM_MOVES_PER_DATASTORE, 8);
 }
 
-/* The .ctk's copy into the move's own folder: content and mode kept, data synced; an existing
- * destination is never overwritten, a source that is not a regular file is refused. */
-static void copy_fresh(void **state)
-{
-  char dir[] = "/tmp/test-migrate.XXXXXX", src[64], dst[64], buf[16] = "";
-  int fd;
-
-  (void)state;
-  assert_non_null(mkdtemp(dir));
-  snprintf(src, sizeof src, "%s/a.ctk", dir);
-  snprintf(dst, sizeof dst, "%s/b.ctk", dir);
-  fd = open(src, O_WRONLY | O_CREAT, 0640);
-  assert_true(fd >= 0);
-  assert_int_equal(write(fd, "tracker", 7), 7);
-  close(fd);
-  chmod(src, 0640);
-  assert_int_equal(svm_move_copy_file_fresh(src, dst), 0);
-  fd = open(dst, O_RDONLY);
-  assert_int_equal(read(fd, buf, sizeof buf), 7);
-  close(fd);
-  assert_string_equal(buf, "tracker");
-  struct stat st;
-  assert_int_equal(stat(dst, &st), 0);
-  assert_int_equal(st.st_mode & 0777, 0640);
-  assert_int_equal(svm_move_copy_file_fresh(src, dst), -EEXIST);
-  assert_non_null(strstr(svm_last_error(), dst));
-  assert_int_equal(svm_move_copy_file_fresh(dir, dst), -EINVAL);   /* a folder */
-  unlink(src);
-  unlink(dst);
-  rmdir(dir);
-}
-
 /* A retired folder: shrunk, then removed; with its stop flag set, left whole for the next
  * start (-ECANCELED naming it). Holes cost no rest: a 1 TiB sparse file goes at once. */
 static void remove_retired(void **state)
@@ -245,7 +213,6 @@ int main(void)
     cmocka_unit_test(journal_round_trip),
     cmocka_unit_test(journal_negative),
     cmocka_unit_test(limits),
-    cmocka_unit_test(copy_fresh),
     cmocka_unit_test(remove_retired),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
