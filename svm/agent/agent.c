@@ -561,19 +561,41 @@ static int do_migrate_cancel(struct svm_agent *a, const struct svm_ctl_request *
   return agent_move_cancel(a, vm, json, payload);
 }
 
+/* An optional numeric argument: *v is left alone when it is absent. */
+static int parse_num(const struct svm_ctl_request *r, const char *key, uint64_t *v)
+{
+  const char *s = svm_ctl_arg(r, key);
+  char *end;
+
+  if (!s)
+    return 0;
+  errno = 0;
+  unsigned long long x = strtoull(s, &end, 10);
+  if (!*s || *end || errno || s[0] < '0' || s[0] > '9')
+    return svm_error(EINVAL, "%s: %s '%s' is not a number", r->verb, key, s);
+  *v = x;
+  return 0;
+}
+
 static int do_status(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                      char **payload)
 {
   const char *id = svm_ctl_arg(r, "id");
   char *moves = NULL, *hosts = NULL;
+  uint64_t wait_ms = 0;
   size_t len;
   bool first = true;
   FILE *f;
   int ret;
 
+  if (parse_num(r, "wait_ms", &wait_ms) < 0)
+    return -EINVAL;
+  if (svm_ctl_arg(r, "wait_ms") && !id)
+    return svm_error(EINVAL, "status: wait_ms needs the id of a move");
+
   if (id && strtoul(id, NULL, 10) > AGENT_HOSTMOVE_ID_BASE)
     return agent_hostmove_show(a, (unsigned)strtoul(id, NULL, 10), json, payload);
-  ret = agent_move_status(a, id, svm_ctl_arg(r, "wait_ms"), json, &moves);
+  ret = agent_move_status(a, id, wait_ms, json, &moves);
   if (ret < 0 || id)
     return *payload = moves, ret;
   /* The host moves (hostmove.c) after the datastore moves: "host_moves": [...] in JSON. */
@@ -600,22 +622,6 @@ static int do_status(struct svm_agent *a, const struct svm_ctl_request *r, bool 
   return 0;
 }
 
-
-/* An optional numeric argument: *v is left alone when it is absent. */
-static int parse_num(const struct svm_ctl_request *r, const char *key, uint64_t *v)
-{
-  const char *s = svm_ctl_arg(r, key);
-  char *end;
-
-  if (!s)
-    return 0;
-  errno = 0;
-  unsigned long long x = strtoull(s, &end, 10);
-  if (!*s || *end || errno || s[0] < '0' || s[0] > '9')
-    return svm_error(EINVAL, "%s: %s '%s' is not a number", r->verb, key, s);
-  *v = x;
-  return 0;
-}
 
 static int do_cbt_query(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                         char **payload)

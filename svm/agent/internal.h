@@ -204,7 +204,8 @@ void agent_moves_stop(struct svm_agent *a);      /* cancels and joins every move
 int agent_move_start(struct svm_agent *a, const struct svm_ctl_request *r, bool json,
                      char **out);                 /* a->mu held */
 int agent_move_cancel(struct svm_agent *a, const char *vm, bool json, char **out);
-int agent_move_status(struct svm_agent *a, const char *id, const char *wait_ms, bool json,
+/* wait_ms: with id, answer once that move has ended or after wait_ms (0: at once) */
+int agent_move_status(struct svm_agent *a, const char *id, uint64_t wait_ms, bool json,
                       char **out);
 
 /* json.c: answers as JSON or text */

@@ -412,24 +412,15 @@ static struct agent_move *find_move(struct agent_moves *ms, const char *id)
 /* One move; with wait_ms, once it has finished or after wait_ms (at most STATUS_WAIT_MAX_MS),
  * whichever comes first: svmctl follows a move with these, and learns of its end at once
  * rather than at its next poll. a->mu held (released while waiting). */
-static int one_move(struct svm_agent *a, const char *id, const char *wait_ms, bool json,
+static int one_move(struct svm_agent *a, const char *id, uint64_t wait_ms, bool json,
                     char **out)
 {
   struct agent_moves *ms = a->moves;
   struct agent_move *m = find_move(ms, id);
-  uint64_t wait = 0, until;
+  uint64_t wait = wait_ms < STATUS_WAIT_MAX_MS ? wait_ms : STATUS_WAIT_MAX_MS;
+  uint64_t until = agent_move_now_ns() + wait * 1000000u;
   struct timespec ts;
 
-  if (wait_ms) {
-    char *end;
-    errno = 0;
-    wait = strtoull(wait_ms, &end, 10);
-    if (!*wait_ms || *end || errno || wait_ms[0] == '-')
-      return svm_error(EINVAL, "status: wait_ms '%s' is not a number of milliseconds",
-                       wait_ms);
-    wait = wait < STATUS_WAIT_MAX_MS ? wait : STATUS_WAIT_MAX_MS;
-  }
-  until = agent_move_now_ns() + wait * 1000000u;
   while (m && !finished(m) && !ms->stopping && agent_move_now_ns() < until) {
     ts.tv_sec = (time_t)(until / 1000000000u);
     ts.tv_nsec = (long)(until % 1000000000u);
@@ -442,7 +433,7 @@ static int one_move(struct svm_agent *a, const char *id, const char *wait_ms, bo
   return out_move(m, json, out);
 }
 
-int agent_move_status(struct svm_agent *a, const char *id, const char *wait_ms, bool json,
+int agent_move_status(struct svm_agent *a, const char *id, uint64_t wait_ms, bool json,
                       char **out)
 {
   static const enum move_state order[] = { MOVE_RUNNING, MOVE_QUEUED };
@@ -451,8 +442,6 @@ int agent_move_status(struct svm_agent *a, const char *id, const char *wait_ms, 
 
   if (id)
     return one_move(a, id, wait_ms, json, out);
-  if (wait_ms)
-    return svm_error(EINVAL, "status: wait_ms needs the id of a move");
   f = open_memstream(out, &(size_t){ 0 });
   if (!f)
     return svm_error(ENOMEM, "out of memory");
