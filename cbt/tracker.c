@@ -679,6 +679,17 @@ int cbt_writeback(struct cbt *t)
 static void lock_exclusive(struct cbt *t);
 static void unlock_exclusive(struct cbt *t);
 
+/* The tracker goes on in fd, a whole file just written by ctk_write_new() with the hot set
+ * logged (entry 1) and every page written: nothing dirty. Exclusive lock held. */
+static void use_new_file(struct cbt *t, int fd)
+{
+  close(t->fd);
+  t->fd = fd;
+  t->al_seq = 1;
+  memset(t->dirty, 0, t->npages);
+  t->ndirty = 0;
+}
+
 int cbt_relocate(struct cbt *t, const char *path)
 {
   char *np = strdup(path);
@@ -698,15 +709,11 @@ int cbt_relocate(struct cbt *t, const char *path)
     if (fd < 0) {
       rc = fd;
     } else {
-      close(t->fd);
-      t->fd = fd;
+      use_new_file(t, fd);
       free(t->path);
       t->path = np;
       np = NULL;
       t->h = h;
-      t->al_seq = 1;
-      memset(t->dirty, 0, t->npages);
-      t->ndirty = 0;
     }
   }
   unlock_exclusive(t);
@@ -1171,11 +1178,7 @@ static int compact_locked(struct cbt *t)
   int fd = ctk_write_new(t->path, &h, t->ep, map_compact, &m, t->al_ext, t->al_n);
   if (fd < 0)
     return fd;
-  close(t->fd);
-  t->fd = fd;
-  t->al_seq = 1;                              /* the hot set stays, logged in the new file */
-  memset(t->dirty, 0, t->npages);
-  t->ndirty = 0;
+  use_new_file(t, fd);
   __atomic_store_n(&t->cur, CTK_EPOCH_BUSY, __ATOMIC_RELEASE);
   for (uint64_t b = 0; b < t->nblocks; b++) {
     uint16_t e = t->ep[b];
