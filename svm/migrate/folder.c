@@ -1,6 +1,5 @@
-/* The files of a VM folder during a move: config files copied to the destination, a .ctk
- * copied while its tracker is quiet, a folder made by a move removed again, and the source
- * folder retired after the commit. */
+/* The files of a VM folder during a move: config files copied to the destination, a folder
+ * made by a move removed again, and the source folder retired after the commit. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -48,31 +47,13 @@ static int copy_fd(int in, int out, const char *src, const char *dst)
   }
 }
 
-/* src opened for reading (a regular file, no link followed), dst created for writing with
- * src's mode whatever the umask; create: O_TRUNC or O_EXCL. The caller closes both (-1 when
- * not opened). */
-static int open_copy_ends(const char *src, const char *dst, int create, int *in, int *out)
-{
-  struct stat st;
-
-  *in = open(src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  if (*in < 0)
-    return svm_error(errno, "%s: %s", src, strerror(errno));
-  if (fstat(*in, &st) < 0 || !S_ISREG(st.st_mode))
-    return svm_error(EINVAL, "%s: not a regular file", src);
-  *out = open(dst, O_WRONLY | O_CREAT | create | O_NOFOLLOW | O_CLOEXEC, st.st_mode & 0777);
-  if (*out < 0)
-    return svm_error(errno, "%s: %s", dst, strerror(errno));
-  fchmod(*out, st.st_mode & 0777);
-  return 0;
-}
-
 int svm_move_copy_file(const char *src, const char *dst)
 {
   CLEANUP_FREE char *tmp = NULL;
   CLEANUP_FREE char *dir = NULL;
   CLEANUP_CLOSE int in = -1;
   CLEANUP_CLOSE int out = -1;
+  struct stat st;
   int r;
 
   if (asprintf(&tmp, "%s.tmp", dst) < 0) {
@@ -83,8 +64,15 @@ int svm_move_copy_file(const char *src, const char *dst)
   if (!dir)
     return svm_error(ENOMEM, "out of memory");
   *strrchr(dir, '/') = '\0';
-  if ((r = open_copy_ends(src, tmp, O_TRUNC, &in, &out)) < 0)
-    return r;
+  in = open(src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (in < 0)
+    return svm_error(errno, "%s: %s", src, strerror(errno));
+  if (fstat(in, &st) < 0 || !S_ISREG(st.st_mode))
+    return svm_error(EINVAL, "%s: not a regular file", src);
+  out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, st.st_mode & 0777);
+  if (out < 0)
+    return svm_error(errno, "%s: %s", tmp, strerror(errno));
+  fchmod(out, st.st_mode & 0777);      /* whatever the umask */
   r = copy_fd(in, out, src, tmp);
   if (r == 0 && fsync(out) < 0)
     r = svm_error(errno, "%s: fsync: %s", tmp, strerror(errno));
