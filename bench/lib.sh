@@ -197,30 +197,39 @@ bench_footer()
   return 0
 }
 
-# bench_convert_src: the source disk of bench/convert.sh and bench/nfc.sh (layout version 2),
-# made once and kept in $BENCH_DIR: SIZE_MB of 1 MiB slots, even slots allocated, odd ones
-# holes, 1 in 5 allocated slots zeros, the others random. Sets src, size, alloc_slots,
-# data_bytes (the random data) and thin_max (what a thin copy may allocate).
-bench_convert_src() {
-  src=$BENCH_DIR/convert-src-v2-${SIZE_MB}M.raw
-  if [ ! -f "$src" ]; then
-    bench_log "making $src (${SIZE_MB} MiB: 1 MiB slots, even ones allocated, 1 in 5 of them zeros)"
-    python3 - "$src" "$SIZE_MB" <<'PY'
+# bench_slots_disk PATH SIZE_MB ZEROS: the benchmarks' disk, made once and kept (PATH under
+# $BENCH_DIR): SIZE_MB of 1 MiB slots, even slots allocated, odd ones holes; with ZEROS=N, 1 in
+# N allocated slots zeros (the 3rd, 8th, ...), the others random (ZEROS=0: all random). Fails
+# when an existing PATH has the wrong size.
+bench_slots_disk() {
+  local path=$1 mb=$2 zeros=$3
+  if [ ! -f "$path" ]; then
+    bench_log "making $path (${mb} MiB: 1 MiB slots, even ones allocated$(
+      [ "$zeros" -gt 0 ] && echo ", 1 in $zeros of them zeros"))"
+    python3 - "$path" "$mb" "$zeros" <<'PY'
 import os, sys
-path, n = sys.argv[1], int(sys.argv[2])
+path, n, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 MiB = 1 << 20
 fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 os.ftruncate(fd, n * MiB)
 zero = bytes(MiB)
 for k, slot in enumerate(range(0, n, 2)):
-    os.pwrite(fd, zero if k % 5 == 2 else os.urandom(MiB), slot * MiB)
+    os.pwrite(fd, zero if every and k % every == 2 else os.urandom(MiB), slot * MiB)
 os.fsync(fd)
 os.close(fd)
 os.rename(path + ".tmp", path)
 PY
   fi
+  [ "$(stat -c %s "$path")" -eq $((mb * 1048576)) ] || bench_fail "$path has the wrong size: remove it"
+}
+
+# bench_convert_src: the source disk of bench/convert.sh and bench/nfc.sh (layout version 2):
+# bench_slots_disk with 1 in 5 allocated slots zeros. Sets src, size, alloc_slots,
+# data_bytes (the random data) and thin_max (what a thin copy may allocate).
+bench_convert_src() {
+  src=$BENCH_DIR/convert-src-v2-${SIZE_MB}M.raw
+  bench_slots_disk "$src" "$SIZE_MB" 5
   size=$((SIZE_MB * 1048576))
-  [ "$(stat -c %s "$src")" -eq "$size" ] || bench_fail "$src has the wrong size: remove it"
   alloc_slots=$(((SIZE_MB + 1) / 2))
   data_bytes=$(((alloc_slots - (alloc_slots + 2) / 5) * 1048576))
   thin_max=$((data_bytes + data_bytes / 100 + 1048576))

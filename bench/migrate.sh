@@ -100,22 +100,7 @@ gcc -O2 -std=c11 -Wall -Wextra -o "$work/fio-check" "$here/nbd/fio-check.c" ||
 # ---- the disk ----
 master=$BENCH_DIR/migrate-src-${SIZE_MB}M.raw
 size=$((SIZE_MB * 1048576))
-if [ ! -f "$master" ]; then
-  bench_log "making $master (${SIZE_MB} MiB: 1 MiB slots, even ones random, odd ones holes)"
-  python3 - "$master" "$SIZE_MB" <<'PY'
-import os, sys
-path, n = sys.argv[1], int(sys.argv[2])
-MiB = 1 << 20
-fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-os.ftruncate(fd, n * MiB)
-for slot in range(0, n, 2):
-    os.pwrite(fd, os.urandom(MiB), slot * MiB)
-os.fsync(fd)
-os.close(fd)
-os.rename(path + ".tmp", path)
-PY
-fi
-[ "$(stat -c %s "$master")" -eq "$size" ] || bench_fail "$master has the wrong size: remove it"
+bench_slots_disk "$master" "$SIZE_MB" 0      # every allocated slot random
 
 # fresh SRC: the master's content, synced, not in the page cache
 fresh() {
