@@ -78,7 +78,8 @@
  *           shared by concurrent callers (group commit), beside the data write (track.c);
  *           when the log is full, the least recently used extents (up to 4 per entry) leave
  *           it first: their dirty pages written + one fdatasync before the entry.
- *   lazy writer: dirty pages re-encoded and written in batches of 8 + one fdatasync.
+ *   page writer: nothing while the hot set has room; once it is 3/4 full, the dirty pages of
+ *           the least recently used extents, in batches of 8 + one fdatasync.
  *   changeid: one 4 KiB header write + fdatasync (a full rewrite every 32767 change IDs).
  *   query: a SIMD scan of the epoch array, 8 blocks per compare (32 MiB per TiB, a few ms).
  *   file: 64 MiB per TiB (two copies of every page), allocated and written at creation.

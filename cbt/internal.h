@@ -174,10 +174,11 @@ struct cbt_io_hooks {
 extern struct cbt_io_hooks cbt_io;
 
 /* tracker.c: testing hooks (tests/unit/test-cbt-model.c): frequent compaction, a small hot
- * set, an explicit run of the lazy writer (up to max_batches batches, 0 = all). */
+ * set, an explicit run of the page writer (up to max_batches batches, 0 = all) over every
+ * dirty page or, with ahead, over those a background round would write. */
 void cbt_internal_set_epoch_limit(struct cbt *t, uint16_t limit);
 void cbt_internal_set_al_limit(struct cbt *t, size_t n);
-int cbt_internal_flush(struct cbt *t, unsigned max_batches);
+int cbt_internal_flush(struct cbt *t, bool ahead, unsigned max_batches);
 /* The most a crash may over-report, in bytes, with the tracker's current settings. */
 uint64_t cbt_internal_overreport_bound(const struct cbt *t);
 

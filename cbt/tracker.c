@@ -1,9 +1,9 @@
 /* The tracker: marks, the activity log, the lazy page writer, change IDs, resize, reset.
  *
  * The guarantee: once a mark returns, a crash (kill -9, power cut) cannot lose it. The epochs
- * in memory (t->ep) are exact; the .ctk catches up lazily; the activity log (ctk.c) bounds
- * what the file may lack: every block marked in memory but not yet in a durable data page
- * lies in an extent of the newest durable log entry. Invariants:
+ * in memory (t->ep) are exact; the .ctk catches up lazily (before eviction); the activity log
+ * (ctk.c) bounds what the file may lack: every block marked in memory but not yet in a
+ * durable data page lies in an extent of the newest durable log entry. Invariants:
  *   - the hot set (al_idx/al_ext) is a subset of the newest durable log entry;
  *   - ep[b] is set to the open epoch only while b's extent is in the hot set (under mu), or
  *     after b's data page has been made durable with it (a direct mark);
@@ -88,6 +88,7 @@ static uint16_t map_all_changed(uint16_t e, const void *arg)
 
 enum {
   FLUSH_ROUND_BATCHES = 4,    /* batches of CTK_PAGES_INFLIGHT pages per background round */
+  AHEAD_EXTENTS = 32,         /* least recently used extents cleaned ahead per batch */
   DIRECT_EXTENTS = 8,         /* a mark wider than this many extents writes its pages */
   AL_EVICT_MAX = 4,           /* extents evicted per log entry: <= 8 pages written (2 each) */
 };
@@ -369,7 +370,6 @@ static int open_existing(struct cbt *t, int fd, uint32_t granularity)
 
 static void writer_add(struct cbt *t);
 static void writer_remove(struct cbt *t);
-static void writer_kick(struct cbt *t);
 
 int cbt_open(const char *ctk_path, const char *disk_id, uint64_t disk_size,
              uint32_t granularity, struct cbt **out)
@@ -437,7 +437,7 @@ const char *cbt_open_note(const struct cbt *t)
 }
 
 static int write_al_entry(struct cbt *t, const uint32_t *al, size_t n, uint64_t seq);
-static int flush_pages(struct cbt *t, unsigned max_batches);
+static int flush_pages(struct cbt *t, bool ahead, unsigned max_batches);
 
 void cbt_close(struct cbt *t)
 {
@@ -447,7 +447,7 @@ void cbt_close(struct cbt *t)
     writer_remove(t);
   /* Clean close: every page written, then an empty log entry, so that the next open trusts
    * the pages alone and reports nothing extra. On failure the log stays: still safe. */
-  if (t->fd >= 0 && t->ep && !t->broken && flush_pages(t, 0) == 0 && t->ndirty == 0 &&
+  if (t->fd >= 0 && t->ep && !t->broken && flush_pages(t, false, 0) == 0 && t->ndirty == 0 &&
       t->al_n) {
     pthread_mutex_lock(&t->wmu);
     if (write_al_entry(t, NULL, 0, t->al_seq + 1) == 0)
@@ -625,15 +625,54 @@ static void set_dirty(struct cbt *t, uint64_t pno)
   }
 }
 
-/* One batch of the lazy writer. shape (read) and wmu held. *more: dirty pages remain. */
-static int flush_batch(struct cbt *t, bool *more)
+/* The dirty pages of the least recently used hot extents, the next to be evicted, once the
+ * set is 3/4 full; none before. A dirty page is already covered by the log, and recovery puts
+ * every logged extent in the open epoch whatever its page says, so writing it early buys
+ * nothing after a crash, and it costs the datastore a write and an fdatasync, which the cold
+ * epoch after a change ID (every block dirty again) would pay beside the guest's writes. What
+ * it does buy is a cheap eviction: the victims' pages are clean, and the mark that evicts
+ * them waits for one fdatasync (the entry's), not two (DRBD writes its bitmap at eviction for
+ * the same reason). mu held; the chosen pages are taken out of the dirty set. */
+static size_t pick_ahead(struct cbt *t, uint64_t *pages, size_t max)
+{
+  size_t n = 0;
+  uint64_t after = 0;
+  if (t->al_n * 4 < t->al_limit * 3)
+    return 0;
+  /* Stamps are distinct (al_clock), so "the oldest after the last one" walks the LRU order
+   * without sorting: AHEAD_EXTENTS x 960 compares a round at most. */
+  for (unsigned k = 0; k < AHEAD_EXTENTS && n < max; k++) {
+    size_t best = SIZE_MAX;
+    for (size_t i = 0; i < t->al_n; i++)
+      if (t->al_stamp[i] > after && (best == SIZE_MAX || t->al_stamp[i] < t->al_stamp[best]))
+        best = i;
+    if (best == SIZE_MAX)
+      break;
+    after = t->al_stamp[best];
+    uint64_t x = t->al_ext[best], b0 = x << ext_per(t), b1 = ext_end(t, x);
+    for (uint64_t p = b0 / CTK_BPP; p <= (b1 - 1) / CTK_BPP && n < max; p++)
+      if (t->dirty[p]) {
+        t->dirty[p] = 0;
+        t->ndirty--;
+        pages[n++] = p;
+      }
+  }
+  return n;
+}
+
+/* One batch of the page writer: any dirty pages (round robin), or with ahead only those that
+ * the next evictions need (pick_ahead). shape (read) and wmu held. *more: more to write. */
+static int flush_batch(struct cbt *t, bool ahead, bool *more)
 {
   uint64_t pages[CTK_PAGES_INFLIGHT];
   size_t n = 0;
   pthread_mutex_lock(&t->mu);
   int rc = t->broken;
+  if (rc == 0 && ahead)
+    n = pick_ahead(t, pages, CTK_PAGES_INFLIGHT);
   /* Round robin from where the last batch stopped, so that every dirty page gets its turn. */
-  for (uint64_t k = 0; rc == 0 && k < t->npages && n < CTK_PAGES_INFLIGHT && t->ndirty; k++) {
+  for (uint64_t k = 0; rc == 0 && !ahead && k < t->npages && n < CTK_PAGES_INFLIGHT &&
+       t->ndirty; k++) {
     uint64_t p = (t->flush_pos + k) % t->npages;
     if (t->dirty[p]) {
       t->dirty[p] = 0;
@@ -650,19 +689,19 @@ static int flush_batch(struct cbt *t, bool *more)
   if (rc < 0)
     for (size_t i = 0; i < n; i++)
       set_dirty(t, pages[i]);
-  *more = t->ndirty > 0 && rc == 0;
+  *more = t->ndirty > 0 && rc == 0 && (!ahead || n == CTK_PAGES_INFLIGHT);
   pthread_mutex_unlock(&t->mu);
   return rc;
 }
 
-static int flush_pages(struct cbt *t, unsigned max_batches)
+static int flush_pages(struct cbt *t, bool ahead, unsigned max_batches)
 {
   bool more = true;
   int rc = 0;
   pthread_rwlock_rdlock(&t->shape);
   for (unsigned i = 0; more && rc == 0 && (max_batches == 0 || i < max_batches); i++) {
     pthread_mutex_lock(&t->wmu);
-    rc = flush_batch(t, &more);
+    rc = flush_batch(t, ahead, &more);
     pthread_mutex_unlock(&t->wmu);
   }
   pthread_rwlock_unlock(&t->shape);
@@ -673,7 +712,7 @@ int cbt_writeback(struct cbt *t)
 {
   if (t == NULL || t->fd < 0 || t->ep == NULL || t->broken)
     return 0;
-  return flush_pages(t, 0);
+  return flush_pages(t, false, 0);
 }
 
 static void lock_exclusive(struct cbt *t);
@@ -721,19 +760,19 @@ int cbt_relocate(struct cbt *t, const char *path)
   return rc;
 }
 
-int cbt_internal_flush(struct cbt *t, unsigned max_batches)
+int cbt_internal_flush(struct cbt *t, bool ahead, unsigned max_batches)
 {
-  return flush_pages(t, max_batches);
+  return flush_pages(t, ahead, max_batches);
 }
 
-/* The lazy page writer: one thread for every tracker of the process (32 disks must not cost
- * 32 threads), started with the first tracker and stopped with the last. Each round it gives
- * every tracker with dirty pages a bounded share: 32 pages, 4 fdatasyncs - the log already
- * makes the marks safe; the write-back only keeps evictions cheap, so it must not load the
- * datastore even when a guest dirties every page of a large disk each second. A failure waits a
- * round. The list and the rounds are under writer_mu, so a tracker unlinked under it is never
- * touched again; a change ID asks for an early round without it (writer_kick), since it holds
- * the tracker's locks, which a round takes after writer_mu. */
+/* The page writer: one thread for every tracker of the process (32 disks must not cost 32
+ * threads), started with the first tracker and stopped with the last. The log already makes
+ * the marks safe; the write-back only keeps evictions cheap, so each round writes only the
+ * pages the next evictions need (pick_ahead), a bounded share per tracker (32 pages, 4
+ * fdatasyncs): it must not load the datastore even when a guest dirties every page of a large
+ * disk each second, and it writes nothing while the hot set has room. A failure waits a round.
+ * The list and the rounds are under writer_mu, so a tracker unlinked under it is never touched
+ * again. */
 static pthread_mutex_t writer_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t writer_cv;
 static pthread_once_t writer_once = PTHREAD_ONCE_INIT;
@@ -774,7 +813,7 @@ static void *writer_main(void *arg)
       bool work = t->ndirty && !t->broken;
       pthread_mutex_unlock(&t->mu);
       if (work)
-        flush_pages(t, FLUSH_ROUND_BATCHES);
+        flush_pages(t, true, FLUSH_ROUND_BATCHES);
     }
   }
   pthread_mutex_unlock(&writer_mu);
@@ -818,13 +857,6 @@ static void writer_remove(struct cbt *t)
   pthread_mutex_unlock(&writer_mu);
   if (stop)
     pthread_join(tid, NULL);
-}
-
-static void writer_kick(struct cbt *t)
-{
-  (void)t;
-  pthread_once(&writer_once, writer_init);
-  pthread_cond_signal(&writer_cv);    /* a lost wake-up only waits for the next round */
 }
 
 /* ---- marks ----------------------------------------------------------------------------- */
@@ -1214,10 +1246,7 @@ int cbt_changeid(struct cbt *t, char *buf, size_t buflen)
       __atomic_store_n(&t->cur, (uint16_t)h.cur, __ATOMIC_RELEASE);
     }
   }
-  /* The hot set stays (the new epoch's first writes cost no I/O); the lazy writer is asked
-   * to catch up now rather than at its next round. */
-  if (rc == 0)
-    writer_kick(t);
+  /* The hot set stays: the new epoch's first writes cost no I/O. */
   unlock_exclusive(t);
   if (rc == 0)
     snprintf(buf, buflen, "%s/%" PRIu64, uuid, seq);

@@ -11,11 +11,11 @@
  *
  * Durability (activity log): cbt_mark() returns only once the mark is crash-safe, so after
  * kill -9 or a power cut every write acknowledged after its cbt_mark() returned is still
- * reported. The per-block epochs are exact in memory and written to the .ctk lazily (in the
- * background, and on close); what the file may lack is bounded by a small on-disk activity
- * log of hot extents (4 MiB each, at most 960 of them), made durable before a mark into an
- * extent outside it returns. A mark of a block already marked in the open epoch: one load and
- * compare, no lock. A first mark in an epoch into a hot extent: a mutex and a store, no I/O;
+ * reported. The per-block epochs are exact in memory and written to the .ctk lazily (before
+ * their extent leaves the log, and on close); what the file may lack is bounded by a small
+ * on-disk activity log of hot extents (4 MiB each, at most 960 of them), made durable before
+ * a mark into an extent outside it returns. A mark of a block already marked in the open
+ * epoch: one load and compare, no lock. A first mark in an epoch into a hot extent: a mutex and a store, no I/O;
  * a change ID leaves the hot set as it is, so the epoch after it starts warm. A first mark
  * into a cold extent: one 4 KiB log write + fdatasync, shared by concurrent callers.
  * After a crash, every block of every logged extent counts as written in the epoch that was
@@ -58,8 +58,9 @@
  *
  * Threads: cbt_mark(), cbt_discard(), cbt_changeid(), cbt_query() and cbt_get_info() may run
  * concurrently. cbt_resize() and cbt_close() must not run concurrently with any other call
- * on the same tracker (drain the disk's I/O first, as a resize needs anyway). Each tracker
- * has one background thread, the lazy page writer (a bounded round per second).
+ * on the same tracker (drain the disk's I/O first, as a resize needs anyway). The process has
+ * one background thread for all its trackers, the page writer: a bounded round per second,
+ * which writes only once a tracker's hot set is 3/4 full (the pages the next evictions need).
  *
  * Errors: functions return 0 or a negative errno and leave a message in svm_last_error().
  */

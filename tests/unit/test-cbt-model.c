@@ -198,7 +198,7 @@ static void child(struct model *m, int wfd, unsigned seed)
   for (int i = 0; i < 400; i++) {
     struct rec r = { 0 };
     if (rnd(m, 16) == 0) {
-      if (cbt_internal_flush(t, 1 + (unsigned)rnd(m, 3)) < 0)
+      if (cbt_internal_flush(t, rnd(m, 2), 1 + (unsigned)rnd(m, 3)) < 0)
         _exit(6);
       continue;
     }
@@ -389,7 +389,7 @@ static void run(unsigned seed, int steps)
     } else if (op < 975) {
       do_crash(&m);
     } else if (op < 980) {
-      if (cbt_internal_flush(m.t, (unsigned)rnd(&m, 3)) < 0)
+      if (cbt_internal_flush(m.t, rnd(&m, 2), (unsigned)rnd(&m, 3)) < 0)
         fail_msg("flush: %s", svm_last_error());
     } else if (op < 990) {
       /* Wrong change IDs are refused, never answered. */
@@ -549,7 +549,7 @@ static void run_power_cuts(unsigned seed, int steps)
       random_range(&m, &off, &len);
       r = cbt_mark(m.t, off, len);
     } else if (is_flush) {
-      r = cbt_internal_flush(m.t, 1 + (unsigned)rnd(&m, 2));
+      r = cbt_internal_flush(m.t, rnd(&m, 2), 1 + (unsigned)rnd(&m, 2));
       if (r == 0)
         continue;
     } else if (op < 90) {

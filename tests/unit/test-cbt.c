@@ -537,8 +537,8 @@ static void test_enospc_recovers(void **state)
   assert_int_equal(cbt_mark(t, 5 * MiB, 4096), 0);         /* space is back */
   assert_int_equal(cbt_mark(t, 5 * MiB + 8192, 4096), 0);  /* hot now: no I/O at all */
   enospc_left = 1;                                          /* a lazy write-back fails ... */
-  assert_int_equal(cbt_internal_flush(t, 0), -ENOSPC);
-  assert_int_equal(cbt_internal_flush(t, 0), 0);            /* ... and is simply retried */
+  assert_int_equal(cbt_internal_flush(t, false, 0), -ENOSPC);
+  assert_int_equal(cbt_internal_flush(t, false, 0), 0);            /* ... and is simply retried */
   enospc_left = 1;                                          /* a wide mark writes its pages */
   assert_int_equal(cbt_mark(t, 20 * MiB, 40 * MiB), -ENOSPC);
   assert_int_equal(cbt_mark(t, 20 * MiB, 40 * MiB), 0);
@@ -898,7 +898,7 @@ static void test_concurrent_log(void **state)
   }
   char id[CBT_CHANGEID_MAX];
   for (int i = 0; i < 20; i++) {
-    assert_int_equal(cbt_internal_flush(t, 1), 0);
+    assert_int_equal(cbt_internal_flush(t, false, 1), 0);
     if (i % 4 == 0)
       assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
   }
@@ -986,6 +986,53 @@ static void test_relocate(void **state)
   cbt_io.flush_ms = saved;
 }
 
+static int page_writes;
+static ssize_t counting_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+  if (off >= (off_t)CTK_DATA_OFF)     /* a data page: the headers and the log lie below */
+    page_writes++;
+  return pwrite(fd, buf, n, off);
+}
+
+/* The background page writer writes nothing while the hot set has room (the cold epoch after
+ * a change ID must not pay for it), and once the set is 3/4 full it cleans ahead, so that the
+ * next eviction waits for one fdatasync, the log entry's, not two. */
+static void test_writer_ahead(void **state)
+{
+  struct fx *f = *state;
+  char id[CBT_CHANGEID_MAX];
+  unsigned saved = cbt_io.flush_ms;
+  cbt_io.flush_ms = 0;                /* rounds run here, explicitly */
+  struct cbt *t = open_ok(f->path, "d", 256 * MiB, 4096);
+  cbt_internal_set_al_limit(t, 4);
+  cbt_io.pwrite = counting_pwrite;
+  cbt_io.fdatasync = counting_fdatasync;
+  for (uint64_t x = 0; x < 2; x++)    /* extents 0, 1: half full */
+    assert_int_equal(cbt_mark(t, x * 4 * MiB, 4096), 0);
+  assert_int_equal(cbt_changeid(t, id, sizeof id), 0);
+  assert_int_equal(cbt_mark(t, 4096, 4096), 0);     /* cold epoch, hot extent */
+  page_writes = 0;
+  assert_int_equal(cbt_internal_flush(t, true, 4), 0);
+  assert_int_equal(page_writes, 0);
+  assert_int_equal(cbt_mark(t, 8 * MiB, 4096), 0);  /* extent 2: 3/4 full */
+  assert_int_equal(cbt_internal_flush(t, true, 4), 0);
+  assert_true(page_writes > 0);
+  assert_int_equal(cbt_mark(t, 12 * MiB, 4096), 0); /* extent 3: full */
+  assert_int_equal(cbt_internal_flush(t, true, 4), 0);
+  syncs = 0;
+  assert_int_equal(cbt_mark(t, 16 * MiB, 4096), 0); /* extent 4 evicts extent 0, clean */
+  assert_int_equal(syncs, 1);
+  cbt_io.pwrite = pwrite;
+  cbt_io.fdatasync = fdatasync;
+  assert_string_equal(q(t, id, 0, 0), "4096+4096,8388608+4096,12582912+4096,16777216+4096");
+  cbt_close(t);
+  t = open_ok(f->path, "d", 256 * MiB, 0);
+  assert_null(cbt_open_note(t));
+  assert_string_equal(q(t, id, 0, 0), "4096+4096,8388608+4096,12582912+4096,16777216+4096");
+  cbt_close(t);
+  cbt_io.flush_ms = saved;
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -1007,6 +1054,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_info_read_errors, setup, teardown),
     cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
     cmocka_unit_test_setup_teardown(test_concurrent_log, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_writer_ahead, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
