@@ -11,7 +11,7 @@
 #                   every write to a 64 KiB block is its first in the epoch (a mark under the
 #                   tracker's mutex; its 4 MiB extent stays in the activity log across change
 #                   IDs, cbt/tracker.c), only the 4 KiB random-write cells, which are the CBT
-#                   cells; no ramp: the ramp would mark blocks before the measurement)
+#                   cells)
 #   qemu-nbd-uring  qemu-nbd --format=raw --aio=io_uring --cache=writeback --persistent
 #                   --export-name=disk --socket=S FILE
 #   qemu-nbd-threads  the same with --aio=threads
@@ -25,7 +25,11 @@
 # through its export after a change ID (that is what makes its CBT warm).
 #
 # Cells (fio, one job, time-based: RAMP s ramp + RUNTIME s measured, --norandommap,
-# fixed seed): randwrite 4k qd1, randwrite 4k qd32, randread 4k qd1, randread 4k qd32,
+# fixed seed): randwrite 4k qd1, randwrite 4k qd32 (the CBT cells: NO RAMP for any server, as
+# a ramp would mark svmd-cold's blocks before the measurement, and a cell compared with it
+# must have its shape: with a ramp the baseline measured a file whose pages the ramp had
+# already dirtied, and svmd-cold one still clean, which costs about 10% of IOPS at depth 32
+# and has nothing to do with tracking), randread 4k qd1, randread 4k qd32,
 # write 1M qd8, read 1M qd8 (all page-cache resident), and randread 4k qd32 COLD (the file
 # evicted with posix_fadvise DONTNEED right before, no ramp: it starts with nothing cached and
 # warms as it reads; the log says how much was cached at the end). Every cell starts from the master's
@@ -204,8 +208,8 @@ run_cell()
   # no ramp where it would defeat the cell: it would mark the blocks of a cold CBT cell and
   # read the file back into the page cache in the cold-cache cell
   [ "$cold" = cold ] && ramp=0
+  [ "$rw $bs" = "randwrite 4k" ] && ramp=0      # the CBT cells (see the top)
   if [ "$s" = svmd-cold ]; then
-    ramp=0
     id=$("$BIN/svmctl" cbt changeid bench 0)
   fi
   sync -f "$disk"                 # no writeback of the previous cell's data in this one
@@ -279,9 +283,10 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "NBD servers: fio $(fio --version | sed 's/fio-//') nbd engine, one connection, ${RAMP} s ramp + ${RUNTIME} s per cell;"
+echo "NBD servers: fio $(fio --version | sed 's/fio-//') nbd engine, one connection, ${RAMP} s ramp + ${RUNTIME} s per cell"
+echo "(no ramp in the 4 KiB random-write cells, for every server: the CBT cells, see the top);"
 echo "same ${SIZE_MB} MiB raw file on $(df --output=fstype "$work" | tail -1), page-cache resident except the cold cell"
-echo "(evicted before it, no ramp); svmd-cold: no ramp, a change ID before each cell;"
+echo "(evicted before it, no ramp); svmd-cold: a change ID before each cell;"
 echo "p99 = fio total latency (submission to completion, --lat_percentiles=1); x best peer = median / best median of $PEERS."
 for cell in "${cells[@]}"; do
   # shellcheck disable=SC2086
