@@ -608,26 +608,43 @@ static int write_tmp(const char *tmp, const char *buf, size_t len)
   return 0;
 }
 
-int svm_desc_save(const struct svm_desc *d, const char *path)
+int svm_desc_stage(const struct svm_desc *d, const char *path, char **tmp_out)
 {
   CLEANUP_FREE char *buf = NULL;
-  CLEANUP_FREE char *tmp = NULL;
+  char *tmp = NULL;
   size_t len;
   int r;
 
+  *tmp_out = NULL;
   r = svm_desc_format(d, &buf, &len);
   if (r < 0)
     return r;
-  if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) {
-    tmp = NULL;
+  if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
     return svm_error(ENOMEM, "out of memory");
-  }
   r = write_tmp(tmp, buf, len);
-  if (r == 0 && rename(tmp, path) < 0)
-    r = svm_error(errno, "%s: rename: %s", path, strerror(errno));
   if (r < 0) {
+    unlink(tmp);
+    free(tmp);
+    return r;
+  }
+  *tmp_out = tmp;
+  return 0;
+}
+
+int svm_desc_commit(const char *tmp, const char *path)
+{
+  if (rename(tmp, path) < 0) {
+    int r = svm_error(errno, "%s: rename: %s", path, strerror(errno));
     unlink(tmp);
     return r;
   }
   return fsync_dir_of(path);
+}
+
+int svm_desc_save(const struct svm_desc *d, const char *path)
+{
+  CLEANUP_FREE char *tmp = NULL;
+  int r = svm_desc_stage(d, path, &tmp);
+
+  return r < 0 ? r : svm_desc_commit(tmp, path);
 }

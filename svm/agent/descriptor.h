@@ -102,6 +102,12 @@ int svm_desc_validate(struct svm_desc *d);
 int svm_desc_format(const struct svm_desc *d, char **out, size_t *len);
 /* Write atomically: temp file in the same folder, fsync, rename, fsync of the folder. */
 int svm_desc_save(const struct svm_desc *d, const char *path);
+/* svm_desc_save in two halves, for a commit that must be short (a live move's pause): stage
+ * writes the text durably into a new temporary file beside path (*tmp, malloc'd); commit
+ * renames it over path and syncs the folder. A failed commit removes tmp; a stage that is
+ * never committed is removed by its caller. */
+int svm_desc_stage(const struct svm_desc *d, const char *path, char **tmp);
+int svm_desc_commit(const char *tmp, const char *path);
 
 /* Valid VM names: 1-64 characters out of [A-Za-z0-9._-], not starting with '.' or '-'. */
 bool svm_vm_name_valid(const char *name);

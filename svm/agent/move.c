@@ -323,6 +323,8 @@ static int switchover(struct agent_move *m, const char *dst_dir)
   struct agent_vm *vm = m->vmp;
   CLEANUP_FREE char *desc_path = strf("%s/%s.svm", dst_dir, m->vm);
   CLEANUP_DESC struct svm_desc *desc = NULL;
+  CLEANUP_FREE char *desc_tmp = NULL;
+  uint64_t t[4];
   int r;
 
   if (!desc_path)
@@ -336,21 +338,36 @@ static int switchover(struct agent_move *m, const char *dst_dir)
     if (m->cancel)
       return svm_error(ECANCELED, "move of %s cancelled", m->vm);
   }
+  /* Everything that does not depend on the pause is done before it: the descriptor is
+   * written and synced beside its name (the commit only renames it), and the destination and
+   * the tracker are flushed (preflush). */
   r = dst_descriptor(m, desc_path, &desc);
+  if (r == 0)
+    r = svm_desc_stage(desc, desc_path, &desc_tmp);
   for (unsigned i = 0; r == 0 && i < m->ndisks; i++)
     r = svm_move_disk_preflush(&m->disks[i]);
-  if (r < 0)
+  if (r < 0) {
+    if (desc_tmp)
+      unlink(desc_tmp);
     return r;
+  }
   pthread_mutex_lock(&vm->op_mu);
+  t[0] = agent_move_now_ns();
   r = pause_all(m);
   if (r < 0) {
     pthread_mutex_unlock(&vm->op_mu);
+    unlink(desc_tmp);
     return r;
   }
+  t[1] = agent_move_now_ns();
   for (unsigned i = 0; r == 0 && i < m->ndisks; i++)
     r = svm_move_disk_switch(&m->disks[i]);
+  t[2] = agent_move_now_ns();
   if (r == 0)
-    r = svm_desc_save(desc, desc_path);            /* the commit point */
+    r = svm_desc_commit(desc_tmp, desc_path);      /* the commit point */
+  else
+    unlink(desc_tmp);
+  t[3] = agent_move_now_ns();
   if (r < 0) {
     int e = svm_error_prefix("switchover");
     CLEANUP_FREE char *why = strdup(svm_last_error());
@@ -375,6 +392,9 @@ static int switchover(struct agent_move *m, const char *dst_dir)
   }
   m->downtime_ms = resume_all(m);
   pthread_mutex_unlock(&vm->op_mu);
+  m->drain_ms = (double)(t[1] - t[0]) / 1e6;
+  m->switch_ms = (double)(t[2] - t[1]) / 1e6;
+  m->commit_ms = (double)(t[3] - t[2]) / 1e6;
   if (r < 0)
     agent_log("%s: moved, but the agent could not record it (%s); restart svmd to pick the "
               "VM up from %s", m->vm, svm_last_error(), dst_dir);
@@ -520,8 +540,10 @@ void *agent_move_thread(void *opaque)
   snprintf(vm, sizeof vm, "%s", m->vm);
   if (r == 1) {
     retire_source(m, src, &retired);
-    agent_log("%s: moved to datastore %s (%s) in %.1f s, guest paused %.2f ms", m->vm,
-              m->dst_ds->name, dst, (double)(agent_move_now_ns() - m->start_ns) / 1e9, m->downtime_ms);
+    agent_log("%s: moved to datastore %s (%s) in %.1f s, guest paused %.2f ms (drain %.2f, "
+              "switch %.2f, commit %.2f)", m->vm, m->dst_ds->name, dst,
+              (double)(agent_move_now_ns() - m->start_ns) / 1e9, m->downtime_ms, m->drain_ms,
+              m->switch_ms, m->commit_ms);
   } else {
     why = strdup(svm_last_error());
     if (cancelled(m))

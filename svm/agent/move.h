@@ -40,6 +40,7 @@ struct agent_move {
   uint64_t size;                    /* of all disks */
   uint64_t queued_ns, start_ns, end_ns;
   double downtime_ms;
+  double drain_ms, switch_ms, commit_ms;   /* what the pause was spent on, for the log */
   char error[1024];
 };
 
