@@ -171,6 +171,9 @@ qsd_uri="nbd+unix:///disk?socket=$work/qsd.sock"
 move_svmd() {   # move_svmd [nosync]
   local to
   to=$(other_ds)
+  # as the other rows do before their T0: the disk's fresh copy (svmd_fresh) is written back
+  # now, not inside the timed move
+  sync -f "$work"
   T0=$(bench_now)
   svmctl migrate bench --datastore "$to" --json >"$work/move.json" 2>"$work/move.err" ||
     bench_fail "svmd migrate (round $round): $(cat "$work/move.err")"

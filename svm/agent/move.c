@@ -519,8 +519,10 @@ static int run_move(struct agent_move *m, char **src_out, char **dst_out)
   if (r < 0)
     return svm_error_prefix("recording the move");
   r = prepare(m, j.dst_dir);
+  m->copy_ns = agent_move_now_ns();
   if (r == 0)
     r = copy(m);
+  m->switch_ns = agent_move_now_ns();
   if (r == 0)
     r = switchover(m, j.dst_dir);
   return r;
@@ -539,11 +541,15 @@ void *agent_move_thread(void *opaque)
   r = run_move(m, &src, &dst);
   snprintf(vm, sizeof vm, "%s", m->vm);
   if (r == 1) {
+    uint64_t end_switch = agent_move_now_ns();
     retire_source(m, src, &retired);
-    agent_log("%s: moved to datastore %s (%s) in %.1f s, guest paused %.2f ms (drain %.2f, "
-              "switch %.2f, commit %.2f)", m->vm, m->dst_ds->name, dst,
-              (double)(agent_move_now_ns() - m->start_ns) / 1e9, m->downtime_ms, m->drain_ms,
-              m->switch_ms, m->commit_ms);
+    uint64_t now = agent_move_now_ns();
+    agent_log("%s: moved to datastore %s (%s) in %.3f s (prepare %.3f, copy %.3f, switchover "
+              "%.3f, retire %.3f), guest paused %.2f ms (drain %.2f, switch %.2f, commit %.2f)",
+              m->vm, m->dst_ds->name, dst, (double)(now - m->start_ns) / 1e9,
+              (double)(m->copy_ns - m->start_ns) / 1e9, (double)(m->switch_ns - m->copy_ns) / 1e9,
+              (double)(end_switch - m->switch_ns) / 1e9, (double)(now - end_switch) / 1e9,
+              m->downtime_ms, m->drain_ms, m->switch_ms, m->commit_ms);
   } else {
     why = strdup(svm_last_error());
     if (cancelled(m))

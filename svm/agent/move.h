@@ -41,6 +41,7 @@ struct agent_move {
   uint64_t queued_ns, start_ns, end_ns;
   double downtime_ms;
   double drain_ms, switch_ms, commit_ms;   /* what the pause was spent on, for the log */
+  uint64_t copy_ns, switch_ns;      /* when the copy and the switchover began, for the log */
   char error[1024];
 };
 
