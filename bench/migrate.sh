@@ -9,8 +9,11 @@
 # evicted from the page cache (bench_evict: that file only), so every row starts from the same
 # cold, identical disk.
 #
-# Rows (the time of one move, from the command to the end of `sync -f` on the bench file
-# system, so every row pays for its data reaching the disk):
+# Rows (the time of one move, from the command to the end of `sync FILE`, an fsync of the
+# row's destination file, so every row pays for its data reaching the disk; an fsync of the
+# file, not `sync -f` of the file system, since svmd frees the old folder's blocks right after
+# its move - outside the timing, the bench waits for it before the next run - and a file
+# system sync waited for the trims of those blocks too, which no other row pays for):
 #   svmd migrate      svmctl migrate bench --datastore DS --json: svmd's live move of VM bench
 #                     (disk 0 = the source file) to the other datastore; defaults (the copier's
 #                     defaults are its tuned mode; provisioning "same": thin to thin). The wall
@@ -37,8 +40,8 @@
 #                 whole disk at a steady RATE_IOPS (3000; fio --rate_iops, depth QD=8) through
 #                 the disk's NBD export (svmd's, or qemu-storage-daemon's): svmd migrate and
 #                 qemu mirror. The guest runs PHASE_S (5) s before the move and PHASE_S after.
-#                 Idle moves are timed to a `sync -f` of the destination's file system after
-#                 the job ended; loaded moves to the job's end alone: a file-system-wide sync
+#                 Idle moves are timed to a `sync FILE` of the destination after the job
+#                 ended; loaded moves to the job's end alone: a sync
 #                 would flush svmd's buffered guest writes (QEMU's go O_DIRECT), and land in
 #                 the switchover's latency window of both.
 #   iops-before/during/after, p50-*/p99-*   the guest's completed writes per second and its
@@ -69,6 +72,7 @@
 #                                BENCH_DIR=/var/tmp/svm-bench SVM_BIN=build/bin
 #        BENCH_QUICK=1      smoke test: SIZE_MB=256, ROUNDS=1, PHASE_S=2 (not a result)
 #        ROWS="svmd qemu"   a subset of svmd convert qemu (idle) / svmd qemu (load)
+#        MIGRATE_LOGS=DIR   keep each loaded move's fio latency log, its windows and svmd's log
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_help "$@"
@@ -177,11 +181,15 @@ move_svmd() {   # move_svmd [nosync]
   T0=$(bench_now)
   svmctl migrate bench --datastore "$to" --json >"$work/move.json" 2>"$work/move.err" ||
     bench_fail "svmd migrate (round $round): $(cat "$work/move.err")"
-  [ "${1:-}" = nosync ] || sync -f "$work/$to"
+  [ "${1:-}" = nosync ] || sync "$work/$to/bench/disk0.raw"
   T1=$(bench_now)
-  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(d["state"] != "done")' \
-    "$work/move.json" || bench_fail "svmd migrate (round $round): $(cat "$work/move.json")"
-  EXTRA=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["seconds"])' "$work/move.json")
+  # read with bash, not python: the guest is still writing, and a python start-up right after
+  # the move (tens of ms of CPU on 2 cores) stalled its completions inside the gap window
+  local j
+  j=$(<"$work/move.json")
+  [[ $j =~ \"state\":\ *\"done\" ]] || bench_fail "svmd migrate (round $round): $j"
+  [[ $j =~ \"seconds\":\ *([0-9.]+) ]] || bench_fail "svmd migrate (round $round): no seconds in $j"
+  EXTRA=${BASH_REMATCH[1]}
   [ ! -e "$work/$here_ds/bench" ] || bench_fail "svmd migrate (round $round): the source is still there"
   # svmd frees the old folder's blocks after the move has reported (it renames the folder
   # out of the way first: svm/migrate/folder.c); wait for that outside the timing, so that it
@@ -207,11 +215,12 @@ move_qemu() {   # move_qemu [nosync]
   T0=$(bench_now)
   python3 "$here/migrate/qmp-mirror.py" "$work/qmp.sock" src "$DST" io_uring >"$work/qmp.json" ||
     bench_fail "qemu mirror (round $round): the mirror failed (log: $work/qsd.log)"
-  [ "${1:-}" = nosync ] || sync -f "$work"
+  [ "${1:-}" = nosync ] || sync "$DST"
   T1=$(bench_now)
-  # the job's own time (QMP command to BLOCK_JOB_COMPLETED); the window around the pivot
-  read -r EXTRA SW0 SW1 < <(python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))
-print("%.4f %.3f %.3f" % (t["done"] - t["start"], t["complete"] - 0.5, t["done"] + 0.5))' "$work/qmp.json")
+  # the job's own time (QMP command to BLOCK_JOB_COMPLETED); the window around the pivot (awk,
+  # not python, for the reason given in move_svmd)
+  read -r EXTRA SW0 SW1 < <(tr -d '{}" ' <"$work/qmp.json" | tr ',' '\n' | awk -F: '
+    { v[$1] = $2 } END { printf "%.4f %.3f %.3f\n", v["done"] - v["start"], v["complete"] - 0.5, v["done"] + 0.5 }')
 }
 
 verify_same() {   # verify_same ROW FILE: the file equals the disk
@@ -234,7 +243,7 @@ run_idle() {
     T0=$(bench_now)
     "$BIN/svm-convert" --force "$work/conv-src.raw" "$work/conv-dst.raw" >/dev/null ||
       bench_fail "svm-convert (round $round) failed"
-    sync -f "$work"
+    sync "$work/conv-dst.raw"
     T1=$(bench_now)
     verify_same svm-convert "$work/conv-dst.raw"
     t=$(bench_elapsed "$T0" "$T1")
@@ -307,6 +316,14 @@ run_load() {
   bench_record p99-before "$name" "$pb9"; bench_record p99-during "$name" "$pd9"
   bench_record p99-after "$name" "$pa9"
   bench_record gap "$name" "$gap"
+  if [ -n "${MIGRATE_LOGS:-}" ]; then
+    # for finding where a gap comes from: the guest's per-I/O log, the windows (host seconds),
+    # and svmd's log, whose lines give each move's phases
+    mkdir -p "$MIGRATE_LOGS"
+    cp "$work/fio/guest_lat.1.log" "$MIGRATE_LOGS/round$round-$row.lat.log"
+    echo "before $b0 $b1 move $T0 $T1 after $a0 $a1 gap $SW0 $SW1" >"$MIGRATE_LOGS/round$round-$row.windows"
+    [ "$row" = svmd ] && cp "$work/svmd.log" "$MIGRATE_LOGS/svmd.log"
+  fi
   bench_log "round $round load $row: $t s; IOPS $ib / $id / $ia, p99 $pb9 / $pd9 / $pa9 ms, gap $gap ms; verified ($checked fio blocks)"
 }
 
@@ -331,7 +348,7 @@ echo "bench/migrate: ${SIZE_MB} MiB disk, 50% allocated; guest load: fio 4 KiB r
   "$RATE_IOPS IOPS, depth $QD, over NBD"
 bench_summary --lower s "$OURS" idle
 echo "  the same moves as their own jobs time them (svmd: the agent's seconds; qemu: QMP command"
-echo "  to BLOCK_JOB_COMPLETED; neither with the sync -f):"
+echo "  to BLOCK_JOB_COMPLETED; neither with the sync):"
 bench_summary --lower s "$OURS" idle 4 | sed 1d
 bench_summary --lower s "$OURS" load
 echo "  as the jobs time them:"
