@@ -85,15 +85,20 @@ int svm_export_pause(struct svm_export *e, uint64_t timeout_ns)
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&e->pause_mu);
   if (atomic_fetch_add(&e->paused, 1) == 0)
     e->pause_start_ns = nbds_now_ns();
-  while (atomic_load(&e->inflight) > 0 && r != ETIMEDOUT)
+  /* Drained once `inflight` is seen at zero: a worker that counts a request after that sees
+   * `paused` and takes it back. Looking again after the loop instead could catch one of those
+   * transient counts and report a drained export as a timeout (a move given up for nothing). */
+  while (atomic_load(&e->inflight) > 0) {
+    if (r == ETIMEDOUT) {
+      unpause_locked(e);
+      return svm_error(ETIMEDOUT, "export %s: %ld request(s) still in flight after %llu ms: "
+                       "not paused, the export runs on (try again, or find what holds the "
+                       "requests)", e->name, atomic_load(&e->inflight),
+                       (unsigned long long)(timeout_ns / 1000000));
+    }
     r = pthread_cond_timedwait(&e->pause_cv, &e->pause_mu, &deadline);
-  if (atomic_load(&e->inflight) == 0)
-    return 0;
-  unpause_locked(e);
-  return svm_error(ETIMEDOUT, "export %s: %ld request(s) still in flight after %llu ms: not "
-                   "paused, the export runs on (try again, or find what holds the requests)",
-                   e->name, atomic_load(&e->inflight),
-                   (unsigned long long)(timeout_ns / 1000000));
+  }
+  return 0;
 }
 
 int svm_export_resume(struct svm_export *e, uint64_t *paused_ns)
