@@ -83,6 +83,19 @@ static char *q(struct cbt *t, const char *since, uint64_t off, uint64_t len)
   return buf;
 }
 
+/* t answers since `id` with want, and so does the file after a clean close and a reopen,
+ * which trusts it (no note). Closes t. */
+static void close_and_reopen(struct cbt *t, const char *path, uint64_t size, const char *id,
+                             const char *want)
+{
+  assert_string_equal(q(t, id, 0, 0), want);
+  cbt_close(t);
+  t = open_ok(path, "d", size, 0);
+  assert_null(cbt_open_note(t));
+  assert_string_equal(q(t, id, 0, 0), want);
+  cbt_close(t);
+}
+
 static void expect_query_error(struct cbt *t, const char *since, int err, const char *needle)
 {
   struct cbt_extent *e = (void *)1;
@@ -543,12 +556,7 @@ static void test_enospc_recovers(void **state)
   assert_int_equal(cbt_mark(t, 20 * MiB, 40 * MiB), -ENOSPC);
   assert_int_equal(cbt_mark(t, 20 * MiB, 40 * MiB), 0);
   cbt_io.pwrite = pwrite;
-  assert_string_equal(q(t, id, 0, 0), "5242880+4096,5251072+4096,20971520+41943040");
-  cbt_close(t);
-  t = open_ok(f->path, "d", 64 * MiB, 0);
-  assert_null(cbt_open_note(t));
-  assert_string_equal(q(t, id, 0, 0), "5242880+4096,5251072+4096,20971520+41943040");
-  cbt_close(t);
+  close_and_reopen(t, f->path, 64 * MiB, id, "5242880+4096,5251072+4096,20971520+41943040");
 }
 
 /* The activity log as a crash leaves it (the tracker still open), then one slot damaged:
@@ -1024,12 +1032,7 @@ static void test_writer_ahead(void **state)
   assert_int_equal(syncs, 1);
   cbt_io.pwrite = pwrite;
   cbt_io.fdatasync = fdatasync;
-  assert_string_equal(q(t, id, 0, 0), "4096+4096,8388608+4096,12582912+4096,16777216+4096");
-  cbt_close(t);
-  t = open_ok(f->path, "d", 256 * MiB, 0);
-  assert_null(cbt_open_note(t));
-  assert_string_equal(q(t, id, 0, 0), "4096+4096,8388608+4096,12582912+4096,16777216+4096");
-  cbt_close(t);
+  close_and_reopen(t, f->path, 256 * MiB, id, "4096+4096,8388608+4096,12582912+4096,16777216+4096");
   cbt_io.flush_ms = saved;
 }
 
