@@ -109,6 +109,14 @@ static void on_read(void *opaque, int64_t res)
   push(&s->c->ready, s);
 }
 
+/* What an end adds to an I/O error that means its connection is gone: a request in flight
+ * when the server died fails with the connection's errno, before the end itself notices. */
+static const char *lost_hint(const struct svm_copy_end *e, int64_t res)
+{
+  bool lost = res == -ENOTCONN || res == -ECONNRESET || res == -EPIPE || res == -ESHUTDOWN;
+  return lost && e->lost_hint != NULL ? e->lost_hint : "";
+}
+
 static void write_done(struct slot *s, int64_t res, const char *what)
 {
   struct svm_copy *c = s->c;
@@ -116,7 +124,8 @@ static void write_done(struct slot *s, int64_t res, const char *what)
   if (res < 0 && c->err == 0)
     fail(c, svm_error((int)-res, "%s: %s near offset %" PRIu64 " failed: %s%s", c->dst->name,
                       what, s->off, strerror((int)-res),
-                      res == -ENOSPC ? " (the destination is full: free some space)" : ""));
+                      res == -ENOSPC ? " (the destination is full: free some space)"
+                                     : lost_hint(c->dst, res)));
   s->pending--;
   /* Done when all is written, or, after a failure, as soon as nothing is in flight. */
   if (s->pending == 0 && !s->blocked && (s->wpos == s->len || c->err != 0))
@@ -217,8 +226,9 @@ static int read_done(struct svm_copy *c, struct slot *s)
   if (s->zero_only)
     return continue_writes(c, s);
   if (s->read_res < 0)
-    return svm_error((int)-s->read_res, "%s: read at offset %" PRIu64 " failed: %s",
-                     c->src->name, s->off, strerror((int)-s->read_res));
+    return svm_error((int)-s->read_res, "%s: read at offset %" PRIu64 " failed: %s%s",
+                     c->src->name, s->off, strerror((int)-s->read_res),
+                     lost_hint(c->src, s->read_res));
   if ((uint64_t)s->read_res < s->len)   /* the source shrank: what is gone reads as zeros */
     memset(s->buf + s->read_res, 0, s->len - (uint64_t)s->read_res);
   c->n.bytes_read += s->len;

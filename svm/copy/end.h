@@ -58,6 +58,8 @@ struct svm_copy_end {
   uint64_t size;
   uint64_t max_request;       /* largest read or write the end takes (0: no limit) */
   bool writable;
+  const char *lost_hint;      /* appended to an I/O error that means the connection is gone
+                               * (ENOTCONN, ECONNRESET, EPIPE, ESHUTDOWN); NULL: none */
 };
 
 /* Dispatch helpers, so callers do not reach into the table. */

@@ -399,7 +399,8 @@ int svm_copy_nbd_end_open(const char *uri, bool writable, struct svm_copy_end **
 
   if (n == NULL)
     return svm_error(ENOMEM, "out of memory");
-  n->e = (struct svm_copy_end){ .ops = &nbd_ops, .name = uri, .writable = writable };
+  n->e = (struct svm_copy_end){ .ops = &nbd_ops, .name = uri, .writable = writable,
+                                .lost_hint = " (the NBD server went away?)" };
   r = connect_end(n, uri);
   if (r == 0 && writable && nbd_is_read_only(n->nbd) == 1)
     r = svm_error(EROFS, "%s: the NBD export is read-only (serve it writable, e.g. "

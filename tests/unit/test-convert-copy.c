@@ -38,6 +38,7 @@ struct mem_end {
   unsigned cap;                     /* requests in flight before -EAGAIN (0: no limit) */
   int efd;
   uint64_t fail_read_at;            /* a read at this offset completes with -EIO (0: none) */
+  int fail_read_errno;              /* ... or with this errno */
   /* what was asked, in issue order */
   uint64_t last_write_end;
   bool out_of_order;
@@ -81,8 +82,9 @@ static int mem_read(struct svm_copy_end *e, void *buf, size_t len, uint64_t off,
   if (len > m->max_len)
     m->max_len = len;
   memcpy(buf, m->data + off, len);
-  return queue(m, cb, opaque, m->fail_read_at != 0 && off == m->fail_read_at ? -EIO
-                                                                             : (int64_t)len);
+  if (m->fail_read_at != 0 && off == m->fail_read_at)
+    return queue(m, cb, opaque, m->fail_read_errno ? -m->fail_read_errno : -EIO);
+  return queue(m, cb, opaque, (int64_t)len);
 }
 
 static void note_write(struct mem_end *m, uint64_t off, uint64_t len)
@@ -372,6 +374,35 @@ static void test_read_error(void **state)
   svm_copy_end_free(&dst->e);
 }
 
+/* A read in flight when the server died fails with the connection's errno: the message
+ * carries the end's hint for a lost connection (an NBD end's "the NBD server went away?"),
+ * and an ordinary I/O error does not. */
+static void test_read_lost(void **state)
+{
+  struct mem_end *src = source(), *dst = mem_new(&mem_ops, "dst", true, 0);
+  struct svm_copy_options o = { .dst_reads_zero = true };
+  struct svm_copy_counters n;
+
+  (void)state;
+  src->e.lost_hint = " (gone?)";
+  src->fail_read_at = 2 * MB;
+  src->fail_read_errno = ECONNRESET;
+  assert_int_equal(copy(src, dst, &o, &n), -ECONNRESET);
+  assert_non_null(strstr(svm_last_error(), "src: read at offset 2097152 failed: "));
+  assert_non_null(strstr(svm_last_error(), " (gone?)"));
+  svm_copy_end_free(&src->e);
+  svm_copy_end_free(&dst->e);
+
+  src = source();
+  dst = mem_new(&mem_ops, "dst", true, 0);
+  src->e.lost_hint = " (gone?)";
+  src->fail_read_at = 2 * MB;
+  assert_int_equal(copy(src, dst, &o, &n), -EIO);
+  assert_null(strstr(svm_last_error(), "(gone?)"));
+  svm_copy_end_free(&src->e);
+  svm_copy_end_free(&dst->e);
+}
+
 static volatile int cancel;
 
 static void cancel_now(void *opaque, uint64_t done, uint64_t total)
@@ -410,6 +441,7 @@ int main(void)
     cmocka_unit_test(test_used_destination_no_zero_op),
     cmocka_unit_test(test_max_request),
     cmocka_unit_test(test_read_error),
+    cmocka_unit_test(test_read_lost),
     cmocka_unit_test(test_cancel),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
