@@ -708,13 +708,6 @@ static int flush_pages(struct cbt *t, bool ahead, unsigned max_batches)
   return rc;
 }
 
-int cbt_writeback(struct cbt *t)
-{
-  if (t == NULL || t->fd < 0 || t->ep == NULL || t->broken)
-    return 0;
-  return flush_pages(t, false, 0);
-}
-
 static void lock_exclusive(struct cbt *t);
 static void unlock_exclusive(struct cbt *t);
 

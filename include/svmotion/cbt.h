@@ -15,9 +15,9 @@
  * their extent leaves the log, and on close); what the file may lack is bounded by a small
  * on-disk activity log of hot extents (4 MiB each, at most 960 of them), made durable before
  * a mark into an extent outside it returns. A mark of a block already marked in the open
- * epoch: one load and compare, no lock. A first mark in an epoch into a hot extent: a mutex and a store, no I/O;
- * a change ID leaves the hot set as it is, so the epoch after it starts warm. A first mark
- * into a cold extent: one 4 KiB log write + fdatasync, shared by concurrent callers.
+ * epoch: one load and compare, no lock. A first mark in an epoch into a hot extent: a mutex
+ * and a store, no I/O; a change ID leaves the hot set as it is, so the epoch after it starts
+ * warm. A first mark into a cold extent: one 4 KiB log write + fdatasync, shared by concurrent callers.
  * After a crash, every block of every logged extent counts as written in the epoch that was
  * open, and so do the blocks of a data page torn by the crash (at most 8 are in flight):
  * a query may over-report, boundedly, and never misses. The bound per crash:
@@ -117,11 +117,6 @@ const char *cbt_open_note(const struct cbt *t);
 /* Clean close: writes the pages still dirty and empties the activity log (a crash instead
  * leaves the log, hence its bounded over-report), frees the tracker. NULL is accepted. */
 void cbt_close(struct cbt *t);
-
-/* Write every page dirty now, as the background writer would over the next seconds, so that a
- * cbt_close() soon after has little left to write (a live move calls it before it pauses the
- * guest, and closes the tracker inside the pause). Thread-safe; marks go on meanwhile. */
-int cbt_writeback(struct cbt *t);
 
 /* Move the tracker to another .ctk file, without closing it: the whole file written at `path`
  * from memory (epochs exact, the activity log's hot set kept, every page synced; a temporary

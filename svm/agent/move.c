@@ -339,8 +339,8 @@ static int switchover(struct agent_move *m, const char *dst_dir)
       return svm_error(ECANCELED, "move of %s cancelled", m->vm);
   }
   /* Everything that does not depend on the pause is done before it: the descriptor is
-   * written and synced beside its name (the commit only renames it), and the destination and
-   * the tracker are flushed (preflush). */
+   * written and synced beside its name (the commit only renames it), and the destination is
+   * flushed (preflush). */
   r = dst_descriptor(m, desc_path, &desc);
   if (r == 0)
     r = svm_desc_stage(desc, desc_path, &desc_tmp);

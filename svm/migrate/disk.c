@@ -189,17 +189,13 @@ void svm_move_disk_snapshot(struct svm_move_disk *m)
   }
 }
 
-/* Before the pause: what the pause would otherwise wait for - the destination's cached writes
- * and the tracker's dirty pages - goes to disk now, while the guest runs; inside the pause only
- * what the last milliseconds added is left. */
+/* Before the pause: the destination's cached writes go to disk now, while the guest runs;
+ * inside the pause only what the last milliseconds added is left. (The tracker needs nothing
+ * here: the switch writes its new file from memory, whatever the old one lacks.) */
 int svm_move_disk_preflush(struct svm_move_disk *m)
 {
-  int r = svm_layer_flush_sync(m->raw_dst);
-
-  if (r < 0)
+  if (svm_layer_flush_sync(m->raw_dst) < 0)
     return svm_error_prefix("%s: flushing the destination %s", m->name, m->dst_path);
-  if (m->cbt && cbt_writeback(m->cbt) < 0)
-    return svm_error_prefix("%s: writing the change tracking %s", m->name, m->src_ctk);
   return 0;
 }
 
