@@ -129,6 +129,8 @@ start_svmd() {
   bench_fail "svmd did not start"
 }
 bench_on_exit '[ -z "$svmd_pid" ] || { kill "$svmd_pid"; wait "$svmd_pid"; }'
+fio_pid=      # the guest of a loaded row, while it runs (run_load)
+bench_on_exit '[ -z "$fio_pid" ] || { kill "$fio_pid"; wait "$fio_pid"; }'
 start_svmd
 svmctl() { "$BIN/svmctl" --state "$state" "$@"; }
 svmd_uri="nbd+unix:///bench/disk0?socket=$state/nbd/bench-disk0.sock"
@@ -264,7 +266,7 @@ run_idle() {
 
 # run_load ROW: the guest at RATE_IOPS, PHASE_S s, the move, PHASE_S s, stop; verify; record
 run_load() {
-  local row=$1 uri name fio_pid t a0 a1 b0 b1 fields
+  local row=$1 uri name t a0 a1 b0 b1 fields
   case $row in
   svmd) svmd_fresh; uri=$svmd_uri; name="svmd migrate" ;;
   qemu) fresh "$work/qemu-src.raw"; qsd_start "$work/qemu-src.raw"; uri=$qsd_uri; name="qemu mirror" ;;
@@ -276,7 +278,7 @@ run_load() {
      --verify=crc32c --do_verify=0 --write_iolog=w.log --write_lat_log=guest \
      --log_avg_msec=0 --log_unix_epoch=1 --output-format=json --output=out.json \
      2>"$work/fio/err") &
-  fio_pid=$!
+  fio_pid=$!    # global: a failure below stops it (the exit handler), or fio spins on
   local start
   start=$(bench_now)
   # a 2 s ramp (connection, fio's rate control settling), then the before window: the guest's
@@ -293,7 +295,8 @@ run_load() {
   sleep "$PHASE_S"
   a1=$(bench_now)
   touch "$work/fio/stop"
-  wait "$fio_pid" || bench_fail "$name (round $round): fio failed: $(tail -3 "$work/fio/err")"
+  wait "$fio_pid" || { fio_pid=; bench_fail "$name (round $round): fio failed: $(tail -3 "$work/fio/err")"; }
+  fio_pid=
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"][0]; sys.exit(j["error"] != 0)' \
     "$work/fio/out.json" || bench_fail "$name (round $round): fio reported an error"
   # the whole disk back through the export, now on the destination

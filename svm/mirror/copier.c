@@ -39,6 +39,29 @@ static void chunk_granted(struct svm_region *r)
   svm_io_post_node(ch->io, ch->node, ch->go, ch->arg, 0);
 }
 
+/* Start writing back the guest's dirty pages of the source ahead of the copier, so that its
+ * O_DIRECT reads find their ranges clean. An O_DIRECT read first writes back and waits for
+ * the dirty pages of its range, and ext4 does that holding the file's lock shared, while every
+ * guest write to the source (buffered) needs it exclusive: each chunk held the guest's writes
+ * for a write-back (perf: guest pwrites in down_write, ext4_buffered_write_iter). Measured
+ * with bench/migrate.sh (4 GiB, fio at 3000 IOPS, 3 rounds): the move under load 3.4-3.8 s
+ * before, 3.1-3.3 s after; the guest's p99 during the move 1.08 ms both (the tracker's log
+ * syncs, queued behind the copier's requests, set it), and 0.36 -> 0.20 ms in a run with
+ * extents large enough that the log never synced. Chunks are gated in increasing order. */
+static void clean_ahead(struct svm_mirror *m, uint64_t end)
+{
+  uint64_t want = end + MIRROR_CLEAN_AHEAD;
+
+  if (m->direct_src == NULL)            /* buffered reads: the page cache's copy is read */
+    return;
+  if (m->clean_to < end)
+    m->clean_to = end;
+  if (want - m->clean_to >= MIRROR_CLEAN_AHEAD / 8) {  /* in steps, not a call per chunk */
+    mirror_direct_clean(m->direct_src, m->clean_to, want - m->clean_to);
+    m->clean_to = want;
+  }
+}
+
 static int gate_enter(void *opaque, uint64_t off, uint64_t len, struct svm_io *io,
                       struct svm_io_posted *node, svm_io_cb go, void *arg)
 {
@@ -48,6 +71,7 @@ static int gate_enter(void *opaque, uint64_t off, uint64_t len, struct svm_io *i
   for (unsigned i = 0; i < m->nchunks && ch == NULL; i++)
     if (!m->chunks[i].used)
       ch = &m->chunks[i];
+  clean_ahead(m, off + len);
   if (ch == NULL) {             /* more reads than slots: cannot happen; fail the read */
     svm_io_post_node(io, node, go, arg, -EIO);
     return 1;
@@ -220,6 +244,7 @@ int svm_mirror_run(struct svm_mirror *m)
   }
   if ((r = mirror_direct_open(src, false, &direct_src)) < 0)
     goto out;
+  m->direct_src = direct_src;
   if ((r = svm_copy_layer_end_new(svm_layer_path(src), direct_src ? direct_src : src, false,
                                   &gate, &se)) < 0 ||
       (r = svm_copy_layer_end_new(svm_layer_path(m->dst), mirror_guard_copier_layer(m->g),
@@ -243,6 +268,7 @@ out:
   release_all(m);
   svm_copy_end_free(se);
   svm_copy_end_free(de);
+  m->direct_src = NULL;
   mirror_direct_close(direct_src);
   svm_copy_free(c);
   svm_extent_list_free(&map);

@@ -102,6 +102,14 @@ int mirror_direct_open(struct svm_layer *dst, bool writable, struct svm_layer **
   return 0;
 }
 
+void mirror_direct_clean(struct svm_layer *l, uint64_t off, uint64_t len)
+{
+  struct direct *d = l->priv;
+
+  /* a hint: a failure only leaves the read to write those pages back itself */
+  (void)sync_file_range(d->fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE);
+}
+
 void mirror_direct_close(struct svm_layer *l)
 {
   struct direct *d;

@@ -37,6 +37,8 @@ void mirror_guard_close(struct mirror_guard *g);
 /* ---- direct.c: O_DIRECT writes to dst's file for the copier, the rest to dst ---- */
 int mirror_direct_open(struct svm_layer *l, bool writable, struct svm_layer **out);  /* NULL: none */
 void mirror_direct_close(struct svm_layer *l);
+/* Start the write-back of the file's dirty pages in [off, off + len) (a hint: no wait). */
+void mirror_direct_clean(struct svm_layer *l, uint64_t off, uint64_t len);
 /* Would a write with these go to the file itself (O_DIRECT, on the caller's engine), rather
  * than to the layer below? */
 bool mirror_direct_takes(const void *buf, size_t len, uint64_t off, unsigned flags);
@@ -45,6 +47,7 @@ bool mirror_direct_takes(const void *buf, size_t len, uint64_t off, unsigned fla
 enum { MIRROR_GRANULE_SHIFT = 16 };     /* the copied map's granule: 64 KiB */
 #define MIRROR_GUEST_QUIET_NS (100ull * 1000 * 1000)   /* svm_mirror_opts guest_quiet_ns */
 #define MIRROR_WRITEBACK_NS (100ull * 1000 * 1000)     /* copier.c, on_progress() */
+#define MIRROR_CLEAN_AHEAD (8ull << 20)                 /* copier.c, clean_ahead() */
 
 struct mirror_chunk;                    /* copier.c */
 struct svm_copy;
@@ -72,6 +75,8 @@ struct svm_mirror {
   struct mirror_chunk *chunks;
   unsigned nchunks;
   uint64_t writeback_ns;                /* the last write-back hint to dst (copier.c) */
+  struct svm_layer *direct_src;         /* the copier's O_DIRECT source, or NULL (copier.c) */
+  uint64_t clean_to;                    /* source written back up to here (copier.c) */
   struct svm_copy *copy;
 };
 

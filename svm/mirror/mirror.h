@@ -40,8 +40,8 @@ struct svm_mirror;
 enum {
   SVM_MIRROR_DEFAULT_REQUEST = 2 << 20,   /* the copier's window: mirror.c says why */
   SVM_MIRROR_DEFAULT_REQUESTS = 32,
-  SVM_MIRROR_DEFAULT_BUSY_REQUEST = 1 << 20,
-  SVM_MIRROR_DEFAULT_BUSY_REQUESTS = 1,
+  SVM_MIRROR_DEFAULT_BUSY_REQUEST = 256 << 10,
+  SVM_MIRROR_DEFAULT_BUSY_REQUESTS = 2,
 };
 
 struct svm_mirror_opts {
