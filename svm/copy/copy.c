@@ -29,6 +29,7 @@ struct slot {
   struct svm_copy *c;
   enum slot_state state;
   char *buf;
+  uint64_t *zmap;             /* the source's read_sparse: blocks that read as zeros, unfilled */
   uint64_t off, len;          /* the chunk of the disk this slot handles */
   bool zero_only;             /* a zero extent for a destination that needs it said: no read */
   uint64_t wpos;              /* how much of the chunk has been dealt with (written/skipped) */
@@ -50,6 +51,8 @@ struct svm_copy {
   struct slot *slots;
   unsigned nslots;
   char *arena;                /* all slot buffers */
+  uint64_t *zmaps;            /* all slot zmaps (read_sparse sources), zmap_words each */
+  size_t zmap_words;
   unsigned active;            /* slots not free */
   struct slot *free_list, *ready, *blocked;
   /* Slots whose read finished early wait in parked[seq % nslots] until write_seq reaches
@@ -171,6 +174,23 @@ static uint64_t zero_run(const struct svm_copy *c, uint64_t left)
   return c->dst->ops->zero == NULL && z > c->request ? c->request : z;
 }
 
+/* From the slot's wpos, at most left bytes: how many whole blocks the source said read as
+ * zeros (want_zero), or how far it is to the next such block (!want_zero; left when none). */
+static uint64_t zmap_span(const struct slot *s, uint64_t left, bool want_zero)
+{
+  uint64_t n = 0;
+
+  if (s->zmap == NULL || s->wpos % SVM_COPY_ZERO_BLOCK != 0)
+    return want_zero ? 0 : left;
+  for (uint64_t b = s->wpos / SVM_COPY_ZERO_BLOCK; n < left; b++) {
+    bool zero = (s->zmap[b / 64] >> (b % 64)) & 1;
+    if (zero != want_zero)
+      break;
+    n += SVM_COPY_ZERO_BLOCK;
+  }
+  return n < left ? n : left;
+}
+
 /* Issue the next run of the slot; sets *n to the bytes it covers. */
 static int next_run(struct svm_copy *c, struct slot *s, uint64_t *n)
 {
@@ -184,12 +204,17 @@ static int next_run(struct svm_copy *c, struct slot *s, uint64_t *n)
   if (s->zero_only) {
     *n = zero_run(c, left);
     count = &c->n.bytes_zeroed;
-  } else if ((*n = svm_zero_span(p, left, SVM_COPY_ZERO_BLOCK, true)) > 0) {
-    count = &c->n.bytes_skipped_zero;   /* not written, even when said with a zero request */
   } else {
-    *n = svm_zero_span(p, left, SVM_COPY_ZERO_BLOCK, false);
-    count = &c->n.bytes_written;
-    zero = false;
+    /* blocks the source said read as zeros need no scan (nor hold them); the rest is
+     * scanned, up to the next such block */
+    uint64_t known = zmap_span(s, left, true);
+    uint64_t scan = known > 0 ? 0 : zmap_span(s, left, false);
+    count = &c->n.bytes_skipped_zero;   /* not written, even when said with a zero request */
+    if ((*n = known) == 0 && (*n = svm_zero_span(p, scan, SVM_COPY_ZERO_BLOCK, true)) == 0) {
+      *n = svm_zero_span(p, scan, SVM_COPY_ZERO_BLOCK, false);
+      count = &c->n.bytes_written;
+      zero = false;
+    }
   }
   if (!zero || s->zero_only || !c->o.dst_reads_zero)
     r = issue(c, s, s->wpos, *n, zero);
@@ -278,8 +303,8 @@ static int start_zero(struct svm_copy *c, uint64_t off, uint64_t left)
   if (s == NULL)
     return -EAGAIN;
   uint64_t n = left > MAX_ZERO_REQUEST ? MAX_ZERO_REQUEST : left;
-  *s = (struct slot){ .c = c, .buf = s->buf, .off = off, .len = n, .zero_only = true,
-                      .seq = c->next_seq++, .state = SLOT_READ_DONE };
+  *s = (struct slot){ .c = c, .buf = s->buf, .zmap = s->zmap, .off = off, .len = n,
+                      .zero_only = true, .seq = c->next_seq++, .state = SLOT_READ_DONE };
   c->ext_pos += n;
   c->active++;
   push(&c->ready, s);           /* straight to writing, in its turn */
@@ -315,11 +340,17 @@ static int start_read(struct svm_copy *c, uint64_t off, uint64_t left)
   /* End chunks on chunk-size boundaries so that later chunks stay aligned. */
   if (n == chunk && off % chunk != 0)
     n = chunk - off % chunk;
-  *s = (struct slot){ .c = c, .buf = s->buf, .off = off, .len = n, .seq = c->next_seq++,
-                      .state = SLOT_READING };
+  *s = (struct slot){ .c = c, .buf = s->buf, .zmap = s->zmap, .off = off, .len = n,
+                      .seq = c->next_seq++, .state = SLOT_READING };
   c->ext_pos += n;
   c->active++;
-  int r = c->src->ops->read(c->src, s->buf, n, off, on_read, s);
+  int r;
+  if (s->zmap != NULL) {
+    memset(s->zmap, 0, c->zmap_words * sizeof *s->zmap);
+    r = c->src->ops->read_sparse(c->src, s->buf, n, off, s->zmap, on_read, s);
+  } else {
+    r = c->src->ops->read(c->src, s->buf, n, off, on_read, s);
+  }
   if (r < 0)                    /* never reached the kernel or the server */
     done(s);
   return r < 0 ? r : 1;
@@ -516,8 +547,16 @@ static int alloc_slots(struct svm_copy *c)
                      c->request);
   }
   madvise(c->arena, len, MADV_HUGEPAGE);
+  if (c->src->ops->read_sparse != NULL) {
+    c->zmap_words = (c->request / SVM_COPY_ZERO_BLOCK + 63) / 64;
+    c->zmaps = calloc(c->nslots * c->zmap_words, sizeof *c->zmaps);
+    if (c->zmaps == NULL)
+      return svm_error(ENOMEM, "out of memory");
+  }
   for (unsigned i = 0; i < c->nslots; i++) {
     c->slots[i].buf = c->arena + (size_t)i * c->request;
+    if (c->zmaps != NULL)
+      c->slots[i].zmap = c->zmaps + (size_t)i * c->zmap_words;
     c->slots[i].c = c;
     push(&c->free_list, &c->slots[i]);
   }
@@ -575,6 +614,7 @@ void svm_copy_free(struct svm_copy *c)
   if (c == NULL)
     return;
   free(c->arena);
+  free(c->zmaps);
   free(c->slots);
   free(c->parked);
   free(c->zero_buf);

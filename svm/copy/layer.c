@@ -10,7 +10,8 @@
  * once through, the read asks the layer's block status for its range (the range cannot change
  * under a gate that excludes writers) and fills what reads as zeros without reading it - so a
  * single data extent over the whole disk costs no I/O for its holes, and a map taken at the
- * start can never hide data written into a hole later. */
+ * start can never hide data written into a hole later. Through read_sparse (the engine's way),
+ * whole blocks of holes are not even filled: the engine is told, and skips them unscanned. */
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "svm/copy/copy.h"
 #include "svm/copy/end.h"
 #include "svm/disk/layer.h"
 
@@ -26,6 +28,7 @@ struct lreq {
   struct lreq *prev, *next;   /* the end's live requests */
   struct svm_io_posted node;  /* gate resume, then the completion */
   void *buf;
+  uint64_t *zmap;             /* read_sparse: the engine's map of blocks left unfilled */
   size_t len;
   uint64_t off;
   svm_io_cb cb;
@@ -169,6 +172,25 @@ static void lreq_part_done(void *opaque, int64_t res)
     lreq_done(q, q->err ? q->err : (int64_t)q->len);
 }
 
+/* [pos, pos + len) of q reads as zeros: say so in q's zmap for its whole blocks (read_sparse),
+ * fill the rest. */
+static void fill_zero(struct lreq *q, uint64_t pos, uint64_t len)
+{
+  uint64_t rel = pos - q->off, end = rel + len;
+
+  if (q->zmap != NULL) {
+    uint64_t b0 = (rel + SVM_COPY_ZERO_BLOCK - 1) / SVM_COPY_ZERO_BLOCK;
+    uint64_t b1 = end / SVM_COPY_ZERO_BLOCK;      /* whole blocks [b0, b1) */
+    if (b0 < b1) {
+      memset((char *)q->buf + rel, 0, b0 * SVM_COPY_ZERO_BLOCK - rel);
+      for (uint64_t b = b0; b < b1; b++)
+        q->zmap[b / 64] |= UINT64_C(1) << (b % 64);
+      rel = b1 * SVM_COPY_ZERO_BLOCK;
+    }
+  }
+  memset((char *)q->buf + rel, 0, end - rel);
+}
+
 /* A chunk that is partly holes (a thin disk's common case): fill the zero extents and read only
  * the data ones, as the engine does with a map for a file end, so that holes cost neither a
  * read nor a zero check. Past the last extent reported, read. */
@@ -184,7 +206,7 @@ static void read_around_holes(struct lreq *q, const struct svm_layer_extent *ext
     bool zero = i < n && (ext[i].flags & SVM_EXTENT_ZERO);
     len = len < end - pos ? len : end - pos;
     if (zero) {
-      memset((char *)q->buf + (pos - q->off), 0, len);
+      fill_zero(q, pos, len);
     } else {
       q->parts++;
       int r = svm_layer_read(le->l, le->io, (char *)q->buf + (pos - q->off), len, pos,
@@ -217,7 +239,7 @@ static void lreq_read(void *opaque, int64_t res)
   }
   r = svm_layer_block_status(le->l, q->off, q->len, ext, MAX_EXTENTS, &n);
   if (r == 0 && n > 0 && (ext[0].flags & SVM_EXTENT_ZERO) && ext[0].length >= q->len) {
-    memset(q->buf, 0, q->len);
+    fill_zero(q, q->off, q->len);
     lreq_done(q, (int64_t)q->len);
     return;
   }
@@ -234,19 +256,26 @@ static void lreq_read(void *opaque, int64_t res)
   }
 }
 
-static int layer_read(struct svm_copy_end *e, void *buf, size_t len, uint64_t off, svm_io_cb cb,
-                      void *opaque)
+static int layer_read_sparse(struct svm_copy_end *e, void *buf, size_t len, uint64_t off,
+                             uint64_t *zmap, svm_io_cb cb, void *opaque)
 {
   struct layer_end *le = LE(e);
   struct lreq *q = lreq_new(le, buf, len, off, cb, opaque);
 
   if (q == NULL)
     return svm_error(ENOMEM, "%s: out of memory", e->name);
+  q->zmap = zmap;
   if (le->gate.enter != NULL &&
       le->gate.enter(le->gate.opaque, off, len, le->io, &q->node, lreq_read, q) > 0)
     return 0;                   /* parked: the gate posts lreq_read when the range is free */
   lreq_read(q, 0);
   return 0;
+}
+
+static int layer_read(struct svm_copy_end *e, void *buf, size_t len, uint64_t off, svm_io_cb cb,
+                      void *opaque)
+{
+  return layer_read_sparse(e, buf, len, off, NULL, cb, opaque);
 }
 
 static int layer_write(struct svm_copy_end *e, const void *buf, size_t len, uint64_t off,
@@ -345,6 +374,7 @@ static const struct svm_copy_end_ops layer_ops = {
   .start = layer_start,
   .extents = layer_extents,
   .read = layer_read,
+  .read_sparse = layer_read_sparse,
   .write = layer_write,
   .zero = layer_zero,
   .poll_prepare = layer_poll_prepare,

@@ -33,6 +33,8 @@ struct mem_end {
   struct svm_copy_end e;
   unsigned char *data;
   struct svm_extent_list map;       /* what extents() reports */
+  struct svm_extent_list holes;     /* sparse_read: what it says reads as zeros */
+  uint64_t sparse_blocks;           /* blocks sparse_read left unfilled */
   struct pending q[MAXQ];
   unsigned nq;
   unsigned cap;                     /* requests in flight before -EAGAIN (0: no limit) */
@@ -170,6 +172,7 @@ static void mem_free(struct svm_copy_end *e)
   close(m->efd);
   free(m->data);
   svm_extent_list_free(&m->map);
+  svm_extent_list_free(&m->holes);
   free(m);
 }
 
@@ -185,6 +188,35 @@ static const struct svm_copy_end_ops mem_ops_nozero = {
   .wait = mem_wait, .free = mem_free,
 };
 
+/* As the layer end with block status (read_sparse): the whole blocks of `holes` are said in
+ * zmap and left unfilled, holding 0xEE here, which must never reach the destination. */
+static int sparse_read(struct svm_copy_end *e, void *buf, size_t len, uint64_t off,
+                       uint64_t *zmap, svm_io_cb cb, void *opaque)
+{
+  struct mem_end *m = M(e);
+  int r = mem_read(e, buf, len, off, cb, opaque);
+
+  for (uint64_t w = 0; w < (len / BLOCK + 63) / 64; w++)
+    assert_int_equal(zmap[w], 0);                 /* cleared by the engine */
+  for (size_t i = 0; r == 0 && i < m->holes.n; i++) {
+    const struct svm_extent *h = &m->holes.v[i];
+    for (uint64_t b = off; b + BLOCK <= off + len; b += BLOCK) {
+      if (b < h->off || b + BLOCK > h->off + h->len)
+        continue;
+      memset((char *)buf + (b - off), 0xEE, BLOCK);
+      zmap[(b - off) / BLOCK / 64] |= UINT64_C(1) << ((b - off) / BLOCK % 64);
+      m->sparse_blocks++;
+    }
+  }
+  return r;
+}
+
+static const struct svm_copy_end_ops mem_ops_sparse = {
+  .kind = "memory", .extents = mem_extents, .read = mem_read, .read_sparse = sparse_read,
+  .write = mem_write, .zero = mem_zero, .poll_prepare = mem_poll_prepare,
+  .poll_done = mem_poll_done, .wait = mem_wait, .free = mem_free,
+};
+
 static struct mem_end *mem_new(const struct svm_copy_end_ops *ops, const char *name,
                                bool writable, int fill)
 {
@@ -198,6 +230,7 @@ static struct mem_end *mem_new(const struct svm_copy_end_ops *ops, const char *n
   m->efd = eventfd(0, EFD_NONBLOCK);
   assert_true(m->efd >= 0);
   svm_extent_list_init(&m->map);
+  svm_extent_list_init(&m->holes);
   return m;
 }
 
@@ -341,6 +374,48 @@ static void test_used_destination_no_zero_op(void **state)
   used_destination(&mem_ops_nozero);
 }
 
+/* A source that says which blocks read as zeros instead of filling them (the mirror's layer
+ * end): its map is one data extent, as the mirror gives, so every zero is learnt per read. On
+ * a fresh destination the said blocks are skipped, on a used one (0x55) they are zeroed, and
+ * their unfilled bytes never reach it. The holes of source() are whole blocks; one more, not
+ * aligned to the requests, crosses two of them. */
+static void sparse(bool fresh)
+{
+  struct mem_end *src = source(), *dst = mem_new(&mem_ops, "dst", true, fresh ? 0 : 0x55);
+  struct svm_copy_options o = { .dst_reads_zero = fresh, .request_size = 64 * KB,
+                                .requests = 8 };
+  struct svm_copy_counters n;
+
+  src->e.ops = &mem_ops_sparse;
+  memset(src->data + 2 * MB + 60 * KB, 0, 16 * KB);
+  for (size_t i = 0; i < src->map.n; i++) {
+    if (src->map.v[i].off == 3 * MB)          /* in disk order */
+      assert_int_equal(svm_extent_list_add(&src->holes, 2 * MB + 60 * KB, 16 * KB, 0), 0);
+    if (src->map.v[i].flags & SVM_EXTENT_ZERO)
+      assert_int_equal(svm_extent_list_add(&src->holes, src->map.v[i].off, src->map.v[i].len,
+                                           0), 0);
+  }
+  svm_extent_list_free(&src->map);
+  svm_extent_list_init(&src->map);
+  assert_int_equal(svm_extent_list_add(&src->map, 0, SIZE, 0), 0);
+  assert_int_equal(copy(src, dst, &o, &n), 0);
+  check_result(src, dst, &n, !fresh);
+  assert_int_equal(src->sparse_blocks, (1 + 3 + 5) * MB / BLOCK + 1 + 4);
+  if (fresh)
+    assert_int_equal(dst->zeros, 0);
+  else
+    assert_true(dst->zeros > 0);
+  svm_copy_end_free(&src->e);
+  svm_copy_end_free(&dst->e);
+}
+
+static void test_sparse_source(void **state)
+{
+  (void)state;
+  sparse(true);
+  sparse(false);
+}
+
 /* An end's largest request bounds every read. */
 static void test_max_request(void **state)
 {
@@ -439,6 +514,7 @@ int main(void)
     cmocka_unit_test(test_fresh_destination),
     cmocka_unit_test(test_used_destination),
     cmocka_unit_test(test_used_destination_no_zero_op),
+    cmocka_unit_test(test_sparse_source),
     cmocka_unit_test(test_max_request),
     cmocka_unit_test(test_read_error),
     cmocka_unit_test(test_read_lost),
