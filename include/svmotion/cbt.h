@@ -17,7 +17,8 @@
  * a mark into an extent outside it returns. A mark of a block already marked in the open
  * epoch: one load and compare, no lock. A first mark in an epoch into a hot extent: a mutex
  * and a store, no I/O; a change ID leaves the hot set as it is, so the epoch after it starts
- * warm. A first mark into a cold extent: one 4 KiB log write + fdatasync, shared by concurrent callers.
+ * warm. A first mark into a cold extent: one 4 KiB log write + fdatasync, shared by
+ * concurrent callers.
  * After a crash, every block of every logged extent counts as written in the epoch that was
  * open, and so do the blocks of a data page torn by the crash (at most 8 are in flight):
  * a query may over-report, boundedly, and never misses. The bound per crash:

@@ -207,10 +207,11 @@ static int next_run(struct svm_copy *c, struct slot *s, uint64_t *n)
   } else {
     /* blocks the source said read as zeros need no scan (nor hold them); the rest is
      * scanned, up to the next such block */
-    uint64_t known = zmap_span(s, left, true);
-    uint64_t scan = known > 0 ? 0 : zmap_span(s, left, false);
+    uint64_t scan = zmap_span(s, left, false);
     count = &c->n.bytes_skipped_zero;   /* not written, even when said with a zero request */
-    if ((*n = known) == 0 && (*n = svm_zero_span(p, scan, SVM_COPY_ZERO_BLOCK, true)) == 0) {
+    if (scan == 0)
+      *n = zmap_span(s, left, true);
+    else if ((*n = svm_zero_span(p, scan, SVM_COPY_ZERO_BLOCK, true)) == 0) {
       *n = svm_zero_span(p, scan, SVM_COPY_ZERO_BLOCK, false);
       count = &c->n.bytes_written;
       zero = false;
