@@ -1,18 +1,18 @@
 /* The .ctk file: on-disk format of a changed-block tracker.
  *
- * FORMAT (version 2, all integers little-endian, the file is a whole number of 4 KiB pages)
+ * FORMAT (version 3, all integers little-endian, the file is a whole number of 4 KiB pages)
  *
  *   offset 0      header slot 0  (4 KiB)
  *   offset 4096   header slot 1  (4 KiB)
- *   offset 8192   activity-log ring: 4 slots of 4 KiB
- *   offset 24576  data page 0 copy A, data page 0 copy B, data page 1 copy A, ...
- *   size          24576 + 2 * npages * 4096, npages = ceil(nblocks / 2032)
+ *   offset 8192   activity-log ring: 4 slots of 8 KiB
+ *   offset 40960  data page 0 copy A, data page 0 copy B, data page 1 copy A, ...
+ *   size          40960 + 2 * npages * 4096, npages = ceil(nblocks / 2032)
  * Every byte is written when the file is made (fallocate, then every copy of every page and
  * an empty log entry), so that no later write needs new space: a full datastore cannot stop
  * tracking, and a copy that reads as zeros is damage, not "never written".
  *
  * Header slot (bytes 0..511 used, the rest zero):
- *     0  magic "SVM-CTK\n"         8  u32 version (2)        12 u32 header length (512)
+ *     0  magic "SVM-CTK\n"         8  u32 version (3)        12 u32 header length (512)
  *    16  u64 generation           24  uuid[16]              40  previous uuid[16] (0: none)
  *    56  SHA-256 of disk id[32]   88  disk id text[96] (truncated, NUL padded, for messages)
  *   184  u32 granularity         188  u32 epochs per page (2032)
@@ -30,11 +30,16 @@
  * one, with sequence + 1. Pages are written LAZILY (tracker.c): the epochs in memory are
  * exact, the file catches up in the background, and the activity log covers the difference.
  *
- * Activity-log entry (4 KiB, slot = sequence % 4): 8 sectors of 512 bytes, each checked on
+ * Activity-log entry (8 KiB, slot = sequence % 4): 16 sectors of 512 bytes, each checked on
  * its own: u32 CRC-32C of the sector's bytes 4..511, u32 magic "CTKL", u64 sequence, u64
- * first 8 bytes of the uuid, u8 sector index, u16 count (<= 960, the entry's), u8 zero, u32
+ * first 8 bytes of the uuid, u8 sector index, u16 count (<= 1920, the entry's), u8 zero, u32
  * the open epoch when written (informative), then 120 u32 extent numbers (extent = 4 MiB of
- * disk): entry extent i is in sector i / 120.
+ * disk): entry extent i is in sector i / 120. Why 1920: a guest writing all over a disk
+ * larger than the log's reach evicts an extent on about every (1 - reach/size)-th first
+ * write, each eviction a log write and an fdatasync that the guest's write waits for; with
+ * 960 extents a 4 GiB disk under 4 KiB random writes synced on 6% of them, which set the
+ * guest's p99 (0.59 ms against 0.2 ms with the disk inside the log, bench/migrate.sh).
+ * 7.5 GiB of reach keeps a hot set of that size in the log; the price is the bound below.
  * The newest valid entry lists every extent in which a block may be marked in memory but not
  * yet in its data page. An extent enters the log (entry written and fdatasync'd) before a
  * write into it is acknowledged, and leaves it only after its data pages are durable. A torn
@@ -46,19 +51,21 @@
  *
  * RECOVERY (every open): the newest copy of each page is loaded; then every block of every
  * logged extent is put in the open epoch, so every acknowledged write since any change ID is
- * reported; the over-report is what the log holds, at most 960 extents of 4 MiB. Untrusted
+ * reported; the over-report is what the log holds, at most 1920 extents of 4 MiB. Untrusted
  * pages: a copy that is invalid or all zero while its twin is valid may be a torn lazy write
  * or damage at rest, and the file cannot tell which copy was the newest, so every block the
  * page covers counts as changed in the open epoch (and the open says so); the same when both
  * copies are bad. At most CTK_PAGES_INFLIGHT (8) pages are written between two fdatasyncs, so a
  * crash tears at most 8 pages: the whole bound after a crash is
- *     960 x 4 MiB  +  8 x 2032 x granularity     (3.75 GiB + 0.99 GiB at 64 KiB).
+ *     1920 x 4 MiB  +  8 x 2032 x granularity     (7.5 GiB + 0.99 GiB at 64 KiB).
  * A clean close writes every dirty page and an empty log entry: nothing is over-reported.
  *
+ * VERSION 2 (log entries of 4 KiB: 8 sectors, at most 960 extents; data at offset 24576) and
  * VERSION 1 (before the activity log: marks were written synchronously, no log ring, data at
- * offset 8192, pages never written left as holes) is read with the same page rules, except
- * that an all-zero pair is a page never written, and upgraded in place at the first open: a
- * complete version-2 file is written beside it and renamed over it; uuid and change IDs stay.
+ * offset 8192, pages never written left as holes; read with the same page rules, except
+ * that an all-zero pair is a page never written) are loaded as they are, their log applied,
+ * and upgraded in place at the first open: a complete version-3 file is written beside it
+ * from the loaded epochs and renamed over it; uuid and change IDs stay.
  *
  * EPOCHS AND CHANGE IDS. A block's local epoch e means "last written in the epoch whose
  * change ID sequence is base + e". The open epoch is cur; cbt_changeid() returns base + cur
@@ -74,7 +81,7 @@
  *           2 bytes per 4 MiB extent (0.5 MiB per TiB), 1 dirty byte per page (8 KiB per TiB).
  *   mark, block already in the open epoch: one atomic load and compare per block, no lock.
  *   mark, first in the epoch, extent in the log (the usual case): a mutex, a store, a
- *           dirty bit; no I/O. Extent not in the log: one 4 KiB log write + fdatasync,
+ *           dirty bit; no I/O. Extent not in the log: one 8 KiB log write + fdatasync,
  *           shared by concurrent callers (group commit), beside the data write (track.c);
  *           when the log is full, the least recently used extents (up to 4 per entry) leave
  *           it first: their dirty pages written + one fdatasync before the entry.
@@ -140,9 +147,19 @@ uint64_t ctk_npages(uint64_t nblocks)
   return (nblocks + CTK_BPP - 1) / CTK_BPP;
 }
 
+unsigned ctk_al_pages(uint32_t version)
+{
+  return version == 1 ? 0 : version == 2 ? 1 : CTK_AL_PAGES;
+}
+
+static uint64_t data_off(uint32_t version)
+{
+  return (2u + CTK_AL_SLOTS * (uint64_t)ctk_al_pages(version)) * CTK_PAGE;
+}
+
 uint64_t ctk_file_size_v(uint32_t version, uint64_t nblocks)
 {
-  return (version == 1 ? CTK_DATA_OFF_V1 : CTK_DATA_OFF) + 2 * ctk_npages(nblocks) * CTK_PAGE;
+  return data_off(version) + 2 * ctk_npages(nblocks) * CTK_PAGE;
 }
 
 uint64_t ctk_file_size(uint64_t nblocks)
@@ -212,9 +229,9 @@ static enum hdr_state decode_header(const uint8_t *p, struct ctk_header *h, char
   if (memcmp(p, ctk_magic, 8) != 0)
     return HDR_NOMAGIC;
   h->version = get32(p + 8);
-  if (h->version != CTK_VERSION && h->version != 1) {
+  if (h->version < 1 || h->version > CTK_VERSION) {
     snprintf(why, whylen, "unknown .ctk version %" PRIu32 " (this svmotion reads versions 1 "
-             "and %d)", h->version, CTK_VERSION);
+             "to %d: a newer svmotion wrote it)", h->version, CTK_VERSION);
     return HDR_VERSION;
   }
   if (get32(p + 12) != HDR_LEN || get32(p + HDR_CRC_OFF) != svm_crc32c(0, p, HDR_CRC_OFF)) {
@@ -310,11 +327,12 @@ int ctk_check_page(const struct ctk_header *h, uint64_t pno, const uint8_t page[
 }
 
 void ctk_encode_al(const struct ctk_header *h, uint64_t seq, const uint32_t *al, size_t n,
-                   uint8_t page[CTK_PAGE])
+                   uint8_t *entry)
 {
-  memset(page, 0, CTK_PAGE);
-  for (unsigned k = 0; k < CTK_PAGE / CTK_AL_SECTOR; k++) {
-    uint8_t *sec = page + k * CTK_AL_SECTOR;
+  unsigned nsec = ctk_al_pages(h->version) * (CTK_PAGE / CTK_AL_SECTOR);
+  memset(entry, 0, (size_t)nsec * CTK_AL_SECTOR);
+  for (unsigned k = 0; k < nsec; k++) {
+    uint8_t *sec = entry + k * CTK_AL_SECTOR;
     put32(sec + 4, AL_MAGIC);
     put64(sec + 8, seq);
     memcpy(sec + 16, h->uuid, 8);
@@ -334,16 +352,17 @@ void ctk_encode_al(const struct ctk_header *h, uint64_t seq, const uint32_t *al,
 static int check_al(const struct ctk_header *h, const uint8_t *page, uint64_t nextents,
                     uint64_t *seq, size_t *n)
 {
-  enum { NSEC = CTK_PAGE / CTK_AL_SECTOR };
-  uint64_t sq[NSEC];
-  size_t cnt[NSEC];
+  enum { NSEC_MAX = CTK_AL_ENTRY / CTK_AL_SECTOR };
+  unsigned nsec = ctk_al_pages(h->version) * (CTK_PAGE / CTK_AL_SECTOR);
+  uint64_t sq[NSEC_MAX];
+  size_t cnt[NSEC_MAX];
   bool entry = true;
-  for (unsigned k = 0; k < NSEC; k++) {
+  for (unsigned k = 0; k < nsec; k++) {
     const uint8_t *sec = page + k * CTK_AL_SECTOR;
     cnt[k] = (size_t)sec[25] | (size_t)sec[26] << 8;
     sq[k] = get64(sec + 8);
     if (get32(sec + 4) == AL_MAGIC && memcmp(sec + 16, h->uuid, 8) == 0 && sec[24] == k &&
-        cnt[k] <= CTK_AL_MAX && sq[k] > 0 &&
+        cnt[k] <= nsec * CTK_AL_PER_SECTOR && sq[k] > 0 &&
         get32(sec) == svm_crc32c(0, sec + 4, CTK_AL_SECTOR - 4)) {
       entry &= sq[k] == sq[0] && cnt[k] == cnt[0];
       continue;
@@ -439,20 +458,20 @@ static void add_note(struct ctk_image *img, const char *fmt, ...)
   va_end(ap);
 }
 
-/* The newest whole activity-log entry of a version-2 file. A damaged slot that may have held
+/* The newest whole activity-log entry (versions 2 and 3). A damaged slot that may have held
  * the newest entry (the one after the newest whole one, or when none is whole) means the
  * hot set is unknown: every block counts as changed (al_damaged). */
 static int load_al(const struct ctk_src *src, struct ctk_image *img, uint8_t *buf)
 {
   const struct ctk_header *h = &img->h;
   uint64_t nextents = ((h->disk_size - 1) >> h->al_shift) + 1, seq = 0, best_seq = 0;
-  size_t n = 0, best_n = 0;
-  int best = -1, v[CTK_AL_SLOTS], r = src_read(src, CTK_AL_OFF, buf, CTK_AL_SLOTS * CTK_PAGE);
+  size_t n = 0, best_n = 0, slot = (size_t)ctk_al_pages(h->version) * CTK_PAGE;
+  int best = -1, v[CTK_AL_SLOTS], r = src_read(src, CTK_AL_OFF, buf, CTK_AL_SLOTS * slot);
   if (r < 0)
     return r;
   unsigned bad = 0, torn = 0;
   for (unsigned i = 0; i < CTK_AL_SLOTS; i++) {
-    v[i] = check_al(h, buf + i * CTK_PAGE, nextents, &seq, &n);
+    v[i] = check_al(h, buf + i * slot, nextents, &seq, &n);
     bad += v[i] < 0;
     if (v[i] > 0 && seq > best_seq) {
       best = (int)i;
@@ -461,7 +480,7 @@ static int load_al(const struct ctk_src *src, struct ctk_image *img, uint8_t *bu
     }
   }
   for (unsigned i = 0; i < CTK_AL_SLOTS; i++)
-    torn += v[i] == 0 && !all_zero(buf + i * CTK_PAGE, CTK_PAGE);
+    torn += v[i] == 0 && !all_zero(buf + i * slot, slot);
   if (bad && (best < 0 || v[(best + 1) % CTK_AL_SLOTS] < 0))
     img->al_damaged = true;
   if (bad)
@@ -475,7 +494,7 @@ static int load_al(const struct ctk_src *src, struct ctk_image *img, uint8_t *bu
   if (!img->al)
     return svm_error(ENOMEM, "no memory");
   for (size_t i = 0; i < best_n; i++)
-    img->al[i] = get32(buf + best * CTK_PAGE + (i / CTK_AL_PER_SECTOR) * CTK_AL_SECTOR +
+    img->al[i] = get32(buf + best * slot + (i / CTK_AL_PER_SECTOR) * CTK_AL_SECTOR +
                        CTK_AL_SECTOR_HDR + 4 * (i % CTK_AL_PER_SECTOR));
   img->al_n = best_n;
   img->al_seq = best_seq;
@@ -523,10 +542,10 @@ int ctk_load(const struct ctk_src *src, struct ctk_image *img)
   img->ep = ep;
   if (!v1)
     r = load_al(src, img, buf);
-  uint64_t data_off = v1 ? CTK_DATA_OFF_V1 : CTK_DATA_OFF, first_bad = UINT64_MAX;
+  uint64_t doff = data_off(h->version), first_bad = UINT64_MAX;
   for (uint64_t p0 = 0; p0 < npages && r == 0; p0 += CHUNK) {
     uint64_t n = npages - p0 < CHUNK ? npages - p0 : CHUNK;
-    r = src_read(src, data_off + p0 * 2 * CTK_PAGE, buf, (size_t)n * 2 * CTK_PAGE);
+    r = src_read(src, doff + p0 * 2 * CTK_PAGE, buf, (size_t)n * 2 * CTK_PAGE);
     for (uint64_t k = 0; k < n && r == 0; k++) {
       uint64_t pno = p0 + k, seq[2];
       const uint8_t *cp[2] = { buf + k * 2 * CTK_PAGE, buf + (k * 2 + 1) * CTK_PAGE };
@@ -669,10 +688,10 @@ int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *
   }
   /* Header and log slots: the one in use, and zeros (unused) in the others, so that even a
    * file system without fallocate has every block allocated. */
-  memset(buf, 0, (2 + CTK_AL_SLOTS) * CTK_PAGE);
+  memset(buf, 0, CTK_DATA_OFF);
   ctk_encode_header(h, buf + (h->gen & 1) * CTK_PAGE);
-  ctk_encode_al(h, 1, al, al_n, buf + CTK_AL_OFF + CTK_PAGE);
-  if ((r = write_all(fd, buf, (2 + CTK_AL_SLOTS) * CTK_PAGE, 0)) < 0)
+  ctk_encode_al(h, 1, al, al_n, buf + CTK_AL_OFF + CTK_AL_ENTRY);
+  if ((r = write_all(fd, buf, CTK_DATA_OFF, 0)) < 0)
     goto io_err;
   uint64_t npages = ctk_npages(h->nblocks);
   for (uint64_t p0 = 0; p0 < npages; p0 += CHUNK) {

@@ -13,23 +13,26 @@
 
 #include "common/crc32c.h"   /* the page and header checksums */
 
-#define CTK_VERSION 2                        /* written; version 1 is read and upgraded */
+#define CTK_VERSION 3                        /* written; versions 1 and 2 are read, upgraded */
 #define CTK_PAGE 4096u                       /* file page; header slots and data slots */
 #define CTK_PAGE_HDR 32u                     /* crc, magic, page index, seq, uuid bits */
 #define CTK_BPP ((CTK_PAGE - CTK_PAGE_HDR) / 2u) /* epochs per data page: 2032 */
-#define CTK_AL_SLOTS 4u                      /* activity-log ring: 4 pages after the header */
+#define CTK_AL_SLOTS 4u                      /* activity-log ring: 4 entries after the header */
 #define CTK_AL_OFF (2u * CTK_PAGE)
-#define CTK_DATA_OFF ((2u + CTK_AL_SLOTS) * CTK_PAGE)  /* version 2 */
+#define CTK_AL_PAGES 2u                      /* pages per log entry (version 2: 1) */
+#define CTK_AL_ENTRY (CTK_AL_PAGES * CTK_PAGE)
+#define CTK_DATA_OFF ((2u + CTK_AL_SLOTS * CTK_AL_PAGES) * CTK_PAGE)  /* version 3 */
+#define CTK_DATA_OFF_V2 ((2u + CTK_AL_SLOTS) * CTK_PAGE)
 #define CTK_DATA_OFF_V1 (2u * CTK_PAGE)
 #define CTK_REASON_MAX 192
-/* Activity log: an entry is one 4 KiB page of 8 self-checking 512-byte sectors (32-byte
+/* Activity log: an entry is CTK_AL_PAGES pages of self-checking 512-byte sectors (32-byte
  * header + 120 u32 extent numbers each), so a torn entry (sectors of two entries, each whole)
  * is told apart from damage (a sector that fails its check). At most CTK_AL_MAX hot extents
  * of 2^al_shift bytes each: 4 MiB, larger only for disks over 16 PiB (u32 extent numbers). */
 #define CTK_AL_SECTOR 512u
 #define CTK_AL_SECTOR_HDR 32u
 #define CTK_AL_PER_SECTOR ((CTK_AL_SECTOR - CTK_AL_SECTOR_HDR) / 4u)         /* 120 */
-#define CTK_AL_MAX (CTK_AL_PER_SECTOR * (CTK_PAGE / CTK_AL_SECTOR))         /* 960 */
+#define CTK_AL_MAX (CTK_AL_PER_SECTOR * (CTK_AL_ENTRY / CTK_AL_SECTOR))      /* 1920 */
 #define CTK_AL_SHIFT_MIN 22u
 /* Data pages written in place between two fdatasyncs: a crash tears at most this many. */
 #define CTK_PAGES_INFLIGHT 8u
@@ -53,7 +56,7 @@ struct ctk_header {
   uint64_t base;                              /* sequence = base + local epoch */
   uint64_t floor;                             /* oldest sequence still answerable */
   uint32_t cur;                               /* local number of the open epoch, >= 1 */
-  uint32_t al_shift;                          /* log2 of the activity-log extent (v2) */
+  uint32_t al_shift;                          /* log2 of the activity-log extent (v2+) */
   char reason[CTK_REASON_MAX];                /* why prev_uuid was replaced */
 };
 
@@ -82,13 +85,16 @@ struct ctk_image {
 
 /* ctk.c */
 uint64_t ctk_npages(uint64_t nblocks);
-uint64_t ctk_file_size(uint64_t nblocks);     /* version 2 */
+uint64_t ctk_file_size(uint64_t nblocks);     /* the current version */
 uint64_t ctk_file_size_v(uint32_t version, uint64_t nblocks);
+/* Pages per activity-log entry of a version (0: version 1 has no log). */
+unsigned ctk_al_pages(uint32_t version);
 unsigned ctk_al_shift(uint64_t disk_size);
 void ctk_image_free(struct ctk_image *img);
-/* Encode an activity-log entry (extents al[0..n), sequence seq) into page. */
+/* Encode an activity-log entry of h's version (extents al[0..n), sequence seq) into entry,
+ * ctk_al_pages(h->version) pages. */
 void ctk_encode_al(const struct ctk_header *h, uint64_t seq, const uint32_t *al, size_t n,
-                   uint8_t page[CTK_PAGE]);
+                   uint8_t *entry);
 /* Parse and check everything; on failure returns -errno with svm_error() set to the reason
  * (without the path), img->hdr_ok says whether the header itself was usable. */
 int ctk_load(const struct ctk_src *src, struct ctk_image *img);
@@ -97,7 +103,7 @@ void ctk_encode_header(const struct ctk_header *h, uint8_t page[CTK_PAGE]);
 void ctk_encode_page(const struct ctk_header *h, uint64_t pno, uint64_t seq, const uint16_t *ep,
                      size_t count, uint8_t page[CTK_PAGE]);
 /* 1: valid page (seq out), 0: all zero (never written, seq 0; only legitimate in version
- * 1 files, version 2 writes every copy at creation), -1: invalid. */
+ * 1 files, later versions write every copy at creation), -1: invalid. */
 int ctk_check_page(const struct ctk_header *h, uint64_t pno, const uint8_t page[CTK_PAGE],
                    uint64_t *seq);
 /* Write a complete new .ctk for header h and epochs ep (mapped through map when not NULL)

@@ -262,8 +262,8 @@ static void remove_stale_tmp(const char *path)
 }
 
 /* Take over a loaded image: the epochs (log and untrusted pages applied by ctk_load), the
- * dirty pages, the hot set = the newest log entry. A version-1 file is upgraded: a complete
- * version-2 file with the same uuid and epochs replaces it. */
+ * dirty pages, the hot set = the newest log entry. A file of an older version is upgraded: a
+ * complete file of the current version with the same uuid and epochs replaces it. */
 static int adopt_image(struct cbt *t, int fd, struct ctk_image *img)
 {
   t->ep = img->ep;
@@ -299,16 +299,20 @@ static int adopt_image(struct cbt *t, int fd, struct ctk_image *img)
     t->fd = fd;
     return 0;
   }
-  /* Version 1: rewrite as version 2 beside it, rename over it (uuid, change IDs kept). */
+  /* An older version: rewrite it in the current one beside it, rename over it (uuid, change
+   * IDs kept). The epochs loaded already hold the old log's extents in the open epoch, and
+   * the new file has every page written, so it starts with an empty log: nothing the old
+   * log covered is lost, and its over-report stays until the next change ID. */
   struct ctk_header h = t->h;
+  uint32_t from = h.version;
   h.version = CTK_VERSION;
   h.gen++;
   h.al_shift = ctk_al_shift(t->disk_size);
   int nfd = ctk_write_new(t->path, &h, t->ep, NULL, NULL, NULL, 0);
   close(fd);
   if (nfd < 0)
-    return svm_error_prefix("upgrading the version-1 .ctk (make room or check the folder's "
-                            "permissions and retry)");
+    return svm_error_prefix("upgrading the version-%" PRIu32 " .ctk (make room or check the "
+                            "folder's permissions and retry)", from);
   t->fd = nfd;
   t->h = h;
   t->al_n = 0;
@@ -602,12 +606,13 @@ static int write_pages(struct cbt *t, const uint64_t *pages, size_t n, uint64_t 
 
 static int write_al_entry(struct cbt *t, const uint32_t *al, size_t n, uint64_t seq)
 {
-  uint8_t *page = malloc(CTK_PAGE);
-  if (!page)
+  uint8_t *entry = malloc(CTK_AL_ENTRY);
+  if (!entry)
     return svm_error(ENOMEM, "no memory");
-  ctk_encode_al(&t->h, seq, al, n, page);
-  int rc = pwrite_all(t->fd, page, CTK_PAGE, CTK_AL_OFF + (seq % CTK_AL_SLOTS) * CTK_PAGE);
-  free(page);
+  ctk_encode_al(&t->h, seq, al, n, entry);
+  int rc = pwrite_all(t->fd, entry, CTK_AL_ENTRY,
+                      CTK_AL_OFF + (seq % CTK_AL_SLOTS) * CTK_AL_ENTRY);
+  free(entry);
   if (rc < 0)
     return svm_error(-rc, "%s: writing the activity log: %s%s", t->path, strerror(-rc),
                      rc == -ENOSPC || rc == -EDQUOT ? " (the datastore is full: free space; "
@@ -640,7 +645,7 @@ static size_t pick_ahead(struct cbt *t, uint64_t *pages, size_t max)
   if (t->al_n * 4 < t->al_limit * 3)
     return 0;
   /* Stamps are distinct (al_clock), so "the oldest after the last one" walks the LRU order
-   * without sorting: AHEAD_EXTENTS x 960 compares a round at most. */
+   * without sorting: AHEAD_EXTENTS x 1920 compares a round at most. */
   for (unsigned k = 0; k < AHEAD_EXTENTS && n < max; k++) {
     size_t best = SIZE_MAX;
     for (size_t i = 0; i < t->al_n; i++)

@@ -13,16 +13,16 @@
  * kill -9 or a power cut every write acknowledged after its cbt_mark() returned is still
  * reported. The per-block epochs are exact in memory and written to the .ctk lazily (before
  * their extent leaves the log, and on close); what the file may lack is bounded by a small
- * on-disk activity log of hot extents (4 MiB each, at most 960 of them), made durable before
+ * on-disk activity log of hot extents (4 MiB each, at most 1920 of them), made durable before
  * a mark into an extent outside it returns. A mark of a block already marked in the open
  * epoch: one load and compare, no lock. A first mark in an epoch into a hot extent: a mutex
  * and a store, no I/O; a change ID leaves the hot set as it is, so the epoch after it starts
- * warm. A first mark into a cold extent: one 4 KiB log write + fdatasync, shared by
+ * warm. A first mark into a cold extent: one 8 KiB log write + fdatasync, shared by
  * concurrent callers.
  * After a crash, every block of every logged extent counts as written in the epoch that was
  * open, and so do the blocks of a data page torn by the crash (at most 8 are in flight):
  * a query may over-report, boundedly, and never misses. The bound per crash:
- *     960 x 4 MiB + 8 x 2032 x granularity bytes   (3.75 GiB + 0.99 GiB at 64 KiB).
+ *     1920 x 4 MiB + 8 x 2032 x granularity bytes   (7.5 GiB + 0.99 GiB at 64 KiB).
  * A clean close (cbt_close) writes everything and empties the log: nothing over-reported.
  *
  * Call order on the guest write path: cbt_mark() (or cbt_discard()) and the data write may

@@ -7,7 +7,8 @@ source "$(dirname "$0")/agent-lib.sh"
 requires qemu-io
 
 # A 64 MiB disk at 64 KiB: 1024 blocks, one data page of the .ctk (2032 blocks) covers it.
-# Data pages start at 24576 (two header slots, four activity-log slots), copies A then B.
+# Data pages start at 40960 (two header slots of 4 KiB, four activity-log entries of 8 KiB:
+# format version 3, checked), copies A then B.
 for damage in flip-a flip-b zero-both; do
   start_svmd
   svmctl vm create vm1 --datastore ds1 --disk 64M >/dev/null
@@ -21,10 +22,13 @@ for damage in flip-a flip-b zero-both; do
 import sys
 path, damage = sys.argv[1], sys.argv[2]
 with open(path, "r+b") as f:
+    f.seek(8)
+    if int.from_bytes(f.read(4), "little") != 3:
+        sys.exit("not a version-3 .ctk: this test's offsets are out of date")
     if damage == "zero-both":
-        f.seek(24576); f.write(bytes(8192))
+        f.seek(40960); f.write(bytes(8192))
     else:
-        f.seek(24576 + (0 if damage == "flip-a" else 4096) + 100)
+        f.seek(40960 + (0 if damage == "flip-a" else 4096) + 100)
         b = f.read(1); f.seek(-1, 1); f.write(bytes([b[0] ^ 0xff]))
 PY
   }

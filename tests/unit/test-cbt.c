@@ -145,7 +145,7 @@ static void test_basic(void **state)
   assert_int_equal(info.disk_size, 10 * MiB);
   assert_int_equal(info.epoch, 3);
   assert_int_equal(info.blocks_marked, 4);
-  assert_int_equal(info.version, 2);
+  assert_int_equal(info.version, CTK_VERSION);
   assert_memory_equal(info.uuid, id1, 36);
   cbt_close(t);
 
@@ -302,7 +302,7 @@ static void damage_grow(const char *path)
 
 static void damage_version(const char *path)
 {
-  uint8_t v[4] = { 3, 0, 0, 0 };
+  uint8_t v[4] = { CTK_VERSION + 1, 0, 0, 0 };
   patch(path, 8, v, 4);
   patch(path, 4096 + 8, v, 4);
 }
@@ -344,7 +344,7 @@ static const struct damage_case cases[] = {
   { "truncated", damage_truncate, "truncated", ESTALE, "earlier incarnation", "disk-a", MiB },
   { "tiny", damage_tiny, "truncated", EINVAL, "restarted because", "disk-a", MiB },
   { "grown", damage_grow, "wrong file size", ESTALE, "earlier incarnation", "disk-a", MiB },
-  { "version", damage_version, "unknown .ctk version 3", EINVAL, "restarted because",
+  { "version", damage_version, "unknown .ctk version 4", EINVAL, "restarted because",
     "disk-a", MiB },
   { "magic", damage_magic, "not a .ctk file", EINVAL, "restarted because", "disk-a", MiB },
   { "epoch", damage_future_epoch, "past the current epoch", ESTALE, "earlier incarnation",
@@ -481,7 +481,7 @@ static void test_upgrade_v1(void **state)
     assert_string_equal(q(t, id1, 0, 0), "40960+12288,2867200+4096");
     assert_string_equal(q(t, id2, 0, 0), "2867200+4096");
     assert_int_equal(cbt_get_info(t, &info), 0);
-    assert_int_equal(info.version, 2);
+    assert_int_equal(info.version, CTK_VERSION);
     assert_int_equal(info.epoch, 3);
     assert_memory_equal(info.uuid, id1, 36);
     if (round == 0)
@@ -490,7 +490,7 @@ static void test_upgrade_v1(void **state)
       assert_string_equal(q(t, id2, 0, 0), "2867200+4096");
     cbt_close(t);
     assert_int_equal(cbt_info_read(f->path, &info), 0);
-    assert_int_equal(info.version, 2);
+    assert_int_equal(info.version, CTK_VERSION);
     if (round == 0) {
       /* The mark after the upgrade is there too. */
       t = open_ok(f->path, "fixture-disk", 3 * MiB, 0);
@@ -519,6 +519,44 @@ static void test_upgrade_v1(void **state)
       assert_string_equal(q(t, id2, 0, 0), "2867200+4096");
     }
     cbt_close(t);
+  }
+}
+
+/* A .ctk of version 2 (4 KiB log entries; tests/unit/data/ctk-v2.ctk, made by the build at
+ * bec97e8: a 64 MiB disk at 4 KiB, blocks 0-1 written in epoch 1, 10-12 in epoch 2, 700 in
+ * epoch 3, closed; then reopened, block 3329 (extent 3) marked, and the process killed, so
+ * that its log entry holds extent 3) is upgraded at its first open: the logged extent counts
+ * as written in the open epoch (the crash's over-report), nothing is lost, the change IDs
+ * answer as before, and the new file answers the same without the note. */
+static void test_upgrade_v2(void **state)
+{
+  struct fx *f = *state;
+  static const char id1[] = "b55ee199-d2a7-4d6d-b743-73dfd2d32bae/1";
+  static const char id2[] = "b55ee199-d2a7-4d6d-b743-73dfd2d32bae/2";
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "cp '%s/ctk-v2.ctk' '%s'", CBT_TEST_DATA, f->path);
+  assert_int_equal(system(cmd), 0);
+  struct cbt_info info;
+  assert_int_equal(cbt_info_read(f->path, &info), 0);
+  assert_int_equal(info.version, 2);
+
+  for (int round = 0; round < 2; round++) {
+    struct cbt *t = open_ok(f->path, "fixture-disk", 64 * MiB, 0);
+    assert_null(cbt_reset_reason(t));
+    if (round == 0)
+      assert_non_null(strstr(cbt_open_note(t), "1024 blocks of 1 logged extent"));
+    else
+      assert_null(cbt_open_note(t));
+    assert_string_equal(q(t, "*", 0, 0), "0+8192,40960+12288,2867200+4096,12582912+4194304");
+    assert_string_equal(q(t, id1, 0, 0), "40960+12288,2867200+4096,12582912+4194304");
+    assert_string_equal(q(t, id2, 0, 0), "2867200+4096,12582912+4194304");
+    assert_int_equal(cbt_get_info(t, &info), 0);
+    assert_int_equal(info.version, CTK_VERSION);
+    assert_int_equal(info.epoch, 3);
+    assert_memory_equal(info.uuid, id1, 36);
+    cbt_close(t);
+    assert_int_equal(cbt_info_read(f->path, &info), 0);
+    assert_int_equal(info.version, CTK_VERSION);
   }
 }
 
@@ -579,12 +617,12 @@ static void test_al_damage(void **state)
     uint8_t junk[16];
     memset(junk, 0xa5, sizeof junk);
     if (k == 0)                                /* the newest entry's slot, one sector hit */
-      patch(copy, CTK_AL_OFF + 2 * CTK_PAGE + 3 * CTK_AL_SECTOR + 40, junk, sizeof junk);
+      patch(copy, CTK_AL_OFF + 2 * CTK_AL_ENTRY + 11 * CTK_AL_SECTOR + 40, junk, sizeof junk);
     else if (k == 1)                           /* an older entry's slot */
-      patch(copy, CTK_AL_OFF + 1 * CTK_PAGE + 100, junk, sizeof junk);
+      patch(copy, CTK_AL_OFF + 1 * CTK_AL_ENTRY + 100, junk, sizeof junk);
     else {                                     /* entry 2 torn: its last sectors never written */
-      uint8_t *z = calloc(1, CTK_PAGE / 2);
-      patch(copy, CTK_AL_OFF + 2 * CTK_PAGE + CTK_PAGE / 2, z, CTK_PAGE / 2);
+      uint8_t *z = calloc(1, CTK_AL_ENTRY / 4);
+      patch(copy, CTK_AL_OFF + 2 * CTK_AL_ENTRY + CTK_AL_ENTRY * 3 / 4, z, CTK_AL_ENTRY / 4);
       free(z);
     }
     t = open_ok(copy, "d", 64 * MiB, 0);
@@ -1048,6 +1086,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_damaged_page, setup, teardown),
     cmocka_unit_test_setup_teardown(test_al_damage, setup, teardown),
     cmocka_unit_test_setup_teardown(test_upgrade_v1, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_upgrade_v2, setup, teardown),
     cmocka_unit_test_setup_teardown(test_enospc_recovers, setup, teardown),
     cmocka_unit_test_setup_teardown(test_stale_tmp, setup, teardown),
     cmocka_unit_test_setup_teardown(test_discard, setup, teardown),
