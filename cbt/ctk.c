@@ -700,7 +700,9 @@ int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *
       uint64_t p = p0 + k, b0 = p * CTK_BPP;
       size_t cnt = h->nblocks - b0 < CTK_BPP ? (size_t)(h->nblocks - b0) : CTK_BPP;
       for (size_t i = 0; i < cnt; i++) {
-        uint16_t e = ep ? ep[b0 + i] : 0;
+        /* relaxed: cbt_relocate_prepare() reads the epochs while marks store them; what it
+         * misses, the relocation rewrites */
+        uint16_t e = ep ? __atomic_load_n(&ep[b0 + i], __ATOMIC_RELAXED) : 0;
         vals[i] = map ? map(e, arg) : e;
       }
       /* Both copies valid: copy B (sequence 2) is the newest, the next write goes to A. */

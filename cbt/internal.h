@@ -162,6 +162,13 @@ struct cbt {
   int broken;                                 /* sticky -errno after a failed fdatasync */
   char broken_msg[256];
 
+  /* A relocation prepared ahead (cbt_relocate_prepare), under mu: its file, written from
+   * memory while marks went on, and the pages marked since, which the relocation rewrites. */
+  char *reloc_path;                           /* NULL: none */
+  int reloc_fd;
+  uint64_t reloc_gen;                         /* its header's generation */
+  uint8_t *reloc_dirty;                       /* per page */
+
   /* The background writer of dirty pages. */
   struct cbt *writer_next;        /* on the shared page writer's list (tracker.c) */
   bool flusher_on;               /* on that list */

@@ -394,6 +394,7 @@ int cbt_open(const char *ctk_path, const char *disk_id, uint64_t disk_size,
   if (!t)
     return svm_error(ENOMEM, "no memory");
   t->fd = -1;
+  t->reloc_fd = -1;
   t->limit = CTK_EPOCH_LIMIT;
   t->al_limit = CTK_AL_MAX;
   t->batch_gen = 1;
@@ -443,6 +444,8 @@ const char *cbt_open_note(const struct cbt *t)
 static int write_al_entry(struct cbt *t, const uint32_t *al, size_t n, uint64_t seq);
 static int flush_pages(struct cbt *t, bool ahead, unsigned max_batches);
 
+static void reloc_drop(struct cbt *t, bool remove);
+
 void cbt_close(struct cbt *t)
 {
   if (!t)
@@ -458,6 +461,7 @@ void cbt_close(struct cbt *t)
       t->al_seq++;
     pthread_mutex_unlock(&t->wmu);
   }
+  reloc_drop(t, true);               /* prepared for a relocation that never came */
   if (t->fd >= 0)
     close(t->fd);
   ep_free(t->ep, t->nblocks);
@@ -624,6 +628,8 @@ static int write_al_entry(struct cbt *t, const uint32_t *al, size_t n, uint64_t 
 
 static void set_dirty(struct cbt *t, uint64_t pno)
 {
+  if (t->reloc_dirty)
+    t->reloc_dirty[pno] = 1;
   if (!t->dirty[pno]) {
     t->dirty[pno] = 1;
     t->ndirty++;
@@ -727,6 +733,112 @@ static void use_new_file(struct cbt *t, int fd)
   t->ndirty = 0;
 }
 
+/* Forget a prepared relocation; its file removed too when `remove` (mu or the exclusive lock
+ * held). */
+static void reloc_drop(struct cbt *t, bool remove)
+{
+  if (!t->reloc_path)
+    return;
+  if (t->reloc_fd >= 0)
+    close(t->reloc_fd);
+  if (remove)
+    unlink(t->reloc_path);
+  free(t->reloc_path);
+  free(t->reloc_dirty);
+  t->reloc_path = NULL;
+  t->reloc_dirty = NULL;
+  t->reloc_fd = -1;
+}
+
+int cbt_relocate_prepare(struct cbt *t, const char *path)
+{
+  char *np = strdup(path);
+  uint8_t *rd = calloc(t->npages ? t->npages : 1, 1);
+  struct ctk_header h;
+  int fd;
+
+  if (np == NULL || rd == NULL) {
+    free(np);
+    free(rd);
+    return svm_error(ENOMEM, "%s: no memory", path);
+  }
+  /* shape (read): no compaction or resize swaps the epochs while they are read; marks go on */
+  pthread_rwlock_rdlock(&t->shape);
+  pthread_mutex_lock(&t->mu);
+  reloc_drop(t, true);
+  if (t->broken) {
+    int rc = broken_error(t);
+    pthread_mutex_unlock(&t->mu);
+    pthread_rwlock_unlock(&t->shape);
+    free(np);
+    free(rd);
+    return rc;
+  }
+  /* From here every mark also lands in rd: what the file below misses, the relocation
+   * rewrites. The log is left empty: the relocation writes the hot set of its moment. */
+  t->reloc_dirty = rd;
+  h = t->h;
+  h.gen++;
+  pthread_mutex_unlock(&t->mu);
+  fd = ctk_write_new(np, &h, t->ep, NULL, NULL, NULL, 0);
+  pthread_mutex_lock(&t->mu);
+  if (fd < 0) {
+    t->reloc_dirty = NULL;
+    free(rd);
+    free(np);
+  } else {
+    t->reloc_path = np;
+    t->reloc_fd = fd;
+    t->reloc_gen = h.gen;
+  }
+  pthread_mutex_unlock(&t->mu);
+  pthread_rwlock_unlock(&t->shape);
+  return fd < 0 ? fd : 0;
+}
+
+void cbt_relocate_cancel(struct cbt *t)
+{
+  pthread_mutex_lock(&t->mu);
+  reloc_drop(t, true);
+  pthread_mutex_unlock(&t->mu);
+}
+
+/* The prepared file made current: the pages marked since it was written (copy A, which it
+ * wrote with sequence 1 beside copy B's 2), the header and a log entry of the hot set, one
+ * fdatasync; every page of it then matches memory. Exclusive lock held. */
+static int reloc_commit(struct cbt *t, struct ctk_header *h)
+{
+  uint8_t *buf = malloc(CTK_AL_ENTRY);
+  int rc = 0;
+
+  if (buf == NULL)
+    return svm_error(ENOMEM, "%s: no memory", t->reloc_path);
+  *h = t->h;
+  h->gen = t->reloc_gen + 1;
+  for (uint64_t p = 0; p < t->npages && rc == 0; p++) {
+    if (!t->reloc_dirty[p])
+      continue;
+    uint64_t b0 = p * CTK_BPP;
+    size_t cnt = t->nblocks - b0 < CTK_BPP ? (size_t)(t->nblocks - b0) : CTK_BPP;
+    ctk_encode_page(h, p, 3, t->ep + b0, cnt, buf);
+    rc = pwrite_all(t->reloc_fd, buf, CTK_PAGE, CTK_DATA_OFF + 2 * p * CTK_PAGE);
+  }
+  if (rc == 0) {
+    ctk_encode_header(h, buf);
+    rc = pwrite_all(t->reloc_fd, buf, CTK_PAGE, (h->gen & 1) * CTK_PAGE);
+  }
+  if (rc == 0) {
+    ctk_encode_al(h, 2, t->al_ext, t->al_n, buf);
+    rc = pwrite_all(t->reloc_fd, buf, CTK_AL_ENTRY, CTK_AL_OFF + 2 * CTK_AL_ENTRY);
+  }
+  free(buf);
+  if (rc == 0 && cbt_io.fdatasync(t->reloc_fd) < 0)
+    rc = -errno;
+  if (rc < 0)
+    return svm_error(-rc, "%s: writing the prepared file: %s", t->reloc_path, strerror(-rc));
+  return 0;
+}
+
 int cbt_relocate(struct cbt *t, const char *path)
 {
   char *np = strdup(path);
@@ -738,15 +850,34 @@ int cbt_relocate(struct cbt *t, const char *path)
   if (t->broken) {
     rc = broken_error(t);
   } else {
-    /* As a compaction does, into another file: the epochs from memory (exact, whatever the
-     * old file still lacks), the hot set logged, every page written and synced. */
-    struct ctk_header h = t->h;
-    h.gen++;
-    int fd = ctk_write_new(np, &h, t->ep, NULL, NULL, t->al_ext, t->al_n);
+    struct ctk_header h;
+    int fd = -1;
+    bool prepared = false, mine = t->reloc_path && strcmp(t->reloc_path, path) == 0;
+    if (mine) {
+      if (reloc_commit(t, &h) == 0) {
+        fd = t->reloc_fd;
+        t->reloc_fd = -1;
+        prepared = true;
+      } else {                      /* the whole file instead, renamed over the prepared one */
+        fprintf(stderr, "svmd: change tracking: %s; writing the whole file\n",
+                svm_last_error());
+        svm_error_clear();
+      }
+    }
+    reloc_drop(t, !mine);           /* the whole file below is renamed over a prepared one */
+    if (fd < 0) {
+      /* As a compaction does, into another file: the epochs from memory (exact, whatever the
+       * old file still lacks), the hot set logged, every page written and synced. */
+      h = t->h;
+      h.gen++;
+      fd = ctk_write_new(np, &h, t->ep, NULL, NULL, t->al_ext, t->al_n);
+    }
     if (fd < 0) {
       rc = fd;
     } else {
       use_new_file(t, fd);
+      if (prepared)
+        t->al_seq = 2;              /* the prepared file: entry 1 empty, 2 the hot set */
       free(t->path);
       t->path = np;
       np = NULL;
@@ -1013,9 +1144,14 @@ static int mark_direct(struct cbt *t, uint64_t b0, uint64_t last)
       pages[n++] = p++;
     rc = write_pages(t, pages, n, b0, last + 1, cur);
   }
-  if (rc == 0)
+  if (rc == 0) {
     for (uint64_t b = b0; b <= last; b++)
       __atomic_store_n(&t->ep[b], cur, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&t->mu);
+    for (uint64_t p = b0 / CTK_BPP; t->reloc_dirty && p <= last / CTK_BPP; p++)
+      t->reloc_dirty[p] = 1;                /* a prepared relocation lacks them too */
+    pthread_mutex_unlock(&t->mu);
+  }
   pthread_mutex_unlock(&t->wmu);
   pthread_rwlock_unlock(&t->shape);
   return rc;
@@ -1198,6 +1334,7 @@ static uint16_t map_compact(uint16_t e, const void *arg)
  * sequence base + k"), later ones shift down by k - 1. */
 static int compact_locked(struct cbt *t)
 {
+  reloc_drop(t, true);                /* renumbered epochs: a prepared relocation is stale */
   uint16_t cur = t->cur, keep = t->limit / 2;
   struct compact_map m = { .k = (uint16_t)(cur - keep) };
   struct ctk_header h = t->h;
@@ -1263,6 +1400,7 @@ int cbt_resize(struct cbt *t, uint64_t new_size)
   }
   if (new_size == t->disk_size)
     goto out;
+  reloc_drop(t, true);                /* another size: a prepared relocation is stale */
   uint64_t g = UINT64_C(1) << t->gshift;
   uint64_t n = (new_size + g - 1) / g, keep = n < t->nblocks ? n : t->nblocks;
   uint16_t *ep = ep_alloc(n);

@@ -3,7 +3,7 @@
  * Fast path, inline on the caller's thread: cbt_mark_try() answers 1 when the range is
  * already marked in the open epoch (one load and compare per block, no lock, no syscall) or
  * lies in extents of the tracker's activity log (a mutex and a store, no I/O): the request
- * goes straight down. Otherwise the mark needs a log entry made durable (a 4 KiB write and an
+ * goes straight down. Otherwise the mark needs a log entry made durable (an 8 KiB write and an
  * fdatasync of the .ctk). That runs on a pool of mark threads shared by every tracking layer of
  * the process, AT THE SAME TIME as the data write, which goes down at once: the request is
  * acknowledged when both are done (a write whose mark is not yet durable is not acknowledged;

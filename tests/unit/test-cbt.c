@@ -1032,6 +1032,84 @@ static void test_relocate(void **state)
   cbt_io.flush_ms = saved;
 }
 
+static bool exists(const char *path)
+{
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* A relocation prepared ahead: the file written whole while marks go on (hot, cold with an
+ * eviction, a wide direct mark, a change ID), then the relocation writes into that same file
+ * (same inode: no second whole file) and it answers exactly; a crash right after it
+ * over-reports only the logged extent, so every page outside it is exact; a resize drops what
+ * was prepared, and so do a cancel and a close. */
+static void test_relocate_prepared(void **state)
+{
+  struct fx *f = *state;
+  char id1[CBT_CHANGEID_MAX], id2[CBT_CHANGEID_MAX], other[160], crash[160], third[160];
+  char cmd[400];
+  unsigned saved = cbt_io.flush_ms;
+  struct stat st0, st1;
+  struct cbt *t;
+  const char *want1 = "5242880+4096,5251072+4096,20971520+37748736,62914560+4096,65011712+4096";
+
+  cbt_io.flush_ms = 0;
+  snprintf(other, sizeof other, "%s/other.ctk", f->dir);
+  snprintf(crash, sizeof crash, "%s/crash.ctk", f->dir);
+  snprintf(third, sizeof third, "%s/third.ctk", f->dir);
+  t = open_ok(f->path, "d", 64 * MiB, 4096);
+  cbt_internal_set_al_limit(t, 1);                             /* one hot extent at a time */
+  assert_int_equal(cbt_changeid(t, id1, sizeof id1), 0);
+  assert_int_equal(cbt_mark(t, 5 * MiB, 4096), 0);
+  assert_int_equal(cbt_relocate_prepare(t, other), 0);
+  assert_int_equal(stat(other, &st0), 0);
+  assert_int_equal(cbt_mark(t, 5 * MiB + 8192, 4096), 0);     /* hot */
+  assert_int_equal(cbt_mark(t, 20 * MiB, 36 * MiB), 0);        /* 9 extents: direct */
+  assert_int_equal(cbt_mark(t, 60 * MiB, 4096), 0);            /* cold: extent 1 evicted */
+  assert_int_equal(cbt_changeid(t, id2, sizeof id2), 0);
+  assert_int_equal(cbt_mark(t, 62 * MiB, 4096), 0);
+  assert_int_equal(cbt_relocate(t, other), 0);
+  assert_int_equal(stat(other, &st1), 0);
+  assert_true(st0.st_ino == st1.st_ino);                       /* the prepared file itself */
+  assert_string_equal(q(t, id1, 0, 0), want1);
+  assert_string_equal(q(t, id2, 0, 0), "65011712+4096");
+
+  /* A crash now: the pages are exact, the log holds extent 15. */
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", other, crash);
+  assert_int_equal(system(cmd), 0);
+  struct cbt *c = open_ok(crash, "d", 64 * MiB, 0);
+  assert_non_null(cbt_open_note(c));
+  assert_string_equal(q(c, id1, 0, 0), "5242880+4096,5251072+4096,20971520+37748736,"
+                      "62914560+4194304");
+  assert_string_equal(q(c, id2, 0, 0), "62914560+4194304");
+  cbt_close(c);
+
+  assert_int_equal(cbt_mark(t, 63 * MiB, 4096), 0);            /* tracking goes on there */
+  cbt_close(t);
+  t = open_ok(other, "d", 64 * MiB, 0);
+  assert_null(cbt_open_note(t));
+  assert_string_equal(q(t, id2, 0, 0), "65011712+4096,66060288+4096");
+
+  /* A resize drops what was prepared; the relocation then writes the whole file. */
+  assert_int_equal(cbt_relocate_prepare(t, third), 0);
+  assert_true(exists(third));
+  assert_int_equal(cbt_resize(t, 128 * MiB), 0);
+  assert_false(exists(third));
+  assert_int_equal(cbt_relocate(t, third), 0);
+  assert_string_equal(q(t, id2, 0, 0), "65011712+4096,66060288+4096,67108864+67108864");
+  /* A cancel, and a close, remove what was prepared. */
+  assert_int_equal(cbt_relocate_prepare(t, crash), 0);
+  cbt_relocate_cancel(t);
+  assert_false(exists(crash));
+  assert_int_equal(cbt_relocate_prepare(t, crash), 0);
+  cbt_close(t);
+  assert_false(exists(crash));
+  t = open_ok(third, "d", 128 * MiB, 0);
+  assert_string_equal(q(t, id2, 0, 0), "65011712+4096,66060288+4096,67108864+67108864");
+  cbt_close(t);
+  cbt_io.flush_ms = saved;
+}
+
 static int page_writes;
 static ssize_t counting_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
@@ -1079,6 +1157,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
     cmocka_unit_test_setup_teardown(test_relocate, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_relocate_prepared, setup, teardown),
     cmocka_unit_test_setup_teardown(test_last_partial_block, setup, teardown),
     cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
     cmocka_unit_test_setup_teardown(test_query_errors, setup, teardown),
