@@ -307,7 +307,11 @@ for cell in "${cells[@]}"; do
 done
 echo
 echo "CBT cost (4 KiB random writes; svmd = CBT on, svm-nbd-serve = the same export without it;"
-echo "medians; target (issue 9): at most 3% of IOPS and of p99, cold and warm):"
+echo "target (issue 9): at most 3% of IOPS and of p99, cold and warm). Two estimates: the ratio"
+echo "of the medians, and the median of the per-round ratios (each round runs every server"
+echo "within a minute or two, so a round's pair shares the machine's state of the moment: the"
+echo "paired figure is the one that drift between rounds cannot move; min-max of the ratios"
+echo "beside it):"
 python3 - "$BENCH_RESULTS" <<'PY'
 import statistics, sys
 runs = {}
@@ -317,8 +321,15 @@ for line in open(sys.argv[1]):
 def med(cell, s, i):
     v = runs.get((cell, s))
     return statistics.median(x[i] for x in v) if v and len(v[0]) > i else None
+def paired(cell, s, i, sign):
+    # the k-th run of a server in a cell is its run of round k (rounds run in order)
+    a, b = runs.get((cell, s), []), runs.get((cell, "svm-nbd-serve"), [])
+    r = [sign * (x[i] / y[i] - 1) * 100 for x, y in zip(a, b)]
+    return (statistics.median(r), min(r), max(r)) if r else None
+def pfmt(p):
+    return f"{p[0]:+.1f}% ({p[1]:+.0f}..{p[2]:+.0f})" if p else ""
 print(f"  {'cell':20} {'server':14} {'IOPS':>9} {'p99 us':>9} {'IOPS cost':>10} {'p99 cost':>9} "
-      f"{'first marks/write':>18}  within 3%")
+      f"{'paired IOPS cost':>20} {'paired p99 cost':>20} {'first marks/write':>18}  within 3%")
 for cell in ("randwrite-4k-qd1", "randwrite-4k-qd32"):
     base = med(cell, "svm-nbd-serve", 0)
     bp99 = med(cell, "svm-nbd-serve", 1)
@@ -331,10 +342,14 @@ for cell in ("randwrite-4k-qd1", "randwrite-4k-qd32"):
         icost = (1 - i / base) * 100 if ours else None
         pcost = (p99 / bp99 - 1) * 100 if ours else None
         fm = med(cell, s, 2)
-        ok = "" if not ours else ("yes" if icost <= 3 and pcost <= 3 else "NO")
+        pi = paired(cell, s, 0, -1) if ours else None
+        pp = paired(cell, s, 1, 1) if ours else None
+        ok = "" if not ours else ("yes" if icost <= 3 and pcost <= 3 else "NO") + \
+            (", paired: " + ("yes" if pi[0] <= 3 and pp[0] <= 3 else "NO") if pi and pp else "")
         print(f"  {cell:20} {s:14} {i:9.0f} {p99:9.1f} "
               f"{'' if icost is None else f'{icost:+.1f}%':>10} "
               f"{'' if pcost is None else f'{pcost:+.1f}%':>9} "
+              f"{pfmt(pi):>20} {pfmt(pp):>20} "
               f"{'' if fm is None else f'{fm:.3f}':>18}  {ok}")
 PY
 bench_footer

@@ -47,7 +47,9 @@ struct layer_end {
   bool dying;                 /* being freed: results go nowhere */
 };
 
-enum { MAX_EXTENTS = 64 };
+/* PARTS_MAX: the engine holds this many requests per chunk in flight (layer_start), and a
+ * chunk read around its holes issues at most this many reads (read_parts). */
+enum { MAX_EXTENTS = 64, PARTS_MAX = 8 };
 
 static struct layer_end *LE(struct svm_copy_end *e)
 {
@@ -57,7 +59,7 @@ static struct layer_end *LE(struct svm_copy_end *e)
 static int layer_start(struct svm_copy_end *e, unsigned requests)
 {
   struct layer_end *le = LE(e);
-  unsigned depth = requests * 8 > 4096 ? 4096 : requests * 8;
+  unsigned depth = requests * PARTS_MAX > 4096 ? 4096 : requests * PARTS_MAX;
 
   if (le->io != NULL)
     return 0;
@@ -150,14 +152,21 @@ static void lreq_done(void *opaque, int64_t res)
 }
 
 /* Does block status say part of q's range reads as zeros? */
-static bool has_zero(const struct lreq *q, const struct svm_layer_extent *ext, size_t n)
+/* The reads a chunk needs around its holes: 0 when it has none (one plain read), else one
+ * per data extent and one past the last extent reported. */
+static size_t read_parts(const struct lreq *q, const struct svm_layer_extent *ext, size_t n)
 {
   uint64_t pos = q->off, end = q->off + q->len;
+  size_t parts = 0;
+  bool hole = false;
 
-  for (size_t i = 0; i < n && pos < end; pos += ext[i].length, i++)
+  for (size_t i = 0; i < n && pos < end; pos += ext[i].length, i++) {
     if (ext[i].flags & SVM_EXTENT_ZERO)
-      return true;
-  return false;
+      hole = true;
+    else
+      parts++;
+  }
+  return hole ? parts + (pos < end) : 0;
 }
 
 /* One of a split read's parts is done (on the copier's thread, as every part was issued on
@@ -244,7 +253,12 @@ static void lreq_read(void *opaque, int64_t res)
     return;
   }
   svm_error_clear();            /* block status is a hint here: when in doubt, read */
-  if (r == 0 && n > 0 && has_zero(q, ext, n)) {
+  /* A chunk cut into more pieces than the engine holds per chunk (a guest's 4 KiB writes
+   * into holes) is read whole: a hole reads as zeros without costing the device anything,
+   * where its reads one by one would run the engine out of requests (EAGAIN, the move
+   * failed). */
+  size_t parts = r == 0 ? read_parts(q, ext, n) : 0;
+  if (parts > 0 && parts <= PARTS_MAX) {
     read_around_holes(q, ext, n);
     return;
   }
