@@ -457,6 +457,17 @@ static void test_damaged_page(void **state)
   }
 }
 
+/* A fixture of an older .ctk version copied to `to` (cmd: the copy's command, to run again),
+ * read without opening it: still that version. */
+static void copy_fixture(const char *name, const char *to, uint32_t version, char *cmd,
+                         size_t cmdlen, struct cbt_info *info)
+{
+  snprintf(cmd, cmdlen, "cp '%s/%s' '%s'", CBT_TEST_DATA, name, to);
+  assert_int_equal(system(cmd), 0);
+  assert_int_equal(cbt_info_read(to, info), 0);
+  assert_int_equal(info->version, version);
+}
+
 /* A .ctk of version 1 (made by the build before the activity log: tests/unit/data/ctk-v1.ctk,
  * a 3 MiB disk at 4 KiB, blocks 0-1 written in epoch 1, 10-12 in epoch 2, 700 in the open
  * epoch 3) is upgraded in place at its first open: same uuid, same change IDs, same answers. */
@@ -466,11 +477,8 @@ static void test_upgrade_v1(void **state)
   static const char id1[] = "af12406a-cdbc-4635-96a1-4faf51ce0059/1";
   static const char id2[] = "af12406a-cdbc-4635-96a1-4faf51ce0059/2";
   char cmd[512];
-  snprintf(cmd, sizeof cmd, "cp '%s/ctk-v1.ctk' '%s'", CBT_TEST_DATA, f->path);
-  assert_int_equal(system(cmd), 0);
   struct cbt_info info;
-  assert_int_equal(cbt_info_read(f->path, &info), 0);
-  assert_int_equal(info.version, 1);
+  copy_fixture("ctk-v1.ctk", f->path, 1, cmd, sizeof cmd, &info);
   assert_int_equal(info.blocks_marked, 6);
 
   for (int round = 0; round < 2; round++) {
@@ -534,11 +542,8 @@ static void test_upgrade_v2(void **state)
   static const char id1[] = "b55ee199-d2a7-4d6d-b743-73dfd2d32bae/1";
   static const char id2[] = "b55ee199-d2a7-4d6d-b743-73dfd2d32bae/2";
   char cmd[512];
-  snprintf(cmd, sizeof cmd, "cp '%s/ctk-v2.ctk' '%s'", CBT_TEST_DATA, f->path);
-  assert_int_equal(system(cmd), 0);
   struct cbt_info info;
-  assert_int_equal(cbt_info_read(f->path, &info), 0);
-  assert_int_equal(info.version, 2);
+  copy_fixture("ctk-v2.ctk", f->path, 2, cmd, sizeof cmd, &info);
 
   for (int round = 0; round < 2; round++) {
     struct cbt *t = open_ok(f->path, "fixture-disk", 64 * MiB, 0);
