@@ -689,8 +689,8 @@ int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *
   /* Header and log slots: the one in use, and zeros (unused) in the others, so that even a
    * file system without fallocate has every block allocated. */
   memset(buf, 0, CTK_DATA_OFF);
-  ctk_encode_header(h, buf + (h->gen & 1) * CTK_PAGE);
-  ctk_encode_al(h, 1, al, al_n, buf + CTK_AL_OFF + CTK_AL_ENTRY);
+  ctk_encode_header(h, buf + ctk_header_off(h->gen));
+  ctk_encode_al(h, 1, al, al_n, buf + ctk_al_off(1));
   if ((r = write_all(fd, buf, CTK_DATA_OFF, 0)) < 0)
     goto io_err;
   uint64_t npages = ctk_npages(h->nblocks);
@@ -709,7 +709,7 @@ int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *
       ctk_encode_page(h, p, 1, vals, cnt, buf + 2 * k * CTK_PAGE);
       ctk_encode_page(h, p, 2, vals, cnt, buf + (2 * k + 1) * CTK_PAGE);
     }
-    if ((r = write_all(fd, buf, (size_t)n * 2 * CTK_PAGE, CTK_DATA_OFF + 2 * p0 * CTK_PAGE)) < 0)
+    if ((r = write_all(fd, buf, (size_t)n * 2 * CTK_PAGE, ctk_page_off(p0, 0))) < 0)
       goto io_err;
   }
   if (fdatasync(fd) < 0) {

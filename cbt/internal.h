@@ -22,7 +22,6 @@
 #define CTK_AL_PAGES 2u                      /* pages per log entry (version 2: 1) */
 #define CTK_AL_ENTRY (CTK_AL_PAGES * CTK_PAGE)
 #define CTK_DATA_OFF ((2u + CTK_AL_SLOTS * CTK_AL_PAGES) * CTK_PAGE)  /* version 3 */
-#define CTK_DATA_OFF_V2 ((2u + CTK_AL_SLOTS) * CTK_PAGE)
 #define CTK_DATA_OFF_V1 (2u * CTK_PAGE)
 #define CTK_REASON_MAX 192
 /* Activity log: an entry is CTK_AL_PAGES pages of self-checking 512-byte sectors (32-byte
@@ -36,6 +35,23 @@
 #define CTK_AL_SHIFT_MIN 22u
 /* Data pages written in place between two fdatasyncs: a crash tears at most this many. */
 #define CTK_PAGES_INFLIGHT 8u
+
+/* Where things lie in a file of the current version: the header slot of generation gen, the
+ * log slot of entry seq, copy `copy` (0 = A, 1 = B) of data page pno. */
+static inline uint64_t ctk_header_off(uint64_t gen)
+{
+  return (gen & 1) * CTK_PAGE;
+}
+
+static inline uint64_t ctk_al_off(uint64_t seq)
+{
+  return CTK_AL_OFF + (seq % CTK_AL_SLOTS) * CTK_AL_ENTRY;
+}
+
+static inline uint64_t ctk_page_off(uint64_t pno, unsigned copy)
+{
+  return CTK_DATA_OFF + (2 * pno + copy) * CTK_PAGE;
+}
 
 /* Local epoch numbers are 16 bit: 0 = never written, 1..limit. 0xFFFF is never stored; it is
  * the "compacting" value of cur that sends every mark to the slow path. */

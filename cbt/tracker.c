@@ -566,7 +566,7 @@ static int sync_failed(struct cbt *t, int e, const char *what)
 static int write_page(struct cbt *t, uint64_t pno, uint64_t r0, uint64_t r1, uint16_t e,
                       uint8_t *cp, uint16_t *vals)
 {
-  uint64_t off = CTK_DATA_OFF + 2 * pno * CTK_PAGE, seq[2] = { 0, 0 };
+  uint64_t off = ctk_page_off(pno, 0), seq[2] = { 0, 0 };
   int rc = pread_all(t->fd, cp, 2 * CTK_PAGE, off);
   if (rc < 0)
     return svm_error(-rc, "%s: reading page %" PRIu64 ": %s", t->path, pno, strerror(-rc));
@@ -614,8 +614,7 @@ static int write_al_entry(struct cbt *t, const uint32_t *al, size_t n, uint64_t 
   if (!entry)
     return svm_error(ENOMEM, "no memory");
   ctk_encode_al(&t->h, seq, al, n, entry);
-  int rc = pwrite_all(t->fd, entry, CTK_AL_ENTRY,
-                      CTK_AL_OFF + (seq % CTK_AL_SLOTS) * CTK_AL_ENTRY);
+  int rc = pwrite_all(t->fd, entry, CTK_AL_ENTRY, ctk_al_off(seq));
   free(entry);
   if (rc < 0)
     return svm_error(-rc, "%s: writing the activity log: %s%s", t->path, strerror(-rc),
@@ -821,15 +820,15 @@ static int reloc_commit(struct cbt *t, struct ctk_header *h)
     uint64_t b0 = p * CTK_BPP;
     size_t cnt = t->nblocks - b0 < CTK_BPP ? (size_t)(t->nblocks - b0) : CTK_BPP;
     ctk_encode_page(h, p, 3, t->ep + b0, cnt, buf);
-    rc = pwrite_all(t->reloc_fd, buf, CTK_PAGE, CTK_DATA_OFF + 2 * p * CTK_PAGE);
+    rc = pwrite_all(t->reloc_fd, buf, CTK_PAGE, ctk_page_off(p, 0));
   }
   if (rc == 0) {
     ctk_encode_header(h, buf);
-    rc = pwrite_all(t->reloc_fd, buf, CTK_PAGE, (h->gen & 1) * CTK_PAGE);
+    rc = pwrite_all(t->reloc_fd, buf, CTK_PAGE, ctk_header_off(h->gen));
   }
   if (rc == 0) {
     ctk_encode_al(h, 2, t->al_ext, t->al_n, buf);
-    rc = pwrite_all(t->reloc_fd, buf, CTK_AL_ENTRY, CTK_AL_OFF + 2 * CTK_AL_ENTRY);
+    rc = pwrite_all(t->reloc_fd, buf, CTK_AL_ENTRY, ctk_al_off(2));
   }
   free(buf);
   if (rc == 0 && cbt_io.fdatasync(t->reloc_fd) < 0)
@@ -1311,7 +1310,7 @@ static int write_header(struct cbt *t, const struct ctk_header *h)
   if (!page)
     return svm_error(ENOMEM, "no memory");
   ctk_encode_header(h, page);
-  int rc = pwrite_all(t->fd, page, CTK_PAGE, (h->gen & 1) * CTK_PAGE);
+  int rc = pwrite_all(t->fd, page, CTK_PAGE, ctk_header_off(h->gen));
   free(page);
   if (rc == 0 && cbt_io.fdatasync(t->fd) < 0)
     rc = -errno;

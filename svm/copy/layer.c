@@ -151,22 +151,22 @@ static void lreq_done(void *opaque, int64_t res)
   svm_io_post_node(q->le->io, &q->node, lreq_deliver, q, res);
 }
 
-/* Does block status say part of q's range reads as zeros? */
-/* The reads a chunk needs around its holes: 0 when it has none (one plain read), else one
- * per data extent and one past the last extent reported. */
-static size_t read_parts(const struct lreq *q, const struct svm_layer_extent *ext, size_t n)
+/* The reads q's range needs around its holes: one per data extent and one past the last
+ * extent reported; *hole: block status says some of it reads as zeros. */
+static size_t read_parts(const struct lreq *q, const struct svm_layer_extent *ext, size_t n,
+                         bool *hole)
 {
   uint64_t pos = q->off, end = q->off + q->len;
   size_t parts = 0;
-  bool hole = false;
 
+  *hole = false;
   for (size_t i = 0; i < n && pos < end; pos += ext[i].length, i++) {
     if (ext[i].flags & SVM_EXTENT_ZERO)
-      hole = true;
+      *hole = true;
     else
       parts++;
   }
-  return hole ? parts + (pos < end) : 0;
+  return parts + (pos < end);
 }
 
 /* One of a split read's parts is done (on the copier's thread, as every part was issued on
@@ -246,19 +246,14 @@ static void lreq_read(void *opaque, int64_t res)
     lreq_done(q, res);
     return;
   }
+  bool hole = false;
   r = svm_layer_block_status(le->l, q->off, q->len, ext, MAX_EXTENTS, &n);
-  if (r == 0 && n > 0 && (ext[0].flags & SVM_EXTENT_ZERO) && ext[0].length >= q->len) {
-    fill_zero(q, q->off, q->len);
-    lreq_done(q, (int64_t)q->len);
-    return;
-  }
   svm_error_clear();            /* block status is a hint here: when in doubt, read */
   /* A chunk cut into more pieces than the engine holds per chunk (a guest's 4 KiB writes
    * into holes) is read whole: a hole reads as zeros without costing the device anything,
    * where its reads one by one would run the engine out of requests (EAGAIN, the move
-   * failed). */
-  size_t parts = r == 0 ? read_parts(q, ext, n) : 0;
-  if (parts > 0 && parts <= PARTS_MAX) {
+   * failed). A chunk that is all hole needs no read at all. */
+  if (r == 0 && read_parts(q, ext, n, &hole) <= PARTS_MAX && hole) {
     read_around_holes(q, ext, n);
     return;
   }
