@@ -29,6 +29,24 @@ bench_help()
 bench_log() { echo "bench/$BENCH_NAME: $*" >&2; }
 bench_fail() { echo "bench/$BENCH_NAME: FAILED: $*" >&2; exit 1; }
 
+# bench_stop PID [SECONDS]: SIGTERM, then SIGKILL if PID is still there after SECONDS (30),
+# and reap it. For the exit handlers: a server whose stop hangs, or a client whose server
+# died (fio's nbd engine then spins at 90% CPU), must not outlive the bench and disturb the
+# next run.
+bench_stop() {
+  local pid=$1 t=${2:-30} i
+  kill "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < t * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "bench/$BENCH_NAME: process $pid ($(ps -o comm= -p "$pid")) did not stop within $t s of SIGTERM: killed" >&4
+    kill -9 "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
 # Run at exit, last registered first (servers before the directories they use).
 bench_on_exit() { _bench_cleanups+=("$1"); }
 _bench_exit()
@@ -52,6 +70,7 @@ bench_init()
   if [ "$ROUNDS" -lt 5 ] && [ "$BENCH_QUICK" != 1 ]; then
     bench_fail "ROUNDS=$ROUNDS: a result needs at least 5 rounds (BENCH_QUICK=1 for a smoke test)"
   fi
+  exec 4>&2     # the handlers' own messages (bench_stop): their stderr is /dev/null
   trap _bench_exit EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM

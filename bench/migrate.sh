@@ -128,9 +128,9 @@ start_svmd() {
   cat "$work/svmd.log" >&2
   bench_fail "svmd did not start"
 }
-bench_on_exit '[ -z "$svmd_pid" ] || { kill "$svmd_pid"; wait "$svmd_pid"; }'
+bench_on_exit '[ -z "$svmd_pid" ] || bench_stop "$svmd_pid"'
 fio_pid=      # the guest of a loaded row, while it runs (run_load)
-bench_on_exit '[ -z "$fio_pid" ] || { kill "$fio_pid"; wait "$fio_pid"; }'
+bench_on_exit '[ -z "$fio_pid" ] || bench_stop "$fio_pid" 10'
 start_svmd
 svmctl() { "$BIN/svmctl" --state "$state" "$@"; }
 svmd_uri="nbd+unix:///bench/disk0?socket=$state/nbd/bench-disk0.sock"
@@ -166,8 +166,7 @@ qsd_start() {   # qsd_start SRC
 }
 qsd_stop() {
   [ -z "$qsd_pid" ] && return 0
-  kill "$qsd_pid"
-  wait "$qsd_pid" 2>/dev/null || true
+  bench_stop "$qsd_pid"
   qsd_pid=
 }
 bench_on_exit 'qsd_stop'

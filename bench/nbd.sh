@@ -91,8 +91,7 @@ server_pid=
 stop_server()
 {
   [ -n "$server_pid" ] || return 0
-  kill "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
+  bench_stop "$server_pid"
   server_pid=
 }
 bench_on_exit stop_server

@@ -87,6 +87,13 @@ static int uring_submit(struct svm_io *io)
   do
     r = io_uring_submit(&u->ring);
   while (r == -EINTR);
+  /* Out of kernel resources, or completions to reap first: io_uring_enter(2) says to wait for
+   * some completions and try again. While the kernel holds some, that is what the caller's
+   * reap does next (the rest stay queued for the next submit). Failing here made the reap
+   * skip the completions, so an error that lasts until they are reaped (EBUSY) lasted for
+   * ever. aio.c treats io_submit's EAGAIN the same way. */
+  if ((r == -EAGAIN || r == -EBUSY) && io->in_flight > io_uring_sq_ready(&u->ring))
+    return 0;
   return r;
 }
 

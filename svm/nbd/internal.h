@@ -43,6 +43,9 @@ enum {
   NBD_CONN_MAX_BYTES = 64 * 1024 * 1024,
   /* Log lines per client (and per listener for refusals): a burst, then one a second. */
   NBD_LOG_BURST = 10,
+  /* An export going away whose clients still have requests in flight after this long says so
+   * (svm_export_free): a hung datastore, named before svmd's --stop-timeout ends it. */
+  NBD_DROP_WARN_S = 5,
 };
 /* svm_export_swap() without a pause of the caller's own waits this long for in-flight requests
  * (a parked request, e.g. on a hung destination, must not hang the caller for ever). */

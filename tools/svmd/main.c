@@ -1,6 +1,7 @@
 /* svmd — the svmotion host agent. Runs in the foreground and logs to stderr. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@ static void usage(FILE *f)
   fputs("Usage: svmd --name HOST --state DIR --datastore NAME=DIR [--datastore NAME=DIR ...]\n"
         "            [--mgmt ADDR:PORT] [--migration ADDR:PORT [--migration-gateway GW]]\n"
         "            [--tls-dir DIR | --tls-psk FILE | --insecure] [--group GROUP]\n"
-        "            [--nfc-streams N] [--nfc-rate RATE]\n"
+        "            [--nfc-streams N] [--nfc-rate RATE] [--stop-timeout SECONDS]\n"
         "\n"
         "The svmotion host agent. Runs in the foreground and logs to stderr; SIGTERM or SIGINT\n"
         "stops it cleanly. On start it scans its datastores (every folder F holding F/F.svm is a\n"
@@ -57,6 +58,10 @@ static void usage(FILE *f)
         "  --nfc-rate RATE         cap of host-move copies in bytes/s (K, M, G suffixes)\n"
         "  --group GROUP           members of GROUP may use the control and NBD sockets too\n"
         "                          (default: only root and svmd's own user)\n"
+        "  --stop-timeout SECONDS  after SIGTERM, exit with status 1 if the clean stop has not\n"
+        "                          finished within SECONDS (default 60; 0: wait for ever): a\n"
+        "                          guest request that never completes (a hung datastore) must\n"
+        "                          not keep svmd alive; the next start recovers a move in flight\n"
         "  --help                  this text\n"
         "  --version               print the version\n"
         "\n"
@@ -64,6 +69,9 @@ static void usage(FILE *f)
         "  svmd --name host1 --state /run/svm --datastore ds1=/srv/ds1 &\n"
         "  SVM_STATE=/run/svm svmctl vm create vm1 --datastore ds1 --disk 10G:thin\n", f);
 }
+
+/* --stop-timeout: how long SIGTERM waits for the clean stop (0: for ever). */
+static unsigned stop_timeout_s = 60;
 
 /* The exit status when the options say to stop (--help, --version, a usage error), or
  * SVMD_RUN when the agent is to start with cfg. */
@@ -73,7 +81,7 @@ enum { SVMD_RUN = -1 };
 static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const char **ds)
 {
   enum { O_NAME = 256, O_STATE, O_DS, O_MGMT, O_MIGR, O_MIGR_GW, O_TLS, O_PSK, O_INSECURE,
-         O_STREAMS, O_RATE, O_GROUP, O_HELP, O_VERSION };
+         O_STREAMS, O_RATE, O_GROUP, O_STOP, O_HELP, O_VERSION };
   static const struct option opts[] = {
     { "name", required_argument, NULL, O_NAME },
     { "state", required_argument, NULL, O_STATE },
@@ -87,6 +95,7 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
     { "nfc-streams", required_argument, NULL, O_STREAMS },
     { "nfc-rate", required_argument, NULL, O_RATE },
     { "group", required_argument, NULL, O_GROUP },
+    { "stop-timeout", required_argument, NULL, O_STOP },
     { "help", no_argument, NULL, O_HELP },
     { "version", no_argument, NULL, O_VERSION },
     { NULL, 0, NULL, 0 },
@@ -122,6 +131,17 @@ static int parse_args(int argc, char **argv, struct svm_agent_config *cfg, const
       }
       break;
     case O_GROUP: cfg->group = optarg; break;
+    case O_STOP: {
+      char *end;
+      unsigned long n = strtoul(optarg, &end, 10);
+      if (!*optarg || *end || *optarg == '-' || n > 86400) {
+        fprintf(stderr, "svmd: --stop-timeout %s: seconds, from 0 (wait for ever) to 86400\n",
+                optarg);
+        return 2;
+      }
+      stop_timeout_s = (unsigned)n;
+      break;
+    }
     case O_HELP:
       usage(stdout);
       return 0;
@@ -202,6 +222,39 @@ static void raise_nofile(void)
             (unsigned long long)rl.rlim_max, strerror(errno));
 }
 
+/* The clean stop waits for every started guest request to complete (an export is freed only
+ * once its clients are gone). One that never completes (a hung datastore, or a bug) would keep
+ * svmd alive for ever, spinning or not, and a service manager's stop with it: past the
+ * deadline svmd says so and exits, as a kill -9 would, which every part is built to survive
+ * (the next start finds the source authoritative and removes a partial destination). */
+static void stop_deadline(int sig)
+{
+  static const char msg[] = "svmd: the stop did not finish within --stop-timeout: a guest "
+                            "request never completed (see the export named above); exiting "
+                            "without it (it was never acknowledged); the next start recovers "
+                            "any move in flight\n";
+  ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+
+  (void)sig;
+  (void)n;
+  _exit(1);
+}
+
+static void arm_stop_deadline(void)
+{
+  struct sigaction sa = { .sa_handler = stop_deadline };
+  sigset_t set;
+
+  if (stop_timeout_s == 0)
+    return;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGALRM, &sa, NULL);
+  sigemptyset(&set);
+  sigaddset(&set, SIGALRM);
+  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+  alarm(stop_timeout_s);
+}
+
 /* Start the agent, serve until a signal, stop: the exit status. */
 static int serve(const struct svm_agent_config *cfg, int sfd)
 {
@@ -216,6 +269,7 @@ static int serve(const struct svm_agent_config *cfg, int sfd)
   r = svm_agent_run(a, sfd);
   if (r < 0)
     fprintf(stderr, "svmd: %s\n", svm_last_error());
+  arm_stop_deadline();
   svm_agent_stop(a);
   fprintf(stderr, "svmd: stopped\n");
   return r < 0 ? 1 : 0;
