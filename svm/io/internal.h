@@ -50,6 +50,9 @@ struct svm_io {
   /* completions posted by other threads (svm_io_post), newest first, under post_mu */
   pthread_mutex_t post_mu;
   struct svm_io_posted *posted;
+  /* steps waiting for a request to complete (svm_io_post_on_room), oldest first; the owning
+   * thread's only */
+  struct svm_io_posted *room_head, *room_tail;
 };
 
 extern const struct svm_io_backend svm_io_uring_backend;

@@ -192,6 +192,41 @@ int svm_io_post(struct svm_io *io, svm_io_cb cb, void *opaque, int64_t res)
   return 0;
 }
 
+void svm_io_post_on_room(struct svm_io *io, struct svm_io_posted *node, svm_io_cb cb,
+                         void *opaque)
+{
+  if (io->in_flight < io->depth) {
+    svm_io_post_node(io, node, cb, opaque, 0);      /* the refusal was not for room */
+    return;
+  }
+  node->cb = cb;
+  node->opaque = opaque;
+  node->res = 0;
+  node->next = NULL;
+  if (io->room_tail)
+    io->room_tail->next = node;
+  else
+    io->room_head = node;
+  io->room_tail = node;
+}
+
+/* On the owning thread, once requests have completed: the steps that waited for room, oldest
+ * first. One that finds the engine full again waits anew, on a list of its own. */
+static unsigned run_room(struct svm_io *io)
+{
+  struct svm_io_posted *list = io->room_head, *next;
+  unsigned n = 0;
+
+  if (list == NULL || io->in_flight == io->depth)
+    return 0;
+  io->room_head = io->room_tail = NULL;
+  for (; list != NULL; list = next, n++) {
+    next = list->next;
+    list->cb(list->opaque, list->res);
+  }
+  return n;
+}
+
 /* On the owning thread: run what other threads posted, oldest first. */
 static unsigned run_posted(struct svm_io *io)
 {
@@ -377,6 +412,7 @@ int svm_io_reap(struct svm_io *io, unsigned min_complete)
     r = io->be->complete(io, io->finished < min_complete ? 1 : 0);
     if (r < 0)
       break;
+    io->finished += run_room(io);
     if (io->finished >= min_complete)
       break;
   }

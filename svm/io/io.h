@@ -88,6 +88,13 @@ void svm_io_post_node(struct svm_io *io, struct svm_io_posted *node, svm_io_cb c
                       int64_t res);
 int svm_io_post(struct svm_io *io, svm_io_cb cb, void *opaque, int64_t res);
 
+/* On the owning thread, for a step whose request was refused for want of room (-EAGAIN): run
+ * cb (res 0) from the reap that completes one of the engine's requests, not from the next
+ * turn, which finds the engine as full and would spin on it for as long as it stays full. At
+ * once (as svm_io_post_node) when the engine has room or nothing in flight. */
+void svm_io_post_on_room(struct svm_io *io, struct svm_io_posted *node, svm_io_cb cb,
+                         void *opaque);
+
 /* An eventfd that becomes readable when completions (engine or posted) are ready, for
  * poll()-based loops (the NBD server). Read it (8 bytes) and then call svm_io_reap(io, 0). */
 int svm_io_event_fd(struct svm_io *io);

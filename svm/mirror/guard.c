@@ -353,8 +353,8 @@ static void issue_posted(void *opaque, int64_t res)
 }
 
 /* Send the request down. -EAGAIN (the caller's engine is full) goes back to the caller when
- * the request is new (submit() undoes it), else it is tried again on the engine's next turn.
- * Any other failure is the request's result. */
+ * the request is new (submit() undoes it), else it is tried again once one of the engine's
+ * requests completes. Any other failure is the request's result. */
 static int issue(struct gop *op, bool retry)
 {
   struct svm_layer *d = op->target;
@@ -403,7 +403,7 @@ static int issue(struct gop *op, bool retry)
     if (gone)
       gop_unref(op);                    /* the layer below's reference: it took nothing */
     else
-      svm_io_post_node(op->io, &op->issue_node, issue_posted, op, 0);
+      svm_io_post_on_room(op->io, &op->issue_node, issue_posted, op);
   } else if (r < 0) {
     gop_done(op, r);            /* never reached the layer: fail it the same way */
   }

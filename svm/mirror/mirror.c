@@ -157,16 +157,16 @@ static int pass_dst(struct svm_mirror *m, struct mreq *q)
 
 static void dst_retry(void *opaque, int64_t res);
 
-/* Send the destination's side. A full engine (-EAGAIN) is retried from the engine's next
- * turn; any other failure to queue it drops the destination (a copied range must never be
- * written to the source alone while the destination stays in the mirror). */
+/* Send the destination's side. A full engine (-EAGAIN) is retried once one of its requests
+ * completes; any other failure to queue it drops the destination (a copied range must never
+ * be written to the source alone while the destination stays in the mirror). */
 static void send_dst(struct mreq *q)
 {
   struct svm_mirror *m = q->m;
   int r = pass_dst(m, q);
 
   if (r == -EAGAIN) {
-    svm_io_post_node(q->io, &q->node, dst_retry, q, 0);
+    svm_io_post_on_room(q->io, &q->node, dst_retry, q);
     return;
   }
   if (r < 0) {
@@ -188,13 +188,13 @@ static void dst_retry(void *opaque, int64_t res)
 static void src_retry(void *opaque, int64_t res);
 
 /* Send the source's side; the mirror adds requests to the caller's engine, so a full engine
- * is its business: tried again on the engine's next turn, not failed. */
+ * is its business: tried again once one of its requests completes, not failed. */
 static void send_src(struct mreq *q)
 {
   int r = pass(q->m->layer->below, q, q->flags, src_done);
 
   if (r == -EAGAIN) {
-    svm_io_post_node(q->io, &q->src_node, src_retry, q, 0);
+    svm_io_post_on_room(q->io, &q->src_node, src_retry, q);
   } else if (r < 0) {
     q->src_res = r;
     side_done(q);
