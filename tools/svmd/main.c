@@ -229,10 +229,11 @@ static void raise_nofile(void)
  * (the next start finds the source authoritative and removes a partial destination). */
 static void stop_deadline(int sig)
 {
-  static const char msg[] = "svmd: the stop did not finish within --stop-timeout: a guest "
-                            "request never completed (see the export named above); exiting "
-                            "without it (it was never acknowledged); the next start recovers "
-                            "any move in flight\n";
+  static const char msg[] = "svmd: the stop did not finish within --stop-timeout: what it "
+                            "waits for never completed (a guest request: see the export named "
+                            "above; or a datastore that does not answer); exiting without it: "
+                            "nothing acknowledged is lost, and the next start recovers any "
+                            "move in flight\n";
   ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
 
   (void)sig;
