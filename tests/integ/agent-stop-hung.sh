@@ -7,34 +7,20 @@
 # bound it would wait for ever, as a failed move's stuck request once made it). The datastore
 # is thawed afterwards; the next start serves the disk, with the data the guest flushed before.
 source "$(dirname "$0")/agent-lib.sh"
-requires nbdkit nbdfuse losetup mkfs.ext4 mountpoint nbdsh
-[ "$(id -u)" -eq 0 ] || { echo "SKIP: needs root (loop device, mount)"; exit 77; }
+source "$(dirname "$0")/fuse-ds-lib.sh"
+requires nbdsh
 
-mkdir -p "$T/fuse" "$T/ds3"
-LOOP=
-FUSE_PID=
-KIT_PID=
+NBDSH_PID=
 teardown() {
   [ -z "$KIT_PID" ] || kill -CONT "$KIT_PID" 2>/dev/null
   if [ -n "$SVMD_PID" ]; then kill -9 "$SVMD_PID" 2>/dev/null; wait "$SVMD_PID" 2>/dev/null; fi
   SVMD_PID=
-  [ -z "${NBDSH_PID:-}" ] || { kill "$NBDSH_PID" 2>/dev/null; wait "$NBDSH_PID" 2>/dev/null; }
-  if mountpoint -q "$T/ds3"; then umount "$T/ds3" 2>/dev/null || umount -l "$T/ds3"; fi
-  [ -z "$LOOP" ] || losetup -d "$LOOP" 2>/dev/null
-  if mountpoint -q "$T/fuse"; then umount "$T/fuse" 2>/dev/null || umount -l "$T/fuse"; fi
-  [ -z "$FUSE_PID" ] || { kill "$FUSE_PID" 2>/dev/null; wait "$FUSE_PID" 2>/dev/null; }
-  true
+  [ -z "$NBDSH_PID" ] || { kill "$NBDSH_PID" 2>/dev/null; wait "$NBDSH_PID" 2>/dev/null; }
+  fuse_ds_stop
 }
 trap 'rc=$?; set +e; teardown; (exit $rc); cleanup' EXIT
 
-nbdfuse "$T/fuse/disk" --command nbdkit -s memory 128M 2>"$T/nbdkit.log" &
-FUSE_PID=$!
-for _ in $(seq 1 100); do [ -e "$T/fuse/disk" ] && break; sleep 0.05; done
-[ -e "$T/fuse/disk" ] || { echo "SKIP: nbdfuse did not start: $(cat "$T/nbdkit.log")"; exit 77; }
-KIT_PID=$(pgrep -P "$FUSE_PID" -x nbdkit) || fail "no nbdkit under nbdfuse $FUSE_PID"
-LOOP=$(losetup --show -f "$T/fuse/disk" 2>/dev/null) || { echo "SKIP: no loop device"; exit 77; }
-mkfs.ext4 -q "$LOOP" || fail "mkfs.ext4 $LOOP"
-mount "$LOOP" "$T/ds3" || { echo "SKIP: cannot mount $LOOP"; exit 77; }
+fuse_ds_start memory 128M
 
 # bad values of the option are refused before anything starts
 for bad in -1 x 86401 ""; do

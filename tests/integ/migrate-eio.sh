@@ -6,33 +6,17 @@
 # on ds1 with every write, and svmd removed the destination.
 source "$(dirname "$0")/agent-lib.sh"
 source "$(dirname "$0")/migrate-lib.sh"
-requires nbdkit nbdfuse losetup mkfs.ext4 mountpoint
+source "$(dirname "$0")/fuse-ds-lib.sh"
 
-mkdir -p "$T/fuse" "$T/ds3"
-LOOP=
-FUSE_PID=
 teardown() {
   rm -f "$T/inject"
   if [ -n "$SVMD_PID" ]; then kill "$SVMD_PID" 2>/dev/null; wait "$SVMD_PID" 2>/dev/null; fi
   SVMD_PID=
-  # ext4 first (svmd is gone, nothing holds it), then the loop device, then the FUSE file;
-  # a failing device can make a plain umount slow, so each step falls back to a lazy one
-  if mountpoint -q "$T/ds3"; then umount "$T/ds3" 2>/dev/null || umount -l "$T/ds3"; fi
-  [ -z "$LOOP" ] || losetup -d "$LOOP" 2>/dev/null
-  if mountpoint -q "$T/fuse"; then umount "$T/fuse" 2>/dev/null || umount -l "$T/fuse"; fi
-  [ -z "$FUSE_PID" ] || { kill "$FUSE_PID" 2>/dev/null; wait "$FUSE_PID" 2>/dev/null; }
-  true
+  fuse_ds_stop
 }
 trap 'rc=$?; set +e; teardown; (exit $rc); cleanup' EXIT
 
-nbdfuse "$T/fuse/disk" --command nbdkit -s --filter=error memory 128M error=EIO \
-  error-rate=100% error-file="$T/inject" 2>"$T/nbdkit.log" &
-FUSE_PID=$!
-for _ in $(seq 1 100); do [ -e "$T/fuse/disk" ] && break; sleep 0.05; done
-[ -e "$T/fuse/disk" ] || { echo "SKIP: nbdfuse did not start: $(cat "$T/nbdkit.log")"; exit 77; }
-LOOP=$(losetup --show -f "$T/fuse/disk" 2>/dev/null) || { echo "SKIP: no loop device"; exit 77; }
-mkfs.ext4 -q "$LOOP" || fail "mkfs.ext4 $LOOP"
-mount "$LOOP" "$T/ds3" || { echo "SKIP: cannot mount $LOOP"; exit 77; }
+fuse_ds_start --filter=error memory 128M error=EIO error-rate=100% error-file="$T/inject"
 
 start_svmd --datastore "ds3=$T/ds3"
 svmctl vm create vm1 --datastore ds1 --disk 32M >/dev/null
