@@ -551,8 +551,7 @@ int ctk_load(const struct ctk_src *src, struct ctk_image *img)
       const uint8_t *cp[2] = { buf + k * 2 * CTK_PAGE, buf + (k * 2 + 1) * CTK_PAGE };
       int v0 = ctk_check_page(h, pno, cp[0], &seq[0]);
       int v1c = ctk_check_page(h, pno, cp[1], &seq[1]);
-      uint64_t b0 = pno * CTK_BPP;
-      uint64_t cnt = h->nblocks - b0 < CTK_BPP ? h->nblocks - b0 : CTK_BPP;
+      uint64_t b0 = pno * CTK_BPP, cnt = ctk_page_nblocks(h->nblocks, pno);
       if (v1 && v0 == 0 && v1c == 0)
         continue;                             /* version 1: never written */
       if (v1 && v0 >= 0 && v1c >= 0 && v0 + v1c == 1)
@@ -698,7 +697,7 @@ int ctk_write_new(const char *path, const struct ctk_header *h, const uint16_t *
     uint64_t n = npages - p0 < CHUNK ? npages - p0 : CHUNK;
     for (uint64_t k = 0; k < n; k++) {
       uint64_t p = p0 + k, b0 = p * CTK_BPP;
-      size_t cnt = h->nblocks - b0 < CTK_BPP ? (size_t)(h->nblocks - b0) : CTK_BPP;
+      size_t cnt = ctk_page_nblocks(h->nblocks, p);
       for (size_t i = 0; i < cnt; i++) {
         /* relaxed: cbt_relocate_prepare() reads the epochs while marks store them; what it
          * misses, the relocation rewrites */

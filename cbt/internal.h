@@ -53,6 +53,13 @@ static inline uint64_t ctk_page_off(uint64_t pno, unsigned copy)
   return CTK_DATA_OFF + (2 * pno + copy) * CTK_PAGE;
 }
 
+/* The blocks whose epochs data page pno holds: CTK_BPP, fewer in the last page. */
+static inline size_t ctk_page_nblocks(uint64_t nblocks, uint64_t pno)
+{
+  uint64_t b0 = pno * CTK_BPP;
+  return nblocks - b0 < CTK_BPP ? (size_t)(nblocks - b0) : CTK_BPP;
+}
+
 /* Local epoch numbers are 16 bit: 0 = never written, 1..limit. 0xFFFF is never stored; it is
  * the "compacting" value of cur that sends every mark to the slow path. */
 #define CTK_EPOCH_LIMIT 65534u

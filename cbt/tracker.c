@@ -576,9 +576,7 @@ static int write_page(struct cbt *t, uint64_t pno, uint64_t r0, uint64_t r1, uin
   int target = v0 <= 0 ? 0 : v1 <= 0 ? 1 : seq[1] > seq[0] ? 0 : 1;
   uint64_t next = (v0 > 0 ? seq[0] : 0) > (v1 > 0 ? seq[1] : 0) ? seq[0] : (v1 > 0 ? seq[1] : 0);
 
-  uint64_t b0 = pno * CTK_BPP, b1 = b0 + CTK_BPP;
-  if (b1 > t->nblocks)
-    b1 = t->nblocks;
+  uint64_t b0 = pno * CTK_BPP, b1 = b0 + ctk_page_nblocks(t->nblocks, pno);
   for (uint64_t b = b0; b < b1; b++)
     vals[b - b0] = b >= r0 && b < r1 ? e : __atomic_load_n(&t->ep[b], __ATOMIC_ACQUIRE);
   ctk_encode_page(&t->h, pno, next + 1, vals, (size_t)(b1 - b0), cp);
@@ -817,9 +815,7 @@ static int reloc_commit(struct cbt *t, struct ctk_header *h)
   for (uint64_t p = 0; p < t->npages && rc == 0; p++) {
     if (!t->reloc_dirty[p])
       continue;
-    uint64_t b0 = p * CTK_BPP;
-    size_t cnt = t->nblocks - b0 < CTK_BPP ? (size_t)(t->nblocks - b0) : CTK_BPP;
-    ctk_encode_page(h, p, 3, t->ep + b0, cnt, buf);
+    ctk_encode_page(h, p, 3, t->ep + p * CTK_BPP, ctk_page_nblocks(t->nblocks, p), buf);
     rc = pwrite_all(t->reloc_fd, buf, CTK_PAGE, ctk_page_off(p, 0));
   }
   if (rc == 0) {

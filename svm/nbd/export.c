@@ -512,6 +512,29 @@ int svm_export_new(const struct svm_export_opts *o, struct svm_layer *top,
   return 0;
 }
 
+/* Until the export's last client is gone. A request that never completes (a hung datastore)
+ * holds this for ever: say which export waits, once, so that whoever stops svmd (its
+ * --stop-timeout) sees why. */
+static void wait_clients_gone(struct svm_export *e)
+{
+  struct timespec at;
+  bool said = false;
+
+  clock_gettime(CLOCK_REALTIME, &at);            /* hs_cv's clock */
+  at.tv_sec += NBD_DROP_WARN_S;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE(&e->mu);
+  while (atomic_load(&e->clients) > 0) {
+    if (said) {
+      pthread_cond_wait(&e->hs_cv, &e->mu);
+    } else if (pthread_cond_timedwait(&e->hs_cv, &e->mu, &at) == ETIMEDOUT) {
+      said = true;
+      fprintf(stderr, "svmd: export %s: %ld guest request(s) still in flight after %d s; "
+              "waiting for them to complete before closing the disk (check its datastore's "
+              "storage)\n", e->name, (long)atomic_load(&e->inflight), NBD_DROP_WARN_S);
+    }
+  }
+}
+
 void svm_export_free(struct svm_export *e)
 {
   if (e == NULL)
@@ -534,26 +557,7 @@ void svm_export_free(struct svm_export *e)
   atomic_store(&e->dropping, true);
   atomic_fetch_add_explicit(&nbds_pool.drop_gen, 1, memory_order_release);
   nbds_pool_wake_all();
-  pthread_mutex_lock(&e->mu);
-  {
-    /* A request that never completes (a hung datastore) holds this for ever: say which
-     * export waits, once, so that whoever stops svmd (its --stop-timeout) sees why. */
-    struct timespec at;
-    bool said = false;
-    clock_gettime(CLOCK_REALTIME, &at);          /* hs_cv's clock */
-    at.tv_sec += NBD_DROP_WARN_S;
-    while (atomic_load(&e->clients) > 0) {
-      if (said) {
-        pthread_cond_wait(&e->hs_cv, &e->mu);
-      } else if (pthread_cond_timedwait(&e->hs_cv, &e->mu, &at) == ETIMEDOUT) {
-        said = true;
-        fprintf(stderr, "svmd: export %s: %ld guest request(s) still in flight after %d s; "
-                "waiting for them to complete before closing the disk (check its datastore's "
-                "storage)\n", e->name, (long)atomic_load(&e->inflight), NBD_DROP_WARN_S);
-      }
-    }
-  }
-  pthread_mutex_unlock(&e->mu);
+  wait_clients_gone(e);
 
   pthread_mutex_destroy(&e->swap_mu);
   for (unsigned i = 0; i < e->nlisteners; i++) {
